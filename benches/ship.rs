@@ -1,0 +1,367 @@
+//! End-to-end throughput of the real agent binary: it ships a generated access log to a null
+//! Kinesis endpoint in this process, and the bench reports how fast, at what CPU and memory cost.
+//!
+//! `cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going]`
+//! `cargo bench --bench ship -- --serve-only [--port P]` runs only the null endpoint.
+
+// Each file directly in benches/ is a bench target of its own, so this one's modules live in
+// a folder of its name.
+#[path = "ship/access_log.rs"]
+mod access_log;
+#[path = "ship/agent.rs"]
+mod agent;
+#[path = "ship/null_kinesis.rs"]
+mod null_kinesis;
+#[path = "ship/report.rs"]
+mod report;
+
+use std::fmt::Display;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use access_log::AccessLog;
+use agent::Agent;
+use null_kinesis::{NullKinesis, Stats};
+use report::Figures;
+
+const DEFAULT_LINES: u64 = 2_000_000;
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Allowed per 2,000,000 lines, and at least this long, before a run is declared stuck.
+const TIMEOUT_PER_DEFAULT_RUN: Duration = Duration::from_secs(300);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+const LOG_TAIL_LINES: usize = 30;
+
+const USAGE: &str = "\
+usage: cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going]
+       cargo bench --bench ship -- --serve-only [--port P]
+
+  --lines N      access-log lines to ship (default 2000000)
+  --runs N       measure N times and print the median of each figure (default 1)
+  --keep-going   go on with the remaining runs after one fails
+  --serve-only   run only the null Kinesis endpoint until Ctrl-C
+  --port P       the endpoint's port (default: any free one)";
+
+/// Turns any error into a message that says what was being done.
+trait Context<T> {
+    fn context(self, doing: impl Display) -> Result<T, String>;
+}
+
+impl<T, E: Display> Context<T> for Result<T, E> {
+    fn context(self, doing: impl Display) -> Result<T, String> {
+        self.map_err(|error| format!("{doing}: {error}"))
+    }
+}
+
+struct Args {
+    lines: u64,
+    runs: usize,
+    keep_going: bool,
+    serve_only: bool,
+    port: u16,
+}
+
+impl Args {
+    /// Unknown arguments are ignored: cargo passes `--bench` to every bench.
+    fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut args = Args {
+            lines: DEFAULT_LINES,
+            runs: 1,
+            keep_going: false,
+            serve_only: false,
+            port: 0,
+        };
+        while let Some(arg) = raw.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| raw.next())
+                    .ok_or(format!("{name} needs a value"))
+            };
+            match name.as_str() {
+                "--lines" => args.lines = number(&name, &value()?)?,
+                "--runs" => args.runs = number(&name, &value()?)?,
+                "--port" => args.port = number(&name, &value()?)?,
+                "--keep-going" => args.keep_going = true,
+                "--serve-only" => args.serve_only = true,
+                "-h" | "--help" => return Err(USAGE.to_owned()),
+                "--bench" => {}
+                _ => eprintln!("ignoring argument {arg:?}"),
+            }
+        }
+        if args.lines == 0 || args.runs == 0 {
+            return Err("--lines and --runs must be at least 1".to_owned());
+        }
+        Ok(args)
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{name}: {text:?} is not a valid number"))
+}
+
+fn main() -> ExitCode {
+    let outcome = Args::parse(std::env::args().skip(1)).and_then(|args| bench(&args));
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(false)` when some run failed or the agent did not stop cleanly.
+fn bench(args: &Args) -> Result<bool, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("null-kinesis")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let server = NullKinesis::start(&runtime, args.port)?;
+    if args.serve_only {
+        return serve_only(&runtime, &server);
+    }
+    let work_dir = work_dir()?;
+    let log = access_log::cached(&work_dir, args.lines)?;
+    print_setup(&log, &server);
+    let mut results = Vec::new();
+    let mut all_clean = true;
+    for number in 1..=args.runs {
+        eprintln!("run {number}/{}", args.runs);
+        match run_once(&server, &log, &work_dir) {
+            Ok(figures) => {
+                all_clean &= figures.agent_ending.clean;
+                results.push((number, figures));
+            }
+            Err(message) => {
+                eprintln!("run {number} failed: {message}");
+                all_clean = false;
+                if !args.keep_going {
+                    break;
+                }
+            }
+        }
+    }
+    if !results.is_empty() {
+        println!();
+        report::print_table(&results);
+    }
+    Ok(all_clean)
+}
+
+/// Where the cached input and each run's files live: under `target/`, so that the input can be
+/// hard-linked into every run's directory instead of copied.
+fn work_dir() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(target)
+        .join("kinship-bench");
+    fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn print_setup(log: &AccessLog, server: &NullKinesis) {
+    println!(
+        "input:    {} lines, {} bytes ({:.1} bytes a line), {}",
+        log.lines,
+        log.bytes,
+        log.bytes as f64 / log.lines as f64,
+        log.path.display()
+    );
+    println!("agent:    {}", env!("CARGO_BIN_EXE_kinship"));
+    println!("endpoint: {} (null Kinesis in this process)", server.url());
+}
+
+/// One measurement in a fresh directory, kept for inspection if anything went wrong.
+fn run_once(server: &NullKinesis, log: &AccessLog, work_dir: &Path) -> Result<Figures, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(work_dir)
+        .context(format!(
+            "creating a run directory in {}",
+            work_dir.display()
+        ))?;
+    match measure(server, log, dir.path()) {
+        Ok(figures) if figures.agent_ending.clean => Ok(figures),
+        Ok(figures) => {
+            let log_path = dir.keep().join("agent.log");
+            eprintln!(
+                "warning: the agent did not stop cleanly ({}); log {}, last lines:\n{}",
+                figures.agent_ending.description,
+                log_path.display(),
+                agent::log_tail(&log_path, LOG_TAIL_LINES)
+            );
+            Ok(figures)
+        }
+        Err(message) => Err(format!(
+            "{message}\nrun directory kept: {}",
+            dir.keep().display()
+        )),
+    }
+}
+
+fn measure(server: &NullKinesis, log: &AccessLog, dir: &Path) -> Result<Figures, String> {
+    let input = dir.join("access.log");
+    link_or_copy(&log.path, &input)?;
+    let config = write_config(dir, &input, &server.url())?;
+    server.stats.reset();
+    let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
+    let started = Instant::now();
+    let mut agent = Agent::spawn(
+        Path::new(env!("CARGO_BIN_EXE_kinship")),
+        &config,
+        dir.join("agent.log"),
+    )?;
+    eprintln!(
+        "  agent pid {}, log {}",
+        agent.pid(),
+        agent.log_path.display()
+    );
+    if let Err(message) = wait_for_records(&mut agent, &server.stats, log.lines, started) {
+        return Err(format!(
+            "{message}\nagent log {}, last lines:\n{}",
+            agent.log_path.display(),
+            agent::log_tail(&agent.log_path, LOG_TAIL_LINES)
+        ));
+    }
+    let elapsed = started.elapsed();
+    let usage = agent.usage()?;
+    let agent_ending = agent.terminate(SHUTDOWN_GRACE)?;
+    let own_cpu = agent::cpu_seconds("/proc/self/stat")? - own_cpu_before;
+    let figures = Figures {
+        lines: log.lines,
+        line_bytes: log.bytes,
+        elapsed_seconds: elapsed.as_secs_f64(),
+        agent_cpu_seconds: usage.cpu_seconds,
+        peak_rss_bytes: usage.peak_rss_bytes,
+        received: server.stats.snapshot(),
+        server_cpu_seconds: own_cpu,
+        agent_ending,
+    };
+    eprintln!(
+        "  {} lines in {:.2} s: {:.0} lines/s, agent CPU {:.2} s, exit: {}",
+        figures.lines,
+        figures.elapsed_seconds,
+        figures.lines as f64 / figures.elapsed_seconds,
+        figures.agent_cpu_seconds,
+        figures.agent_ending.description
+    );
+    Ok(figures)
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)
+        .map(drop)
+        .context(format!("copying {} to {}", from.display(), to.display()))
+}
+
+fn write_config(dir: &Path, input: &Path, endpoint_url: &str) -> Result<PathBuf, String> {
+    let text = format!(
+        "\
+state_dir: {state_dir}
+aws:
+  region: us-east-1
+  endpoint_url: {endpoint_url}
+progress_interval: 5s
+flows:
+  - name: bench
+    files: {input}
+    kinesis_stream: bench
+    initial_position: start_of_file
+    max_batch_age: 1s
+",
+        state_dir = yaml_string(&dir.join("state")),
+        input = yaml_string(input),
+    );
+    let path = dir.join("kinship.yaml");
+    fs::write(&path, text).context(format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// A JSON string is a valid double-quoted YAML scalar, whatever the path holds.
+fn yaml_string(path: &Path) -> String {
+    serde_json::Value::from(path.to_string_lossy()).to_string()
+}
+
+/// Waits until the endpoint has every line; fails if the agent exits first or takes too long.
+fn wait_for_records(
+    agent: &mut Agent,
+    stats: &Stats,
+    lines: u64,
+    started: Instant,
+) -> Result<(), String> {
+    let timeout = TIMEOUT_PER_DEFAULT_RUN
+        .max(TIMEOUT_PER_DEFAULT_RUN.mul_f64(lines as f64 / DEFAULT_LINES as f64));
+    let mut next_progress = PROGRESS_INTERVAL;
+    loop {
+        let received = stats.records();
+        if received >= lines {
+            return Ok(());
+        }
+        let elapsed = started.elapsed();
+        if let Some(status) = agent.exited()? {
+            return Err(format!(
+                "the agent exited early ({status}) after {:.2} s, with {received} of {lines} records delivered",
+                elapsed.as_secs_f64()
+            ));
+        }
+        if elapsed > timeout {
+            return Err(format!(
+                "gave up after {timeout:?}: {received} of {lines} records delivered"
+            ));
+        }
+        if elapsed >= next_progress {
+            eprintln!("  {:>5.0} s: {received} records", elapsed.as_secs_f64());
+            next_progress += PROGRESS_INTERVAL;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM, printing what arrived every few seconds.
+fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
+    println!(
+        "null Kinesis endpoint listening on {}; Ctrl-C to stop",
+        server.url()
+    );
+    runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        let mut last = server.stats.snapshot();
+        loop {
+            tokio::select! {
+                _ = &mut interrupt => break,
+                _ = terminate.recv() => break,
+                _ = ticker.tick() => {
+                    let now = server.stats.snapshot();
+                    if now != last {
+                        println!("{now:?} (+{} records/s)", now.records.saturating_sub(last.records) / 5);
+                        last = now;
+                    }
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    println!("{:?}", server.stats.snapshot());
+    Ok(true)
+}

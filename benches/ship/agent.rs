@@ -1,0 +1,203 @@
+//! The agent binary as a child process, and what `/proc` says about it.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::Context;
+
+/// A running `kinship run`. Dropping it kills the process, so a failed run leaves nothing behind.
+pub struct Agent {
+    child: Child,
+    pub log_path: PathBuf,
+}
+
+/// How the agent ended once asked to stop.
+#[derive(Clone, Debug)]
+pub struct Ending {
+    pub description: String,
+    /// It exited by itself, with success, after SIGTERM.
+    pub clean: bool,
+}
+
+/// CPU and memory the agent had used by some moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+impl Agent {
+    pub fn spawn(binary: &Path, config: &Path, log_path: PathBuf) -> Result<Agent, String> {
+        let log = File::create(&log_path).context(format!("creating {}", log_path.display()))?;
+        let log_for_stdout = log
+            .try_clone()
+            .context("duplicating the agent log's handle")?;
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log_for_stdout)
+            .stderr(log);
+        isolate_aws_environment(&mut command);
+        let child = command
+            .spawn()
+            .context(format!("starting the agent {}", binary.display()))?;
+        Ok(Agent { child, log_path })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>, String> {
+        self.child
+            .try_wait()
+            .context("checking whether the agent is still running")
+    }
+
+    pub fn usage(&self) -> Result<Usage, String> {
+        let pid = self.pid();
+        Ok(Usage {
+            cpu_seconds: cpu_seconds(&format!("/proc/{pid}/stat"))?,
+            peak_rss_bytes: peak_rss_bytes(pid)?,
+        })
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the agent to exit; kills it after that.
+    pub fn terminate(&mut self, grace: Duration) -> Result<Ending, String> {
+        if let Some(status) = self.exited()? {
+            return Ok(Ending {
+                description: format!("had exited before SIGTERM: {status}"),
+                clean: false,
+            });
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {} failed: {sent}", self.pid()));
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited()? {
+                return Ok(Ending {
+                    description: status.to_string(),
+                    clean: status.success(),
+                });
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.child.kill().context("killing the agent")?;
+        let status = self.child.wait().context("waiting for the killed agent")?;
+        Ok(Ending {
+            description: format!("did not exit within {grace:?} of SIGTERM; killed: {status}"),
+            clean: false,
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The agent must talk to the null endpoint with fixed credentials whatever the shell running
+/// the bench has set up: a profile, a session token or an endpoint override would change what
+/// is measured.
+fn isolate_aws_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(&name);
+        }
+    }
+    let fixed: [(&str, &str); 6] = [
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ];
+    command.envs(
+        fixed
+            .iter()
+            .map(|(name, value)| (OsStr::new(name), OsStr::new(value))),
+    );
+}
+
+/// User plus system CPU time from a `/proc/.../stat` file.
+pub fn cpu_seconds(stat_path: &str) -> Result<f64, String> {
+    let stat = fs::read_to_string(stat_path).context(format!("reading {stat_path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces, so count fields from
+    // after its closing parenthesis: that is field 3, making utime and stime (14 and 15) the
+    // 12th and 13th.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("{stat_path}: no command name in {stat:?}"))?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks = || -> Result<u64, String> {
+        fields
+            .next()
+            .and_then(|field| field.parse().ok())
+            .ok_or_else(|| format!("{stat_path}: no utime/stime in {stat:?}"))
+    };
+    let total = ticks()? + ticks()?;
+    Ok(total as f64 / clock_ticks_per_second() as f64)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
+}
+
+fn peak_rss_bytes(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).context(format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| format!("{path}: no VmHWM line"))
+}
+
+/// The last `count` lines of a log, for error messages.
+pub fn log_tail(path: &Path, count: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(count)..].join("\n");
+            if tail.is_empty() {
+                "(the log is empty)".to_owned()
+            } else {
+                tail
+            }
+        }
+        Err(error) => format!("(cannot read {}: {error})", path.display()),
+    }
+}

@@ -1,0 +1,117 @@
+//! The figures of each run, printed side by side with their median.
+
+use crate::agent::Ending;
+use crate::null_kinesis::Snapshot;
+
+const GB: f64 = 1e9;
+const MB: f64 = 1e6;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    pub lines: u64,
+    pub line_bytes: u64,
+    pub elapsed_seconds: f64,
+    pub agent_cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    /// What the endpoint had received once the agent had exited.
+    pub received: Snapshot,
+    /// CPU the bench process spent meanwhile, almost all of it serving requests.
+    pub server_cpu_seconds: f64,
+    pub agent_ending: Ending,
+}
+
+impl Figures {
+    pub fn duplicates(&self) -> u64 {
+        self.received.records.saturating_sub(self.lines)
+    }
+}
+
+struct Row {
+    label: &'static str,
+    decimals: usize,
+    value: fn(&Figures) -> f64,
+}
+
+const ROWS: &[Row] = &[
+    row("lines", 0, |f| f.lines as f64),
+    row("line data (GB)", 3, |f| f.line_bytes as f64 / GB),
+    row("elapsed (s)", 2, |f| f.elapsed_seconds),
+    row("lines/s", 0, |f| f.lines as f64 / f.elapsed_seconds),
+    row("MB/s", 1, |f| f.line_bytes as f64 / MB / f.elapsed_seconds),
+    row("agent CPU (s)", 2, |f| f.agent_cpu_seconds),
+    row("agent CPU s per GB", 1, |f| {
+        f.agent_cpu_seconds / (f.line_bytes as f64 / GB)
+    }),
+    row("agent peak RSS (MiB)", 1, |f| f.peak_rss_bytes as f64 / MIB),
+    row("records received", 0, |f| f.received.records as f64),
+    row("duplicates", 0, |f| f.duplicates() as f64),
+    row("data received (GB)", 3, |f| {
+        f.received.data_bytes as f64 / GB
+    }),
+    row("PutRecords calls", 0, |f| f.received.put_requests as f64),
+    row("records per call", 1, records_per_call),
+    row("rejected requests", 0, |f| {
+        f.received.rejected_requests as f64
+    }),
+    row("null server CPU (s)", 2, |f| f.server_cpu_seconds),
+];
+
+const fn row(label: &'static str, decimals: usize, value: fn(&Figures) -> f64) -> Row {
+    Row {
+        label,
+        decimals,
+        value,
+    }
+}
+
+fn records_per_call(figures: &Figures) -> f64 {
+    figures.received.records as f64 / figures.received.put_requests.max(1) as f64
+}
+
+const LABEL_WIDTH: usize = 22;
+const COLUMN_WIDTH: usize = 13;
+
+/// Prints one column per run, then the median of each figure when there is more than one run.
+pub fn print_table(runs: &[(usize, Figures)]) {
+    let with_median = runs.len() > 1;
+    let mut header = format!("{:LABEL_WIDTH$}", "");
+    for (number, _) in runs {
+        header += &format!("{:>COLUMN_WIDTH$}", format!("run {number}"));
+    }
+    if with_median {
+        header += &format!("{:>COLUMN_WIDTH$}", "median");
+    }
+    println!("{}", header.trim_end());
+    for row in ROWS {
+        let values: Vec<f64> = runs
+            .iter()
+            .map(|(_, figures)| (row.value)(figures))
+            .collect();
+        let mut line = format!("{:LABEL_WIDTH$}", row.label);
+        for value in &values {
+            line += &format!("{:>COLUMN_WIDTH$.*}", row.decimals, value);
+        }
+        if with_median {
+            line += &format!("{:>COLUMN_WIDTH$.*}", row.decimals, median(values));
+        }
+        println!("{line}");
+    }
+    for (number, figures) in runs {
+        println!(
+            "agent exit, run {number}: {}",
+            figures.agent_ending.description
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
+}

@@ -1,0 +1,177 @@
+//! The composition root: builds every component from a validated config, wires the channels
+//! between them, runs until shutdown is asked for, then shuts down in order under a deadline:
+//! tailers stop → batchers flush → sinks finish their calls → the last checkpoint is written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
+use crate::config::{AwsSettings, Config};
+use crate::metrics::{self, Metrics};
+use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
+use crate::record::FileId;
+use crate::sink::kinesis::KinesisClient;
+use crate::sink::{RetryPolicy, Sink};
+use crate::source::Source;
+
+/// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
+const LINES_QUEUE_BLOCKS: usize = 16;
+/// Acknowledgement events queued for the checkpoint store.
+const ACK_QUEUE: usize = 4096;
+/// How long one call may take before it is abandoned and retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    State(#[from] StoreError),
+    #[error(
+        "no AWS region is set; set aws.region in the config, or AWS_REGION in the environment"
+    )]
+    NoRegion,
+    #[error("a start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Runs the agent until `shutdown` fires, then stops it in order.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let state_dir = config.state_dir.clone();
+    let (store, loaded) = tokio::task::spawn_blocking(move || CheckpointStore::open(&state_dir))
+        .await
+        .map_err(|error| AppError::Task(error.to_string()))??;
+    if loaded.removed_leftover {
+        info!(path = %store.path().display(), "Removed the temp file of an interrupted checkpoint write; the last complete checkpoint is used.");
+    }
+    info!(path = %store.path().display(), files = loaded.checkpoints.len(), "Checkpoints loaded.");
+
+    let (client, region) = kinesis_client(&config.aws).await?;
+    let metrics = Arc::new(Metrics::new(
+        config.flows.iter().map(|flow| flow.name.as_str()),
+    ));
+    let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, u64>> = HashMap::new();
+    for saved in &loaded.checkpoints {
+        checkpoints_by_flow
+            .entry(saved.flow.clone())
+            .or_default()
+            .insert(saved.id, saved.offset);
+    }
+
+    let (acks, acks_received) = mpsc::channel(ACK_QUEUE);
+    let stop_checkpoints = CancellationToken::new();
+    let checkpoint_task = tokio::spawn(checkpoint::run(
+        store,
+        AckTracker::new(loaded.checkpoints),
+        acks_received,
+        config.checkpoint_interval,
+        Arc::clone(&metrics),
+        stop_checkpoints.clone(),
+    ));
+
+    let tasks = TaskTracker::new();
+    for flow in &config.flows {
+        let flow = Arc::new(flow.clone());
+        let Some(flow_metrics) = metrics.flow(&flow.name) else {
+            continue;
+        };
+        let (lines, lines_received) = mpsc::channel(LINES_QUEUE_BLOCKS);
+        let (batches, batches_received) = mpsc::channel(flow.max_in_flight);
+        let source = Source {
+            flow: Arc::clone(&flow),
+            checkpoints: checkpoints_by_flow.remove(&flow.name).unwrap_or_default(),
+            lines,
+            acks: acks.clone(),
+            metrics: Arc::clone(&flow_metrics),
+            cancel: shutdown.clone(),
+        };
+        let builder = BatchBuilder::new(
+            BatchLimits {
+                max_records: flow.max_batch_records,
+                max_bytes: flow.max_batch_bytes,
+                max_age: flow.max_batch_age,
+            },
+            KeyChooser::new(flow.partition_key.clone()),
+        );
+        let sink = Sink {
+            flow: Arc::from(flow.name.as_str()),
+            stream: flow.kinesis_stream.clone(),
+            client: Arc::new(KinesisClient::new(
+                client.clone(),
+                flow.kinesis_stream.clone(),
+                region.clone(),
+            )),
+            max_in_flight: flow.max_in_flight,
+            retry: RetryPolicy {
+                initial: flow.retry_initial_backoff,
+                max: flow.retry_max_backoff,
+            },
+            metrics: flow_metrics,
+            acks: acks.clone(),
+        };
+        tasks.spawn(source.run());
+        tasks.spawn(pipeline::batcher::run(builder, lines_received, batches));
+        tasks.spawn(sink.run(batches_received));
+        info!(flow = %flow.name, stream = %flow.kinesis_stream, files = ?flow.files, "Flow started.");
+    }
+    drop(acks);
+    tasks.close();
+
+    let stop_progress = CancellationToken::new();
+    let progress = tokio::spawn(metrics::report_progress(
+        Arc::clone(&metrics),
+        config.progress_interval,
+        stop_progress.clone(),
+    ));
+    info!(flows = config.flows.len(), region = %region, endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS default)"), "kinship is running.");
+
+    shutdown.cancelled().await;
+    info!(grace = ?config.shutdown_grace, "Shutting down: reading stopped; sending what was read.");
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?config.shutdown_grace, "The shutdown grace period ended before every call finished; lines not delivered are read again at the next start.");
+        stop_checkpoints.cancel();
+    }
+    let finished = checkpoint_task.await;
+    stop_progress.cancel();
+    let _ = progress.await;
+    metrics.log_progress();
+    finished.map_err(|error| AppError::Task(error.to_string()))?;
+    info!("Stopped.");
+    Ok(())
+}
+
+/// One Kinesis client for every flow. The SDK's own retries are off: the sink retries with
+/// knowledge of which records failed, and logs why.
+async fn kinesis_client(aws: &AwsSettings) -> Result<(aws_sdk_kinesis::Client, String), AppError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(CALL_TIMEOUT)
+                .build(),
+        );
+    if let Some(region) = &aws.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &aws.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk_config = loader.load().await;
+    let region = sdk_config
+        .region()
+        .map(ToString::to_string)
+        .ok_or(AppError::NoRegion)?;
+    Ok((aws_sdk_kinesis::Client::new(&sdk_config), region))
+}

@@ -1,0 +1,315 @@
+//! The ordered acknowledgement tracker: a file's checkpoint advances only across a contiguous
+//! run of delivered ranges, so a record still being retried holds its file's checkpoint back,
+//! however many later calls finished first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::record::{Ack, FileId, FileRange, SourceFile};
+
+/// One file's saved position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub flow: String,
+    pub id: FileId,
+    pub path: PathBuf,
+    /// Every byte before this offset was delivered.
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+struct Progress {
+    file: Arc<SourceFile>,
+    /// Every byte before this offset was delivered.
+    watermark: u64,
+    /// Delivered ranges beyond the watermark, by start.
+    ahead: BTreeMap<u64, u64>,
+    /// Set when the file was released because it was deleted: forget it once delivered to here.
+    forget_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    /// Files being read, by their per-process key.
+    live: HashMap<u64, Progress>,
+    /// The positions to save, by flow and identity.
+    saved: BTreeMap<(String, FileId), Checkpoint>,
+    changed: bool,
+}
+
+impl AckTracker {
+    /// Starts from the checkpoints read at start-up.
+    pub fn new(loaded: Vec<Checkpoint>) -> Self {
+        let saved = loaded
+            .into_iter()
+            .map(|c| ((c.flow.clone(), c.id), c))
+            .collect();
+        Self {
+            live: HashMap::new(),
+            saved,
+            changed: false,
+        }
+    }
+
+    /// Applies one event; returns how many bytes became newly delivered at the watermark.
+    pub fn apply(&mut self, ack: Ack) -> u64 {
+        match ack {
+            Ack::Opened { file, offset } => {
+                self.opened(file, offset);
+                0
+            }
+            Ack::Delivered(ranges) => ranges.into_iter().map(|range| self.delivered(range)).sum(),
+            Ack::Closed { file, end } => {
+                if let Some(progress) = self.live.get_mut(&file.key) {
+                    progress.forget_at = Some(end);
+                }
+                self.forget_if_done(file.key);
+                0
+            }
+        }
+    }
+
+    fn opened(&mut self, file: Arc<SourceFile>, offset: u64) {
+        let identity = (file.flow.to_string(), file.id);
+        // A file read again from the start (truncated) replaces its earlier reading.
+        self.live.retain(|_, progress| {
+            (progress.file.flow.as_ref(), progress.file.id) != (identity.0.as_str(), identity.1)
+        });
+        self.saved.insert(
+            identity.clone(),
+            Checkpoint {
+                flow: identity.0,
+                id: file.id,
+                path: file.path.clone(),
+                offset,
+            },
+        );
+        self.changed = true;
+        self.live.insert(
+            file.key,
+            Progress {
+                file,
+                watermark: offset,
+                ahead: BTreeMap::new(),
+                forget_at: None,
+            },
+        );
+    }
+
+    fn delivered(&mut self, range: FileRange) -> u64 {
+        let key = range.file.key;
+        let Some(progress) = self.live.get_mut(&key) else {
+            return 0; // A reading replaced after truncation: its offsets mean nothing now.
+        };
+        if range.end <= progress.watermark {
+            return 0;
+        }
+        if range.start > progress.watermark {
+            progress.ahead.insert(range.start, range.end);
+            return 0;
+        }
+        let before = progress.watermark;
+        progress.watermark = range.end;
+        while let Some(entry) = progress.ahead.first_entry() {
+            if *entry.key() > progress.watermark {
+                break;
+            }
+            let end = entry.remove();
+            progress.watermark = progress.watermark.max(end);
+        }
+        let advanced = progress.watermark - before;
+        let identity = (progress.file.flow.to_string(), progress.file.id);
+        if let Some(saved) = self.saved.get_mut(&identity) {
+            saved.offset = progress.watermark;
+            saved.path.clone_from(&progress.file.path);
+        }
+        self.changed = true;
+        self.forget_if_done(key);
+        advanced
+    }
+
+    fn forget_if_done(&mut self, key: u64) {
+        let Some(progress) = self.live.get(&key) else {
+            return;
+        };
+        if progress
+            .forget_at
+            .is_some_and(|end| progress.watermark >= end)
+        {
+            let identity = (progress.file.flow.to_string(), progress.file.id);
+            self.live.remove(&key);
+            self.saved.remove(&identity);
+            self.changed = true;
+        }
+    }
+
+    /// The checkpoints to write, if anything changed since the last call.
+    pub fn take_changes(&mut self) -> Option<Vec<Checkpoint>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        Some(self.saved.values().cloned().collect())
+    }
+
+    /// Marks the state as not yet written (a write failed).
+    pub fn mark_unwritten(&mut self) {
+        self.changed = true;
+    }
+
+    pub fn checkpoint(&self, flow: &str, id: FileId) -> Option<u64> {
+        self.saved.get(&(flow.to_owned(), id)).map(|c| c.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(key: u64, inode: u64) -> Arc<SourceFile> {
+        Arc::new(SourceFile {
+            key,
+            flow: Arc::from("app"),
+            id: FileId { device: 1, inode },
+            path: format!("/logs/{inode}.log").into(),
+        })
+    }
+
+    fn range(file: &Arc<SourceFile>, start: u64, end: u64) -> FileRange {
+        FileRange {
+            file: Arc::clone(file),
+            start,
+            end,
+        }
+    }
+
+    fn delivered(tracker: &mut AckTracker, ranges: Vec<FileRange>) -> u64 {
+        tracker.apply(Ack::Delivered(ranges))
+    }
+
+    #[test]
+    fn out_of_order_acknowledgements_advance_only_the_contiguous_prefix() {
+        let a = file(1, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        let id = a.id;
+        assert_eq!(delivered(&mut tracker, vec![range(&a, 200, 300)]), 0);
+        assert_eq!(delivered(&mut tracker, vec![range(&a, 100, 200)]), 0);
+        assert_eq!(tracker.checkpoint("app", id), Some(0));
+        // The first call finishes last: everything up to 300 is now delivered.
+        assert_eq!(delivered(&mut tracker, vec![range(&a, 0, 100)]), 300);
+        assert_eq!(tracker.checkpoint("app", id), Some(300));
+    }
+
+    #[test]
+    fn a_record_being_retried_holds_the_watermark_back() {
+        let a = file(1, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 1000,
+        });
+        // Batch 1 covers [1000, 1500) and is being retried; batches 2..=5 finish.
+        for start in (1500..3500).step_by(500) {
+            delivered(&mut tracker, vec![range(&a, start, start + 500)]);
+        }
+        assert_eq!(tracker.checkpoint("app", a.id), Some(1000));
+        delivered(&mut tracker, vec![range(&a, 1000, 1500)]);
+        assert_eq!(tracker.checkpoint("app", a.id), Some(3500));
+    }
+
+    #[test]
+    fn one_batch_may_cover_several_files() {
+        let (a, b) = (file(1, 10), file(2, 20));
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&b),
+            offset: 50,
+        });
+        delivered(
+            &mut tracker,
+            vec![range(&a, 0, 10), range(&b, 50, 60), range(&a, 10, 20)],
+        );
+        assert_eq!(tracker.checkpoint("app", a.id), Some(20));
+        assert_eq!(tracker.checkpoint("app", b.id), Some(60));
+    }
+
+    #[test]
+    fn a_truncated_file_read_again_ignores_its_earlier_reading() {
+        let old = file(1, 10);
+        let new = file(2, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&old),
+            offset: 0,
+        });
+        delivered(&mut tracker, vec![range(&old, 0, 500)]);
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&new),
+            offset: 0,
+        });
+        assert_eq!(tracker.checkpoint("app", new.id), Some(0));
+        delivered(&mut tracker, vec![range(&old, 500, 900)]);
+        assert_eq!(
+            tracker.checkpoint("app", new.id),
+            Some(0),
+            "late acks of the old reading are ignored"
+        );
+        delivered(&mut tracker, vec![range(&new, 0, 40)]);
+        assert_eq!(tracker.checkpoint("app", new.id), Some(40));
+    }
+
+    #[test]
+    fn a_deleted_file_is_forgotten_once_delivered_to_its_end() {
+        let a = file(1, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        tracker.apply(Ack::Closed {
+            file: Arc::clone(&a),
+            end: 100,
+        });
+        assert_eq!(
+            tracker.checkpoint("app", a.id),
+            Some(0),
+            "kept while records are in flight"
+        );
+        delivered(&mut tracker, vec![range(&a, 0, 100)]);
+        assert_eq!(tracker.checkpoint("app", a.id), None);
+    }
+
+    #[test]
+    fn loaded_checkpoints_are_kept_until_replaced_and_changes_are_reported_once() {
+        let loaded = Checkpoint {
+            flow: "app".into(),
+            id: FileId {
+                device: 1,
+                inode: 99,
+            },
+            path: "/logs/old.log".into(),
+            offset: 7,
+        };
+        let mut tracker = AckTracker::new(vec![loaded.clone()]);
+        assert_eq!(tracker.take_changes(), None);
+        let a = file(1, 10);
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        let written = tracker.take_changes().expect("changed");
+        assert_eq!(written.len(), 2);
+        assert!(written.contains(&loaded));
+        assert_eq!(tracker.take_changes(), None);
+        tracker.mark_unwritten();
+        assert!(tracker.take_changes().is_some());
+    }
+}

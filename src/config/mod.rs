@@ -1,0 +1,742 @@
+//! The agent's configuration: the YAML file read into raw serde types, then validated into
+//! types that cannot be wrong. Every problem is reported at once, each with file, line and key.
+
+pub mod limits;
+mod locate;
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use locate::KeyPositions;
+use raw::{RawAws, RawConfig, RawFlow};
+
+/// Where the packaged service looks for its configuration.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinship/kinship.yaml";
+const DEFAULT_STATE_DIR: &str = "/var/lib/kinship";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this configuration was read from.
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    pub aws: AwsSettings,
+    pub shutdown_grace: Duration,
+    pub checkpoint_interval: Duration,
+    pub progress_interval: Duration,
+    pub flows: Vec<FlowConfig>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    /// `None`: the SDK's own chain (`AWS_REGION`, profile) decides.
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// Where reading starts in a file that has no checkpoint yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialPosition {
+    StartOfFile,
+    EndOfFile,
+}
+
+/// How each record's partition key is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartitionKey {
+    /// A random decimal number per record: records spread over every shard.
+    Random,
+    /// A hash of the record's bytes: equal records go to the same shard.
+    Deterministic,
+    /// The same key for every record: one shard, in order.
+    Fixed(String),
+}
+
+impl PartitionKey {
+    /// The most bytes a key of this kind can take, so lines can be cut to leave room for it.
+    pub fn max_len(&self) -> usize {
+        match self {
+            PartitionKey::Random => 20,
+            PartitionKey::Deterministic => 16,
+            PartitionKey::Fixed(key) => key.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    pub name: String,
+    pub files: Vec<String>,
+    pub kinesis_stream: String,
+    pub initial_position: InitialPosition,
+    pub partition_key: PartitionKey,
+    pub max_batch_age: Duration,
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+    pub max_record_bytes: usize,
+    pub max_in_flight: usize,
+    pub poll_interval: Duration,
+    pub scan_interval: Duration,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+}
+
+impl FlowConfig {
+    /// The most bytes of a line (newline included) that fit in one record beside its key.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_record_bytes - self.partition_key.max_len()
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Path of the key, such as `flows[0].max_batch_age`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|problem| ProblemAt { path, problem }.to_string())
+        .collect();
+    lines.join("\n")
+}
+
+struct ProblemAt<'a> {
+    path: &'a Path,
+    problem: &'a Problem,
+}
+
+impl fmt::Display for ProblemAt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.problem.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.problem.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if self.problem.key.is_empty() {
+            write!(f, ": {}", self.problem.message)
+        } else {
+            write!(f, ": {}: {}", self.problem.key, self.problem.message)
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (which only names the file in messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        if text.trim().is_empty() {
+            return Err(invalid(vec![Problem {
+                line: None,
+                column: None,
+                key: String::new(),
+                message: "the file is empty; it needs at least `flows`".into(),
+            }]));
+        }
+        let raw: RawConfig =
+            serde_yaml::from_str(text).map_err(|error| invalid(vec![serde_problem(&error)]))?;
+        let positions = KeyPositions::index(text);
+        let mut checker = Checker {
+            positions: &positions,
+            problems: Vec::new(),
+        };
+        let config = checker.config(path, raw);
+        if checker.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(checker.problems))
+        }
+    }
+}
+
+/// Turns a serde_yaml error into a problem; its message already names the key path.
+fn serde_problem(error: &serde_yaml::Error) -> Problem {
+    let text = error.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    };
+    let (mut key, message) = match message.split_once(": ") {
+        Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
+        _ => (String::new(), message),
+    };
+    // Name the unknown key itself, not only the mapping that holds it.
+    if let Some(unknown) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        key = if key.is_empty() {
+            unknown.to_owned()
+        } else {
+            format!("{key}.{unknown}")
+        };
+    }
+    Problem {
+        line: error.location().map(|location| location.line()),
+        column: error.location().map(|location| location.column()),
+        key,
+        message,
+    }
+}
+
+struct Checker<'a> {
+    positions: &'a KeyPositions,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let position = self.positions.find(key);
+        self.problems.push(Problem {
+            line: position.map(|p| p.line),
+            column: position.map(|p| p.column),
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, path: &Path, raw: RawConfig) -> Config {
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.to_owned());
+        if state_dir.trim().is_empty() {
+            self.problem("state_dir", "must not be empty");
+        }
+        let aws = self.aws(raw.aws);
+        let shutdown_grace = self.duration(
+            "shutdown_grace",
+            raw.shutdown_grace,
+            Duration::from_secs(10),
+        );
+        let checkpoint_interval = self.duration(
+            "checkpoint_interval",
+            raw.checkpoint_interval,
+            Duration::from_secs(1),
+        );
+        let progress_interval = self.duration(
+            "progress_interval",
+            raw.progress_interval,
+            Duration::from_secs(30),
+        );
+        let mut flows = Vec::new();
+        match raw.flows {
+            None => self.problem("flows", "is missing; list at least one flow"),
+            Some(raw_flows) if raw_flows.is_empty() => {
+                self.problem("flows", "is empty; list at least one flow")
+            }
+            Some(raw_flows) => {
+                for (index, raw_flow) in raw_flows.into_iter().enumerate() {
+                    let key = format!("flows[{index}]");
+                    if let Some(flow) = self.flow(&key, raw_flow) {
+                        if flows.iter().any(|f: &FlowConfig| f.name == flow.name) {
+                            self.problem(
+                                &format!("{key}.name"),
+                                format!(
+                                    "`{}` is used by another flow; names must be unique",
+                                    flow.name
+                                ),
+                            );
+                        }
+                        flows.push(flow);
+                    }
+                }
+            }
+        }
+        Config {
+            source: path.to_owned(),
+            state_dir: PathBuf::from(state_dir),
+            aws,
+            shutdown_grace,
+            checkpoint_interval,
+            progress_interval,
+            flows,
+        }
+    }
+
+    fn aws(&mut self, raw: RawAws) -> AwsSettings {
+        if let Some(region) = &raw.region {
+            let valid = !region.is_empty()
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                self.problem(
+                    "aws.region",
+                    format!("`{region}` is not a region name such as us-east-1"),
+                );
+            }
+        }
+        if let Some(url) = &raw.endpoint_url {
+            let has_host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+            if !has_host {
+                self.problem(
+                    "aws.endpoint_url",
+                    format!("`{url}` is not an http:// or https:// URL with a host"),
+                );
+            }
+        }
+        AwsSettings {
+            region: raw.region,
+            endpoint_url: raw.endpoint_url,
+        }
+    }
+
+    fn flow(&mut self, key: &str, raw: RawFlow) -> Option<FlowConfig> {
+        let before = self.problems.len();
+        let name = match raw.name {
+            None => {
+                self.problem(
+                    &format!("{key}.name"),
+                    "is missing; every flow needs a unique name",
+                );
+                String::new()
+            }
+            Some(name) => {
+                let valid = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    self.problem(
+                        &format!("{key}.name"),
+                        format!("`{name}` must be 1 to 64 letters, digits, '-', '_' or '.'"),
+                    );
+                }
+                name
+            }
+        };
+        let files = match raw.files.map(raw::OneOrMany::into_vec) {
+            None => {
+                self.problem(
+                    &format!("{key}.files"),
+                    "is missing; give a glob such as /var/log/app/*.log",
+                );
+                Vec::new()
+            }
+            Some(files) if files.is_empty() => {
+                self.problem(&format!("{key}.files"), "is empty; give at least one glob");
+                files
+            }
+            Some(files) => {
+                for (index, pattern) in files.iter().enumerate() {
+                    let file_key = if files.len() == 1 {
+                        format!("{key}.files")
+                    } else {
+                        format!("{key}.files[{index}]")
+                    };
+                    if !Path::new(pattern).is_absolute() {
+                        self.problem(&file_key, format!("`{pattern}` must be an absolute path"));
+                    } else if let Err(error) = glob::Pattern::new(pattern) {
+                        self.problem(
+                            &file_key,
+                            format!("`{pattern}` is not a valid glob: {}", error.msg),
+                        );
+                    }
+                }
+                files
+            }
+        };
+        let kinesis_stream = match raw.kinesis_stream {
+            None => {
+                self.problem(
+                    &format!("{key}.kinesis_stream"),
+                    "is missing; name the stream records go to",
+                );
+                String::new()
+            }
+            Some(stream) => {
+                let valid = !stream.is_empty()
+                    && stream.len() <= 128
+                    && stream
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    self.problem(
+                        &format!("{key}.kinesis_stream"),
+                        format!("`{stream}` is not a stream name (1 to 128 letters, digits, '-', '_' or '.')"),
+                    );
+                }
+                stream
+            }
+        };
+        let initial_position = match raw.initial_position.as_deref() {
+            None | Some("end_of_file") => InitialPosition::EndOfFile,
+            Some("start_of_file") => InitialPosition::StartOfFile,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.initial_position"),
+                    format!("`{other}` is not one of end_of_file, start_of_file"),
+                );
+                InitialPosition::EndOfFile
+            }
+        };
+        let partition_key = match raw.partition_key.as_deref() {
+            None | Some("random") => PartitionKey::Random,
+            Some("deterministic") => PartitionKey::Deterministic,
+            Some(fixed) => {
+                let chars = fixed.chars().count();
+                if chars == 0 || chars > limits::PARTITION_KEY_MAX_CHARS {
+                    self.problem(
+                        &format!("{key}.partition_key"),
+                        format!(
+                            "a fixed key must be 1 to {} characters, not {chars}",
+                            limits::PARTITION_KEY_MAX_CHARS
+                        ),
+                    );
+                }
+                PartitionKey::Fixed(fixed.to_owned())
+            }
+        };
+        let max_batch_age = self.duration(
+            &format!("{key}.max_batch_age"),
+            raw.max_batch_age,
+            Duration::from_secs(1),
+        );
+        let max_batch_records = self.number(
+            &format!("{key}.max_batch_records"),
+            raw.max_batch_records,
+            limits::KINESIS_MAX_RECORDS_PER_CALL,
+            1..=limits::KINESIS_MAX_RECORDS_PER_CALL,
+        );
+        let max_record_bytes = self.number(
+            &format!("{key}.max_record_bytes"),
+            raw.max_record_bytes,
+            limits::KINESIS_DEFAULT_RECORD_BYTES,
+            limits::MIN_RECORD_BYTES..=limits::KINESIS_MAX_RECORD_BYTES,
+        );
+        let max_batch_bytes = self.number(
+            &format!("{key}.max_batch_bytes"),
+            raw.max_batch_bytes,
+            limits::KINESIS_DEFAULT_BYTES_PER_CALL,
+            limits::MIN_RECORD_BYTES..=limits::KINESIS_MAX_BYTES_PER_CALL,
+        );
+        if max_batch_bytes < max_record_bytes {
+            self.problem(
+                &format!("{key}.max_batch_bytes"),
+                format!("{max_batch_bytes} is smaller than max_record_bytes ({max_record_bytes}); one record must fit in a call"),
+            );
+        }
+        let max_in_flight = self.number(
+            &format!("{key}.max_in_flight"),
+            raw.max_in_flight,
+            4,
+            1..=64,
+        );
+        let poll_interval = self.duration(
+            &format!("{key}.poll_interval"),
+            raw.poll_interval,
+            Duration::from_millis(250),
+        );
+        let scan_interval = self.duration(
+            &format!("{key}.scan_interval"),
+            raw.scan_interval,
+            Duration::from_secs(5),
+        );
+        let retry_initial_backoff = self.duration(
+            &format!("{key}.retry_initial_backoff"),
+            raw.retry_initial_backoff,
+            Duration::from_millis(100),
+        );
+        let retry_max_backoff = self.duration(
+            &format!("{key}.retry_max_backoff"),
+            raw.retry_max_backoff,
+            Duration::from_secs(10),
+        );
+        if retry_max_backoff < retry_initial_backoff {
+            self.problem(
+                &format!("{key}.retry_max_backoff"),
+                "must not be shorter than retry_initial_backoff",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(FlowConfig {
+            name,
+            files,
+            kinesis_stream,
+            initial_position,
+            partition_key,
+            max_batch_age,
+            max_batch_records,
+            max_batch_bytes,
+            max_record_bytes,
+            max_in_flight,
+            poll_interval,
+            scan_interval,
+            retry_initial_backoff,
+            retry_max_backoff,
+        })
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<String>, default: Duration) -> Duration {
+        let Some(text) = raw else {
+            return default;
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) if duration.is_zero() => {
+                self.problem(key, "must be longer than zero");
+                default
+            }
+            Ok(duration) if duration > Duration::from_secs(24 * 3600) => {
+                self.problem(
+                    key,
+                    format!("`{text}` is longer than the 24h this setting allows"),
+                );
+                default
+            }
+            Ok(duration) => duration,
+            Err(error) => {
+                self.problem(
+                    key,
+                    format!("`{text}` is not a duration ({error}); write a number and a unit, such as 500ms, 5s or 1m"),
+                );
+                default
+            }
+        }
+    }
+
+    fn number(
+        &mut self,
+        key: &str,
+        raw: Option<u64>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> usize {
+        let Some(value) = raw else {
+            return default;
+        };
+        match usize::try_from(value) {
+            Ok(value) if range.contains(&value) => value,
+            _ => {
+                self.problem(
+                    key,
+                    format!(
+                        "{value} is out of range; it must be from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+state_dir: /tmp/state
+aws:
+  region: us-east-1
+  endpoint_url: http://127.0.0.1:4567
+flows:
+  - name: app
+    files: /var/log/app/*.log
+    kinesis_stream: app-logs
+    initial_position: start_of_file
+    partition_key: deterministic
+    max_batch_age: 250ms
+";
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("/etc/k.yaml"), text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { path, problems }) => problems
+                .iter()
+                .map(|problem| {
+                    ProblemAt {
+                        path: &path,
+                        problem,
+                    }
+                    .to_string()
+                })
+                .collect(),
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_good_config_validates_with_defaults_filled_in() {
+        let config = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
+        assert_eq!(config.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        let flow = &config.flows[0];
+        assert_eq!(flow.files, vec!["/var/log/app/*.log".to_owned()]);
+        assert_eq!(flow.initial_position, InitialPosition::StartOfFile);
+        assert_eq!(flow.partition_key, PartitionKey::Deterministic);
+        assert_eq!(flow.max_batch_age, Duration::from_millis(250));
+        assert_eq!(flow.max_batch_records, 500);
+        assert_eq!(flow.max_batch_bytes, 5 * 1024 * 1024);
+        assert_eq!(flow.max_line_bytes(), 1024 * 1024 - 16);
+    }
+
+    #[test]
+    fn files_may_be_a_list_and_partition_key_a_fixed_string() {
+        let text = GOOD
+            .replace("files: /var/log/app/*.log", "files: [/a/*.log, /b/*.log]")
+            .replace("partition_key: deterministic", "partition_key: host-1");
+        let config = Config::parse(Path::new("k.yaml"), &text).expect("valid config");
+        assert_eq!(config.flows[0].files.len(), 2);
+        assert_eq!(
+            config.flows[0].partition_key,
+            PartitionKey::Fixed("host-1".into())
+        );
+        assert_eq!(config.flows[0].max_line_bytes(), 1024 * 1024 - 6);
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("    max_batch_age: 250ms", "    max_batch_agee: 250ms");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("/etc/k.yaml:11:5: flows[0].max_batch_agee: unknown field `max_batch_agee`, expected one of"), "{}", found[0]);
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_line_and_key() {
+        let text = GOOD.replace(
+            "  - name: app\n",
+            "  - name: app\n    max_in_flight: many\n",
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "/etc/k.yaml:7:20: flows[0].max_in_flight: invalid type: string \"many\""
+            ),
+            "{}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = "\
+shutdown_grace: soon
+aws:
+  endpoint_url: localhost:4567
+flows:
+  - name: app
+    files: relative/*.log
+    max_batch_age: 0s
+    max_batch_records: 501
+    initial_position: middle
+  - name: app
+    files: /x/*.log
+    kinesis_stream: bad/name
+";
+        let found = problems(text);
+        let expected = [
+            "/etc/k.yaml:1:1: shutdown_grace: `soon` is not a duration",
+            "/etc/k.yaml:3:3: aws.endpoint_url: `localhost:4567` is not an http:// or https:// URL with a host",
+            "/etc/k.yaml:6:5: flows[0].files: `relative/*.log` must be an absolute path",
+            "/etc/k.yaml:5:5: flows[0].kinesis_stream: is missing",
+            "/etc/k.yaml:9:5: flows[0].initial_position: `middle` is not one of end_of_file, start_of_file",
+            "/etc/k.yaml:7:5: flows[0].max_batch_age: must be longer than zero",
+            "/etc/k.yaml:8:5: flows[0].max_batch_records: 501 is out of range; it must be from 1 to 500",
+            "/etc/k.yaml:12:5: flows[1].kinesis_stream: `bad/name` is not a stream name",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn duplicate_flow_names_are_rejected() {
+        let text = format!("{GOOD}  - name: app\n    files: /b/*.log\n    kinesis_stream: other\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("/etc/k.yaml:12:5: flows[1].name: `app` is used by another flow"),
+            "{}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn missing_and_empty_flows_are_rejected() {
+        assert!(problems("state_dir: /x\n")[0].contains("flows: is missing"));
+        assert!(problems("flows: []\n")[0].contains("flows: is empty"));
+        assert!(problems("   \n")[0].contains("the file is empty"));
+    }
+
+    #[test]
+    fn sizes_are_checked_against_each_other_and_the_service() {
+        let text = GOOD.replace(
+            "    max_batch_age: 250ms\n",
+            "    max_batch_age: 250ms\n    max_record_bytes: 2097152\n    max_batch_bytes: 1048576\n    partition_key: \"\"\n",
+        );
+        let text = text.replace("    partition_key: deterministic\n", "");
+        let found = problems(&text);
+        assert!(
+            found.iter().any(|l| l
+                .contains("flows[0].max_batch_bytes: 1048576 is smaller than max_record_bytes")),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(|l| l.contains(
+                "flows[0].partition_key: a fixed key must be 1 to 256 characters, not 0"
+            )),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_give_a_position() {
+        let found = problems("flows:\n  - name: [unclosed\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("/etc/k.yaml:"), "{}", found[0]);
+        assert!(
+            found[0].chars().filter(|c| *c == ':').count() >= 3,
+            "{}",
+            found[0]
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! The YAML file as serde reads it, before validation: every key optional so that missing keys
+//! are reported together with every other problem, unknown keys rejected.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<String>,
+    #[serde(default)]
+    pub aws: RawAws,
+    pub shutdown_grace: Option<String>,
+    pub checkpoint_interval: Option<String>,
+    pub progress_interval: Option<String>,
+    pub flows: Option<Vec<RawFlow>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    pub name: Option<String>,
+    pub files: Option<OneOrMany>,
+    pub kinesis_stream: Option<String>,
+    pub initial_position: Option<String>,
+    pub partition_key: Option<String>,
+    pub max_batch_age: Option<String>,
+    pub max_batch_records: Option<u64>,
+    pub max_batch_bytes: Option<u64>,
+    pub max_record_bytes: Option<u64>,
+    pub max_in_flight: Option<u64>,
+    pub poll_interval: Option<String>,
+    pub scan_interval: Option<String>,
+    pub retry_initial_backoff: Option<String>,
+    pub retry_max_backoff: Option<String>,
+}
+
+/// `files: /a/*.log` or `files: [/a/*.log, /b/*.log]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}

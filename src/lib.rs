@@ -1,0 +1,15 @@
+//! kinship: tails log files and delivers every line to Amazon Kinesis Data Streams, at least
+//! once and in order per file.
+//!
+//! Data flows one way, source → pipeline → sink, over bounded channels; acknowledgements flow
+//! back to the checkpoint store. Only `app` knows every component.
+
+pub mod app;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod record;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,164 @@
+//! The agent's counters, named in one place, and the periodic progress line.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Metric names, as exporters will publish them.
+pub mod names {
+    pub const RECORDS_READ: &str = "kinship_records_read_total";
+    pub const BYTES_READ: &str = "kinship_bytes_read_total";
+    pub const RECORDS_SENT: &str = "kinship_records_sent_total";
+    pub const BYTES_SENT: &str = "kinship_bytes_sent_total";
+    pub const RECORDS_FAILED: &str = "kinship_records_failed_total";
+    pub const CALLS_FAILED: &str = "kinship_calls_failed_total";
+    pub const RECORDS_TRUNCATED: &str = "kinship_records_truncated_total";
+    pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
+    pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
+}
+
+/// Counters of one flow. Every component of the flow adds to them; the progress line reads them.
+#[derive(Debug, Default)]
+pub struct FlowMetrics {
+    pub records_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub records_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Records the service refused inside a call that succeeded; each is sent again.
+    pub records_failed: AtomicU64,
+    /// Calls that failed whole; each is sent again.
+    pub calls_failed: AtomicU64,
+    pub records_truncated: AtomicU64,
+    pub bytes_acknowledged: AtomicU64,
+    /// Bytes in the followed files that the tailers have not read yet.
+    pub bytes_unread: AtomicI64,
+}
+
+impl FlowMetrics {
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// How far behind the files acknowledged delivery is: bytes not read yet plus bytes read
+    /// but not acknowledged.
+    pub fn bytes_behind(&self) -> u64 {
+        let unread = self
+            .bytes_unread
+            .load(Ordering::Relaxed)
+            .max(0)
+            .unsigned_abs();
+        let read = self.bytes_read.load(Ordering::Relaxed);
+        let acknowledged = self.bytes_acknowledged.load(Ordering::Relaxed);
+        unread + read.saturating_sub(acknowledged)
+    }
+}
+
+/// Every flow's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    flows: Vec<(String, Arc<FlowMetrics>)>,
+    started: Instant,
+}
+
+/// Totals over every flow at one instant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub records_read: u64,
+    pub bytes_read: u64,
+    pub records_sent: u64,
+    pub bytes_sent: u64,
+    pub records_failed: u64,
+    pub calls_failed: u64,
+    pub records_truncated: u64,
+}
+
+impl Metrics {
+    pub fn new<'a>(flow_names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            flows: flow_names
+                .into_iter()
+                .map(|name| (name.to_owned(), Arc::new(FlowMetrics::default())))
+                .collect(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn flow(&self, name: &str) -> Option<Arc<FlowMetrics>> {
+        self.flows
+            .iter()
+            .find(|(flow, _)| flow == name)
+            .map(|(_, metrics)| Arc::clone(metrics))
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for (_, flow) in &self.flows {
+            let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            totals.records_read += get(&flow.records_read);
+            totals.bytes_read += get(&flow.bytes_read);
+            totals.records_sent += get(&flow.records_sent);
+            totals.bytes_sent += get(&flow.bytes_sent);
+            totals.records_failed += get(&flow.records_failed);
+            totals.calls_failed += get(&flow.calls_failed);
+            totals.records_truncated += get(&flow.records_truncated);
+        }
+        totals
+    }
+
+    /// `app=0,web=1234`: bytes behind per flow.
+    pub fn behind_by_flow(&self) -> String {
+        let parts: Vec<String> = self
+            .flows
+            .iter()
+            .map(|(name, flow)| format!("{name}={}", flow.bytes_behind()))
+            .collect();
+        parts.join(",")
+    }
+
+    /// Logs one progress line.
+    pub fn log_progress(&self) {
+        let totals = self.totals();
+        tracing::info!(
+            records_parsed = totals.records_read,
+            bytes_parsed = totals.bytes_read,
+            records_sent = totals.records_sent,
+            records_failed = totals.records_failed,
+            calls_retried = totals.calls_failed,
+            records_truncated = totals.records_truncated,
+            bytes_behind = %self.behind_by_flow(),
+            uptime_s = self.started.elapsed().as_secs(),
+            "Progress."
+        );
+    }
+}
+
+/// Logs a progress line every `interval` until `cancel` fires.
+pub async fn report_progress(metrics: Arc<Metrics>, interval: Duration, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => metrics.log_progress(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_behind_counts_unread_and_unacknowledged_bytes() {
+        let metrics = Metrics::new(["a", "b"]);
+        let a = metrics.flow("a").expect("flow a");
+        a.bytes_unread.store(100, Ordering::Relaxed);
+        FlowMetrics::add(&a.bytes_read, 50);
+        FlowMetrics::add(&a.bytes_acknowledged, 20);
+        assert_eq!(a.bytes_behind(), 130);
+        assert_eq!(metrics.behind_by_flow(), "a=130,b=0");
+    }
+}

@@ -1,0 +1,293 @@
+//! Groups records into calls: at most `max_records` records and `max_bytes` bytes (data plus
+//! partition keys) each, sent when full or when the oldest record has waited `max_age`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::partition_key::KeyChooser;
+use crate::record::{Batch, FileRange, Lines, OutRecord};
+
+#[derive(Clone, Debug)]
+pub struct BatchLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    pub max_age: Duration,
+}
+
+/// Builds batches from lines; pure, so the limits are tested without channels or clocks.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    limits: BatchLimits,
+    keys: KeyChooser,
+    current: Batch,
+}
+
+impl BatchBuilder {
+    pub fn new(limits: BatchLimits, keys: KeyChooser) -> Self {
+        Self {
+            limits,
+            keys,
+            current: Batch::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.records.is_empty()
+    }
+
+    /// Adds every line of `lines`; returns the batches that filled up on the way.
+    pub fn add(&mut self, lines: Lines, full: &mut Vec<Batch>) {
+        let mut start = lines.file_start;
+        for span in &lines.spans {
+            let data = lines
+                .data
+                .slice(span.data_start as usize..span.data_end as usize);
+            let partition_key = self.keys.key_for(&data);
+            let record = OutRecord {
+                data,
+                partition_key,
+            };
+            let size = record.size();
+            let batch = &self.current;
+            if batch.records.len() >= self.limits.max_records
+                || (!batch.records.is_empty() && batch.bytes + size > self.limits.max_bytes)
+            {
+                full.push(self.take());
+            }
+            let batch = &mut self.current;
+            batch.bytes += size;
+            batch.records.push(record);
+            match batch.ranges.last_mut() {
+                Some(range) if Arc::ptr_eq(&range.file, &lines.file) && range.end == start => {
+                    range.end = span.file_end
+                }
+                _ => batch.ranges.push(FileRange {
+                    file: Arc::clone(&lines.file),
+                    start,
+                    end: span.file_end,
+                }),
+            }
+            start = span.file_end;
+        }
+    }
+
+    /// The partial batch, leaving an empty one.
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.current)
+    }
+}
+
+/// Batches lines from `lines` into `batches` until `lines` closes, then sends the partial batch.
+pub async fn run(
+    mut builder: BatchBuilder,
+    mut lines: mpsc::Receiver<Lines>,
+    batches: mpsc::Sender<Batch>,
+) {
+    let max_age = builder.limits.max_age;
+    let mut deadline: Option<Instant> = None;
+    let mut full = Vec::new();
+    loop {
+        let received = match deadline {
+            Some(at) => tokio::select! {
+                biased;
+                received = lines.recv() => received,
+                _ = tokio::time::sleep_until(at) => {
+                    deadline = None;
+                    if batches.send(builder.take()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            None => lines.recv().await,
+        };
+        let Some(received) = received else {
+            break;
+        };
+        let was_empty = builder.is_empty();
+        builder.add(received, &mut full);
+        for batch in full.drain(..) {
+            deadline = None;
+            if batches.send(batch).await.is_err() {
+                return;
+            }
+        }
+        if builder.is_empty() {
+            deadline = None;
+        } else if was_empty || deadline.is_none() {
+            deadline = Some(Instant::now() + max_age);
+        }
+    }
+    if !builder.is_empty() {
+        let _ = batches.send(builder.take()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PartitionKey;
+    use crate::record::{FileId, LineSpan, SourceFile};
+    use bytes::Bytes;
+
+    fn file(key: u64) -> Arc<SourceFile> {
+        Arc::new(SourceFile {
+            key,
+            flow: Arc::from("test"),
+            id: FileId {
+                device: 1,
+                inode: key,
+            },
+            path: "/x".into(),
+        })
+    }
+
+    /// `count` lines of `line_len` bytes each from `file`, starting at `offset`.
+    fn lines(file: &Arc<SourceFile>, offset: u64, count: usize, line_len: usize) -> Lines {
+        let mut data = Vec::new();
+        let mut spans = Vec::new();
+        for index in 0..count {
+            let start = data.len();
+            data.resize(start + line_len - 1, b'a' + (index % 26) as u8);
+            data.push(b'\n');
+            spans.push(LineSpan {
+                data_start: start as u32,
+                data_end: data.len() as u32,
+                file_end: offset + data.len() as u64,
+            });
+        }
+        Lines {
+            file: Arc::clone(file),
+            file_start: offset,
+            data: Bytes::from(data),
+            spans,
+        }
+    }
+
+    fn builder(max_records: usize, max_bytes: usize, key: &str) -> BatchBuilder {
+        let limits = BatchLimits {
+            max_records,
+            max_bytes,
+            max_age: Duration::from_secs(1),
+        };
+        BatchBuilder::new(limits, KeyChooser::new(PartitionKey::Fixed(key.into())))
+    }
+
+    #[test]
+    fn the_501st_record_starts_a_new_batch() {
+        let mut builder = builder(500, 5 * 1024 * 1024, "k");
+        let mut full = Vec::new();
+        builder.add(lines(&file(1), 0, 500, 10), &mut full);
+        assert!(full.is_empty(), "500 records fit in one call");
+        builder.add(lines(&file(1), 5000, 1, 10), &mut full);
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].records.len(), 500);
+        assert_eq!(full[0].ranges.len(), 1);
+        assert_eq!((full[0].ranges[0].start, full[0].ranges[0].end), (0, 5000));
+        let rest = builder.take();
+        assert_eq!(rest.records.len(), 1);
+        assert_eq!((rest.ranges[0].start, rest.ranges[0].end), (5000, 5010));
+    }
+
+    #[test]
+    fn exactly_five_mebibytes_with_partition_keys_fits_and_one_more_byte_does_not() {
+        let key = "0123456789"; // 10 bytes per record
+        let max_bytes = 5 * 1024 * 1024;
+        // 5 records whose data + key add up to exactly max_bytes.
+        let per_record = max_bytes / 5;
+        let mut builder = builder(500, max_bytes, key);
+        let mut full = Vec::new();
+        builder.add(lines(&file(1), 0, 5, per_record - key.len()), &mut full);
+        assert!(full.is_empty());
+        assert_eq!(builder.current.bytes, max_bytes);
+        builder.add(
+            lines(&file(1), 5 * (per_record - key.len()) as u64, 1, 1),
+            &mut full,
+        );
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].bytes, max_bytes);
+        assert_eq!(full[0].records.len(), 5);
+    }
+
+    #[test]
+    fn a_one_mebibyte_record_with_a_long_key_is_counted_with_its_key() {
+        let key = "k".repeat(256);
+        let record_limit = 1024 * 1024;
+        let mut builder = builder(500, record_limit, &key);
+        let mut full = Vec::new();
+        builder.add(lines(&file(1), 0, 1, record_limit - 256), &mut full);
+        assert_eq!(builder.current.bytes, record_limit);
+        builder.add(
+            lines(&file(1), (record_limit - 256) as u64, 1, 1),
+            &mut full,
+        );
+        assert_eq!(full.len(), 1, "the key's bytes count toward the call limit");
+    }
+
+    #[test]
+    fn ranges_follow_files_and_merge_when_contiguous() {
+        let mut builder = builder(500, 5 * 1024 * 1024, "k");
+        let mut full = Vec::new();
+        let (a, b) = (file(1), file(2));
+        builder.add(lines(&a, 0, 2, 10), &mut full);
+        builder.add(lines(&a, 20, 2, 10), &mut full);
+        builder.add(lines(&b, 100, 1, 10), &mut full);
+        builder.add(lines(&a, 40, 1, 10), &mut full);
+        let batch = builder.take();
+        let ranges: Vec<_> = batch
+            .ranges
+            .iter()
+            .map(|r| (r.file.key, r.start, r.end))
+            .collect();
+        assert_eq!(ranges, vec![(1, 0, 40), (2, 100, 110), (1, 40, 50)]);
+        assert_eq!(batch.records.len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_is_sent_after_max_age() {
+        let (lines_tx, lines_rx) = mpsc::channel(4);
+        let (batches_tx, mut batches_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(
+            builder(500, 5 * 1024 * 1024, "k"),
+            lines_rx,
+            batches_tx,
+        ));
+        lines_tx
+            .send(lines(&file(1), 0, 3, 10))
+            .await
+            .expect("send");
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(
+            batches_rx.try_recv().is_err(),
+            "not yet: the batch is younger than max_age"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let batch = batches_rx.recv().await.expect("batch");
+        assert_eq!(batch.records.len(), 3);
+        drop(lines_tx);
+        task.await.expect("batcher");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_the_input_flushes_the_partial_batch() {
+        let (lines_tx, lines_rx) = mpsc::channel(4);
+        let (batches_tx, mut batches_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(
+            builder(500, 5 * 1024 * 1024, "k"),
+            lines_rx,
+            batches_tx,
+        ));
+        lines_tx
+            .send(lines(&file(1), 0, 2, 10))
+            .await
+            .expect("send");
+        drop(lines_tx);
+        let batch = batches_rx.recv().await.expect("batch");
+        assert_eq!(batch.records.len(), 2);
+        assert!(batches_rx.recv().await.is_none());
+        task.await.expect("batcher");
+    }
+}

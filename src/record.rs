@@ -1,0 +1,85 @@
+//! Plain types shared by the components: where a line came from, lines on their way, batches
+//! and acknowledgements. No logic lives here and nothing here imports another module.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A file's identity on its filesystem: it survives renames, unlike its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileId {
+    pub device: u64,
+    pub inode: u64,
+}
+
+/// One followed file, as one tailer reads it. `key` is unique within the process; a file that
+/// was truncated is read again under a new key, so offsets under one key only ever grow.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub key: u64,
+    pub flow: Arc<str>,
+    pub id: FileId,
+    pub path: PathBuf,
+}
+
+/// One line inside a [`Lines`] buffer: `data[data_start..data_end]`, ending in the file at `file_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineSpan {
+    pub data_start: u32,
+    pub data_end: u32,
+    pub file_end: u64,
+}
+
+/// Consecutive lines of one file sharing one buffer. The first line starts at `file_start` in
+/// the file; each following line starts where the one before it ended.
+#[derive(Debug)]
+pub struct Lines {
+    pub file: Arc<SourceFile>,
+    pub file_start: u64,
+    pub data: Bytes,
+    pub spans: Vec<LineSpan>,
+}
+
+/// A record ready for the destination.
+#[derive(Clone, Debug)]
+pub struct OutRecord {
+    pub data: Bytes,
+    pub partition_key: String,
+}
+
+impl OutRecord {
+    /// Size as Kinesis counts it: the data plus the partition key.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// The bytes `[start, end)` of a file, all of whose records a batch carries.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub file: Arc<SourceFile>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Records for one call, with the file ranges they cover so delivery can be acknowledged.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<OutRecord>,
+    pub ranges: Vec<FileRange>,
+    pub bytes: usize,
+}
+
+/// What the checkpoint store hears: files being opened and closed by the source, and ranges
+/// delivered by the sink.
+#[derive(Debug)]
+pub enum Ack {
+    /// A tailer starts reading `file` at `offset`; nothing before it will be sent.
+    Opened { file: Arc<SourceFile>, offset: u64 },
+    /// Every record in these ranges was accepted by the destination.
+    Delivered(Vec<FileRange>),
+    /// The tailer released `file` (deleted or rotated away) after reading up to `end`.
+    Closed { file: Arc<SourceFile>, end: u64 },
+}

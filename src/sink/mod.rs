@@ -1,0 +1,304 @@
+//! The sink: sends batches to the destination through a small trait, retries what failed (only
+//! the failed records of a partly failed call), and acknowledges each batch once every one of
+//! its records was accepted. Nothing is ever dropped.
+
+pub mod backoff;
+pub mod kinesis;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::metrics::FlowMetrics;
+use crate::record::{Ack, Batch, OutRecord};
+pub use backoff::{Backoff, LogLimiter, RetryPolicy};
+
+/// A record the destination refused inside a call that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// Index of the record in the call.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+}
+
+/// What the destination says of a stream at start-up.
+#[derive(Debug, Clone)]
+pub struct StreamStatus {
+    pub status: String,
+    pub open_shards: Option<i32>,
+}
+
+/// A whole call that failed, by what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PutError {
+    #[error("the stream is throttling requests ({message})")]
+    Throttled { message: String },
+    #[error("{message}")]
+    Transient { message: String },
+    #[error(
+        "cannot reach the endpoint ({message}); check aws.endpoint_url, the network and any proxy"
+    )]
+    Unreachable { message: String },
+    #[error("the call is larger than the endpoint accepts ({message})")]
+    TooLarge { message: String },
+    #[error("access denied ({message}); check that the credentials' IAM policy allows this call on the stream")]
+    AccessDenied { message: String },
+    #[error("{message}; {hint}")]
+    Configuration { message: String, hint: String },
+}
+
+impl PutError {
+    /// Errors an operator must fix: retried slowly and logged as ERROR.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            PutError::AccessDenied { .. }
+                | PutError::Configuration { .. }
+                | PutError::Unreachable { .. }
+        )
+    }
+
+    fn log_class(&self) -> &'static str {
+        match self {
+            PutError::Throttled { .. } => "throttled",
+            PutError::Transient { .. } => "transient",
+            PutError::Unreachable { .. } => "unreachable",
+            PutError::TooLarge { .. } => "too-large",
+            PutError::AccessDenied { .. } => "access-denied",
+            PutError::Configuration { .. } => "configuration",
+        }
+    }
+}
+
+/// The destination seam: put records, learn which failed.
+pub trait PutRecords: Send + Sync + 'static {
+    /// Sends `records` in one call; `Ok` lists the records the destination refused.
+    fn put_records(
+        &self,
+        records: &[OutRecord],
+    ) -> impl Future<Output = Result<Vec<RecordFailure>, PutError>> + Send;
+
+    /// Checks that the destination exists and is usable.
+    fn describe(&self) -> impl Future<Output = Result<StreamStatus, PutError>> + Send;
+}
+
+/// One flow's sink.
+pub struct Sink<P> {
+    pub flow: Arc<str>,
+    pub stream: String,
+    pub client: Arc<P>,
+    pub max_in_flight: usize,
+    pub retry: RetryPolicy,
+    pub metrics: Arc<FlowMetrics>,
+    pub acks: mpsc::Sender<Ack>,
+}
+
+/// State shared by the calls of one flow.
+struct Shared<P> {
+    flow: Arc<str>,
+    stream: String,
+    client: Arc<P>,
+    retry: RetryPolicy,
+    metrics: Arc<FlowMetrics>,
+    limiters: Mutex<HashMap<&'static str, LogLimiter>>,
+    failing: AtomicBool,
+}
+
+impl<P> Shared<P> {
+    /// `Some(held back)` if a line of `class` may be logged now.
+    fn may_log(&self, class: &'static str, every: Duration) -> Option<u64> {
+        let mut limiters = self
+            .limiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        limiters
+            .entry(class)
+            .or_insert_with(|| LogLimiter::new(every))
+            .allow()
+    }
+}
+
+/// Operator errors are repeated once a minute; transient trouble every ten seconds.
+const OPERATOR_LOG_EVERY: Duration = Duration::from_secs(60);
+const TRANSIENT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl<P: PutRecords> Sink<P> {
+    /// Sends every batch from `batches` until it closes and every call has finished.
+    pub async fn run(self, mut batches: mpsc::Receiver<Batch>) {
+        let shared = Arc::new(Shared {
+            flow: self.flow,
+            stream: self.stream,
+            client: self.client,
+            retry: self.retry,
+            metrics: self.metrics,
+            limiters: Mutex::new(HashMap::new()),
+            failing: AtomicBool::new(false),
+        });
+        let probe_stop = CancellationToken::new();
+        let probe = tokio::spawn(probe(Arc::clone(&shared), probe_stop.clone()));
+        let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut calls = JoinSet::new();
+        while let Some(batch) = batches.recv().await {
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                break;
+            };
+            let call_shared = Arc::clone(&shared);
+            let acks = self.acks.clone();
+            calls.spawn(async move {
+                let ranges = deliver(&call_shared, batch).await;
+                drop(permit);
+                let _ = acks.send(Ack::Delivered(ranges)).await;
+            });
+            while let Some(done) = calls.try_join_next() {
+                if let Err(failure) = done {
+                    error!(flow = %shared.flow, %failure, "A delivery task failed.");
+                }
+            }
+        }
+        while let Some(done) = calls.join_next().await {
+            if let Err(failure) = done {
+                error!(flow = %shared.flow, %failure, "A delivery task failed.");
+            }
+        }
+        probe_stop.cancel();
+        let _ = probe.await;
+    }
+}
+
+/// Checks the stream once at start-up so a wrong name, region or permission shows at once,
+/// not only when the first line arrives; retries until the stream answers.
+async fn probe<P: PutRecords>(shared: Arc<Shared<P>>, stop: CancellationToken) {
+    let mut backoff = Backoff::new(RetryPolicy {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    });
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = shared.client.describe() => result,
+        };
+        match result {
+            Ok(status) => {
+                info!(flow = %shared.flow, stream = %shared.stream, status = %status.status, open_shards = status.open_shards, "Stream found.");
+                return;
+            }
+            Err(PutError::AccessDenied { message }) => {
+                warn!(flow = %shared.flow, stream = %shared.stream, %message, "Cannot describe the stream (no kinesis:DescribeStreamSummary permission); sending anyway.");
+                return;
+            }
+            Err(failure) => {
+                report_call_failure(
+                    &shared,
+                    &failure,
+                    "Cannot use the stream; will keep trying.",
+                );
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+fn report_call_failure<P>(shared: &Shared<P>, failure: &PutError, what: &'static str) {
+    let every = if failure.needs_operator() {
+        OPERATOR_LOG_EVERY
+    } else {
+        TRANSIENT_LOG_EVERY
+    };
+    let Some(held_back) = shared.may_log(failure.log_class(), every) else {
+        return;
+    };
+    if failure.needs_operator() {
+        error!(flow = %shared.flow, stream = %shared.stream, cause = %failure, repeats = held_back, "{what}");
+    } else {
+        warn!(flow = %shared.flow, stream = %shared.stream, cause = %failure, repeats = held_back, "{what}");
+    }
+}
+
+/// Sends `batch` until every record is accepted; returns its ranges to acknowledge.
+async fn deliver<P: PutRecords>(shared: &Shared<P>, batch: Batch) -> Vec<crate::record::FileRange> {
+    let mut backoff = Backoff::new(shared.retry);
+    // Parts still to send, in order; a call the endpoint finds too large is split in two.
+    let mut parts: VecDeque<Vec<OutRecord>> = VecDeque::from([batch.records]);
+    while let Some(part) = parts.pop_front() {
+        match shared.client.put_records(&part).await {
+            Ok(failures) if failures.is_empty() => {
+                record_sent(shared, &part);
+                backoff = Backoff::new(shared.retry);
+            }
+            Ok(failures) => {
+                let failed = failures.len() as u64;
+                FlowMetrics::add(&shared.metrics.records_failed, failed);
+                let sent: usize = part.len() - failures.len();
+                FlowMetrics::add(&shared.metrics.records_sent, sent as u64);
+                if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY) {
+                    let first = &failures[0];
+                    warn!(flow = %shared.flow, stream = %shared.stream, failed, of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
+                }
+                let mut failed_records = Vec::with_capacity(failures.len());
+                let mut failed_bytes = 0;
+                for failure in &failures {
+                    if let Some(record) = part.get(failure.index) {
+                        failed_bytes += record.data.len();
+                        failed_records.push(record.clone());
+                    }
+                }
+                let sent_bytes: usize =
+                    part.iter().map(|r| r.data.len()).sum::<usize>() - failed_bytes;
+                FlowMetrics::add(&shared.metrics.bytes_sent, sent_bytes as u64);
+                parts.push_front(failed_records);
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(PutError::TooLarge { message }) if part.len() > 1 => {
+                if let Some(held_back) = shared.may_log("split", TRANSIENT_LOG_EVERY) {
+                    warn!(flow = %shared.flow, stream = %shared.stream, records = part.len(), %message, repeats = held_back, "The endpoint refused a call as too large; sending it in two halves. Consider a smaller max_batch_bytes.");
+                }
+                let mut first = part;
+                let second = first.split_off(first.len() / 2);
+                parts.push_front(second);
+                parts.push_front(first);
+            }
+            Err(failure) => {
+                FlowMetrics::add(&shared.metrics.calls_failed, 1);
+                shared.failing.store(true, Ordering::Relaxed);
+                let delay =
+                    if failure.needs_operator() || matches!(failure, PutError::TooLarge { .. }) {
+                        report_call_failure(
+                            shared,
+                            &failure,
+                            "Cannot deliver records; keeping them and trying again.",
+                        );
+                        backoff.slow_delay()
+                    } else {
+                        report_call_failure(shared, &failure, "A call failed; trying again.");
+                        backoff.next_delay()
+                    };
+                parts.push_front(part);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    batch.ranges
+}
+
+fn record_sent<P>(shared: &Shared<P>, part: &[OutRecord]) {
+    FlowMetrics::add(&shared.metrics.records_sent, part.len() as u64);
+    let bytes: usize = part.iter().map(|record| record.data.len()).sum();
+    FlowMetrics::add(&shared.metrics.bytes_sent, bytes as u64);
+    if shared.failing.swap(false, Ordering::Relaxed) {
+        info!(flow = %shared.flow, stream = %shared.stream, "The stream accepts records again.");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! A file's identity and the few blocking file operations the tailer needs, per platform.
+
+use std::fs::{File, Metadata};
+use std::io;
+
+use crate::record::FileId;
+
+#[cfg(unix)]
+pub fn file_id(metadata: &Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        device: metadata.dev(),
+        inode: metadata.ino(),
+    }
+}
+
+/// How many names the file still has; 0 once it was deleted while open.
+#[cfg(unix)]
+pub fn link_count(metadata: &Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    metadata.nlink()
+}
+
+#[cfg(unix)]
+pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buffer, offset) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+// Windows gives no stable file index through std yet; until the service issue brings the
+// Win32 call, a file is known by its creation time and size class, which survives renames.
+#[cfg(not(unix))]
+pub fn file_id(metadata: &Metadata) -> FileId {
+    let created = metadata
+        .created()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos() as u64);
+    FileId {
+        device: 0,
+        inode: created,
+    }
+}
+
+#[cfg(not(unix))]
+pub fn link_count(_metadata: &Metadata) -> u64 {
+    1
+}
+
+#[cfg(not(unix))]
+pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::windows::fs::FileExt;
+    file.seek_read(buffer, offset)
+}
+
+/// Offset just after the last complete line that ends at or before `size`, looking back at most
+/// `window` bytes; where no newline is found, the start of the window.
+pub fn after_last_newline(file: &File, size: u64, window: u64) -> io::Result<u64> {
+    let start = size.saturating_sub(window);
+    let mut tail = vec![0; (size - start) as usize];
+    let mut filled = 0;
+    while filled < tail.len() {
+        let read = read_at(file, &mut tail[filled..], start + filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    Ok(match memchr::memrchr(b'\n', &tail[..filled]) {
+        Some(newline) => start + newline as u64 + 1,
+        None => start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn after_last_newline_skips_a_partial_last_line() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(b"one\ntwo\nthr").expect("write");
+        assert_eq!(after_last_newline(&file, 11, 64).expect("read"), 8);
+        assert_eq!(after_last_newline(&file, 8, 64).expect("read"), 8);
+        assert_eq!(after_last_newline(&file, 3, 64).expect("read"), 0);
+        // A window that sees no newline starts where it starts.
+        assert_eq!(after_last_newline(&file, 11, 2).expect("read"), 9);
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared helpers for the integration tests.
+//!
+//! Not every test uses every helper, so unused-item warnings are silenced for the whole module.
+#![allow(dead_code)]
+
+pub mod kinesalite;
