@@ -1,3 +1,5 @@
 mod support;
 
+mod cli;
+mod delivery;
 mod harness_selftest;

@@ -62,8 +62,8 @@ impl Framer {
         self.scanned = 0;
     }
 
-    /// Hands out the buffer so `size` more bytes can be read into its end; give it back with
-    /// [`Framer::frame`].
+    /// Hands out the buffer so `size` more bytes can be read into its end, at
+    /// [`Framer::read_offset`] as it was before this call; give it back with [`Framer::frame`].
     pub fn take_buffer(&mut self, size: usize) -> (BytesMut, usize) {
         let mut buffer = std::mem::take(&mut self.buffer);
         let filled = buffer.len();

@@ -175,8 +175,8 @@ impl Tailer {
 
     /// Reads one chunk and sends the records it completes; returns the bytes read.
     async fn read_chunk(&mut self) -> std::io::Result<usize> {
-        let (buffer, filled) = self.framer.take_buffer(READ_CHUNK);
         let offset = self.framer.read_offset();
+        let (buffer, filled) = self.framer.take_buffer(READ_CHUNK);
         let file = Arc::clone(&self.file);
         let joined = blocking(move || {
             let mut buffer = buffer;

@@ -3,4 +3,5 @@
 //! Not every test uses every helper, so unused-item warnings are silenced for the whole module.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod kinesalite;

@@ -1,0 +1,122 @@
+//! The command line: `check`, exit codes and messages, `--help` and `--version`.
+
+use std::fs;
+
+use crate::support::agent::run_command;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+const GOOD: &str = "\
+state_dir: /tmp/kinship-check-state
+aws:
+  region: us-east-1
+flows:
+  - name: app
+    files: /var/log/app/*.log
+    kinesis_stream: app-logs
+";
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(&dir, "good.yaml", GOOD);
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid (1 flows)"));
+}
+
+#[test]
+fn check_lists_every_problem_with_file_line_and_key_and_exits_64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = GOOD.replace(
+        "  region: us-east-1\n",
+        "  region: us-east-1\n  endpoint_url: nowhere\n",
+    ) + "    max_batch_age: forever\n    partition_key: \"\"\n";
+    let path = write(&dir, "bad.yaml", &text);
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{path}:4:3: aws.endpoint_url: `nowhere` is not an http:// or https:// URL"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:9:5: flows[0].max_batch_age: `forever` is not a duration"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:10:5: flows[0].partition_key: a fixed key must be 1 to 256 characters"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the config has 3 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn check_names_an_unknown_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(
+        &dir,
+        "typo.yaml",
+        &GOOD.replace("    kinesis_stream", "    kinesis_streams"),
+    );
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{path}:7:5: flows[0].kinesis_streams: unknown field `kinesis_streams`"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_exits_64() {
+    let output = run_command(&["check", "--config", "/nonexistent/kinship.yaml"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("cannot read config file /nonexistent/kinship.yaml"));
+}
+
+#[test]
+fn run_with_an_invalid_config_starts_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let text = GOOD
+        .replace("/tmp/kinship-check-state", &state.display().to_string())
+        .replace("app-logs", "bad name");
+    let path = write(&dir, "bad.yaml", &text);
+    let output = run_command(&["run", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("kinesis_stream: `bad name` is not a stream name"));
+    assert!(
+        !state.exists(),
+        "nothing may start before the config is valid"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let help = run_command(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("run") && text.contains("check"), "{text}");
+    let run_help = String::from_utf8_lossy(&run_command(&["run", "--help"]).stdout).into_owned();
+    assert!(run_help.contains("/etc/kinship/kinship.yaml"), "{run_help}");
+    let version = run_command(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("kinship {}", env!("CARGO_PKG_VERSION"))
+    );
+}

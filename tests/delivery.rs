@@ -1,0 +1,394 @@
+//! Whole-agent delivery: the real binary, real files, a real Kinesis server (kinesalite).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::Duration;
+
+use crate::support::agent::{saved_offset, write_config, Agent};
+use crate::support::kinesalite::{self, Kinesalite, StoredRecord};
+
+const READ_DEADLINE: Duration = Duration::from_secs(180);
+const EXIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Line `index` of a test log: mostly ordinary text, with the awkward cases mixed in.
+fn line(index: usize) -> Vec<u8> {
+    let mut line = match index % 50 {
+        7 => b"\n".to_vec(),
+        13 => format!("crlf line {index}\r\n").into_bytes(),
+        21 => {
+            let mut bytes = format!("binary {index} ").into_bytes();
+            bytes.extend_from_slice(&[0x00, 0xff, 0xfe, 0xc3, 0x28, 0x00]);
+            bytes.push(b'\n');
+            bytes
+        }
+        _ => format!(
+            "10.0.{}.{} - - [23/Nov/2026:10:00:00 +0000] \"GET /item/{index} HTTP/1.1\" 200 {} \"-\" \"agent/{}\"\n",
+            index % 256,
+            (index / 256) % 256,
+            index * 7 % 10_000,
+            index % 13
+        )
+        .into_bytes(),
+    };
+    if index % 1000 == 999 {
+        // A longer line now and then.
+        let tail = line.pop();
+        line.extend(std::iter::repeat_n(b'x', 3000));
+        line.extend(tail);
+    }
+    line
+}
+
+fn lines(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+    range.map(line).collect()
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log");
+    file.write_all(bytes).expect("append");
+}
+
+fn data(records: &[StoredRecord]) -> Vec<Vec<u8>> {
+    records.iter().map(|record| record.data.clone()).collect()
+}
+
+fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = Kinesalite::start();
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::create_stream(&client, stream, 1).await;
+    });
+    (server, tempfile::tempdir().expect("temp dir"), runtime)
+}
+
+fn read_back(
+    runtime: &tokio::runtime::Runtime,
+    server: &Kinesalite,
+    stream: &str,
+    expected: usize,
+) -> Vec<Vec<u8>> {
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        data(&kinesalite::read_all(&client, stream, expected, READ_DEADLINE).await)
+    })
+}
+
+/// Waits until the checkpoint shows some delivery, so a stop lands mid-file.
+fn wait_for_progress(dir: &std::path::Path, agent: &mut Agent, at_least: u64) {
+    let until = std::time::Instant::now() + READ_DEADLINE;
+    while saved_offset(dir).unwrap_or(0) < at_least {
+        assert!(
+            std::time::Instant::now() < until,
+            "no progress:\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lines_appended_in_bursts_arrive_exactly_once_in_file_order() {
+    let (server, dir, runtime) = setup("bursts");
+    let log = dir.path().join("app.log");
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "bursts",
+        &log.display().to_string(),
+        &["max_in_flight: 1", "max_batch_age: 200ms"],
+        &[],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    agent.wait_for_log("kinship is running.", EXIT_DEADLINE);
+
+    let expected = lines(0..100_000);
+    // Bursts of uneven size; every few bursts end in the middle of a line, whose rest follows.
+    let mut pending = Vec::new();
+    for (burst, chunk) in expected.chunks(997).enumerate() {
+        let mut bytes = std::mem::take(&mut pending);
+        for line in chunk {
+            bytes.extend_from_slice(line);
+        }
+        if burst % 3 == 0 && bytes.len() > 10 {
+            pending = bytes.split_off(bytes.len() - 7);
+        }
+        append(&log, &bytes);
+        if burst % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(30)); // The shape of the load, not a wait.
+        }
+    }
+    append(&log, &pending);
+
+    let delivered = read_back(&runtime, &server, "bursts", expected.len());
+    assert_eq!(delivered.len(), expected.len(), "records delivered");
+    let first_difference = delivered
+        .iter()
+        .zip(&expected)
+        .position(|(got, want)| got != want);
+    assert_eq!(
+        first_difference, None,
+        "records differ from the file's lines"
+    );
+    agent.signal("TERM");
+    assert!(
+        agent.wait_exit(EXIT_DEADLINE).success(),
+        "{}",
+        agent.output()
+    );
+}
+
+#[test]
+fn sigterm_mid_file_then_restart_delivers_every_line_once() {
+    let (server, dir, runtime) = setup("term");
+    let log = dir.path().join("app.log");
+    let expected = lines(0..200_000);
+    append(&log, &expected.concat());
+    let size = std::fs::metadata(&log).expect("stat").len();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "term",
+        &log.display().to_string(),
+        &["max_in_flight: 1", "initial_position: start_of_file"],
+        &["checkpoint_interval: 100ms"],
+    );
+
+    let mut agent = Agent::start(&config, dir.path());
+    wait_for_progress(dir.path(), &mut agent, size / 10);
+    agent.signal("TERM");
+    let status = agent.wait_exit(EXIT_DEADLINE);
+    assert!(status.success(), "exit {status}:\n{}", agent.output());
+    let stopped_at = saved_offset(dir.path()).expect("checkpoint saved at shutdown");
+    assert!(
+        stopped_at < size,
+        "the stop must land mid-file for this test to mean anything"
+    );
+    let first_run = agent.output();
+    assert!(first_run.contains("Stopped."), "{first_run}");
+
+    let mut agent = Agent::start(&config, dir.path());
+    let delivered = read_back(&runtime, &server, "term", expected.len());
+    assert_eq!(
+        delivered.len(),
+        expected.len(),
+        "every line once, no duplicates:\n{}",
+        agent.output()
+    );
+    assert!(
+        delivered == expected,
+        "records differ from the file's lines"
+    );
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+    assert_eq!(saved_offset(dir.path()), Some(size));
+}
+
+#[test]
+fn sigkill_mid_file_then_restart_loses_nothing_and_repeats_little() {
+    let (server, dir, runtime) = setup("kill");
+    let log = dir.path().join("app.log");
+    let expected = lines(0..200_000);
+    append(&log, &expected.concat());
+    let size = std::fs::metadata(&log).expect("stat").len();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "kill",
+        &log.display().to_string(),
+        &["max_in_flight: 1", "initial_position: start_of_file"],
+        &["checkpoint_interval: 100ms"],
+    );
+
+    let mut agent = Agent::start(&config, dir.path());
+    wait_for_progress(dir.path(), &mut agent, size / 10);
+    agent.signal("KILL");
+    agent.wait_exit(EXIT_DEADLINE);
+    let killed_at = saved_offset(dir.path()).expect("a checkpoint was saved before the kill");
+    assert!(
+        killed_at < size,
+        "the kill must land mid-file for this test to mean anything"
+    );
+
+    let mut agent = Agent::start(&config, dir.path());
+    // Everything arrives; the records between the last checkpoint and the kill arrive twice.
+    let until = std::time::Instant::now() + READ_DEADLINE;
+    let delivered = loop {
+        let delivered = read_back(&runtime, &server, "kill", expected.len());
+        let covered = delivered.last() == expected.last() && delivered.len() >= expected.len();
+        if covered || std::time::Instant::now() > until {
+            break delivered;
+        }
+    };
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+
+    // The stream holds the file's lines in order, with one contiguous stretch sent twice: the
+    // lines delivered after the last checkpoint and before the kill.
+    let duplicates = delivered.len() - expected.len();
+    let restart = (0..delivered.len())
+        .find(|&index| index >= expected.len() || delivered[index] != expected[index])
+        .unwrap_or(delivered.len());
+    let resent_from = restart - duplicates;
+    assert_eq!(
+        &delivered[..restart],
+        &expected[..restart],
+        "first run in order"
+    );
+    assert_eq!(
+        &delivered[restart..],
+        &expected[resent_from..],
+        "second run resumes from the checkpoint"
+    );
+    // At most what one checkpoint interval and the in-flight call can hold at this server's pace.
+    assert!(duplicates <= 5_000, "{duplicates} duplicates");
+}
+
+#[test]
+fn a_missing_stream_is_reported_and_lines_flow_once_it_exists() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = Kinesalite::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("app.log");
+    append(&log, &lines(0..100).concat());
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "late",
+        &log.display().to_string(),
+        &[
+            "initial_position: start_of_file",
+            "retry_max_backoff: 500ms",
+            "retry_initial_backoff: 50ms",
+        ],
+        &[],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    let output = agent.wait_for_log("ERROR", EXIT_DEADLINE);
+    let error_line = output
+        .lines()
+        .find(|line| line.contains("ERROR"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error_line.contains("flow=app"), "{error_line}");
+    assert!(error_line.contains("stream=late"), "{error_line}");
+    assert!(
+        error_line.contains("stream `late` was not found in region us-east-1"),
+        "{error_line}"
+    );
+    assert!(
+        error_line.contains("check kinesis_stream and aws.region"),
+        "{error_line}"
+    );
+
+    let delivered = runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::create_stream(&client, "late", 1).await;
+        data(&kinesalite::read_all(&client, "late", 100, READ_DEADLINE).await)
+    });
+    assert_eq!(delivered, lines(0..100));
+    agent.wait_for_log("Stream found.", EXIT_DEADLINE);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+}
+
+#[test]
+fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("app.log");
+    append(&log, &lines(0..10).concat());
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = write_config(
+        dir.path(),
+        &endpoint,
+        "gone",
+        &log.display().to_string(),
+        &["initial_position: start_of_file"],
+        &["shutdown_grace: 1s"],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    let output = agent.wait_for_log("cannot reach the endpoint", EXIT_DEADLINE);
+    let error_line = output
+        .lines()
+        .find(|line| line.contains("cannot reach the endpoint"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error_line.contains("ERROR")
+            && error_line.contains("flow=app")
+            && error_line.contains("stream=gone"),
+        "{error_line}"
+    );
+    agent.signal("TERM");
+    let status = agent.wait_exit(EXIT_DEADLINE);
+    assert!(status.success(), "{}", agent.output());
+    assert!(
+        agent.output().contains("grace period ended"),
+        "{}",
+        agent.output()
+    );
+    // Nothing was acknowledged, so the checkpoint still points at the start.
+    assert_eq!(saved_offset(dir.path()), Some(0));
+}
+
+#[test]
+fn missing_credentials_are_reported_clearly() {
+    let server = Kinesalite::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("app.log");
+    append(&log, &lines(0..10).concat());
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "creds",
+        &log.display().to_string(),
+        &["initial_position: start_of_file"],
+        &["shutdown_grace: 1s"],
+    );
+    let mut command = std::process::Command::new(crate::support::agent::BINARY);
+    command.args(["run", "--config"]).arg(&config);
+    kinesalite::apply_agent_env(&mut command);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let log_path = dir.path().join("agent.log");
+    command
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .stdout(std::process::Stdio::null());
+    let mut child = command.spawn().expect("start kinship");
+    let until = std::time::Instant::now() + EXIT_DEADLINE;
+    let output = loop {
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if output.contains("ERROR") || std::time::Instant::now() > until {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let error_line = output
+        .lines()
+        .find(|line| line.contains("ERROR"))
+        .unwrap_or_default();
+    assert!(error_line.contains("no usable AWS credentials"), "{output}");
+    assert!(
+        error_line.contains("flow=app") && error_line.contains("stream=creds"),
+        "{error_line}"
+    );
+}

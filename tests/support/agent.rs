@@ -1,0 +1,147 @@
+//! Runs the real `kinship` binary for whole-agent tests: writes its config, starts it with an
+//! environment that reaches only the local emulator, reads its log, and stops it by signal.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::kinesalite;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_kinship");
+const POLL: Duration = Duration::from_millis(20);
+
+/// A config for one flow shipping `files` to `stream` at `endpoint`, with `extra` flow keys
+/// (each a `key: value` line) and `top` top-level keys.
+pub fn write_config(
+    dir: &Path,
+    endpoint: &str,
+    stream: &str,
+    files: &str,
+    extra: &[&str],
+    top: &[&str],
+) -> PathBuf {
+    let mut text = format!(
+        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {endpoint}\nprogress_interval: 1s\n",
+        dir.join("state").display(),
+        kinesalite::REGION
+    );
+    for line in top {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "flows:\n  - name: app\n    files: {files}\n    kinesis_stream: {stream}\n"
+    ));
+    for line in extra {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    let path = dir.join("kinship.yaml");
+    fs::write(&path, text).expect("write config");
+    path
+}
+
+pub struct Agent {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `kinship run --config <config>`; its log goes to `<dir>/agent-N.log`.
+    pub fn start(config: &Path, dir: &Path) -> Agent {
+        let mut index = 0;
+        let log = loop {
+            let candidate = dir.join(format!("agent-{index}.log"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            index += 1;
+        };
+        let mut command = Command::new(BINARY);
+        command.arg("run").arg("--config").arg(config);
+        kinesalite::apply_agent_env(&mut command);
+        command.env("RUST_LOG", "info");
+        let stderr = File::create(&log).expect("create agent log");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the kinship binary");
+        Agent { child, log }
+    }
+
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `deadline`.
+    pub fn wait_for_log(&mut self, needle: &str, deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let output = self.output();
+            if output.contains(needle) {
+                return output;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("kinship exited ({status}) before logging {needle:?}:\n{output}");
+            }
+            assert!(
+                Instant::now() < until,
+                "kinship did not log {needle:?} within {deadline:?}:\n{output}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the agent to exit; panics with its log after `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for kinship") {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "kinship did not exit within {deadline:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the binary with `args` to completion.
+pub fn run_command(args: &[&str]) -> Output {
+    let mut command = Command::new(BINARY);
+    command.args(args);
+    kinesalite::apply_agent_env(&mut command);
+    command.output().expect("run kinship")
+}
+
+/// Reads the offset saved for the only file in the state directory's checkpoint file.
+pub fn saved_offset(dir: &Path) -> Option<u64> {
+    let text = fs::read_to_string(dir.join("state/checkpoints.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["files"].get(0)?["offset"].as_u64()
+}
