@@ -259,6 +259,13 @@ fn measure(server: &NullKinesis, log: &AccessLog, dir: &Path) -> Result<Figures,
         figures.agent_cpu_seconds,
         figures.agent_ending.description
     );
+    if figures.duplicates() > 0 {
+        eprintln!(
+            "warning: {} records more than lines: the agent sent some lines twice, and may have \
+             reached the count before sending every line once",
+            figures.duplicates()
+        );
+    }
     Ok(figures)
 }
 

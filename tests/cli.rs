@@ -120,3 +120,24 @@ fn help_and_version() {
         format!("kinship {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_example_configs_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in fs::read_dir(&examples).expect("config folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            let output = run_command(&["check", "--config", &path.display().to_string()]);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example configs found");
+}

@@ -241,8 +241,11 @@ mod tests {
         })
     }
 
-    /// Feeds `chunks` one by one and returns every record as (start, end, bytes).
-    fn frame_all(max_line: usize, chunks: &[&[u8]]) -> (Vec<(u64, u64, Vec<u8>)>, Framer, u64) {
+    /// A framed record: where it starts and ends in the file, and its bytes.
+    type FramedRecord = (u64, u64, Vec<u8>);
+
+    /// Feeds `chunks` one by one and returns every record, the framer and the lines cut.
+    fn frame_all(max_line: usize, chunks: &[&[u8]]) -> (Vec<FramedRecord>, Framer, u64) {
         let file = file();
         let mut framer = Framer::new(max_line, 0);
         let mut records = Vec::new();

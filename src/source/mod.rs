@@ -96,9 +96,9 @@ impl Source {
                 let start = match resume.remove(&id).or_else(|| checkpoints.remove(&id)) {
                     Some(offset) => Start::At(offset),
                     None if first_scan && flow.initial_position == InitialPosition::EndOfFile => {
-                        Start::EndOfFile
+                        Start::End
                     }
-                    None => Start::StartOfFile,
+                    None => Start::Beginning,
                 };
                 let opened = {
                     let path = path.clone();

@@ -28,9 +28,9 @@ static NEXT_FILE_KEY: AtomicU64 = AtomicU64::new(1);
 pub enum Start {
     /// A known offset: a checkpoint, or where an earlier tailer of this file stopped.
     At(u64),
-    StartOfFile,
+    Beginning,
     /// After the last complete line.
-    EndOfFile,
+    End,
 }
 
 /// Why a tailer stopped, and where to resume should the file be found again.
@@ -56,8 +56,8 @@ pub async fn follow(
             let size = file.metadata()?.len();
             let offset = match start {
                 Start::At(offset) if offset <= size => offset,
-                Start::At(_) | Start::StartOfFile => 0,
-                Start::EndOfFile => identity::after_last_newline(&file, size, END_OF_FILE_WINDOW)?,
+                Start::At(_) | Start::Beginning => 0,
+                Start::End => identity::after_last_newline(&file, size, END_OF_FILE_WINDOW)?,
             };
             Ok((offset, size))
         })

@@ -42,10 +42,21 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// lost race for a free port is told apart from a real failure and retried.
 const EXIT_ADDR_IN_USE: i32 = 98;
 
+/// `target/tmp`: cargo names it for tests and benches; the demo example, which shares this
+/// file, falls back to the same place.
+fn tmp_dir() -> PathBuf {
+    match option_env!("CARGO_TARGET_TMPDIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("tmp"),
+    }
+}
+
 /// `target/`: everything this harness keeps on disk lives below it.
 fn target_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).to_path_buf()
+    let tmp = tmp_dir();
+    tmp.parent().map_or_else(|| tmp.clone(), Path::to_path_buf)
 }
 
 fn emulators_dir() -> PathBuf {
@@ -53,7 +64,7 @@ fn emulators_dir() -> PathBuf {
 }
 
 fn logs_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kinesalite-logs")
+    tmp_dir().join("kinesalite-logs")
 }
 
 /// Installs kinesalite (once per target directory) and returns the npm prefix it lives in:
@@ -634,11 +645,16 @@ pub async fn list_shards(client: &Client, stream: &str) -> Vec<String> {
 }
 
 /// Environment for a spawned agent process so that it talks to kinesalite with dummy
-/// credentials and never reaches AWS: no instance metadata, and no shared config or
-/// credentials files (they point at paths that do not exist), so a developer's `~/.aws` is
-/// ignored. Use together with [`AGENT_ENV_REMOVE`], or call [`apply_agent_env`].
+/// credentials and never reaches AWS: no instance metadata, and empty shared config and
+/// credentials files, so a developer's `~/.aws` is ignored. Use together with
+/// [`AGENT_ENV_REMOVE`], or call [`apply_agent_env`].
 pub fn env_for_agent() -> Vec<(String, String)> {
-    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-aws-dir");
+    let missing = tmp_dir().join("empty-aws-dir");
+    // Empty files rather than missing ones: the SDK warns about a named file that is absent.
+    let _ = fs::create_dir_all(&missing);
+    for name in ["config", "credentials"] {
+        let _ = touch(&missing.join(name));
+    }
     [
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
@@ -681,6 +697,10 @@ pub const AGENT_ENV_REMOVE: &[&str] = &[
     "AWS_USE_DUALSTACK_ENDPOINT",
     "AWS_DEFAULT_REGION",
 ];
+
+fn touch(path: &Path) -> std::io::Result<File> {
+    fs::OpenOptions::new().create(true).append(true).open(path)
+}
 
 /// Removes [`AGENT_ENV_REMOVE`] from `command`'s environment and sets [`env_for_agent`].
 pub fn apply_agent_env(command: &mut Command) -> &mut Command {
