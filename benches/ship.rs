@@ -93,7 +93,6 @@ impl Args {
                 "--port" => args.port = number(&name, &value()?)?,
                 "--keep-going" => args.keep_going = true,
                 "--serve-only" => args.serve_only = true,
-                "-h" | "--help" => return Err(USAGE.to_owned()),
                 "--bench" => {}
                 _ => eprintln!("ignoring argument {arg:?}"),
             }
@@ -111,6 +110,10 @@ fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "-h" || arg == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let outcome = Args::parse(std::env::args().skip(1)).and_then(|args| bench(&args));
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -261,8 +264,8 @@ fn measure(server: &NullKinesis, log: &AccessLog, dir: &Path) -> Result<Figures,
     );
     if figures.duplicates() > 0 {
         eprintln!(
-            "warning: {} records more than lines: the agent sent some lines twice, and may have \
-             reached the count before sending every line once",
+            "warning: {} more records than lines arrived: the agent sent some lines more than \
+             once, so it may have reached the count before every line had arrived",
             figures.duplicates()
         );
     }
@@ -348,8 +351,9 @@ fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
         server.url()
     );
     runtime.block_on(async {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("listening for SIGTERM")?;
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -361,7 +365,8 @@ fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
                 _ = ticker.tick() => {
                     let now = server.stats.snapshot();
                     if now != last {
-                        println!("{now:?} (+{} records/s)", now.records.saturating_sub(last.records) / 5);
+                        let rate = now.records.saturating_sub(last.records) / 5;
+                        println!("{now} (+{rate} records/s)");
                         last = now;
                     }
                 }
@@ -369,6 +374,6 @@ fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
         }
         Ok::<(), String>(())
     })?;
-    println!("{:?}", server.stats.snapshot());
+    println!("received in all: {}", server.stats.snapshot());
     Ok(true)
 }

@@ -5,6 +5,7 @@
 //! `PutRecords` and `DescribeStreamSummary`. Signatures are not checked.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -57,6 +58,20 @@ pub struct Snapshot {
     pub describe_requests: u64,
     /// Requests answered with an error: unknown operations and invalid batches.
     pub rejected_requests: u64,
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} records, {} bytes of data, {} PutRecords, {} DescribeStreamSummary, {} rejected",
+            self.records,
+            self.data_bytes,
+            self.put_requests,
+            self.describe_requests,
+            self.rejected_requests
+        )
+    }
 }
 
 impl Stats {
