@@ -402,7 +402,13 @@ fn a_file_deleted_while_followed_is_read_to_its_end_and_released() {
         &server.endpoint,
         "deleted",
         &dir.path().join("app*.log").display().to_string(),
-        &["initial_position: start_of_file", "max_in_flight: 1", "max_batch_age: 100ms", "scan_interval: 500ms", "poll_interval: 50ms"],
+        &[
+            "initial_position: start_of_file",
+            "max_in_flight: 1",
+            "max_batch_age: 100ms",
+            "scan_interval: 500ms",
+            "poll_interval: 50ms",
+        ],
         &[],
     );
     let mut agent = Agent::start(&config, dir.path());
@@ -411,18 +417,33 @@ fn a_file_deleted_while_followed_is_read_to_its_end_and_released() {
     append(&log, &expected[..1000].concat());
     agent.wait_for_log("Following file.", EXIT_DEADLINE);
     // Keep a handle open as a writer would, delete the name, and go on writing.
-    let mut writer = OpenOptions::new().append(true).open(&log).expect("open writer");
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open writer");
     std::fs::remove_file(&log).expect("delete");
-    writer.write_all(&expected[1000..].concat()).expect("write after delete");
+    writer
+        .write_all(&expected[1000..].concat())
+        .expect("write after delete");
     drop(writer);
-    let output = agent.wait_for_log("File was deleted and is read to its end; releasing it.", EXIT_DEADLINE);
+    let output = agent.wait_for_log(
+        "File was deleted and is read to its end; releasing it.",
+        EXIT_DEADLINE,
+    );
     assert!(output.contains("app.log"), "{output}");
     let delivered = read_back(&runtime, &server, "deleted", expected.len());
-    assert!(delivered == expected, "{} of {} lines, in order:\n{}", delivered.len(), expected.len(), agent.output());
+    assert!(
+        delivered == expected,
+        "{} of {} lines, in order:\n{}",
+        delivered.len(),
+        expected.len(),
+        agent.output()
+    );
     agent.signal("TERM");
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
     // A deleted file's checkpoint is forgotten once it was delivered to its end.
-    let saved = std::fs::read_to_string(dir.path().join("state/checkpoints.json")).expect("checkpoints");
+    let saved =
+        std::fs::read_to_string(dir.path().join("state/checkpoints.json")).expect("checkpoints");
     assert!(!saved.contains("app.log"), "{saved}");
 }
 
@@ -430,13 +451,27 @@ fn a_file_deleted_while_followed_is_read_to_its_end_and_released() {
 fn a_corrupt_checkpoint_file_stops_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
-    std::fs::write(dir.path().join("state/checkpoints.json"), b"{\"version\": 1, \"files\": [{\"flo").expect("corrupt file");
-    let config = write_config(dir.path(), "http://127.0.0.1:9", "any", &dir.path().join("*.log").display().to_string(), &[], &[]);
+    std::fs::write(
+        dir.path().join("state/checkpoints.json"),
+        b"{\"version\": 1, \"files\": [{\"flo",
+    )
+    .expect("corrupt file");
+    let config = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "any",
+        &dir.path().join("*.log").display().to_string(),
+        &[],
+        &[],
+    );
     let mut agent = Agent::start(&config, dir.path());
     let status = agent.wait_exit(EXIT_DEADLINE);
     assert_eq!(status.code(), Some(1), "{}", agent.output());
     let output = agent.output();
     assert!(output.contains("checkpoints.json is corrupt"), "{output}");
-    assert!(output.contains("move it aside to start again from each flow's initial_position"), "{output}");
+    assert!(
+        output.contains("move it aside to start again from each flow's initial_position"),
+        "{output}"
+    );
     assert!(!output.contains("panicked"), "{output}");
 }
