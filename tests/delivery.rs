@@ -475,3 +475,42 @@ fn a_corrupt_checkpoint_file_stops_the_start_with_a_clear_error() {
     );
     assert!(!output.contains("panicked"), "{output}");
 }
+
+#[test]
+fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("app.log");
+    append(&log, &lines(0..10).concat());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // A long grace period: only the second signal can end this shutdown quickly.
+    let config = write_config(
+        dir.path(),
+        &endpoint,
+        "gone",
+        &log.display().to_string(),
+        &["initial_position: start_of_file", "max_batch_age: 50ms"],
+        &["shutdown_grace: 1h"],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    agent.wait_for_log("cannot reach the endpoint", EXIT_DEADLINE);
+    agent.signal("TERM");
+    agent.wait_for_log("Shutting down", EXIT_DEADLINE);
+    agent.signal("INT");
+    let status = agent.wait_exit(EXIT_DEADLINE);
+    assert_eq!(status.code(), Some(1), "{}", agent.output());
+    assert!(
+        agent.output().contains("Second signal: exiting now"),
+        "{}",
+        agent.output()
+    );
+    assert_eq!(
+        saved_offset(dir.path()).unwrap_or(0),
+        0,
+        "nothing was acknowledged, so nothing is skipped next time"
+    );
+}
