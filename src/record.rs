@@ -76,8 +76,12 @@ pub struct Batch {
 /// delivered by the sink.
 #[derive(Debug)]
 pub enum Ack {
-    /// A tailer starts reading `file` at `offset`; nothing before it will be sent.
+    /// A tailer starts reading `file` at `offset`; nothing before it will be sent. If an earlier
+    /// reading of the same file still has records in flight, this reading continues it.
     Opened { file: Arc<SourceFile>, offset: u64 },
+    /// The file was truncated: `file` reads it again from offset 0, and whatever the earlier
+    /// reading still has in flight no longer counts.
+    Restarted { file: Arc<SourceFile> },
     /// Every record in these ranges was accepted by the destination.
     Delivered(Vec<FileRange>),
     /// The tailer released `file` (deleted or rotated away) after reading up to `end`.

@@ -145,9 +145,20 @@ fn lines_appended_in_bursts_arrive_exactly_once_in_file_order() {
     );
 }
 
-#[test]
-fn sigterm_mid_file_then_restart_delivers_every_line_once() {
-    let (server, dir, runtime) = setup("term");
+/// A 200,000-line file being shipped to `stream`, with an agent stopped by `signal` once a
+/// tenth of it was delivered; the stop must land mid-file for the test to mean anything.
+struct StoppedMidFile {
+    server: Kinesalite,
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    expected: Vec<Vec<u8>>,
+    size: u64,
+    config: std::path::PathBuf,
+    first_run: Agent,
+}
+
+fn stop_mid_file(stream: &str, signal: &str) -> StoppedMidFile {
+    let (server, dir, runtime) = setup(stream);
     let log = dir.path().join("app.log");
     let expected = lines(0..200_000);
     append(&log, &expected.concat());
@@ -155,24 +166,50 @@ fn sigterm_mid_file_then_restart_delivers_every_line_once() {
     let config = write_config(
         dir.path(),
         &server.endpoint,
-        "term",
+        stream,
         &log.display().to_string(),
         &["max_in_flight: 1", "initial_position: start_of_file"],
         &["checkpoint_interval: 100ms"],
     );
-
-    let mut agent = Agent::start(&config, dir.path());
-    wait_for_progress(dir.path(), &mut agent, size / 10);
-    agent.signal("TERM");
-    let status = agent.wait_exit(EXIT_DEADLINE);
-    assert!(status.success(), "exit {status}:\n{}", agent.output());
-    let stopped_at = saved_offset(dir.path()).expect("checkpoint saved at shutdown");
+    let mut first_run = Agent::start(&config, dir.path());
+    wait_for_progress(dir.path(), &mut first_run, size / 10);
+    first_run.signal(signal);
+    let status = first_run.wait_exit(EXIT_DEADLINE);
+    if signal == "TERM" {
+        assert!(status.success(), "exit {status}:\n{}", first_run.output());
+    }
+    let stopped_at = saved_offset(dir.path()).expect("a checkpoint was saved");
     assert!(
         stopped_at < size,
         "the stop must land mid-file for this test to mean anything"
     );
-    let first_run = agent.output();
-    assert!(first_run.contains("Stopped."), "{first_run}");
+    StoppedMidFile {
+        server,
+        dir,
+        runtime,
+        expected,
+        size,
+        config,
+        first_run,
+    }
+}
+
+#[test]
+fn sigterm_mid_file_then_restart_delivers_every_line_once() {
+    let StoppedMidFile {
+        server,
+        dir,
+        runtime,
+        expected,
+        size,
+        config,
+        first_run,
+    } = stop_mid_file("term", "TERM");
+    assert!(
+        first_run.output().contains("Stopped."),
+        "{}",
+        first_run.output()
+    );
 
     let mut agent = Agent::start(&config, dir.path());
     let delivered = read_back(&runtime, &server, "term", expected.len());
@@ -193,29 +230,14 @@ fn sigterm_mid_file_then_restart_delivers_every_line_once() {
 
 #[test]
 fn sigkill_mid_file_then_restart_loses_nothing_and_repeats_little() {
-    let (server, dir, runtime) = setup("kill");
-    let log = dir.path().join("app.log");
-    let expected = lines(0..200_000);
-    append(&log, &expected.concat());
-    let size = std::fs::metadata(&log).expect("stat").len();
-    let config = write_config(
-        dir.path(),
-        &server.endpoint,
-        "kill",
-        &log.display().to_string(),
-        &["max_in_flight: 1", "initial_position: start_of_file"],
-        &["checkpoint_interval: 100ms"],
-    );
-
-    let mut agent = Agent::start(&config, dir.path());
-    wait_for_progress(dir.path(), &mut agent, size / 10);
-    agent.signal("KILL");
-    agent.wait_exit(EXIT_DEADLINE);
-    let killed_at = saved_offset(dir.path()).expect("a checkpoint was saved before the kill");
-    assert!(
-        killed_at < size,
-        "the kill must land mid-file for this test to mean anything"
-    );
+    let StoppedMidFile {
+        server,
+        dir,
+        runtime,
+        expected,
+        config,
+        ..
+    } = stop_mid_file("kill", "KILL");
 
     let mut agent = Agent::start(&config, dir.path());
     // Everything arrives; the records between the last checkpoint and the kill arrive twice.
@@ -302,12 +324,14 @@ fn a_missing_stream_is_reported_and_lines_flow_once_it_exists() {
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
 }
 
-#[test]
-fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
+/// A ten-line log and a config for stream `gone` at a loopback port nothing listens on.
+fn ten_lines_for_a_closed_port(
+    flow: &[&str],
+    top: &[&str],
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("app.log");
     append(&log, &lines(0..10).concat());
-    // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -319,6 +343,15 @@ fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
         &endpoint,
         "gone",
         &log.display().to_string(),
+        flow,
+        top,
+    );
+    (dir, config)
+}
+
+#[test]
+fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
+    let (dir, config) = ten_lines_for_a_closed_port(
         &["initial_position: start_of_file"],
         &["shutdown_grace: 1s"],
     );
@@ -478,21 +511,8 @@ fn a_corrupt_checkpoint_file_stops_the_start_with_a_clear_error() {
 
 #[test]
 fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("app.log");
-    append(&log, &lines(0..10).concat());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
     // A long grace period: only the second signal can end this shutdown quickly.
-    let config = write_config(
-        dir.path(),
-        &endpoint,
-        "gone",
-        &log.display().to_string(),
+    let (dir, config) = ten_lines_for_a_closed_port(
         &["initial_position: start_of_file", "max_batch_age: 50ms"],
         &["shutdown_grace: 1h"],
     );

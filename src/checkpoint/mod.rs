@@ -47,14 +47,18 @@ pub async fn run(
             }
         }
     }
-    save(&store, &mut tracker, failing).await;
+    if save(&store, &mut tracker, failing).await {
+        error!(path = %store.path().display(), "The final checkpoint could not be written; lines delivered since the last saved one are sent again at the next start.");
+    }
     debug!(path = %store.path().display(), "Checkpoint store stopped.");
     tracker
 }
 
 fn apply(tracker: &mut AckTracker, ack: Ack, metrics: &Metrics) {
     let flow = match &ack {
-        Ack::Opened { file, .. } | Ack::Closed { file, .. } => Some(Arc::clone(&file.flow)),
+        Ack::Opened { file, .. } | Ack::Restarted { file } | Ack::Closed { file, .. } => {
+            Some(Arc::clone(&file.flow))
+        }
         Ack::Delivered(ranges) => ranges.first().map(|range| Arc::clone(&range.file.flow)),
     };
     let advanced = tracker.apply(ack);

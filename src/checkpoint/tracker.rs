@@ -33,6 +33,8 @@ struct Progress {
 pub struct AckTracker {
     /// Files being read, by their per-process key.
     live: HashMap<u64, Progress>,
+    /// Keys of earlier readings that a later reading of the same file continues.
+    continued_by: HashMap<u64, u64>,
     /// The positions to save, by flow and identity.
     saved: BTreeMap<(String, FileId), Checkpoint>,
     changed: bool,
@@ -47,6 +49,7 @@ impl AckTracker {
             .collect();
         Self {
             live: HashMap::new(),
+            continued_by: HashMap::new(),
             saved,
             changed: false,
         }
@@ -59,23 +62,59 @@ impl AckTracker {
                 self.opened(file, offset);
                 0
             }
+            Ack::Restarted { file } => {
+                self.forget_readings_of(&file);
+                self.start_reading(file, 0);
+                0
+            }
             Ack::Delivered(ranges) => ranges.into_iter().map(|range| self.delivered(range)).sum(),
             Ack::Closed { file, end } => {
-                if let Some(progress) = self.live.get_mut(&file.key) {
+                let key = self.current_key(file.key);
+                if let Some(progress) = self.live.get_mut(&key) {
                     progress.forget_at = Some(end);
                 }
-                self.forget_if_done(file.key);
+                self.forget_if_done(key);
                 0
             }
         }
     }
 
     fn opened(&mut self, file: Arc<SourceFile>, offset: u64) {
+        // A continuation only if the earlier reading's file still exists (an inode reused
+        // after a delete is another file) and reading resumes at or past its watermark.
+        let earlier = self
+            .live
+            .iter()
+            .find(|(_, progress)| {
+                same_file(&progress.file, &file)
+                    && progress.forget_at.is_none()
+                    && offset >= progress.watermark
+            })
+            .map(|(key, _)| *key);
+        let Some(mut progress) = earlier.and_then(|key| self.live.remove(&key)) else {
+            self.forget_readings_of(&file);
+            self.start_reading(file, offset);
+            return;
+        };
+        // The file was released and found again while records of its earlier reading were in
+        // flight: keep the earlier watermark, and let late acknowledgements still count.
+        let earlier = progress.file.key;
+        for target in self.continued_by.values_mut() {
+            if *target == earlier {
+                *target = file.key;
+            }
+        }
+        self.continued_by.insert(earlier, file.key);
+        progress.file = Arc::clone(&file);
+        if let Some(saved) = self.saved.get_mut(&(file.flow.to_string(), file.id)) {
+            saved.path.clone_from(&file.path);
+        }
+        self.live.insert(file.key, progress);
+        self.changed = true;
+    }
+
+    fn start_reading(&mut self, file: Arc<SourceFile>, offset: u64) {
         let identity = (file.flow.to_string(), file.id);
-        // A file read again from the start (truncated) replaces its earlier reading.
-        self.live.retain(|_, progress| {
-            (progress.file.flow.as_ref(), progress.file.id) != (identity.0.as_str(), identity.1)
-        });
         self.saved.insert(
             identity.clone(),
             Checkpoint {
@@ -97,8 +136,27 @@ impl AckTracker {
         );
     }
 
+    /// Drops every reading of `file`'s identity: their offsets mean nothing any more.
+    fn forget_readings_of(&mut self, file: &SourceFile) {
+        let stale: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, progress)| same_file(&progress.file, file))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            self.live.remove(&key);
+            self.continued_by.retain(|_, target| *target != key);
+        }
+    }
+
+    /// The key whose progress a reading's acknowledgements now count toward.
+    fn current_key(&self, key: u64) -> u64 {
+        self.continued_by.get(&key).copied().unwrap_or(key)
+    }
+
     fn delivered(&mut self, range: FileRange) -> u64 {
-        let key = range.file.key;
+        let key = self.current_key(range.file.key);
         let Some(progress) = self.live.get_mut(&key) else {
             return 0; // A reading replaced after truncation: its offsets mean nothing now.
         };
@@ -139,6 +197,7 @@ impl AckTracker {
         {
             let identity = (progress.file.flow.to_string(), progress.file.id);
             self.live.remove(&key);
+            self.continued_by.retain(|_, target| *target != key);
             self.saved.remove(&identity);
             self.changed = true;
         }
@@ -160,6 +219,10 @@ impl AckTracker {
     pub fn checkpoint(&self, flow: &str, id: FileId) -> Option<u64> {
         self.saved.get(&(flow.to_owned(), id)).map(|c| c.offset)
     }
+}
+
+fn same_file(one: &SourceFile, other: &SourceFile) -> bool {
+    one.id == other.id && one.flow == other.flow
 }
 
 #[cfg(test)]
@@ -251,9 +314,8 @@ mod tests {
             offset: 0,
         });
         delivered(&mut tracker, vec![range(&old, 0, 500)]);
-        tracker.apply(Ack::Opened {
+        tracker.apply(Ack::Restarted {
             file: Arc::clone(&new),
-            offset: 0,
         });
         assert_eq!(tracker.checkpoint("app", new.id), Some(0));
         delivered(&mut tracker, vec![range(&old, 500, 900)]);
@@ -264,6 +326,59 @@ mod tests {
         );
         delivered(&mut tracker, vec![range(&new, 0, 40)]);
         assert_eq!(tracker.checkpoint("app", new.id), Some(40));
+    }
+
+    #[test]
+    fn a_file_found_again_while_its_records_are_in_flight_keeps_its_watermark() {
+        let first = file(1, 10);
+        let again = file(2, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&first),
+            offset: 0,
+        });
+        delivered(&mut tracker, vec![range(&first, 0, 100)]);
+        // Released at 300 with [100, 300) in flight, then found again and read on from 300.
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&again),
+            offset: 300,
+        });
+        assert_eq!(
+            tracker.checkpoint("app", again.id),
+            Some(100),
+            "in-flight records hold it back"
+        );
+        delivered(&mut tracker, vec![range(&again, 300, 400)]);
+        assert_eq!(tracker.checkpoint("app", again.id), Some(100));
+        delivered(&mut tracker, vec![range(&first, 100, 300)]);
+        assert_eq!(tracker.checkpoint("app", again.id), Some(400));
+    }
+
+    #[test]
+    fn an_inode_reused_after_a_delete_starts_a_new_reading() {
+        let deleted = file(1, 10);
+        let reused = file(2, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&deleted),
+            offset: 0,
+        });
+        tracker.apply(Ack::Closed {
+            file: Arc::clone(&deleted),
+            end: 500,
+        });
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&reused),
+            offset: 0,
+        });
+        delivered(&mut tracker, vec![range(&deleted, 0, 500)]);
+        assert_eq!(
+            tracker.checkpoint("app", reused.id),
+            Some(0),
+            "the deleted file's acks do not count"
+        );
+        delivered(&mut tracker, vec![range(&reused, 0, 50)]);
+        assert_eq!(tracker.checkpoint("app", reused.id), Some(50));
     }
 
     #[test]

@@ -231,7 +231,20 @@ async fn deliver<P: PutRecords>(shared: &Shared<P>, batch: Batch) -> Vec<crate::
     // Parts still to send, in order; a call the endpoint finds too large is split in two.
     let mut parts: VecDeque<Vec<OutRecord>> = VecDeque::from([batch.records]);
     while let Some(part) = parts.pop_front() {
-        match shared.client.put_records(&part).await {
+        let result = match shared.client.put_records(&part).await {
+            // One record the endpoint will never take: only the operator can fix that.
+            Err(PutError::TooLarge { message }) if part.len() == 1 => {
+                Err(PutError::Configuration {
+                    message: format!(
+                        "the endpoint refuses a record of {} bytes as too large ({message})",
+                        part[0].size()
+                    ),
+                    hint: "set max_record_bytes to the stream's maximum record size".into(),
+                })
+            }
+            other => other,
+        };
+        match result {
             Ok(failures) if failures.is_empty() => {
                 record_sent(shared, &part);
                 backoff = Backoff::new(shared.retry);
@@ -271,18 +284,17 @@ async fn deliver<P: PutRecords>(shared: &Shared<P>, batch: Batch) -> Vec<crate::
             Err(failure) => {
                 FlowMetrics::add(&shared.metrics.calls_failed, 1);
                 shared.failing.store(true, Ordering::Relaxed);
-                let delay =
-                    if failure.needs_operator() || matches!(failure, PutError::TooLarge { .. }) {
-                        report_call_failure(
-                            shared,
-                            &failure,
-                            "Cannot deliver records; keeping them and trying again.",
-                        );
-                        backoff.slow_delay()
-                    } else {
-                        report_call_failure(shared, &failure, "A call failed; trying again.");
-                        backoff.next_delay()
-                    };
+                let delay = if failure.needs_operator() {
+                    report_call_failure(
+                        shared,
+                        &failure,
+                        "Cannot deliver records; keeping them and trying again.",
+                    );
+                    backoff.slow_delay()
+                } else {
+                    report_call_failure(shared, &failure, "A call failed; trying again.");
+                    backoff.next_delay()
+                };
                 parts.push_front(part);
                 tokio::time::sleep(delay).await;
             }

@@ -291,3 +291,35 @@ async fn several_calls_in_flight_each_acknowledge_their_own_ranges() {
     assert_eq!(ranges, vec![(2, 4), (0, 2)]);
     running.task.await.expect("sink");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly() {
+    let too_large = PutError::TooLarge {
+        message: "413".into(),
+    };
+    let client = Scripted::new(vec![
+        Reply::Fail(too_large.clone()),
+        Reply::Fail(too_large),
+        Reply::Accept,
+    ]);
+    let mut running = start(Arc::clone(&client), 1);
+    let started = tokio::time::Instant::now();
+    running
+        .batches
+        .send(batch(&["big\n"], 0))
+        .await
+        .expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(0, 4)]
+    );
+    assert_eq!(client.calls().len(), 3, "never split, never dropped");
+    // Retried as an operator error: at least half the maximum backoff each time.
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(running.batches);
+    running.task.await.expect("sink");
+}

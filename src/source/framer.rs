@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::record::{LineSpan, Lines, SourceFile};
 
@@ -123,7 +123,15 @@ impl Framer {
             line_start = end;
         }
         if line_start > 0 {
-            let complete = self.buffer.split_to(line_start).freeze();
+            let complete = if line_start * 4 < self.buffer.capacity() {
+                // A few lines in a large buffer get an allocation of their own, so records
+                // waiting for delivery never pin a mostly empty read buffer.
+                let copied = Bytes::copy_from_slice(&self.buffer[..line_start]);
+                self.buffer.advance(line_start);
+                copied
+            } else {
+                self.buffer.split_to(line_start).freeze()
+            };
             let complete_offset = self.buffer_offset;
             self.buffer_offset += line_start as u64;
             framed.truncated += emit(

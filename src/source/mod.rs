@@ -79,6 +79,8 @@ impl Source {
         });
         let (data_changed, data_watch) = watch::channel(());
         let (dirs_changed, mut dirs_watch) = watch::channel(());
+        // The senders stay alive here too: without a watcher, `changed()` must wait, not fail.
+        let _watch_senders = (data_changed.clone(), dirs_changed.clone());
         let _watcher = start_watcher(&flow.name, &flow.files, data_changed, dirs_changed);
 
         let mut tailers: JoinSet<Finished> = JoinSet::new();
@@ -93,7 +95,7 @@ impl Source {
                 if active.contains(&id) {
                     continue;
                 }
-                let start = match resume.remove(&id).or_else(|| checkpoints.remove(&id)) {
+                let start = match resume.get(&id).or_else(|| checkpoints.get(&id)).copied() {
                     Some(offset) => Start::At(offset),
                     None if first_scan && flow.initial_position == InitialPosition::EndOfFile => {
                         Start::End
@@ -107,6 +109,9 @@ impl Source {
                 match opened.and_then(|result| result) {
                     Ok(Some(file)) => {
                         unopenable.remove(&path);
+                        // Used now: from here on, the tailer reports where to resume.
+                        resume.remove(&id);
+                        checkpoints.remove(&id);
                         active.insert(id);
                         tailers.spawn(tailer::follow(
                             file,

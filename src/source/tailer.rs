@@ -66,10 +66,11 @@ pub async fn follow(
         Ok(found) => found,
         Err(error) => {
             warn!(file = %path.display(), %error, "Cannot read file; will try again at the next scan.");
-            return Finished {
-                id,
-                resume_at: None,
+            let resume_at = match start {
+                Start::At(offset) => Some(offset),
+                Start::Beginning | Start::End => None,
             };
+            return Finished { id, resume_at };
         }
     };
     if let Start::At(checkpoint) = start {
@@ -86,12 +87,16 @@ pub async fn follow(
         framer: Framer::new(shared.settings.max_line_bytes, offset),
         unread: Unread::new(&shared.metrics),
         truncation_logged: false,
+        trouble: None,
         shared,
     };
     if !tailer.announce(offset).await {
         return tailer.finish(None);
     }
     tailer.unread.set(size.saturating_sub(offset));
+    // The file's size at the last look: reads ask for what is there and no more, so an idle
+    // file costs no buffer.
+    let mut size_seen = size;
     let mut rotated_since: Option<Instant> = None;
 
     loop {
@@ -99,38 +104,51 @@ pub async fn follow(
             let resume = tailer.framer.framed_offset();
             return tailer.finish(Some(resume));
         }
-        let read = match tailer.read_chunk().await {
-            Ok(read) => read,
-            Err(error) => {
-                warn!(file = %tailer.path.display(), %error, "Cannot read file; will retry.");
-                0
+        let offset = tailer.framer.read_offset();
+        if size_seen > offset {
+            let want =
+                usize::try_from(size_seen - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
+            match tailer.read_chunk(want).await {
+                Ok(ReadOutcome::Read(0)) => size_seen = offset,
+                Ok(ReadOutcome::Read(_)) => rotated_since = None,
+                Ok(ReadOutcome::Stopped) => {
+                    let resume = tailer.framer.framed_offset();
+                    return tailer.finish(Some(resume));
+                }
+                Err(error) => {
+                    tailer.report_trouble("Cannot read file; will retry.", &error);
+                    tailer.wait(&mut changed).await;
+                }
             }
-        };
-        if read > 0 {
-            rotated_since = None;
             continue;
         }
         let state = match tailer.stat().await {
             Ok(state) => state,
             Err(error) => {
-                warn!(file = %tailer.path.display(), %error, "Cannot stat file; will retry.");
+                tailer.report_trouble("Cannot stat file; will retry.", &error);
                 tailer.wait(&mut changed).await;
                 continue;
             }
         };
-        if state.size < tailer.framer.read_offset() {
+        size_seen = state.size;
+        if state.size < offset {
             tailer.restart_after_truncation(state.size).await;
             continue;
         }
-        tailer.unread.set(state.size - tailer.framer.read_offset());
+        tailer.unread.set(state.size - offset);
+        if state.size > offset {
+            continue;
+        }
         if state.path_id == Some(id) {
             rotated_since = None;
         } else {
             let since = *rotated_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= tailer.shared.settings.release_after {
                 let end = tailer.framer.framed_offset();
+                // A last line without its newline is not sent in this version; say so.
+                let unterminated_bytes = offset - end;
                 if state.links == 0 {
-                    info!(file = %tailer.path.display(), end, "File was deleted and is read to its end; releasing it.");
+                    info!(file = %tailer.path.display(), end, unterminated_bytes, "File was deleted and is read to its end; releasing it.");
                     let closed = Ack::Closed {
                         file: Arc::clone(&tailer.source),
                         end,
@@ -138,13 +156,24 @@ pub async fn follow(
                     let _ = tailer.shared.acks.send(closed).await;
                     return tailer.finish(None);
                 }
-                info!(file = %tailer.path.display(), end, "File was rotated away and is read to its end; releasing it.");
+                info!(file = %tailer.path.display(), end, unterminated_bytes, "File was rotated away and is read to its end; releasing it.");
                 return tailer.finish(Some(end));
             }
         }
         tailer.wait(&mut changed).await;
     }
 }
+
+/// What one read did.
+enum ReadOutcome {
+    /// Bytes read (0 at the end of the file); every record they completed was handed on.
+    Read(usize),
+    /// Shutdown began while records were being handed on; the rest were not sent.
+    Stopped,
+}
+
+/// Read and stat errors are logged at most this often per file.
+const TROUBLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Tailer {
     source: Arc<SourceFile>,
@@ -153,6 +182,8 @@ struct Tailer {
     framer: Framer,
     unread: Unread,
     truncation_logged: bool,
+    /// When a read or stat error was last logged, and how many were held back since.
+    trouble: Option<(Instant, u64)>,
     shared: Arc<FlowShared>,
 }
 
@@ -174,9 +205,10 @@ impl Tailer {
     }
 
     /// Reads one chunk and sends the records it completes; returns the bytes read.
-    async fn read_chunk(&mut self) -> std::io::Result<usize> {
+    /// Reads up to `want` bytes and hands on the records they complete.
+    async fn read_chunk(&mut self, want: usize) -> std::io::Result<ReadOutcome> {
         let offset = self.framer.read_offset();
-        let (buffer, filled) = self.framer.take_buffer(READ_CHUNK);
+        let (buffer, filled) = self.framer.take_buffer(want);
         let file = Arc::clone(&self.file);
         let joined = blocking(move || {
             let mut buffer = buffer;
@@ -205,12 +237,17 @@ impl Tailer {
         }
         self.unread.add_read(read as u64);
         for lines in framed.lines {
-            self.send(lines).await;
+            if !self.send(lines).await {
+                // Nothing after an unsent block may go either: the gap it leaves would make the
+                // next start send the later records twice.
+                return Ok(ReadOutcome::Stopped);
+            }
         }
-        Ok(read)
+        Ok(ReadOutcome::Read(read))
     }
 
-    async fn send(&self, lines: Lines) {
+    /// Hands `lines` on; false if shutdown began first (they are read again after the restart).
+    async fn send(&self, lines: Lines) -> bool {
         let records = lines.spans.len() as u64;
         let bytes = lines
             .spans
@@ -223,9 +260,24 @@ impl Tailer {
                     FlowMetrics::add(&self.shared.metrics.records_read, records);
                     FlowMetrics::add(&self.shared.metrics.bytes_read, bytes);
                 }
+                sent.is_ok()
             }
-            // Unsent lines are simply read again after the restart.
-            _ = self.shared.cancel.cancelled() => {}
+            _ = self.shared.cancel.cancelled() => false,
+        }
+    }
+
+    /// Logs a read or stat error at most once per `TROUBLE_LOG_EVERY`, counting the repeats.
+    fn report_trouble(&mut self, what: &'static str, error: &std::io::Error) {
+        let now = Instant::now();
+        match &mut self.trouble {
+            Some((last, held_back)) if now.duration_since(*last) < TROUBLE_LOG_EVERY => {
+                *held_back += 1
+            }
+            trouble => {
+                let repeats = trouble.map_or(0, |(_, held_back)| held_back);
+                warn!(file = %self.path.display(), %error, repeats, "{what}");
+                *trouble = Some((now, 0));
+            }
         }
     }
 
@@ -254,7 +306,10 @@ impl Tailer {
         self.source = new_source(&self.shared, self.source.id, &self.path);
         self.framer.restart_at(0);
         self.unread.set(size);
-        self.announce(0).await;
+        let restarted = Ack::Restarted {
+            file: Arc::clone(&self.source),
+        };
+        let _ = self.shared.acks.send(restarted).await;
     }
 
     async fn wait(&self, changed: &mut watch::Receiver<()>) {
