@@ -232,15 +232,13 @@ async fn a_call_too_large_for_the_endpoint_is_split_in_order() {
     running.task.await.expect("sink");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_missing_stream_keeps_the_records_and_retries_slowly() {
-    let missing = PutError::Configuration {
-        message: "stream `logs` was not found".into(),
-        hint: "create it".into(),
-    };
+/// Sends one single-record batch to a destination that fails it twice with `error`, then
+/// accepts it; asserts it was kept, acknowledged once accepted, and retried slowly (at least
+/// half the maximum backoff per retry).
+async fn assert_kept_and_retried_slowly(error: PutError) {
     let client = Scripted::new(vec![
-        Reply::Fail(missing.clone()),
-        Reply::Fail(missing),
+        Reply::Fail(error.clone()),
+        Reply::Fail(error),
         Reply::Accept,
     ]);
     let mut running = start(Arc::clone(&client), 1);
@@ -254,7 +252,7 @@ async fn a_missing_stream_keeps_the_records_and_retries_slowly() {
         delivered(running.acks.recv().await.expect("ack")),
         vec![(0, 2)]
     );
-    // Two slow retries of at least half the maximum backoff each.
+    assert_eq!(client.calls().len(), 3, "never split, never dropped");
     assert!(
         started.elapsed() >= Duration::from_secs(10),
         "{:?}",
@@ -262,6 +260,15 @@ async fn a_missing_stream_keeps_the_records_and_retries_slowly() {
     );
     drop(running.batches);
     running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_stream_keeps_the_records_and_retries_slowly() {
+    assert_kept_and_retried_slowly(PutError::Configuration {
+        message: "stream `logs` was not found".into(),
+        hint: "create it".into(),
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,32 +301,8 @@ async fn several_calls_in_flight_each_acknowledge_their_own_ranges() {
 
 #[tokio::test(start_paused = true)]
 async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly() {
-    let too_large = PutError::TooLarge {
+    assert_kept_and_retried_slowly(PutError::TooLarge {
         message: "413".into(),
-    };
-    let client = Scripted::new(vec![
-        Reply::Fail(too_large.clone()),
-        Reply::Fail(too_large),
-        Reply::Accept,
-    ]);
-    let mut running = start(Arc::clone(&client), 1);
-    let started = tokio::time::Instant::now();
-    running
-        .batches
-        .send(batch(&["big\n"], 0))
-        .await
-        .expect("send");
-    assert_eq!(
-        delivered(running.acks.recv().await.expect("ack")),
-        vec![(0, 4)]
-    );
-    assert_eq!(client.calls().len(), 3, "never split, never dropped");
-    // Retried as an operator error: at least half the maximum backoff each time.
-    assert!(
-        started.elapsed() >= Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    drop(running.batches);
-    running.task.await.expect("sink");
+    })
+    .await;
 }
