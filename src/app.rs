@@ -21,7 +21,7 @@ use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::FileId;
 use crate::sink::kinesis::KinesisClient;
 use crate::sink::{RetryPolicy, Sink};
-use crate::source::Source;
+use crate::source::{KnownOffset, Source};
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 const LINES_QUEUE_BLOCKS: usize = 16;
@@ -58,12 +58,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
     ));
-    let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, u64>> = HashMap::new();
+    let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, KnownOffset>> = HashMap::new();
     for saved in &loaded.checkpoints {
+        let known = KnownOffset {
+            offset: saved.offset,
+            head: saved.head,
+        };
         checkpoints_by_flow
             .entry(saved.flow.clone())
             .or_default()
-            .insert(saved.id, saved.offset);
+            .insert(saved.id, known);
     }
 
     let (acks, acks_received) = mpsc::channel(ACK_QUEUE);

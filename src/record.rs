@@ -14,6 +14,15 @@ pub struct FileId {
     pub inode: u64,
 }
 
+/// A hash of a file's first bytes: with device and inode, it tells a file apart from another
+/// that later got the same inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Head {
+    /// How many bytes from the start were hashed (fewer when the file was shorter).
+    pub len: u32,
+    pub hash: u64,
+}
+
 /// One followed file, as one tailer reads it. `key` is unique within the process; a file that
 /// was truncated is read again under a new key, so offsets under one key only ever grow.
 #[derive(Debug)]
@@ -21,6 +30,8 @@ pub struct SourceFile {
     pub key: u64,
     pub flow: Arc<str>,
     pub id: FileId,
+    /// `None` while the file was empty when opened.
+    pub head: Option<Head>,
     pub path: PathBuf,
 }
 

@@ -534,3 +534,48 @@ fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
         "nothing was acknowledged, so nothing is skipped next time"
     );
 }
+
+#[test]
+fn a_file_replaced_under_the_same_inode_while_stopped_is_read_from_its_start() {
+    let (server, dir, runtime) = setup("replaced");
+    let log = dir.path().join("app.log");
+    let old_lines = lines(0..1000);
+    append(&log, &old_lines.concat());
+    let size = std::fs::metadata(&log).expect("stat").len();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "replaced",
+        &log.display().to_string(),
+        &["initial_position: start_of_file", "max_in_flight: 1"],
+        &[],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    wait_for_progress(dir.path(), &mut agent, size);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+
+    // The same inode now holds another, longer file: truncate and rewrite in place.
+    let new_lines: Vec<Vec<u8>> = (0..3000)
+        .map(|index| format!("replacement line {index}, longer than the lines it replaces, so the new file outgrows the old checkpoint\n").into_bytes())
+        .collect();
+    std::fs::write(&log, new_lines.concat()).expect("rewrite in place");
+    assert!(std::fs::metadata(&log).expect("stat").len() > size);
+
+    let mut agent = Agent::start(&config, dir.path());
+    agent.wait_for_log(
+        "Another file now has this file's device and inode",
+        EXIT_DEADLINE,
+    );
+    let expected: Vec<Vec<u8>> = old_lines.into_iter().chain(new_lines).collect();
+    let delivered = read_back(&runtime, &server, "replaced", expected.len());
+    assert!(
+        delivered == expected,
+        "{} of {} lines:\n{}",
+        delivered.len(),
+        expected.len(),
+        agent.output()
+    );
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::tracker::Checkpoint;
-use crate::record::FileId;
+use crate::record::{FileId, Head};
 
 const FORMAT_VERSION: u32 = 1;
 const FILE_NAME: &str = "checkpoints.json";
@@ -42,6 +42,11 @@ struct OnDiskFile {
     flow: String,
     device: u64,
     inode: u64,
+    /// Bytes hashed from the file's start, and their xxh3 hash; absent for a file empty when opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_len: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_hash: Option<u64>,
     path: PathBuf,
     offset: u64,
 }
@@ -137,6 +142,10 @@ impl CheckpointStore {
                     device: file.device,
                     inode: file.inode,
                 },
+                head: file
+                    .head_len
+                    .zip(file.head_hash)
+                    .map(|(len, hash)| Head { len, hash }),
                 path: file.path,
                 offset: file.offset,
             })
@@ -153,6 +162,8 @@ impl CheckpointStore {
                     flow: c.flow.clone(),
                     device: c.id.device,
                     inode: c.id.inode,
+                    head_len: c.head.map(|head| head.len),
+                    head_hash: c.head.map(|head| head.hash),
                     path: c.path.clone(),
                     offset: c.offset,
                 })
@@ -205,6 +216,10 @@ mod tests {
         Checkpoint {
             flow: "app".into(),
             id: FileId { device: 3, inode },
+            head: inode.is_multiple_of(2).then_some(Head {
+                len: 7,
+                hash: inode * 31,
+            }),
             path: format!("/logs/{inode}.log").into(),
             offset,
         }

@@ -6,13 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::record::{Ack, FileId, FileRange, SourceFile};
+use crate::record::{Ack, FileId, FileRange, Head, SourceFile};
 
 /// One file's saved position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub flow: String,
     pub id: FileId,
+    /// The file's first bytes, hashed; `None` if it was empty when opened.
+    pub head: Option<Head>,
     pub path: PathBuf,
     /// Every byte before this offset was delivered.
     pub offset: u64,
@@ -108,6 +110,7 @@ impl AckTracker {
         progress.file = Arc::clone(&file);
         if let Some(saved) = self.saved.get_mut(&(file.flow.to_string(), file.id)) {
             saved.path.clone_from(&file.path);
+            saved.head = file.head.or(saved.head);
         }
         self.live.insert(file.key, progress);
         self.changed = true;
@@ -120,6 +123,7 @@ impl AckTracker {
             Checkpoint {
                 flow: identity.0,
                 id: file.id,
+                head: file.head,
                 path: file.path.clone(),
                 offset,
             },
@@ -234,6 +238,7 @@ mod tests {
             key,
             flow: Arc::from("app"),
             id: FileId { device: 1, inode },
+            head: None,
             path: format!("/logs/{inode}.log").into(),
         })
     }
@@ -410,6 +415,7 @@ mod tests {
                 device: 1,
                 inode: 99,
             },
+            head: None,
             path: "/logs/old.log".into(),
             offset: 7,
         };

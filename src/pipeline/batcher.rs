@@ -141,6 +141,7 @@ mod tests {
                 device: 1,
                 inode: key,
             },
+            head: None,
             path: "/x".into(),
         })
     }

@@ -81,6 +81,7 @@ fn source() -> Arc<SourceFile> {
             device: 1,
             inode: 2,
         },
+        head: None,
         path: "/x.log".into(),
     })
 }

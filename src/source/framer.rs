@@ -245,6 +245,7 @@ mod tests {
                 device: 1,
                 inode: 2,
             },
+            head: None,
             path: "/tmp/x.log".into(),
         })
     }

@@ -3,7 +3,10 @@
 use std::fs::{File, Metadata};
 use std::io;
 
-use crate::record::FileId;
+use crate::record::{FileId, Head};
+
+/// Bytes hashed from the start of a file to recognise it.
+pub const HEAD_BYTES: u64 = 1024;
 
 #[cfg(unix)]
 pub fn file_id(metadata: &Metadata) -> FileId {
@@ -58,6 +61,36 @@ pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize>
     file.seek_read(buffer, offset)
 }
 
+/// Up to `len` bytes from the start of `file`.
+fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let read = read_at(file, &mut bytes[filled..], filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// The head of a file now `size` bytes long; `None` if it is empty.
+pub fn head_of(file: &File, size: u64) -> io::Result<Option<Head>> {
+    let bytes = read_start(file, size.min(HEAD_BYTES))?;
+    Ok((!bytes.is_empty()).then(|| Head {
+        len: bytes.len() as u32,
+        hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+    }))
+}
+
+/// Whether `file` still starts with the bytes `head` was taken from.
+pub fn starts_with(file: &File, head: Head) -> io::Result<bool> {
+    let bytes = read_start(file, u64::from(head.len))?;
+    Ok(bytes.len() == head.len as usize && xxhash_rust::xxh3::xxh3_64(&bytes) == head.hash)
+}
+
 /// Offset just after the last complete line that ends at or before `size`, looking back at most
 /// `window` bytes; where no newline is found, the start of the window.
 pub fn after_last_newline(file: &File, size: u64, window: u64) -> io::Result<u64> {
@@ -81,6 +114,30 @@ pub fn after_last_newline(file: &File, size: u64, window: u64) -> io::Result<u64
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_head_recognises_the_same_file_and_not_another() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        assert_eq!(head_of(&file, 0).expect("head"), None);
+        file.write_all(b"first line\n").expect("write");
+        let short = head_of(&file, 11).expect("head").expect("not empty");
+        assert_eq!(short.len, 11);
+        file.write_all(&[b'x'; 2000]).expect("grow");
+        assert!(
+            starts_with(&file, short).expect("read"),
+            "growing keeps the head"
+        );
+        let full = head_of(&file, 2011).expect("head").expect("not empty");
+        assert_eq!(u64::from(full.len), HEAD_BYTES);
+        let mut other = tempfile::tempfile().expect("temp file");
+        other.write_all(b"other line\n").expect("write");
+        assert!(!starts_with(&other, short).expect("read"));
+        let empty = tempfile::tempfile().expect("temp file");
+        assert!(
+            !starts_with(&empty, short).expect("read"),
+            "a shorter file is another file"
+        );
+    }
 
     #[test]
     fn after_last_newline_skips_a_partial_last_line() {

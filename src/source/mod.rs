@@ -19,10 +19,18 @@ use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, Lines};
+use crate::record::{Ack, FileId, Head, Lines};
 use tailer::{blocking, Finished, Start};
 
 pub use framer::{Framed, Framer};
+
+/// An offset known for a file, with the head it had, so that another file that later gets the
+/// same device and inode is not mistaken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownOffset {
+    pub offset: u64,
+    pub head: Option<Head>,
+}
 
 /// What the tailers of one flow need.
 #[derive(Debug, Clone)]
@@ -47,7 +55,7 @@ pub struct FlowShared {
 pub struct Source {
     pub flow: Arc<FlowConfig>,
     /// Acknowledged offsets from the checkpoint store, for this flow's files.
-    pub checkpoints: HashMap<FileId, u64>,
+    pub checkpoints: HashMap<FileId, KnownOffset>,
     pub lines: mpsc::Sender<Lines>,
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
@@ -85,7 +93,7 @@ impl Source {
 
         let mut tailers: JoinSet<Finished> = JoinSet::new();
         let mut active: HashSet<FileId> = HashSet::new();
-        let mut resume: HashMap<FileId, u64> = HashMap::new();
+        let mut resume: HashMap<FileId, KnownOffset> = HashMap::new();
         let mut unopenable: HashSet<PathBuf> = HashSet::new();
         let mut first_scan = true;
         loop {
@@ -96,7 +104,7 @@ impl Source {
                     continue;
                 }
                 let start = match resume.get(&id).or_else(|| checkpoints.get(&id)).copied() {
-                    Some(offset) => Start::At(offset),
+                    Some(known) => Start::At(known),
                     None if first_scan && flow.initial_position == InitialPosition::EndOfFile => {
                         Start::End
                     }
@@ -139,8 +147,8 @@ impl Source {
                     match done {
                         Ok(finished) => {
                             active.remove(&finished.id);
-                            if let Some(offset) = finished.resume_at {
-                                resume.insert(finished.id, offset);
+                            if let Some(known) = finished.resume_at {
+                                resume.insert(finished.id, known);
                             }
                         }
                         Err(error) => warn!(flow = %flow.name, %error, "A file tailer failed."),

@@ -12,9 +12,9 @@ use tracing::{info, warn};
 
 use super::framer::Framer;
 use super::identity;
-use super::FlowShared;
+use super::{FlowShared, KnownOffset};
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, Lines, SourceFile};
+use crate::record::{Ack, FileId, Head, Lines, SourceFile};
 
 /// Bytes read from a file at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -27,7 +27,7 @@ static NEXT_FILE_KEY: AtomicU64 = AtomicU64::new(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// A known offset: a checkpoint, or where an earlier tailer of this file stopped.
-    At(u64),
+    At(KnownOffset),
     Beginning,
     /// After the last complete line.
     End,
@@ -37,7 +37,7 @@ pub enum Start {
 #[derive(Debug)]
 pub struct Finished {
     pub id: FileId,
-    pub resume_at: Option<u64>,
+    pub resume_at: Option<KnownOffset>,
 }
 
 /// Runs until shutdown, or until the file was rotated or deleted and read to its end.
@@ -52,36 +52,61 @@ pub async fn follow(
     let file = Arc::new(file);
     let opening = {
         let file = Arc::clone(&file);
-        blocking(move || -> std::io::Result<(u64, u64)> {
+        blocking(move || -> std::io::Result<Opening> {
             let size = file.metadata()?.len();
+            let mut replaced = false;
             let offset = match start {
-                Start::At(offset) if offset <= size => offset,
-                Start::At(_) | Start::Beginning => 0,
+                Start::At(known) => {
+                    let same_file = match known.head {
+                        Some(head) => identity::starts_with(&file, head)?,
+                        None => true,
+                    };
+                    replaced = !same_file;
+                    if same_file && known.offset <= size {
+                        known.offset
+                    } else {
+                        0
+                    }
+                }
+                Start::Beginning => 0,
                 Start::End => identity::after_last_newline(&file, size, END_OF_FILE_WINDOW)?,
             };
-            Ok((offset, size))
+            let head = identity::head_of(&file, size)?;
+            Ok(Opening {
+                offset,
+                size,
+                head,
+                replaced,
+            })
         })
     };
-    let (offset, size) = match opening.await.and_then(|result| result) {
+    let Opening {
+        offset,
+        size,
+        head,
+        replaced,
+    } = match opening.await.and_then(|result| result) {
         Ok(found) => found,
         Err(error) => {
             warn!(file = %path.display(), %error, "Cannot read file; will try again at the next scan.");
             let resume_at = match start {
-                Start::At(offset) => Some(offset),
+                Start::At(known) => Some(known),
                 Start::Beginning | Start::End => None,
             };
             return Finished { id, resume_at };
         }
     };
-    if let Start::At(checkpoint) = start {
-        if checkpoint > size {
-            warn!(file = %path.display(), checkpoint, size, "File is shorter than its checkpoint; it was truncated, reading it from the start.");
+    if let Start::At(known) = start {
+        if replaced {
+            warn!(file = %path.display(), checkpoint = known.offset, "Another file now has this file's device and inode (its first bytes differ); reading it from the start.");
+        } else if known.offset > size {
+            warn!(file = %path.display(), checkpoint = known.offset, size, "File is shorter than its checkpoint; it was truncated, reading it from the start.");
         }
     }
     info!(file = %path.display(), offset, size, "Following file.");
 
     let mut tailer = Tailer {
-        source: new_source(&shared, id, &path),
+        source: new_source(&shared, id, head, &path),
         file,
         path,
         framer: Framer::new(shared.settings.max_line_bytes, offset),
@@ -303,7 +328,12 @@ impl Tailer {
             offset = self.framer.read_offset(),
             "File was truncated; reading it again from the start."
         );
-        self.source = new_source(&self.shared, self.source.id, &self.path);
+        let file = Arc::clone(&self.file);
+        let head = blocking(move || identity::head_of(&file, size))
+            .await
+            .and_then(|result| result)
+            .unwrap_or(None);
+        self.source = new_source(&self.shared, self.source.id, head, &self.path);
         self.framer.restart_at(0);
         self.unread.set(size);
         let restarted = Ack::Restarted {
@@ -329,16 +359,34 @@ impl Tailer {
     fn finish(self, resume_at: Option<u64>) -> Finished {
         Finished {
             id: self.source.id,
-            resume_at,
+            resume_at: resume_at.map(|offset| KnownOffset {
+                offset,
+                head: self.source.head,
+            }),
         }
     }
 }
 
-fn new_source(shared: &FlowShared, id: FileId, path: &std::path::Path) -> Arc<SourceFile> {
+/// What opening a file found.
+struct Opening {
+    offset: u64,
+    size: u64,
+    head: Option<Head>,
+    /// The known offset belonged to another file that had the same device and inode.
+    replaced: bool,
+}
+
+fn new_source(
+    shared: &FlowShared,
+    id: FileId,
+    head: Option<Head>,
+    path: &std::path::Path,
+) -> Arc<SourceFile> {
     Arc::new(SourceFile {
         key: NEXT_FILE_KEY.fetch_add(1, Ordering::Relaxed),
         flow: Arc::clone(&shared.flow),
         id,
+        head,
         path: path.to_owned(),
     })
 }
