@@ -1,0 +1,225 @@
+//! Rotation with the real binary and real files: every line arrives exactly once.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::agent::{saved_offset, write_config, Agent};
+use crate::support::kinesalite::{self, Kinesalite};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Line `index`; its sequence number can be read back from the record.
+fn line(index: usize) -> Vec<u8> {
+    format!(
+        "seq={index:08} GET /rotation/{index} HTTP/1.1 200 {}\n",
+        index * 31 % 9973
+    )
+    .into_bytes()
+}
+
+/// Counts each delivered line, and fails on any line missing or repeated.
+fn assert_each_line_once(delivered: &[Vec<u8>], total: usize, agent: &Agent) {
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for record in delivered {
+        *seen.entry(record.as_slice()).or_default() += 1;
+    }
+    let missing: Vec<usize> = (0..total)
+        .filter(|&index| !seen.contains_key(line(index).as_slice()))
+        .collect();
+    let repeated: Vec<usize> = (0..total)
+        .filter(|&index| seen.get(line(index).as_slice()).copied().unwrap_or(0) > 1)
+        .collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && delivered.len() == total,
+        "{} delivered of {total}; missing {:?}…; repeated {:?}…\n{}",
+        delivered.len(),
+        &missing[..missing.len().min(10)],
+        &repeated[..repeated.len().min(10)],
+        agent.output()
+    );
+}
+
+fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = Kinesalite::start();
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::create_stream(&client, stream, 1).await;
+    });
+    (server, tempfile::tempdir().expect("temp dir"), runtime)
+}
+
+fn read_back(
+    runtime: &tokio::runtime::Runtime,
+    server: &Kinesalite,
+    stream: &str,
+    expected: usize,
+) -> Vec<Vec<u8>> {
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::read_all(&client, stream, expected, DEADLINE)
+            .await
+            .into_iter()
+            .map(|record| record.data)
+            .collect()
+    })
+}
+
+/// Writes lines `range` through `file` (an open handle, as an application holds its log).
+fn write_lines(file: &mut fs::File, range: std::ops::Range<usize>) {
+    for chunk in range.collect::<Vec<_>>().chunks(50) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|&index| line(index)).collect();
+        file.write_all(&bytes).expect("write");
+    }
+}
+
+fn open_log(path: &Path) -> fs::File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log")
+}
+
+#[test]
+fn rename_and_create_rotation_while_writing_delivers_every_line_once() {
+    let (server, dir, runtime) = setup("renamed");
+    let log = dir.path().join("app.log");
+    // Only the live name matches: rotated files fall out of the glob and must be finished
+    // through the handle the agent already holds.
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "renamed",
+        &log.display().to_string(),
+        &[
+            "initial_position: start_of_file",
+            "max_in_flight: 1",
+            "max_batch_age: 100ms",
+            "scan_interval: 300ms",
+            "poll_interval: 50ms",
+        ],
+        &[],
+    );
+    let mut writer = open_log(&log);
+    let mut agent = Agent::start(&config, dir.path());
+    agent.wait_for_log("kinship is running.", DEADLINE);
+
+    let rotations = 6;
+    let per_file = 4000;
+    for rotation in 0..rotations {
+        let start = rotation * per_file;
+        write_lines(&mut writer, start..start + per_file - 100);
+        fs::rename(&log, dir.path().join(format!("app.log.{rotation}"))).expect("rotate");
+        // The application has not reopened yet: its last lines still go to the renamed file.
+        write_lines(&mut writer, start + per_file - 100..start + per_file);
+        writer = open_log(&log);
+    }
+    drop(writer);
+    let total = rotations * per_file;
+    let delivered = read_back(&runtime, &server, "renamed", total);
+    assert_each_line_once(&delivered, total, &agent);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+}
+
+#[test]
+fn rotation_while_stopped_finishes_the_rotated_file_and_reads_the_new_one() {
+    let (server, dir, runtime) = setup("stopped");
+    let log = dir.path().join("app.log");
+    // Here the rotated name matches too, as with `app.log*` globs.
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "stopped",
+        &dir.path().join("app.log*").display().to_string(),
+        &[
+            "initial_position: start_of_file",
+            "max_in_flight: 1",
+            "max_batch_age: 100ms",
+        ],
+        &[],
+    );
+    let mut writer = open_log(&log);
+    write_lines(&mut writer, 0..3000);
+    let mut agent = Agent::start(&config, dir.path());
+    let first = read_back(&runtime, &server, "stopped", 3000);
+    assert_eq!(first.len(), 3000, "{}", agent.output());
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success());
+
+    // While stopped: more lines, a rotation, and lines in the new file.
+    write_lines(&mut writer, 3000..4000);
+    fs::rename(&log, dir.path().join("app.log.1")).expect("rotate");
+    write_lines(&mut writer, 4000..4500);
+    let mut writer = open_log(&log);
+    write_lines(&mut writer, 4500..6000);
+    drop(writer);
+
+    let mut agent = Agent::start(&config, dir.path());
+    let delivered = read_back(&runtime, &server, "stopped", 6000);
+    // No repeats: the renamed file kept its checkpoint and resumed at line 3000.
+    assert_each_line_once(&delivered, 6000, &agent);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success());
+}
+
+#[test]
+fn copytruncate_rotation_is_detected_and_the_file_read_again_from_its_start() {
+    let (server, dir, runtime) = setup("copied");
+    let log = dir.path().join("app.log");
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "copied",
+        &log.display().to_string(),
+        &[
+            "initial_position: start_of_file",
+            "max_in_flight: 1",
+            "max_batch_age: 100ms",
+            "poll_interval: 50ms",
+        ],
+        &["checkpoint_interval: 100ms"],
+    );
+    let mut writer = open_log(&log);
+    write_lines(&mut writer, 0..5000);
+    let mut agent = Agent::start(&config, dir.path());
+    let size = fs::metadata(&log).expect("stat").len();
+    let until = std::time::Instant::now() + DEADLINE;
+    while saved_offset(dir.path()) != Some(size) {
+        assert!(
+            std::time::Instant::now() < until,
+            "not delivered:\n{}",
+            agent.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // copytruncate: copy the file aside (out of the glob), then truncate it in place. The
+    // writer's handle is in append mode, so it goes on writing at the new end.
+    fs::copy(&log, dir.path().join("app.log.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    write_lines(&mut writer, 5000..5100);
+    agent.wait_for_log(
+        "File was truncated; reading it again from the start.",
+        DEADLINE,
+    );
+    write_lines(&mut writer, 5100..9000);
+    drop(writer);
+
+    let delivered = read_back(&runtime, &server, "copied", 9000);
+    assert_each_line_once(&delivered, 9000, &agent);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success());
+}
