@@ -1,7 +1,7 @@
 //! End-to-end throughput of the real agent binary: it ships a generated access log to a null
 //! Kinesis endpoint in this process, and the bench reports how fast, at what CPU and memory cost.
 //!
-//! `cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going]`
+//! `cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going] [--fail-percent P]`
 //! `cargo bench --bench ship -- --serve-only [--port P]` runs only the null endpoint.
 
 // Each file directly in benches/ is a bench target of its own, so this one's modules live in
@@ -38,14 +38,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: usize = 30;
 
 const USAGE: &str = "\
-usage: cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going]
+usage: cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going] [--fail-percent P]
        cargo bench --bench ship -- --serve-only [--port P]
 
   --lines N      access-log lines to ship (default 2000000)
   --runs N       measure N times and print the median of each figure (default 1)
   --keep-going   go on with the remaining runs after one fails
   --serve-only   run only the null Kinesis endpoint until Ctrl-C
-  --port P       the endpoint's port (default: any free one)";
+  --port P       the endpoint's port (default: any free one)
+  --fail-percent P  refuse P % of records as throttled (ProvisionedThroughputExceededException)";
 
 /// Turns any error into a message that says what was being done.
 trait Context<T> {
@@ -64,6 +65,8 @@ struct Args {
     keep_going: bool,
     serve_only: bool,
     port: u16,
+    /// Percent of records the endpoint refuses as throttled, to show retries add no duplicates.
+    fail_percent: f64,
 }
 
 impl Args {
@@ -75,6 +78,7 @@ impl Args {
             keep_going: false,
             serve_only: false,
             port: 0,
+            fail_percent: 0.0,
         };
         while let Some(arg) = raw.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -91,11 +95,15 @@ impl Args {
                 "--lines" => args.lines = number(&name, &value()?)?,
                 "--runs" => args.runs = number(&name, &value()?)?,
                 "--port" => args.port = number(&name, &value()?)?,
+                "--fail-percent" => args.fail_percent = number(&name, &value()?)?,
                 "--keep-going" => args.keep_going = true,
                 "--serve-only" => args.serve_only = true,
                 "--bench" => {}
                 _ => eprintln!("ignoring argument {arg:?}"),
             }
+        }
+        if !(0.0..100.0).contains(&args.fail_percent) {
+            return Err("--fail-percent must be at least 0 and below 100".to_owned());
         }
         if args.lines == 0 || args.runs == 0 {
             return Err("--lines and --runs must be at least 1".to_owned());
@@ -133,7 +141,7 @@ fn bench(args: &Args) -> Result<bool, String> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let server = NullKinesis::start(&runtime, args.port)?;
+    let server = NullKinesis::start(&runtime, args.port, args.fail_percent)?;
     if args.serve_only {
         return serve_only(&runtime, &server);
     }

@@ -46,6 +46,7 @@ pub struct Stats {
     put_requests: AtomicU64,
     describe_requests: AtomicU64,
     rejected_requests: AtomicU64,
+    refused_records: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -58,6 +59,8 @@ pub struct Snapshot {
     pub describe_requests: u64,
     /// Requests answered with an error: unknown operations and invalid batches.
     pub rejected_requests: u64,
+    /// Records answered with a per-record error (and so not counted as received).
+    pub refused_records: u64,
 }
 
 impl fmt::Display for Snapshot {
@@ -86,6 +89,7 @@ impl Stats {
             put_requests: self.put_requests.load(Ordering::Relaxed),
             describe_requests: self.describe_requests.load(Ordering::Relaxed),
             rejected_requests: self.rejected_requests.load(Ordering::Relaxed),
+            refused_records: self.refused_records.load(Ordering::Relaxed),
         }
     }
 
@@ -96,6 +100,7 @@ impl Stats {
             &self.put_requests,
             &self.describe_requests,
             &self.rejected_requests,
+            &self.refused_records,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -109,7 +114,8 @@ pub struct NullKinesis {
 }
 
 impl NullKinesis {
-    pub fn start(runtime: &Runtime, port: u16) -> Result<NullKinesis, String> {
+    /// Serves on `port` (0: any free one), refusing `fail_percent` % of records as throttled.
+    pub fn start(runtime: &Runtime, port: u16, fail_percent: f64) -> Result<NullKinesis, String> {
         let listener = runtime
             .block_on(TcpListener::bind(("127.0.0.1", port)))
             .context(format!(
@@ -123,6 +129,8 @@ impl NullKinesis {
             put_responses: (0..=MAX_RECORDS_PER_REQUEST)
                 .map(|_| OnceLock::new())
                 .collect(),
+            refuse_per_million: (fail_percent * 10_000.0) as u64,
+            draws: AtomicU64::new(0),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
@@ -142,6 +150,9 @@ struct State {
     stats: Arc<Stats>,
     /// Response bodies by record count: built once, then shared for every batch of that size.
     put_responses: Vec<OnceLock<Bytes>>,
+    /// Records refused per million, chosen by a deterministic sequence of draws.
+    refuse_per_million: u64,
+    draws: AtomicU64,
     created: u64,
 }
 
@@ -219,24 +230,78 @@ fn put_records(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
     }
     let stats = &state.stats;
     stats.put_requests.fetch_add(1, Ordering::Relaxed);
+    if state.refuse_per_million > 0 {
+        return put_records_refusing_some(state, body, records);
+    }
     stats
         .data_bytes
-        .fetch_add(data_bytes(body), Ordering::Relaxed);
+        .fetch_add(data_bytes(body, |_| true), Ordering::Relaxed);
     stats.records.fetch_add(records as u64, Ordering::Relaxed);
     let body = state.put_responses[records].get_or_init(|| put_records_body(records));
     json_response(StatusCode::OK, body.clone())
 }
 
-/// Decoded bytes of every `"Data"` value, worked out from the base64 length alone.
-fn data_bytes(body: &[u8]) -> u64 {
+/// Answers like a throttled shard: a successful call in which some records carry
+/// `ProvisionedThroughputExceededException`. Only the accepted records count as received.
+fn put_records_refusing_some(state: &State, body: &[u8], records: usize) -> Response<Full<Bytes>> {
+    let refused: Vec<bool> = (0..records)
+        .map(|_| {
+            let draw = split_mix(state.draws.fetch_add(1, Ordering::Relaxed));
+            draw % 1_000_000 < state.refuse_per_million
+        })
+        .collect();
+    let refused_count = refused.iter().filter(|&&r| r).count();
+    let stats = &state.stats;
+    stats
+        .refused_records
+        .fetch_add(refused_count as u64, Ordering::Relaxed);
+    stats
+        .records
+        .fetch_add((records - refused_count) as u64, Ordering::Relaxed);
+    stats
+        .data_bytes
+        .fetch_add(data_bytes(body, |index| !refused[index]), Ordering::Relaxed);
+    let mut answer = format!("{{\"FailedRecordCount\":{refused_count},\"Records\":[");
+    for (index, &is_refused) in refused.iter().enumerate() {
+        if index > 0 {
+            answer.push(',');
+        }
+        if is_refused {
+            answer.push_str("{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":\"Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.\"}");
+        } else {
+            answer.push_str(&format!(
+                "{{\"SequenceNumber\":\"4960{index:052}\",\"ShardId\":\"shardId-000000000000\"}}"
+            ));
+        }
+    }
+    answer.push_str("]}");
+    json_response(StatusCode::OK, Bytes::from(answer))
+}
+
+/// SplitMix64: a well-spread pseudo-random value from a counter, so every run refuses the
+/// same records.
+fn split_mix(counter: u64) -> u64 {
+    let mut z = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Decoded bytes of the `"Data"` values of the records `counted` selects (by index), worked out
+/// from the base64 length alone.
+fn data_bytes(body: &[u8], counted: impl Fn(usize) -> bool) -> u64 {
     let mut total = 0;
     let mut rest = body;
+    let mut index = 0;
     while let Some(at) = DATA_FIELD.find(rest) {
         let value = &rest[at + DATA_FIELD.needle().len()..];
         let Some(end) = memchr::memchr(b'"', value) else {
             break;
         };
-        total += base64_decoded_len(&value[..end]);
+        if counted(index) {
+            total += base64_decoded_len(&value[..end]);
+        }
+        index += 1;
         rest = &value[end..];
     }
     total

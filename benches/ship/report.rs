@@ -52,6 +52,9 @@ const ROWS: &[Row] = &[
     }),
     row("PutRecords calls", 0, |f| f.received.put_requests as f64),
     row("records per call", 1, records_per_call),
+    row("records refused (retried)", 0, |f| {
+        f.received.refused_records as f64
+    }),
     row("rejected requests", 0, |f| {
         f.received.rejected_requests as f64
     }),
