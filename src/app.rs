@@ -114,6 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
                 region.clone(),
             )),
             max_in_flight: flow.max_in_flight,
+            max_batch_bytes: flow.max_batch_bytes,
             retry: RetryPolicy {
                 initial: flow.retry_initial_backoff,
                 max: flow.retry_max_backoff,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -96,6 +96,8 @@ pub struct Sink<P> {
     pub stream: String,
     pub client: Arc<P>,
     pub max_in_flight: usize,
+    /// The largest batch; with `max_in_flight`, it bounds the bytes the sink holds.
+    pub max_batch_bytes: usize,
     pub retry: RetryPolicy,
     pub metrics: Arc<FlowMetrics>,
     pub acks: mpsc::Sender<Ack>,
@@ -126,6 +128,14 @@ impl<P> Shared<P> {
     }
 }
 
+/// Batches the sink may hold per call slot: those waiting to retry refused records included.
+const HELD_BATCHES_PER_CALL: usize = 8;
+
+/// `bytes` in KiB, rounded up, as semaphore permits.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 /// Operator errors are repeated once a minute; transient trouble every ten seconds.
 const OPERATOR_LOG_EVERY: Duration = Duration::from_secs(60);
 const TRANSIENT_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -144,17 +154,30 @@ impl<P: PutRecords> Sink<P> {
         });
         let probe_stop = CancellationToken::new();
         let probe = tokio::spawn(probe(Arc::clone(&shared), probe_stop.clone()));
+        // Calls in flight are bounded, and so are the batches the sink holds: a batch waiting to
+        // retry a few refused records gives up its call slot, but not its place in the budget.
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let held_batches = Arc::new(Semaphore::new(self.max_in_flight * HELD_BATCHES_PER_CALL));
+        let budget_kib = kib(self.max_in_flight * self.max_batch_bytes);
+        let held_bytes = Arc::new(Semaphore::new(budget_kib as usize));
         let mut calls = JoinSet::new();
         while let Some(batch) = batches.recv().await {
-            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                break;
+            let batch_kib = kib(batch.bytes).clamp(1, budget_kib);
+            // The first call slot is taken here, so a new batch starts only when one is free.
+            let (held, first_slot) = match (
+                Arc::clone(&held_batches).acquire_owned().await,
+                Arc::clone(&held_bytes).acquire_many_owned(batch_kib).await,
+                Arc::clone(&in_flight).acquire_owned().await,
+            ) {
+                (Ok(count), Ok(bytes), Ok(slot)) => ((count, bytes), slot),
+                _ => break,
             };
             let call_shared = Arc::clone(&shared);
             let acks = self.acks.clone();
+            let in_flight = Arc::clone(&in_flight);
             calls.spawn(async move {
-                let ranges = deliver(&call_shared, batch).await;
-                drop(permit);
+                let ranges = deliver(&call_shared, &in_flight, first_slot, batch).await;
+                drop(held);
                 let _ = acks.send(Ack::Delivered(ranges)).await;
             });
             while let Some(done) = calls.try_join_next() {
@@ -226,12 +249,27 @@ fn report_call_failure<P>(shared: &Shared<P>, failure: &PutError, what: &'static
 }
 
 /// Sends `batch` until every record is accepted; returns its ranges to acknowledge.
-async fn deliver<P: PutRecords>(shared: &Shared<P>, batch: Batch) -> Vec<crate::record::FileRange> {
+async fn deliver<P: PutRecords>(
+    shared: &Shared<P>,
+    in_flight: &Arc<Semaphore>,
+    first_slot: OwnedSemaphorePermit,
+    batch: Batch,
+) -> Vec<crate::record::FileRange> {
+    let mut first_slot = Some(first_slot);
     let mut backoff = Backoff::new(shared.retry);
     // Parts still to send, in order; a call the endpoint finds too large is split in two.
     let mut parts: VecDeque<Vec<OutRecord>> = VecDeque::from([batch.records]);
     while let Some(part) = parts.pop_front() {
-        let result = match shared.client.put_records(&part).await {
+        let answer = {
+            // A slot is held for the call only, never through a backoff delay. The semaphore
+            // is never closed; without a slot the call simply goes ahead.
+            let _slot = match first_slot.take() {
+                Some(slot) => Some(slot),
+                None => Arc::clone(in_flight).acquire_owned().await.ok(),
+            };
+            shared.client.put_records(&part).await
+        };
+        let result = match answer {
             // One record the endpoint will never take: only the operator can fix that.
             Err(PutError::TooLarge { message }) if part.len() == 1 => {
                 Err(PutError::Configuration {

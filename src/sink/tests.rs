@@ -122,6 +122,7 @@ fn start(client: Arc<Scripted>, max_in_flight: usize) -> Running {
         stream: "logs".into(),
         client,
         max_in_flight,
+        max_batch_bytes: 5 * 1024 * 1024,
         retry: RetryPolicy {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(10),
@@ -306,4 +307,55 @@ async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly
         message: "413".into(),
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_waiting_to_retry_gives_its_call_slot_to_the_next_batch() {
+    let client = Scripted::new(vec![
+        Reply::Refuse(vec!["a\n"]),
+        Reply::Accept,
+        Reply::Accept,
+    ]);
+    let mut running = start(Arc::clone(&client), 1);
+    running
+        .batches
+        .send(batch(&["a\n"], 0))
+        .await
+        .expect("send");
+    running
+        .batches
+        .send(batch(&["b\n"], 2))
+        .await
+        .expect("send");
+    drop(running.batches);
+    let mut ranges = Vec::new();
+    while let Some(ack) = running.acks.recv().await {
+        ranges.extend(delivered(ack));
+    }
+    assert_eq!(client.calls(), vec![vec!["a\n"], vec!["b\n"], vec!["a\n"]]);
+    assert_eq!(ranges, vec![(2, 4), (0, 2)]);
+    running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sink_holds_a_bounded_number_of_batches_however_long_they_retry() {
+    // Every call refuses its record for as long as the test runs.
+    let client = Scripted::new(vec![Reply::Refuse(vec!["x\n"]); 10_000]);
+    let running = start(Arc::clone(&client), 1);
+    let mut accepted = 0;
+    for index in 0..40 {
+        if running
+            .batches
+            .try_send(batch(&["x\n"], index * 2))
+            .is_err()
+        {
+            break;
+        }
+        accepted += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // 8 held for one call slot, 1 taken from the queue and waiting for room, 8 in the queue.
+    // (Each batch waits in backoff without its slot, so the next one can start.)
+    assert_eq!(accepted, HELD_BATCHES_PER_CALL + 1 + 8);
+    running.task.abort();
 }
