@@ -5,9 +5,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::agent::{saved_offset, write_config, Agent};
-use crate::support::kinesalite::{self, Kinesalite, StoredRecord};
+use crate::support::kinesalite::{self, Kinesalite};
+use crate::support::stream::{read_back, setup, READ_DEADLINE};
 
-const READ_DEADLINE: Duration = Duration::from_secs(60);
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Line `index` of a test log: mostly ordinary text, with the awkward cases mixed in.
@@ -50,35 +50,6 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
         .open(path)
         .expect("open log");
     file.write_all(bytes).expect("append");
-}
-
-fn data(records: &[StoredRecord]) -> Vec<Vec<u8>> {
-    records.iter().map(|record| record.data.clone()).collect()
-}
-
-fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = Kinesalite::start();
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, stream, 1).await;
-    });
-    (server, tempfile::tempdir().expect("temp dir"), runtime)
-}
-
-fn read_back(
-    runtime: &tokio::runtime::Runtime,
-    server: &Kinesalite,
-    stream: &str,
-    expected: usize,
-) -> Vec<Vec<u8>> {
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        data(&kinesalite::read_all(&client, stream, expected, READ_DEADLINE).await)
-    })
 }
 
 /// Waits until the checkpoint shows some delivery, so a stop lands mid-file.
@@ -316,7 +287,11 @@ fn a_missing_stream_is_reported_and_lines_flow_once_it_exists() {
     let delivered = runtime.block_on(async {
         let client = kinesalite::client(&server.endpoint).await;
         kinesalite::create_stream(&client, "late", 1).await;
-        data(&kinesalite::read_all(&client, "late", 100, READ_DEADLINE).await)
+        kinesalite::read_all(&client, "late", 100, READ_DEADLINE)
+            .await
+            .into_iter()
+            .map(|record| record.data)
+            .collect::<Vec<_>>()
     });
     assert_eq!(delivered, lines(0..100));
     agent.wait_for_log("Stream found.", EXIT_DEADLINE);

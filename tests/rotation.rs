@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::agent::{saved_offset, write_config, Agent};
-use crate::support::kinesalite::{self, Kinesalite};
+use crate::support::stream::{read_back, setup};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -40,35 +40,6 @@ fn assert_each_line_once(delivered: &[Vec<u8>], total: usize, agent: &Agent) {
         &repeated[..repeated.len().min(10)],
         agent.output()
     );
-}
-
-fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = Kinesalite::start();
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, stream, 1).await;
-    });
-    (server, tempfile::tempdir().expect("temp dir"), runtime)
-}
-
-fn read_back(
-    runtime: &tokio::runtime::Runtime,
-    server: &Kinesalite,
-    stream: &str,
-    expected: usize,
-) -> Vec<Vec<u8>> {
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::read_all(&client, stream, expected, DEADLINE)
-            .await
-            .into_iter()
-            .map(|record| record.data)
-            .collect()
-    })
 }
 
 /// Writes lines `range` through `file` (an open handle, as an application holds its log).

@@ -274,34 +274,6 @@ async fn a_missing_stream_keeps_the_records_and_retries_slowly() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn several_calls_in_flight_each_acknowledge_their_own_ranges() {
-    let client = Scripted::new(vec![
-        Reply::Refuse(vec!["a\n"]),
-        Reply::Accept,
-        Reply::Accept,
-    ]);
-    let mut running = start(Arc::clone(&client), 4);
-    running
-        .batches
-        .send(batch(&["a\n"], 0))
-        .await
-        .expect("send");
-    running
-        .batches
-        .send(batch(&["b\n"], 2))
-        .await
-        .expect("send");
-    drop(running.batches);
-    let mut ranges = Vec::new();
-    while let Some(ack) = running.acks.recv().await {
-        ranges.extend(delivered(ack));
-    }
-    // The retried first batch is acknowledged after the second: the tracker orders them.
-    assert_eq!(ranges, vec![(2, 4), (0, 2)]);
-    running.task.await.expect("sink");
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly() {
     assert_kept_and_retried_slowly(PutError::TooLarge {
         message: "413".into(),
@@ -309,14 +281,17 @@ async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly
     .await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_batch_waiting_to_retry_gives_its_call_slot_to_the_next_batch() {
+/// Two one-record batches, the first of which is refused once; returns the calls made and the
+/// ranges acknowledged, in order.
+async fn first_of_two_batches_refused_once(
+    max_in_flight: usize,
+) -> (Vec<Vec<String>>, Vec<(u64, u64)>) {
     let client = Scripted::new(vec![
         Reply::Refuse(vec!["a\n"]),
         Reply::Accept,
         Reply::Accept,
     ]);
-    let mut running = start(Arc::clone(&client), 1);
+    let mut running = start(Arc::clone(&client), max_in_flight);
     running
         .batches
         .send(batch(&["a\n"], 0))
@@ -332,9 +307,22 @@ async fn a_batch_waiting_to_retry_gives_its_call_slot_to_the_next_batch() {
     while let Some(ack) = running.acks.recv().await {
         ranges.extend(delivered(ack));
     }
-    assert_eq!(client.calls(), vec![vec!["a\n"], vec!["b\n"], vec!["a\n"]]);
-    assert_eq!(ranges, vec![(2, 4), (0, 2)]);
     running.task.await.expect("sink");
+    (client.calls(), ranges)
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_calls_in_flight_each_acknowledge_their_own_ranges() {
+    let (_, ranges) = first_of_two_batches_refused_once(4).await;
+    // The retried first batch is acknowledged after the second: the tracker orders them.
+    assert_eq!(ranges, vec![(2, 4), (0, 2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_waiting_to_retry_gives_its_call_slot_to_the_next_batch() {
+    let (calls, ranges) = first_of_two_batches_refused_once(1).await;
+    assert_eq!(calls, vec![vec!["a\n"], vec!["b\n"], vec!["a\n"]]);
+    assert_eq!(ranges, vec![(2, 4), (0, 2)]);
 }
 
 #[tokio::test(start_paused = true)]
