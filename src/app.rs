@@ -21,7 +21,7 @@ use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::FileId;
 use crate::sink::kinesis::KinesisClient;
 use crate::sink::{RetryPolicy, Sink};
-use crate::source::{KnownOffset, Source};
+use crate::source::{KnownOffset, OpenFiles, Source};
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 const LINES_QUEUE_BLOCKS: usize = 16;
@@ -63,6 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let known = KnownOffset {
             offset: saved.offset,
             head: saved.head,
+            path: Some(saved.path.clone()),
         };
         checkpoints_by_flow
             .entry(saved.flow.clone())
@@ -77,10 +78,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         AckTracker::new(loaded.checkpoints),
         acks_received,
         config.checkpoint_interval,
+        config.checkpoint_expiry,
         Arc::clone(&metrics),
         stop_checkpoints.clone(),
     ));
 
+    let open_files = OpenFiles::new(config.max_open_files);
     let tasks = TaskTracker::new();
     for flow in &config.flows {
         let flow = Arc::new(flow.clone());
@@ -95,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             lines,
             acks: acks.clone(),
             metrics: Arc::clone(&flow_metrics),
+            open_files: Arc::clone(&open_files),
             cancel: shutdown.clone(),
         };
         let builder = BatchBuilder::new(

@@ -35,7 +35,9 @@ pub struct SourceFile {
     pub path: PathBuf,
 }
 
-/// One line inside a [`Lines`] buffer: `data[data_start..data_end]`, ending in the file at `file_end`.
+/// One record inside a [`Lines`] buffer: `data[data_start..data_end]`, ending in the file at
+/// `file_end`. An empty span covers bytes that are not sent (a skipped line); it is acknowledged
+/// with the records around it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineSpan {
     pub data_start: u32,
@@ -97,4 +99,8 @@ pub enum Ack {
     Delivered(Vec<FileRange>),
     /// The tailer released `file` (deleted or rotated away) after reading up to `end`.
     Closed { file: Arc<SourceFile>, end: u64 },
+    /// The reading `file.key` grew long enough for a longer head: `file` replaces its record.
+    Identified { file: Arc<SourceFile> },
+    /// A scan of `flow` found these files: their checkpoints are still wanted.
+    Seen { flow: Arc<str>, ids: Vec<FileId> },
 }

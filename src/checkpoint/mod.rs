@@ -23,6 +23,7 @@ pub async fn run(
     mut tracker: AckTracker,
     mut acks: mpsc::Receiver<Ack>,
     interval: Duration,
+    expiry: Duration,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> AckTracker {
@@ -30,6 +31,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last_expiry = tokio::time::Instant::now();
+    expire(&mut tracker, expiry);
     loop {
         tokio::select! {
             biased;
@@ -37,7 +40,13 @@ pub async fn run(
                 Some(ack) => apply(&mut tracker, ack, &metrics),
                 None => break,
             },
-            _ = ticker.tick() => failing = save(&store, &mut tracker, failing).await,
+            _ = ticker.tick() => {
+                if last_expiry.elapsed() >= EXPIRY_CHECK_EVERY {
+                    last_expiry = tokio::time::Instant::now();
+                    expire(&mut tracker, expiry);
+                }
+                failing = save(&store, &mut tracker, failing).await;
+            }
             _ = stop.cancelled() => {
                 // Take what already arrived; whatever is still in flight is read again next time.
                 while let Ok(ack) = acks.try_recv() {
@@ -54,12 +63,23 @@ pub async fn run(
     tracker
 }
 
+/// How often checkpoints are checked for expiry.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+fn expire(tracker: &mut AckTracker, expiry: Duration) {
+    for gone in tracker.expire(tracker::unix_now(), expiry) {
+        info!(flow = %gone.flow, file = %gone.path.display(), offset = gone.offset, ?expiry, "Forgot the checkpoint of a file no scan has found for checkpoint_expiry.");
+    }
+}
+
 fn apply(tracker: &mut AckTracker, ack: Ack, metrics: &Metrics) {
     let flow = match &ack {
-        Ack::Opened { file, .. } | Ack::Restarted { file } | Ack::Closed { file, .. } => {
-            Some(Arc::clone(&file.flow))
-        }
+        Ack::Opened { file, .. }
+        | Ack::Restarted { file }
+        | Ack::Closed { file, .. }
+        | Ack::Identified { file } => Some(Arc::clone(&file.flow)),
         Ack::Delivered(ranges) => ranges.first().map(|range| Arc::clone(&range.file.flow)),
+        Ack::Seen { .. } => None,
     };
     let advanced = tracker.apply(ack);
     if let Some(flow_metrics) = flow.and_then(|flow| metrics.flow(&flow)) {

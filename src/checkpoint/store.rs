@@ -49,6 +49,10 @@ struct OnDiskFile {
     head_hash: Option<u64>,
     path: PathBuf,
     offset: u64,
+    /// When a scan last found the file, in seconds since the Unix epoch; absent in files
+    /// written before checkpoints expired, taken as "now" when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -133,6 +137,7 @@ impl CheckpointStore {
         }
         let on_disk: OnDisk =
             serde_json::from_value(version).map_err(|error| corrupt(error.to_string()))?;
+        let now = super::tracker::unix_now();
         Ok(on_disk
             .files
             .into_iter()
@@ -148,6 +153,7 @@ impl CheckpointStore {
                     .map(|(len, hash)| Head { len, hash }),
                 path: file.path,
                 offset: file.offset,
+                seen: file.seen.unwrap_or(now),
             })
             .collect())
     }
@@ -166,6 +172,7 @@ impl CheckpointStore {
                     head_hash: c.head.map(|head| head.hash),
                     path: c.path.clone(),
                     offset: c.offset,
+                    seen: Some(c.seen),
                 })
                 .collect(),
         };
@@ -222,6 +229,7 @@ mod tests {
             }),
             path: format!("/logs/{inode}.log").into(),
             offset,
+            seen: 1_700_000_000 + inode,
         }
     }
 

@@ -2,9 +2,10 @@
 //! run of delivered ranges, so a record still being retried holds its file's checkpoint back,
 //! however many later calls finished first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::record::{Ack, FileId, FileRange, Head, SourceFile};
 
@@ -18,6 +19,18 @@ pub struct Checkpoint {
     pub path: PathBuf,
     /// Every byte before this offset was delivered.
     pub offset: u64,
+    /// When a scan last found the file, in seconds since the Unix epoch.
+    pub seen: u64,
+}
+
+/// How stale the saved `seen` time may get before it alone makes the file worth writing.
+const SEEN_PRECISION_SECS: u64 = 3600;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 #[derive(Debug)]
@@ -78,7 +91,60 @@ impl AckTracker {
                 self.forget_if_done(key);
                 0
             }
+            Ack::Identified { file } => {
+                let key = self.current_key(file.key);
+                if let Some(progress) = self.live.get_mut(&key) {
+                    if let Some(saved) = self.saved.get_mut(&(file.flow.to_string(), file.id)) {
+                        saved.head = file.head;
+                        self.changed = true;
+                    }
+                    progress.file = file;
+                }
+                0
+            }
+            Ack::Seen { flow, ids } => {
+                self.seen(&flow, &ids, unix_now());
+                0
+            }
         }
+    }
+
+    /// Notes that a scan of `flow` found `ids` at `now`.
+    pub fn seen(&mut self, flow: &str, ids: &[crate::record::FileId], now: u64) {
+        let flow = flow.to_owned();
+        for id in ids {
+            if let Some(saved) = self.saved.get_mut(&(flow.clone(), *id)) {
+                if now.saturating_sub(saved.seen) >= SEEN_PRECISION_SECS {
+                    self.changed = true;
+                }
+                saved.seen = saved.seen.max(now);
+            }
+        }
+    }
+
+    /// Forgets the checkpoints of files not being read that no scan found for `max_age`;
+    /// returns them.
+    pub fn expire(&mut self, now: u64, max_age: Duration) -> Vec<Checkpoint> {
+        let live: HashSet<(String, FileId)> = self
+            .live
+            .values()
+            .map(|progress| (progress.file.flow.to_string(), progress.file.id))
+            .collect();
+        let expired: Vec<(String, FileId)> = self
+            .saved
+            .iter()
+            .filter(|(identity, saved)| {
+                !live.contains(*identity) && now.saturating_sub(saved.seen) > max_age.as_secs()
+            })
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        if !expired.is_empty() {
+            self.changed = true;
+        }
+        expired
+            .into_iter()
+            .filter_map(|identity| self.saved.remove(&identity))
+            .collect()
     }
 
     fn opened(&mut self, file: Arc<SourceFile>, offset: u64) {
@@ -126,6 +192,7 @@ impl AckTracker {
                 head: file.head,
                 path: file.path.clone(),
                 offset,
+                seen: unix_now(),
             },
         );
         self.changed = true;
@@ -418,6 +485,7 @@ mod tests {
             head: None,
             path: "/logs/old.log".into(),
             offset: 7,
+            seen: unix_now(),
         };
         let mut tracker = AckTracker::new(vec![loaded.clone()]);
         assert_eq!(tracker.take_changes(), None);
@@ -432,5 +500,87 @@ mod tests {
         assert_eq!(tracker.take_changes(), None);
         tracker.mark_unwritten();
         assert!(tracker.take_changes().is_some());
+    }
+
+    #[test]
+    fn checkpoints_of_files_no_scan_finds_expire_and_read_files_never_do() {
+        let day = 24 * 3600;
+        let now = 1_800_000_000;
+        let saved = |inode: u64, seen: u64| Checkpoint {
+            flow: "app".into(),
+            id: FileId { device: 1, inode },
+            head: None,
+            path: format!("/logs/{inode}.log").into(),
+            offset: 7,
+            seen,
+        };
+        let mut tracker = AckTracker::new(vec![
+            saved(1, now - 10 * day),
+            saved(2, now - 10 * day),
+            saved(3, now - day),
+        ]);
+        // File 2 is found again by a scan; file 10 is being read.
+        tracker.seen(
+            "app",
+            &[FileId {
+                device: 1,
+                inode: 2,
+            }],
+            now,
+        );
+        let a = file(1, 10);
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        let expired = tracker.expire(now + 3 * day, Duration::from_secs(7 * day));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].id.inode, 1);
+        assert_eq!(
+            tracker.checkpoint(
+                "app",
+                FileId {
+                    device: 1,
+                    inode: 2
+                }
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            tracker.checkpoint(
+                "app",
+                FileId {
+                    device: 1,
+                    inode: 3
+                }
+            ),
+            Some(7)
+        );
+        assert_eq!(tracker.checkpoint("app", a.id), Some(0));
+        let later = tracker.expire(now + 30 * day, Duration::from_secs(7 * day));
+        assert_eq!(later.len(), 2, "only the file being read is kept");
+        assert_eq!(tracker.checkpoint("app", a.id), Some(0));
+    }
+
+    #[test]
+    fn a_longer_head_replaces_the_saved_one() {
+        let a = file(1, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&a),
+            offset: 0,
+        });
+        let longer = Arc::new(SourceFile {
+            key: a.key,
+            flow: Arc::clone(&a.flow),
+            id: a.id,
+            head: Some(Head { len: 1024, hash: 5 }),
+            path: a.path.clone(),
+        });
+        tracker.apply(Ack::Identified { file: longer });
+        delivered(&mut tracker, vec![range(&a, 0, 10)]);
+        let written = tracker.take_changes().expect("changed");
+        assert_eq!(written[0].head, Some(Head { len: 1024, hash: 5 }));
+        assert_eq!(written[0].offset, 10);
     }
 }

@@ -15,6 +15,11 @@ use raw::{RawAws, RawConfig, RawFlow};
 /// Where the packaged service looks for its configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinship/kinship.yaml";
 const DEFAULT_STATE_DIR: &str = "/var/lib/kinship";
+/// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
+/// once the network's sockets and the agent's own files are counted.
+const DEFAULT_MAX_OPEN_FILES: usize = 768;
+/// Durations such as `ignore_older` and `checkpoint_expiry` may be this long.
+const LONGEST_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -26,6 +31,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub checkpoint_interval: Duration,
     pub progress_interval: Duration,
+    /// Checkpoints of files no scan has found for this long are forgotten.
+    pub checkpoint_expiry: Duration,
+    /// Most files the agent holds open at once, over all flows.
+    pub max_open_files: usize,
     pub flows: Vec<FlowConfig>,
 }
 
@@ -65,10 +74,32 @@ impl PartitionKey {
     }
 }
 
+/// What happens to a record longer than the record limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversize {
+    /// Keep its first bytes, end them with the terminator, skip the rest.
+    Truncate,
+    /// Send it as several records of at most the limit each; together they are the record.
+    Split,
+    /// Send none of it.
+    Skip,
+}
+
+/// A compiled regular expression with the text it was written as.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pub text: String,
+    pub regex: regex::bytes::Regex,
+}
+
 #[derive(Clone, Debug)]
 pub struct FlowConfig {
     pub name: String,
     pub files: Vec<String>,
+    /// Paths matching any of these globs are not followed.
+    pub exclude: Vec<glob::Pattern>,
+    /// Files not modified for this long are not opened (until they are written again).
+    pub ignore_older: Option<Duration>,
     pub kinesis_stream: String,
     pub initial_position: InitialPosition,
     pub partition_key: PartitionKey,
@@ -81,10 +112,25 @@ pub struct FlowConfig {
     pub scan_interval: Duration,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
+    /// Bytes from a file's start that, with device and inode, identify it.
+    pub fingerprint_bytes: usize,
+    /// A last line without its newline is sent once its file was idle this long.
+    pub partial_line_timeout: Duration,
+    /// A record begins at each line matching this and runs until the next such line.
+    pub multiline_start_pattern: Option<Pattern>,
+    /// A pending multi-line record is sent once its file was idle this long.
+    pub multiline_flush_timeout: Duration,
+    /// Lines skipped at the start of each file read from offset 0.
+    pub skip_header_lines: usize,
+    /// A line matching this ends the file: it and everything after it are not sent.
+    pub file_footer_pattern: Option<Pattern>,
+    pub oversize_records: Oversize,
+    /// Ends a record cut by `oversize_records: truncate`.
+    pub truncated_record_terminator: String,
 }
 
 impl FlowConfig {
-    /// The most bytes of a line (newline included) that fit in one record beside its key.
+    /// The most bytes of a record (newline included) that fit in one Kinesis record beside its key.
     pub fn max_line_bytes(&self) -> usize {
         self.max_record_bytes - self.partition_key.max_len()
     }
@@ -253,6 +299,17 @@ impl Checker<'_> {
             raw.progress_interval,
             Duration::from_secs(30),
         );
+        let checkpoint_expiry = self.long_duration(
+            "checkpoint_expiry",
+            raw.checkpoint_expiry,
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        let max_open_files = self.number(
+            "max_open_files",
+            raw.max_open_files,
+            DEFAULT_MAX_OPEN_FILES,
+            2..=1_000_000,
+        );
         let mut flows = Vec::new();
         match raw.flows {
             None => self.problem("flows", "is missing; list at least one flow"),
@@ -284,6 +341,8 @@ impl Checker<'_> {
             shutdown_grace,
             checkpoint_interval,
             progress_interval,
+            checkpoint_expiry,
+            max_open_files,
             flows,
         }
     }
@@ -487,6 +546,59 @@ impl Checker<'_> {
                 "must not be shorter than retry_initial_backoff",
             );
         }
+        let exclude = self.exclude(key, raw.exclude);
+        let ignore_older = raw.ignore_older.map(|text| {
+            self.long_duration(&format!("{key}.ignore_older"), Some(text), Duration::ZERO)
+        });
+        let fingerprint_bytes = self.number(
+            &format!("{key}.fingerprint_bytes"),
+            raw.fingerprint_bytes,
+            1024,
+            16..=65536,
+        );
+        let partial_line_timeout = self.duration(
+            &format!("{key}.partial_line_timeout"),
+            raw.partial_line_timeout,
+            Duration::from_secs(5),
+        );
+        let multiline_start_pattern = raw
+            .multiline_start_pattern
+            .and_then(|text| self.pattern(&format!("{key}.multiline_start_pattern"), text));
+        let multiline_flush_timeout = self.duration(
+            &format!("{key}.multiline_flush_timeout"),
+            raw.multiline_flush_timeout,
+            Duration::from_secs(5),
+        );
+        let skip_header_lines = self.number(
+            &format!("{key}.skip_header_lines"),
+            raw.skip_header_lines,
+            0,
+            0..=1_000_000,
+        );
+        let file_footer_pattern = raw
+            .file_footer_pattern
+            .and_then(|text| self.pattern(&format!("{key}.file_footer_pattern"), text));
+        let oversize_records = match raw.oversize_records.as_deref() {
+            None | Some("truncate") => Oversize::Truncate,
+            Some("split") => Oversize::Split,
+            Some("skip") => Oversize::Skip,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.oversize_records"),
+                    format!("`{other}` is not one of truncate, split, skip"),
+                );
+                Oversize::Truncate
+            }
+        };
+        let truncated_record_terminator = raw
+            .truncated_record_terminator
+            .unwrap_or_else(|| "\n".to_owned());
+        if truncated_record_terminator.len() > 256 {
+            self.problem(
+                &format!("{key}.truncated_record_terminator"),
+                "is longer than 256 bytes",
+            );
+        }
         if self.problems.len() != before {
             return None;
         }
@@ -505,10 +617,71 @@ impl Checker<'_> {
             scan_interval,
             retry_initial_backoff,
             retry_max_backoff,
+            exclude,
+            ignore_older,
+            fingerprint_bytes,
+            partial_line_timeout,
+            multiline_start_pattern,
+            multiline_flush_timeout,
+            skip_header_lines,
+            file_footer_pattern,
+            oversize_records,
+            truncated_record_terminator,
         })
     }
 
+    fn exclude(&mut self, key: &str, raw: Option<raw::OneOrMany>) -> Vec<glob::Pattern> {
+        let patterns = raw.map(raw::OneOrMany::into_vec).unwrap_or_default();
+        let count = patterns.len();
+        let mut compiled = Vec::new();
+        for (index, pattern) in patterns.into_iter().enumerate() {
+            let exclude_key = if count == 1 {
+                format!("{key}.exclude")
+            } else {
+                format!("{key}.exclude[{index}]")
+            };
+            match glob::Pattern::new(&pattern) {
+                Ok(glob) => compiled.push(glob),
+                Err(error) => self.problem(
+                    &exclude_key,
+                    format!("`{pattern}` is not a valid glob: {}", error.msg),
+                ),
+            }
+        }
+        compiled
+    }
+
+    fn pattern(&mut self, key: &str, text: String) -> Option<Pattern> {
+        match regex::bytes::Regex::new(&text) {
+            Ok(regex) => Some(Pattern { text, regex }),
+            Err(error) => {
+                let reason = error.to_string().replace('\n', " ");
+                self.problem(
+                    key,
+                    format!("`{text}` is not a valid regular expression: {reason}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration that may be longer than a day (up to a year); `default` when absent.
+    fn long_duration(&mut self, key: &str, raw: Option<String>, default: Duration) -> Duration {
+        self.bounded_duration(key, raw, default, LONGEST_DURATION, "366 days")
+    }
+
     fn duration(&mut self, key: &str, raw: Option<String>, default: Duration) -> Duration {
+        self.bounded_duration(key, raw, default, Duration::from_secs(24 * 3600), "24h")
+    }
+
+    fn bounded_duration(
+        &mut self,
+        key: &str,
+        raw: Option<String>,
+        default: Duration,
+        longest: Duration,
+        longest_text: &str,
+    ) -> Duration {
         let Some(text) = raw else {
             return default;
         };
@@ -517,10 +690,10 @@ impl Checker<'_> {
                 self.problem(key, "must be longer than zero");
                 default
             }
-            Ok(duration) if duration > Duration::from_secs(24 * 3600) => {
+            Ok(duration) if duration > longest => {
                 self.problem(
                     key,
-                    format!("`{text}` is longer than the 24h this setting allows"),
+                    format!("`{text}` is longer than the {longest_text} this setting allows"),
                 );
                 default
             }

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     pub checkpoint_interval: Option<String>,
     pub progress_interval: Option<String>,
+    pub checkpoint_expiry: Option<String>,
+    pub max_open_files: Option<u64>,
     pub flows: Option<Vec<RawFlow>>,
 }
 
@@ -27,6 +29,8 @@ pub struct RawAws {
 pub struct RawFlow {
     pub name: Option<String>,
     pub files: Option<OneOrMany>,
+    pub exclude: Option<OneOrMany>,
+    pub ignore_older: Option<String>,
     pub kinesis_stream: Option<String>,
     pub initial_position: Option<String>,
     pub partition_key: Option<String>,
@@ -39,6 +43,14 @@ pub struct RawFlow {
     pub scan_interval: Option<String>,
     pub retry_initial_backoff: Option<String>,
     pub retry_max_backoff: Option<String>,
+    pub fingerprint_bytes: Option<u64>,
+    pub partial_line_timeout: Option<String>,
+    pub multiline_start_pattern: Option<String>,
+    pub multiline_flush_timeout: Option<String>,
+    pub skip_header_lines: Option<u64>,
+    pub file_footer_pattern: Option<String>,
+    pub oversize_records: Option<String>,
+    pub truncated_record_terminator: Option<String>,
 }
 
 /// `files: /a/*.log` or `files: [/a/*.log, /b/*.log]`.

@@ -35,13 +35,19 @@ impl BatchBuilder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.current.records.is_empty()
+        self.current.records.is_empty() && self.current.ranges.is_empty()
     }
 
     /// Adds every line of `lines`; returns the batches that filled up on the way.
     pub fn add(&mut self, lines: Lines, full: &mut Vec<Batch>) {
         let mut start = lines.file_start;
         for span in &lines.spans {
+            if span.data_end == span.data_start {
+                // Skipped bytes: no record, but covered, so they are acknowledged in order.
+                self.cover(&lines, start, span.file_end);
+                start = span.file_end;
+                continue;
+            }
             let data = lines
                 .data
                 .slice(span.data_start as usize..span.data_end as usize);
@@ -60,17 +66,23 @@ impl BatchBuilder {
             let batch = &mut self.current;
             batch.bytes += size;
             batch.records.push(record);
-            match batch.ranges.last_mut() {
-                Some(range) if Arc::ptr_eq(&range.file, &lines.file) && range.end == start => {
-                    range.end = span.file_end
-                }
-                _ => batch.ranges.push(FileRange {
-                    file: Arc::clone(&lines.file),
-                    start,
-                    end: span.file_end,
-                }),
-            }
+            self.cover(&lines, start, span.file_end);
             start = span.file_end;
+        }
+    }
+
+    /// Adds `[start, end)` of the file of `lines` to the ranges the current batch covers.
+    fn cover(&mut self, lines: &Lines, start: u64, end: u64) {
+        let ranges = &mut self.current.ranges;
+        match ranges.last_mut() {
+            Some(range) if Arc::ptr_eq(&range.file, &lines.file) && range.end == start => {
+                range.end = end
+            }
+            _ => ranges.push(FileRange {
+                file: Arc::clone(&lines.file),
+                start,
+                end,
+            }),
         }
     }
 
@@ -245,6 +257,28 @@ mod tests {
             .collect();
         assert_eq!(ranges, vec![(1, 0, 40), (2, 100, 110), (1, 40, 50)]);
         assert_eq!(batch.records.len(), 6);
+    }
+
+    #[test]
+    fn skipped_spans_send_nothing_but_are_covered() {
+        let mut builder = builder(500, 5 * 1024 * 1024, "k");
+        let mut full = Vec::new();
+        let a = file(1);
+        let mut block = lines(&a, 0, 3, 10);
+        block.spans[1].data_end = block.spans[1].data_start;
+        builder.add(block, &mut full);
+        let batch = builder.take();
+        assert_eq!(batch.records.len(), 2);
+        let ranges: Vec<_> = batch.ranges.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(ranges, vec![(0, 30)]);
+        // A block with nothing to send still makes a batch, to be acknowledged.
+        let mut skipped = lines(&a, 30, 1, 10);
+        skipped.spans[0].data_end = 0;
+        builder.add(skipped, &mut full);
+        assert!(!builder.is_empty());
+        let batch = builder.take();
+        assert!(batch.records.is_empty());
+        assert_eq!(batch.ranges.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

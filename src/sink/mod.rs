@@ -162,6 +162,11 @@ impl<P: PutRecords> Sink<P> {
         let held_bytes = Arc::new(Semaphore::new(budget_kib as usize));
         let mut calls = JoinSet::new();
         while let Some(batch) = batches.recv().await {
+            if batch.records.is_empty() {
+                // Only lines that are not sent (skipped): nothing to call, done at once.
+                let _ = self.acks.send(Ack::Delivered(batch.ranges)).await;
+                continue;
+            }
             let batch_kib = kib(batch.bytes).clamp(1, budget_kib);
             // The first call slot is taken here, so a new batch starts only when one is free.
             let (held, first_slot) = match (

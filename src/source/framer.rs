@@ -1,42 +1,81 @@
 //! Cuts the bytes of one file into records: one line per record, the newline included, byte for
-//! byte. A line longer than the record limit is cut to fit and given a newline; the rest of it
-//! is skipped. A last line without its newline waits for the newline.
+//! byte. A line longer than the record limit is cut, split or skipped as configured. A last line
+//! without its newline waits for the newline, or for [`Framer::flush_partial`].
 
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::config::Oversize;
 use crate::record::{LineSpan, Lines, SourceFile};
+
+/// How records are cut.
+#[derive(Clone, Debug)]
+pub struct FrameOptions {
+    /// Most bytes of one record, its newline included.
+    pub max_line_bytes: usize,
+    pub oversize: Oversize,
+    /// Ends a record cut by [`Oversize::Truncate`].
+    pub terminator: Bytes,
+}
+
+impl FrameOptions {
+    pub fn lines(max_line_bytes: usize) -> Self {
+        Self {
+            max_line_bytes,
+            oversize: Oversize::Truncate,
+            terminator: Bytes::from_static(b"\n"),
+        }
+    }
+}
 
 /// What one call to [`Framer::frame`] produced.
 #[derive(Debug, Default)]
 pub struct Framed {
     pub lines: Vec<Lines>,
-    /// Lines cut to the record limit in this call.
-    pub truncated: u64,
+    /// Lines longer than the record limit met in this call (cut, split or skipped).
+    pub oversize: u64,
+}
+
+/// An over-long line being skipped to its end: where it started, and its first bytes when it
+/// is to be sent cut.
+#[derive(Debug)]
+struct OverLong {
+    start: u64,
+    head: Option<Bytes>,
 }
 
 #[derive(Debug)]
 pub struct Framer {
-    /// Most bytes of one record, its newline included.
     max_line_bytes: usize,
+    oversize: Oversize,
+    terminator: Bytes,
     /// Bytes read but not framed yet: the start of a line whose newline has not arrived.
     buffer: BytesMut,
     /// File offset of `buffer[0]`.
     buffer_offset: u64,
-    /// While skipping the rest of an over-long line: its first bytes and where it started.
-    over_long: Option<(Bytes, u64)>,
+    over_long: Option<OverLong>,
+    /// The line at the start of the buffer was over-long and is being sent in pieces: counted.
+    splitting: bool,
     /// Bytes at the start of the buffer already searched for a newline.
     scanned: usize,
 }
 
 impl Framer {
-    pub fn new(max_line_bytes: usize, offset: u64) -> Self {
+    pub fn new(options: FrameOptions, offset: u64) -> Self {
+        // Room for at least one byte of the line beside the terminator.
+        let max_line_bytes = options
+            .max_line_bytes
+            .max(options.terminator.len() + 1)
+            .max(2);
         Self {
-            max_line_bytes: max_line_bytes.max(2),
+            max_line_bytes,
+            oversize: options.oversize,
+            terminator: options.terminator,
             buffer: BytesMut::new(),
             buffer_offset: offset,
             over_long: None,
+            splitting: false,
             scanned: 0,
         }
     }
@@ -44,7 +83,7 @@ impl Framer {
     /// Offset where the first line not yet framed starts: all bytes before it are in records.
     pub fn framed_offset(&self) -> u64 {
         match &self.over_long {
-            Some((_, start)) => *start,
+            Some(over_long) => over_long.start,
             None => self.buffer_offset,
         }
     }
@@ -54,11 +93,17 @@ impl Framer {
         self.buffer_offset + self.buffer.len() as u64
     }
 
+    /// Whether bytes were read that are not in a record yet (a line without its newline).
+    pub fn has_partial(&self) -> bool {
+        self.read_offset() > self.framed_offset()
+    }
+
     /// Forgets everything and starts again at `offset` (the file was truncated).
     pub fn restart_at(&mut self, offset: u64) {
         self.buffer.clear();
         self.buffer_offset = offset;
         self.over_long = None;
+        self.splitting = false;
         self.scanned = 0;
     }
 
@@ -72,6 +117,28 @@ impl Framer {
         (buffer, filled)
     }
 
+    /// Turns the bytes read but not framed (a last line without its newline) into a record as
+    /// they are, so a line that never gets its newline is not lost.
+    pub fn flush_partial(&mut self, file: &Arc<SourceFile>) -> Framed {
+        let mut framed = Framed::default();
+        let end = self.read_offset();
+        if let Some(over_long) = self.over_long.take() {
+            framed
+                .lines
+                .push(self.over_long_record(file, over_long, end));
+        } else if !self.buffer.is_empty() {
+            let data = self.buffer.split().freeze();
+            framed
+                .lines
+                .push(single(file, self.buffer_offset, data, end));
+        }
+        self.buffer.clear();
+        self.buffer_offset = end;
+        self.splitting = false;
+        self.scanned = 0;
+        framed
+    }
+
     /// Takes back the buffer from [`Framer::take_buffer`] holding `filled` valid bytes, and
     /// returns the complete records it now holds.
     pub fn frame(&mut self, mut buffer: BytesMut, filled: usize, file: &Arc<SourceFile>) -> Framed {
@@ -82,22 +149,22 @@ impl Framer {
         let mut framed = Framed::default();
         let mut scan_from = scanned;
 
-        if let Some((head, start)) = self.over_long.take() {
+        if let Some(over_long) = self.over_long.take() {
             match memchr::memchr(b'\n', &self.buffer) {
                 None => {
-                    // Still inside the over-long line: drop what was read, keep its head.
+                    // Still inside the over-long line: drop what was read.
                     self.buffer_offset += self.buffer.len() as u64;
                     self.buffer.clear();
-                    self.over_long = Some((head, start));
+                    self.over_long = Some(over_long);
                     return framed;
                 }
                 Some(newline) => {
                     let end = newline + 1;
                     let file_end = self.buffer_offset + end as u64;
+                    // Counted when it was found over-long.
                     framed
                         .lines
-                        .push(truncated_record(file, start, &head, file_end));
-                    framed.truncated += 1;
+                        .push(self.over_long_record(file, over_long, file_end));
                     let _ = self.buffer.split_to(end);
                     self.buffer_offset = file_end;
                     scan_from = 0;
@@ -134,23 +201,140 @@ impl Framer {
             };
             let complete_offset = self.buffer_offset;
             self.buffer_offset += line_start as u64;
-            framed.truncated += emit(
-                &complete,
-                complete_offset,
-                &pieces,
-                self.max_line_bytes,
-                file,
-                &mut framed.lines,
-            );
+            framed.oversize +=
+                self.emit(&complete, complete_offset, &pieces, file, &mut framed.lines);
+            if std::mem::take(&mut self.splitting)
+                && matches!(pieces.first(), Some(Piece::OverLong { .. }))
+            {
+                framed.oversize -= 1; // Counted when its first piece was sent.
+            }
         }
         if self.buffer.len() >= self.max_line_bytes {
-            // No room left for a newline: this line will be cut. Keep its head, skip the rest.
-            let head = Bytes::copy_from_slice(&self.buffer[..self.max_line_bytes - 1]);
-            self.over_long = Some((head, self.buffer_offset));
-            self.buffer_offset += self.buffer.len() as u64;
-            self.buffer.clear();
+            // No room left for a newline: this line is over-long.
+            if !self.splitting {
+                framed.oversize += 1;
+            }
+            match self.oversize {
+                Oversize::Split => {
+                    self.splitting = true;
+                    while self.buffer.len() >= self.max_line_bytes {
+                        let start = self.buffer_offset;
+                        let piece = self.buffer.split_to(self.max_line_bytes).freeze();
+                        self.buffer_offset += piece.len() as u64;
+                        framed
+                            .lines
+                            .push(single(file, start, piece, self.buffer_offset));
+                    }
+                }
+                Oversize::Truncate | Oversize::Skip => {
+                    let head = (self.oversize == Oversize::Truncate)
+                        .then(|| Bytes::copy_from_slice(&self.buffer[..self.head_len()]));
+                    self.over_long = Some(OverLong {
+                        start: self.buffer_offset,
+                        head,
+                    });
+                    self.buffer_offset += self.buffer.len() as u64;
+                    self.buffer.clear();
+                }
+            }
         }
         framed
+    }
+
+    /// Bytes of an over-long line kept when it is cut: the rest of the limit is the terminator.
+    fn head_len(&self) -> usize {
+        self.max_line_bytes - self.terminator.len()
+    }
+
+    /// The record for an over-long line that spanned reads: cut, or skipped.
+    fn over_long_record(&self, file: &Arc<SourceFile>, over_long: OverLong, end: u64) -> Lines {
+        match over_long.head {
+            Some(head) => self.cut_record(file, over_long.start, &head, end),
+            None => skipped(file, over_long.start, end),
+        }
+    }
+
+    fn cut_record(&self, file: &Arc<SourceFile>, start: u64, head: &[u8], end: u64) -> Lines {
+        let mut data = Vec::with_capacity(head.len() + self.terminator.len());
+        data.extend_from_slice(head);
+        data.extend_from_slice(&self.terminator);
+        single(file, start, Bytes::from(data), end)
+    }
+
+    /// Turns the pieces of `complete` (which starts at file offset `offset`) into `Lines`
+    /// blocks: runs of lines share the buffer; a cut line becomes a record of its own. Returns
+    /// how many lines were over-long.
+    fn emit(
+        &self,
+        complete: &Bytes,
+        offset: u64,
+        pieces: &[Piece],
+        file: &Arc<SourceFile>,
+        out: &mut Vec<Lines>,
+    ) -> u64 {
+        let mut oversize = 0;
+        let mut run_start: Option<usize> = None;
+        let mut spans: Vec<LineSpan> = Vec::new();
+        let flush = |run_start: &mut Option<usize>,
+                     spans: &mut Vec<LineSpan>,
+                     run_end: usize,
+                     out: &mut Vec<Lines>| {
+            if let Some(start) = run_start.take() {
+                out.push(Lines {
+                    file: Arc::clone(file),
+                    file_start: offset + start as u64,
+                    data: complete.slice(start..run_end),
+                    spans: std::mem::take(spans),
+                });
+            }
+        };
+        let span = |base: usize, start: usize, end: usize, file_end: usize| LineSpan {
+            data_start: (start - base) as u32,
+            data_end: (end - base) as u32,
+            file_end: offset + file_end as u64,
+        };
+        for piece in pieces {
+            match *piece {
+                Piece::Line { start, end } => {
+                    let base = *run_start.get_or_insert(start);
+                    spans.push(span(base, start, end, end));
+                }
+                Piece::OverLong { start, end } => {
+                    oversize += 1;
+                    match self.oversize {
+                        Oversize::Truncate => {
+                            flush(&mut run_start, &mut spans, start, out);
+                            let head = &complete[start..start + self.head_len()];
+                            out.push(self.cut_record(
+                                file,
+                                offset + start as u64,
+                                head,
+                                offset + end as u64,
+                            ));
+                        }
+                        Oversize::Split => {
+                            let base = *run_start.get_or_insert(start);
+                            let mut from = start;
+                            while from < end {
+                                let to = (from + self.max_line_bytes).min(end);
+                                spans.push(span(base, from, to, to));
+                                from = to;
+                            }
+                        }
+                        Oversize::Skip => {
+                            // Covered, so its range is acknowledged, but carries no data.
+                            let base = *run_start.get_or_insert(start);
+                            spans.push(span(base, start, start, end));
+                        }
+                    }
+                }
+            }
+        }
+        let run_end = pieces.last().map_or(0, |piece| match *piece {
+            Piece::Line { end, .. } | Piece::OverLong { end, .. } => end,
+        });
+        flush(&mut run_start, &mut spans, run_end, out);
+        oversize
     }
 }
 
@@ -159,77 +343,25 @@ enum Piece {
     OverLong { start: usize, end: usize },
 }
 
-/// Turns the pieces of `complete` (which starts at file offset `offset`) into `Lines` blocks:
-/// runs of ordinary lines share the buffer; each over-long line becomes its own cut record.
-fn emit(
-    complete: &Bytes,
-    offset: u64,
-    pieces: &[Piece],
-    max_line_bytes: usize,
-    file: &Arc<SourceFile>,
-    out: &mut Vec<Lines>,
-) -> u64 {
-    let mut truncated = 0;
-    let mut run_start: Option<usize> = None;
-    let mut spans: Vec<LineSpan> = Vec::new();
-    let flush = |run_start: &mut Option<usize>,
-                 spans: &mut Vec<LineSpan>,
-                 run_end: usize,
-                 out: &mut Vec<Lines>| {
-        if let Some(start) = run_start.take() {
-            out.push(Lines {
-                file: Arc::clone(file),
-                file_start: offset + start as u64,
-                data: complete.slice(start..run_end),
-                spans: std::mem::take(spans),
-            });
-        }
-    };
-    for piece in pieces {
-        match *piece {
-            Piece::Line { start, end } => {
-                let base = *run_start.get_or_insert(start);
-                spans.push(LineSpan {
-                    data_start: (start - base) as u32,
-                    data_end: (end - base) as u32,
-                    file_end: offset + end as u64,
-                });
-            }
-            Piece::OverLong { start, end } => {
-                flush(&mut run_start, &mut spans, start, out);
-                let head = complete.slice(start..start + max_line_bytes - 1);
-                out.push(truncated_record(
-                    file,
-                    offset + start as u64,
-                    &head,
-                    offset + end as u64,
-                ));
-                truncated += 1;
-            }
-        }
-    }
-    let run_end = pieces.last().map_or(0, |piece| match *piece {
-        Piece::Line { end, .. } | Piece::OverLong { end, .. } => end,
-    });
-    flush(&mut run_start, &mut spans, run_end, out);
-    truncated
-}
-
-fn truncated_record(file: &Arc<SourceFile>, start: u64, head: &[u8], file_end: u64) -> Lines {
-    let mut data = Vec::with_capacity(head.len() + 1);
-    data.extend_from_slice(head);
-    data.push(b'\n');
+/// A block holding one record: `data`, covering the file from `start` to `end`.
+fn single(file: &Arc<SourceFile>, start: u64, data: Bytes, end: u64) -> Lines {
     let len = data.len() as u32;
     Lines {
         file: Arc::clone(file),
         file_start: start,
-        data: Bytes::from(data),
+        data,
         spans: vec![LineSpan {
             data_start: 0,
             data_end: len,
-            file_end,
+            file_end: end,
         }],
     }
+}
+
+/// A block covering the file from `start` to `end` with nothing to send: acknowledged as soon
+/// as the records before it are.
+pub fn skipped(file: &Arc<SourceFile>, start: u64, end: u64) -> Lines {
+    single(file, start, Bytes::new(), end)
 }
 
 #[cfg(test)]
@@ -255,24 +387,31 @@ mod tests {
 
     /// Feeds `chunks` one by one and returns every record, the framer and the lines cut.
     fn frame_all(max_line: usize, chunks: &[&[u8]]) -> (Vec<FramedRecord>, Framer, u64) {
+        frame_with(FrameOptions::lines(max_line), chunks)
+    }
+
+    fn records_of(lines: &[Lines], records: &mut Vec<FramedRecord>) {
+        for lines in lines {
+            let mut start = lines.file_start;
+            for span in &lines.spans {
+                let data = lines.data[span.data_start as usize..span.data_end as usize].to_vec();
+                records.push((start, span.file_end, data));
+                start = span.file_end;
+            }
+        }
+    }
+
+    fn frame_with(options: FrameOptions, chunks: &[&[u8]]) -> (Vec<FramedRecord>, Framer, u64) {
         let file = file();
-        let mut framer = Framer::new(max_line, 0);
+        let mut framer = Framer::new(options, 0);
         let mut records = Vec::new();
         let mut truncated = 0;
         for chunk in chunks {
             let (mut buffer, filled) = framer.take_buffer(chunk.len());
             buffer[filled..filled + chunk.len()].copy_from_slice(chunk);
             let framed = framer.frame(buffer, filled + chunk.len(), &file);
-            truncated += framed.truncated;
-            for lines in framed.lines {
-                let mut start = lines.file_start;
-                for span in &lines.spans {
-                    let data =
-                        lines.data[span.data_start as usize..span.data_end as usize].to_vec();
-                    records.push((start, span.file_end, data));
-                    start = span.file_end;
-                }
-            }
+            truncated += framed.oversize;
+            records_of(&framed.lines, &mut records);
         }
         (records, framer, truncated)
     }
@@ -352,7 +491,7 @@ mod tests {
     #[test]
     fn restart_forgets_the_partial_line() {
         let file = file();
-        let mut framer = Framer::new(100, 0);
+        let mut framer = Framer::new(FrameOptions::lines(100), 0);
         let (mut buffer, filled) = framer.take_buffer(3);
         buffer[filled..filled + 3].copy_from_slice(b"abc");
         framer.frame(buffer, filled + 3, &file);
@@ -362,5 +501,87 @@ mod tests {
         buffer[..2].copy_from_slice(b"z\n");
         let framed = framer.frame(buffer, 2, &file);
         assert_eq!(&framed.lines[0].data[..], b"z\n");
+    }
+
+    fn options(max: usize, oversize: Oversize, terminator: &'static [u8]) -> FrameOptions {
+        FrameOptions {
+            max_line_bytes: max,
+            oversize,
+            terminator: Bytes::from_static(terminator),
+        }
+    }
+
+    #[test]
+    fn split_sends_an_over_long_line_as_pieces_that_together_are_the_line() {
+        let input: &[&[u8]] = &[b"ab\n0123456789\ncd\n", b"xxxxxxx", b"yyy\n"];
+        let (records, framer, oversize) = frame_with(options(4, Oversize::Split, b"\n"), input);
+        let expected: Vec<FramedRecord> = vec![
+            (0, 3, b"ab\n".to_vec()),
+            (3, 7, b"0123".to_vec()),
+            (7, 11, b"4567".to_vec()),
+            (11, 14, b"89\n".to_vec()),
+            (14, 17, b"cd\n".to_vec()),
+            (17, 21, b"xxxx".to_vec()),
+            (21, 25, b"xxxy".to_vec()),
+            (25, 28, b"yy\n".to_vec()),
+        ];
+        assert_eq!(records, expected);
+        assert_eq!(oversize, 2);
+        assert_eq!(framer.framed_offset(), 28);
+        // Contiguous ranges: the checkpoint can follow every piece.
+        assert!(records.windows(2).all(|pair| pair[0].1 == pair[1].0));
+    }
+
+    #[test]
+    fn skip_sends_nothing_of_an_over_long_line_but_covers_its_range() {
+        let input: &[&[u8]] = &[b"ab\n0123456789\ncd\nxxxx", b"xxxxx", b"x\nok\n"];
+        let (records, _, oversize) = frame_with(options(5, Oversize::Skip, b"\n"), input);
+        let expected: Vec<FramedRecord> = vec![
+            (0, 3, b"ab\n".to_vec()),
+            (3, 14, Vec::new()),
+            (14, 17, b"cd\n".to_vec()),
+            (17, 28, Vec::new()),
+            (28, 31, b"ok\n".to_vec()),
+        ];
+        assert_eq!(records, expected);
+        assert_eq!(oversize, 2);
+    }
+
+    #[test]
+    fn truncate_ends_a_cut_line_with_the_terminator() {
+        let input: &[&[u8]] = &[b"0123456789\nab\n", b"0123456", b"789\n"];
+        let (records, _, _) = frame_with(options(6, Oversize::Truncate, b"~|"), input);
+        let expected: Vec<FramedRecord> = vec![
+            (0, 11, b"0123~|".to_vec()),
+            (11, 14, b"ab\n".to_vec()),
+            (14, 25, b"0123~|".to_vec()),
+        ];
+        assert_eq!(records, expected);
+    }
+
+    #[test]
+    fn flush_partial_sends_a_last_line_without_its_newline() {
+        let file = file();
+        let mut framer = Framer::new(FrameOptions::lines(100), 0);
+        let (mut buffer, filled) = framer.take_buffer(9);
+        buffer[filled..filled + 9].copy_from_slice(b"one\ntwo t");
+        let framed = framer.frame(buffer, filled + 9, &file);
+        assert_eq!(framed.lines.len(), 1);
+        assert!(framer.has_partial());
+        let mut records = Vec::new();
+        records_of(&framer.flush_partial(&file).lines, &mut records);
+        assert_eq!(records, vec![(4, 9, b"two t".to_vec())]);
+        assert!(!framer.has_partial());
+        assert_eq!(framer.framed_offset(), 9);
+        // Nothing to flush: nothing sent.
+        assert!(framer.flush_partial(&file).lines.is_empty());
+        // An over-long partial line is flushed cut.
+        let mut framer = Framer::new(options(5, Oversize::Truncate, b"\n"), 0);
+        let (mut buffer, filled) = framer.take_buffer(8);
+        buffer[filled..filled + 8].copy_from_slice(b"01234567");
+        framer.frame(buffer, filled + 8, &file);
+        let mut records = Vec::new();
+        records_of(&framer.flush_partial(&file).lines, &mut records);
+        assert_eq!(records, vec![(0, 8, b"0123\n".to_vec())]);
     }
 }

@@ -5,9 +5,6 @@ use std::io;
 
 use crate::record::{FileId, Head};
 
-/// Bytes hashed from the start of a file to recognise it.
-pub const HEAD_BYTES: u64 = 1024;
-
 #[cfg(unix)]
 pub fn file_id(metadata: &Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
@@ -76,9 +73,10 @@ fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The head of a file now `size` bytes long; `None` if it is empty.
-pub fn head_of(file: &File, size: u64) -> io::Result<Option<Head>> {
-    let bytes = read_start(file, size.min(HEAD_BYTES))?;
+/// The head of a file now `size` bytes long: a hash of its first `len` bytes (fewer if it is
+/// shorter); `None` if it is empty.
+pub fn head_of(file: &File, size: u64, len: usize) -> io::Result<Option<Head>> {
+    let bytes = read_start(file, size.min(len as u64))?;
     Ok((!bytes.is_empty()).then(|| Head {
         len: bytes.len() as u32,
         hash: xxhash_rust::xxh3::xxh3_64(&bytes),
@@ -118,17 +116,19 @@ mod tests {
     #[test]
     fn a_head_recognises_the_same_file_and_not_another() {
         let mut file = tempfile::tempfile().expect("temp file");
-        assert_eq!(head_of(&file, 0).expect("head"), None);
+        assert_eq!(head_of(&file, 0, 1024).expect("head"), None);
         file.write_all(b"first line\n").expect("write");
-        let short = head_of(&file, 11).expect("head").expect("not empty");
+        let short = head_of(&file, 11, 1024).expect("head").expect("not empty");
         assert_eq!(short.len, 11);
         file.write_all(&[b'x'; 2000]).expect("grow");
         assert!(
             starts_with(&file, short).expect("read"),
             "growing keeps the head"
         );
-        let full = head_of(&file, 2011).expect("head").expect("not empty");
-        assert_eq!(u64::from(full.len), HEAD_BYTES);
+        let full = head_of(&file, 2011, 1024)
+            .expect("head")
+            .expect("not empty");
+        assert_eq!(full.len, 1024);
         let mut other = tempfile::tempfile().expect("temp file");
         other.write_all(b"other line\n").expect("write");
         assert!(!starts_with(&other, short).expect("read"));

@@ -2,43 +2,188 @@
 //! their lines on. inotify (through `notify`) wakes tailers early; a periodic stat poll and a
 //! periodic re-scan stay the authority, since events are missed on some filesystems.
 
+mod assembler;
 mod framer;
 mod identity;
 mod tailer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, FileId, Head, Lines};
-use tailer::{blocking, Finished, Start};
+use tailer::{blocking, Finished, Opened, Start};
 
-pub use framer::{Framed, Framer};
+pub use assembler::{AssembleOptions, Assembled, Assembler};
+pub use framer::{FrameOptions, Framed, Framer};
+
+/// How long after a file was truncated a new file starting with the same bytes is taken for
+/// the copy made just before the truncation (copytruncate).
+const COPY_WINDOW: Duration = Duration::from_secs(120);
 
 /// An offset known for a file, with the head it had, so that another file that later gets the
-/// same device and inode is not mistaken for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// same device and inode is not mistaken for it, and the path it was last seen at.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KnownOffset {
     pub offset: u64,
     pub head: Option<Head>,
+    pub path: Option<PathBuf>,
 }
 
 /// What the tailers of one flow need.
 #[derive(Debug, Clone)]
 pub struct TailSettings {
-    pub max_line_bytes: usize,
+    pub frame: FrameOptions,
+    pub assemble: AssembleOptions,
     pub poll_interval: Duration,
     /// How long a rotated or deleted file must stay idle at its end before it is released.
     pub release_after: Duration,
+    pub partial_line_timeout: Duration,
+    pub multiline_flush_timeout: Duration,
+    /// How long a file stays idle before it gives its descriptor to a file waiting for one.
+    pub park_after: Duration,
+    pub fingerprint_bytes: usize,
+}
+
+impl TailSettings {
+    pub fn for_flow(flow: &FlowConfig) -> Self {
+        let terminator = Bytes::from(flow.truncated_record_terminator.clone().into_bytes());
+        let max_line_bytes = flow.max_line_bytes();
+        Self {
+            frame: FrameOptions {
+                max_line_bytes,
+                oversize: flow.oversize_records,
+                terminator: terminator.clone(),
+            },
+            assemble: AssembleOptions {
+                skip_header_lines: flow.skip_header_lines,
+                footer: flow
+                    .file_footer_pattern
+                    .as_ref()
+                    .map(|pattern| pattern.regex.clone()),
+                multiline_start: flow
+                    .multiline_start_pattern
+                    .as_ref()
+                    .map(|pattern| pattern.regex.clone()),
+                max_record_bytes: max_line_bytes,
+                oversize: flow.oversize_records,
+                terminator,
+            },
+            poll_interval: flow.poll_interval,
+            release_after: flow.scan_interval.max(flow.poll_interval * 4),
+            partial_line_timeout: flow.partial_line_timeout,
+            multiline_flush_timeout: flow.multiline_flush_timeout,
+            park_after: flow.scan_interval.max(flow.poll_interval * 4),
+            fingerprint_bytes: flow.fingerprint_bytes,
+        }
+    }
+}
+
+/// The agent-wide budget of open files, shared by every flow.
+pub struct OpenFiles {
+    permits: Arc<Semaphore>,
+    /// Files found but waiting for a descriptor, over all flows.
+    waiting: AtomicUsize,
+    /// Woken whenever a descriptor is given back.
+    freed: Notify,
+}
+
+impl OpenFiles {
+    pub fn new(max_open_files: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(max_open_files)),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    fn try_take(self: &Arc<Self>) -> Option<FilePermit> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        Some(FilePermit {
+            _permit: permit,
+            open_files: Arc::clone(self),
+        })
+    }
+
+    fn others_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One open file's share of the budget; giving it back wakes the flows waiting for one.
+pub struct FilePermit {
+    _permit: OwnedSemaphorePermit,
+    open_files: Arc<OpenFiles>,
+}
+
+impl Drop for FilePermit {
+    fn drop(&mut self) {
+        self.open_files.freed.notify_waiters();
+    }
+}
+
+/// Held by the tailer of a file that was rotated while the agent was stopped, until it has
+/// read that file to its end: new files of the flow wait for it, so the old lines go first.
+pub struct CatchUp {
+    state: Arc<CatchUpState>,
+}
+
+#[derive(Default)]
+struct CatchUpState {
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+impl CatchUp {
+    fn new(state: &Arc<CatchUpState>) -> Self {
+        state.remaining.fetch_add(1, Ordering::SeqCst);
+        Self {
+            state: Arc::clone(state),
+        }
+    }
+}
+
+impl Drop for CatchUp {
+    fn drop(&mut self) {
+        if self.state.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state.done.notify_waiters();
+        }
+    }
+}
+
+/// Where a file being followed was read up to, for recognising its copies.
+#[derive(Debug)]
+struct Reached {
+    head: Option<Head>,
+    offset: u64,
+    path: PathBuf,
+}
+
+/// A file that was truncated, with what it started with and how far it had been read.
+#[derive(Debug)]
+struct Truncation {
+    head: Head,
+    offset: u64,
+    path: PathBuf,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct CopyTracking {
+    reached: HashMap<FileId, Reached>,
+    truncations: Vec<Truncation>,
 }
 
 /// Shared by the discovery loop and every tailer of one flow.
@@ -49,6 +194,93 @@ pub struct FlowShared {
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
     pub cancel: CancellationToken,
+    open_files: Arc<OpenFiles>,
+    copies: Mutex<CopyTracking>,
+    /// Whether file events are being delivered for at least one watched directory.
+    events: std::sync::atomic::AtomicBool,
+}
+
+impl FlowShared {
+    /// Records how far the file `id` was read (called when a tailer reaches the end).
+    fn note_reached(&self, id: FileId, head: Option<Head>, offset: u64, path: &Path) {
+        let Ok(mut copies) = self.copies.lock() else {
+            return;
+        };
+        match copies.reached.get_mut(&id) {
+            Some(reached) => {
+                reached.offset = offset;
+                reached.head = head;
+            }
+            None => {
+                copies.reached.insert(
+                    id,
+                    Reached {
+                        head,
+                        offset,
+                        path: path.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records that the file `id` was truncated after being read to `offset`.
+    fn note_truncation(&self, id: FileId, head: Option<Head>, offset: u64, path: &Path) {
+        let Ok(mut copies) = self.copies.lock() else {
+            return;
+        };
+        copies.reached.remove(&id);
+        copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
+        if let Some(head) = head {
+            copies.truncations.push(Truncation {
+                head,
+                offset,
+                path: path.to_owned(),
+                at: Instant::now(),
+            });
+        }
+    }
+
+    fn forget_reached(&self, id: FileId) {
+        if let Ok(mut copies) = self.copies.lock() {
+            copies.reached.remove(&id);
+        }
+    }
+
+    /// Full-length heads of files followed or truncated lately, to compare a new file with.
+    fn copy_candidates(&self) -> Vec<(Head, CopyOf)> {
+        let Ok(mut copies) = self.copies.lock() else {
+            return Vec::new();
+        };
+        copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
+        let full = self.settings.fingerprint_bytes as u32;
+        let truncated = copies.truncations.iter().map(|t| {
+            let of = CopyOf::Truncated {
+                offset: t.offset,
+                path: t.path.clone(),
+            };
+            (t.head, of)
+        });
+        let followed = copies.reached.values().filter_map(|r| {
+            let of = CopyOf::Followed {
+                path: r.path.clone(),
+            };
+            r.head.map(|head| (head, of))
+        });
+        truncated
+            .chain(followed)
+            .filter(|(head, _)| head.len == full)
+            .collect()
+    }
+}
+
+/// What a new file starting with the same bytes as another may be a copy of.
+#[derive(Clone, Debug)]
+enum CopyOf {
+    /// A file truncated lately: the copy holds what was not read of it before the truncation.
+    Truncated { offset: u64, path: PathBuf },
+    /// A file still followed: perhaps about to be truncated; decided at a later scan.
+    Followed { path: PathBuf },
 }
 
 /// Everything one flow's source needs to run.
@@ -59,7 +291,15 @@ pub struct Source {
     pub lines: mpsc::Sender<Lines>,
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
+    pub open_files: Arc<OpenFiles>,
     pub cancel: CancellationToken,
+}
+
+/// A file found by a scan and not being followed.
+struct Candidate {
+    path: PathBuf,
+    id: FileId,
+    modified: Option<SystemTime>,
 }
 
 impl Source {
@@ -67,98 +307,63 @@ impl Source {
     pub async fn run(self) {
         let Source {
             flow,
-            mut checkpoints,
+            checkpoints,
             lines,
             acks,
             metrics,
+            open_files,
             cancel,
         } = self;
         let shared = Arc::new(FlowShared {
             flow: Arc::from(flow.name.as_str()),
-            settings: TailSettings {
-                max_line_bytes: flow.max_line_bytes(),
-                poll_interval: flow.poll_interval,
-                release_after: flow.scan_interval.max(flow.poll_interval * 4),
-            },
+            settings: TailSettings::for_flow(&flow),
             lines,
             acks,
             metrics,
             cancel: cancel.clone(),
+            open_files,
+            copies: Mutex::new(CopyTracking::default()),
+            events: std::sync::atomic::AtomicBool::new(false),
         });
         let (data_changed, data_watch) = watch::channel(());
         let (dirs_changed, mut dirs_watch) = watch::channel(());
         // The senders stay alive here too: without a watcher, `changed()` must wait, not fail.
         let _watch_senders = (data_changed.clone(), dirs_changed.clone());
-        let _watcher = start_watcher(&flow.name, &flow.files, data_changed, dirs_changed);
-
+        let mut watcher = Watch::start(&flow.name, data_changed, dirs_changed);
+        let mut discovery = Discovery {
+            flow: Arc::clone(&flow),
+            shared: Arc::clone(&shared),
+            known: checkpoints,
+            active: HashSet::new(),
+            unopenable: HashSet::new(),
+            ignored: HashMap::new(),
+            waiting_since: HashMap::new(),
+            deferred: HashMap::new(),
+            waiting_count: 0,
+            catch_up: Arc::new(CatchUpState::default()),
+            first_scan: true,
+        };
         let mut tailers: JoinSet<Finished> = JoinSet::new();
-        let mut active: HashSet<FileId> = HashSet::new();
-        let mut resume: HashMap<FileId, KnownOffset> = HashMap::new();
-        let mut unopenable: HashSet<PathBuf> = HashSet::new();
-        let mut first_scan = true;
         loop {
-            let patterns = flow.files.clone();
-            let found = blocking(move || scan(&patterns)).await.unwrap_or_default();
-            for (path, id) in found {
-                if active.contains(&id) {
-                    continue;
-                }
-                let start = match resume.get(&id).or_else(|| checkpoints.get(&id)).copied() {
-                    Some(known) => Start::At(known),
-                    None if first_scan && flow.initial_position == InitialPosition::EndOfFile => {
-                        Start::End
-                    }
-                    None => Start::Beginning,
-                };
-                let opened = {
-                    let path = path.clone();
-                    blocking(move || open_checked(&path, id)).await
-                };
-                match opened.and_then(|result| result) {
-                    Ok(Some(file)) => {
-                        unopenable.remove(&path);
-                        // Used now: from here on, the tailer reports where to resume.
-                        resume.remove(&id);
-                        checkpoints.remove(&id);
-                        active.insert(id);
-                        tailers.spawn(tailer::follow(
-                            file,
-                            path,
-                            id,
-                            start,
-                            Arc::clone(&shared),
-                            data_watch.clone(),
-                        ));
-                    }
-                    Ok(None) => {} // Replaced between the scan and the open: the next scan sees the new file.
-                    Err(error) => {
-                        if unopenable.insert(path.clone()) {
-                            warn!(flow = %flow.name, file = %path.display(), %error, "Cannot open file; will keep trying at every scan (logged once).");
-                        }
-                    }
-                }
+            if watcher.watch_missing(&flow.files) {
+                shared.events.store(true, Ordering::Relaxed);
             }
-            first_scan = false;
+            discovery.scan(&mut tailers, &data_watch).await;
+            let waiting_for_files = discovery.waiting_count > 0;
+            let catching_up = discovery.catch_up.remaining.load(Ordering::SeqCst) > 0;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = dirs_watch.changed() => {}
                 _ = tokio::time::sleep(flow.scan_interval) => {}
-                Some(done) = tailers.join_next() => {
-                    match done {
-                        Ok(finished) => {
-                            active.remove(&finished.id);
-                            if let Some(known) = finished.resume_at {
-                                resume.insert(finished.id, known);
-                            }
-                        }
-                        Err(error) => warn!(flow = %flow.name, %error, "A file tailer failed."),
-                    }
-                }
+                _ = shared.open_files.freed.notified(), if waiting_for_files => {}
+                _ = discovery.catch_up.done.notified(), if catching_up => {}
+                Some(done) = tailers.join_next() => discovery.finished(done),
             }
             if cancel.is_cancelled() {
                 break;
             }
         }
+        discovery.set_waiting(0);
         while let Some(done) = tailers.join_next().await {
             if let Err(error) = done {
                 warn!(flow = %flow.name, %error, "A file tailer failed.");
@@ -168,8 +373,252 @@ impl Source {
     }
 }
 
-/// Every regular file matching one of `patterns`, once each.
-fn scan(patterns: &[String]) -> Vec<(PathBuf, FileId)> {
+/// The discovery loop's state: which files are followed, and where others resume.
+struct Discovery {
+    flow: Arc<FlowConfig>,
+    shared: Arc<FlowShared>,
+    /// Where to resume files not followed now: checkpoints, then where tailers stopped.
+    known: HashMap<FileId, KnownOffset>,
+    active: HashSet<FileId>,
+    unopenable: HashSet<PathBuf>,
+    /// Files skipped by `ignore_older`, with their size then: read from there once written.
+    ignored: HashMap<FileId, u64>,
+    /// Files waiting for a descriptor, since when: the longest waiting goes first.
+    waiting_since: HashMap<FileId, Instant>,
+    /// New files that start like a followed file, since when: a copy, or a file of their own?
+    deferred: HashMap<FileId, Instant>,
+    /// This flow's share of `OpenFiles::waiting`.
+    waiting_count: usize,
+    catch_up: Arc<CatchUpState>,
+    first_scan: bool,
+}
+
+impl Discovery {
+    async fn scan(&mut self, tailers: &mut JoinSet<Finished>, data_watch: &watch::Receiver<()>) {
+        let patterns = self.flow.files.clone();
+        let exclude = self.flow.exclude.clone();
+        let found = blocking(move || scan(&patterns, &exclude))
+            .await
+            .unwrap_or_default();
+        if !self.shared.cancel.is_cancelled() {
+            let ids = found.iter().map(|candidate| candidate.id).collect();
+            let seen = Ack::Seen {
+                flow: Arc::clone(&self.shared.flow),
+                ids,
+            };
+            let _ = self.shared.acks.send(seen).await;
+        }
+        let now = Instant::now();
+        let mut candidates: Vec<Candidate> = found
+            .into_iter()
+            .filter(|candidate| !self.active.contains(&candidate.id))
+            .collect();
+        // Longest waiting first; on the first scan, oldest file first.
+        candidates.sort_by_key(|candidate| {
+            (
+                self.waiting_since
+                    .get(&candidate.id)
+                    .copied()
+                    .unwrap_or(now),
+                candidate.modified,
+            )
+        });
+        let catching_up = self.catch_up.remaining.load(Ordering::SeqCst) > 0;
+        let mut waiting = 0;
+        let mut present = HashSet::new();
+        for candidate in candidates {
+            present.insert(candidate.id);
+            if self.is_ignored(&candidate) {
+                continue;
+            }
+            let known = self.known.get(&candidate.id).cloned();
+            if known.is_none() && catching_up && !self.first_scan {
+                continue; // Rotated files are finished first.
+            }
+            let start = match (known, self.ignored.get(&candidate.id)) {
+                (Some(known), _) => Start::At(known),
+                (None, Some(&size)) => Start::At(KnownOffset {
+                    offset: size,
+                    head: None,
+                    path: None,
+                }),
+                (None, None) => match self.copy_start(&candidate).await {
+                    Some(start) => start,
+                    None => continue, // Decided at a later scan.
+                },
+            };
+            let Some(permit) = self.shared.open_files.try_take() else {
+                self.waiting_since.entry(candidate.id).or_insert(now);
+                waiting += 1;
+                continue;
+            };
+            let opened = {
+                let path = candidate.path.clone();
+                let id = candidate.id;
+                blocking(move || open_checked(&path, id)).await
+            };
+            match opened.and_then(|result| result) {
+                Ok(Some(file)) => {
+                    self.unopenable.remove(&candidate.path);
+                    self.waiting_since.remove(&candidate.id);
+                    self.deferred.remove(&candidate.id);
+                    self.ignored.remove(&candidate.id);
+                    // Used now: from here on, the tailer reports where to resume.
+                    let known = self.known.remove(&candidate.id);
+                    let catch_up = known
+                        .as_ref()
+                        .and_then(|known| known.path.as_ref())
+                        .filter(|saved| self.first_scan && **saved != candidate.path)
+                        .map(|saved| {
+                            info!(flow = %self.flow.name, file = %candidate.path.display(), was = %saved.display(), "File was renamed while the agent was stopped; finishing it before new files.");
+                            CatchUp::new(&self.catch_up)
+                        });
+                    self.active.insert(candidate.id);
+                    tailers.spawn(tailer::follow(
+                        Opened {
+                            file,
+                            path: candidate.path,
+                            id: candidate.id,
+                            start,
+                            permit,
+                            catch_up,
+                        },
+                        Arc::clone(&self.shared),
+                        data_watch.clone(),
+                    ));
+                }
+                Ok(None) => {} // Replaced between the scan and the open: the next scan sees the new file.
+                Err(error) => {
+                    if self.unopenable.insert(candidate.path.clone()) {
+                        warn!(flow = %self.flow.name, file = %candidate.path.display(), %error, "Cannot open file; will keep trying at every scan (logged once).");
+                    }
+                }
+            }
+        }
+        self.waiting_since.retain(|id, _| present.contains(id));
+        self.deferred.retain(|id, _| present.contains(id));
+        self.ignored.retain(|id, _| present.contains(id));
+        self.set_waiting(waiting);
+        self.first_scan = false;
+    }
+
+    /// Whether `ignore_older` skips this file now.
+    fn is_ignored(&mut self, candidate: &Candidate) -> bool {
+        let Some(ignore_older) = self.flow.ignore_older else {
+            return false;
+        };
+        let old = candidate
+            .modified
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > ignore_older);
+        if !old {
+            return false;
+        }
+        if !self.ignored.contains_key(&candidate.id) && !self.known.contains_key(&candidate.id) {
+            let size = std::fs::metadata(&candidate.path).map_or(0, |m| m.len());
+            debug!(flow = %self.flow.name, file = %candidate.path.display(), size, "Not modified within ignore_older; not followed until written again.");
+            self.ignored.insert(candidate.id, size);
+        }
+        true
+    }
+
+    /// Where a file with no known position starts: from the beginning (or its end, on the
+    /// first scan with `end_of_file`); where a truncated file's reading stopped, if it is that
+    /// file's copy; or `None` to decide at a later scan.
+    async fn copy_start(&mut self, candidate: &Candidate) -> Option<Start> {
+        let fresh = if self.first_scan && self.flow.initial_position == InitialPosition::EndOfFile {
+            Start::End
+        } else {
+            Start::Beginning
+        };
+        let candidates = self.shared.copy_candidates();
+        if candidates.is_empty() {
+            return Some(fresh);
+        }
+        let path = candidate.path.clone();
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+        let head = blocking(move || -> std::io::Result<Option<(Head, u64)>> {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            Ok(identity::head_of(&file, size, fingerprint_bytes)?.map(|head| (head, size)))
+        })
+        .await
+        .and_then(|result| result);
+        let Ok(Some((head, size))) = head else {
+            return Some(fresh);
+        };
+        let matches: Vec<CopyOf> = candidates
+            .into_iter()
+            .filter(|(known, _)| *known == head)
+            .map(|(_, of)| of)
+            .collect();
+        if let Some((offset, origin)) = matches.iter().find_map(|of| match of {
+            CopyOf::Truncated { offset, path } => Some((*offset, path)),
+            CopyOf::Followed { .. } => None,
+        }) {
+            let offset = offset.min(size);
+            info!(flow = %self.flow.name, file = %candidate.path.display(), copy_of = %origin.display(), offset, "File is the copy of a file truncated lately (copytruncate); reading it from where that file was read to.");
+            return Some(Start::At(KnownOffset {
+                offset,
+                head: Some(head),
+                path: None,
+            }));
+        }
+        let Some(CopyOf::Followed { path: origin }) = matches.first() else {
+            return Some(fresh);
+        };
+        let settings = &self.shared.settings;
+        let wait = settings.poll_interval * 4 + Duration::from_secs(1);
+        let since = *self
+            .deferred
+            .entry(candidate.id)
+            .or_insert_with(Instant::now);
+        if since.elapsed() < wait {
+            debug!(flow = %self.flow.name, file = %candidate.path.display(), like = %origin.display(), "New file starts like a followed file; waiting to see whether that one is truncated.");
+            return None;
+        }
+        info!(flow = %self.flow.name, file = %candidate.path.display(), like = %origin.display(), "New file starts like a followed file, which was not truncated; reading it as a file of its own.");
+        Some(Start::Beginning)
+    }
+
+    fn finished(&mut self, done: Result<Finished, tokio::task::JoinError>) {
+        match done {
+            Ok(finished) => {
+                self.active.remove(&finished.id);
+                self.shared.forget_reached(finished.id);
+                if let Some(known) = finished.resume_at {
+                    self.known.insert(finished.id, known);
+                }
+                if finished.parked {
+                    // Back of the queue behind the files already waiting.
+                    self.waiting_since.insert(finished.id, Instant::now());
+                }
+            }
+            Err(error) => warn!(flow = %self.flow.name, %error, "A file tailer failed."),
+        }
+    }
+
+    /// Publishes how many of this flow's files wait for a descriptor.
+    fn set_waiting(&mut self, waiting: usize) {
+        let open_files = &self.shared.open_files;
+        if waiting > self.waiting_count {
+            open_files
+                .waiting
+                .fetch_add(waiting - self.waiting_count, Ordering::Relaxed);
+        } else {
+            open_files
+                .waiting
+                .fetch_sub(self.waiting_count - waiting, Ordering::Relaxed);
+        }
+        if waiting > 0 && self.waiting_count == 0 {
+            info!(flow = %self.flow.name, waiting, "More files match than max_open_files allows open; idle files take turns.");
+        }
+        self.waiting_count = waiting;
+    }
+}
+
+/// Every regular file matching one of `patterns` and none of `exclude`, once each.
+fn scan(patterns: &[String], exclude: &[glob::Pattern]) -> Vec<Candidate> {
     let mut seen = HashSet::new();
     let mut found = Vec::new();
     for pattern in patterns {
@@ -177,6 +626,9 @@ fn scan(patterns: &[String]) -> Vec<(PathBuf, FileId)> {
             continue; // Validated with the config.
         };
         for path in paths.flatten() {
+            if exclude.iter().any(|excluded| excluded.matches_path(&path)) {
+                continue;
+            }
             let Ok(metadata) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -185,7 +637,11 @@ fn scan(patterns: &[String]) -> Vec<(PathBuf, FileId)> {
             }
             let id = identity::file_id(&metadata);
             if seen.insert(id) {
-                found.push((path, id));
+                found.push(Candidate {
+                    path,
+                    id,
+                    modified: metadata.modified().ok(),
+                });
             }
         }
     }
@@ -200,44 +656,74 @@ fn open_checked(path: &Path, id: FileId) -> std::io::Result<Option<std::fs::File
 }
 
 /// Watches the directories the patterns name. Any event wakes the tailers; a file appearing,
-/// disappearing or being renamed also wakes discovery.
-fn start_watcher(
-    flow: &str,
-    patterns: &[String],
-    data_changed: watch::Sender<()>,
-    dirs_changed: watch::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else {
-            return;
-        };
-        data_changed.send_replace(());
-        if matches!(
-            event.kind,
-            EventKind::Create(_)
-                | EventKind::Remove(_)
-                | EventKind::Modify(notify::event::ModifyKind::Name(_))
-        ) {
-            dirs_changed.send_replace(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(watcher) => watcher,
-        Err(error) => {
-            warn!(flow, %error, "File events are unavailable; following files by polling alone.");
-            return None;
-        }
-    };
-    for pattern in patterns {
-        let (directory, mode) = watch_root(pattern);
-        match watcher.watch(&directory, mode) {
-            Ok(()) => debug!(flow, directory = %directory.display(), "Watching directory."),
-            Err(error) => {
-                info!(flow, directory = %directory.display(), %error, "Cannot watch directory yet; polling it.")
+/// disappearing or being renamed also wakes discovery. A directory that does not exist yet
+/// is watched once it does.
+struct Watch {
+    flow: String,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    watching: bool,
+}
+
+impl Watch {
+    fn start(flow: &str, data_changed: watch::Sender<()>, dirs_changed: watch::Sender<()>) -> Self {
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else {
+                return;
+            };
+            data_changed.send_replace(());
+            if matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            ) {
+                dirs_changed.send_replace(());
             }
+        };
+        let watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                warn!(flow, %error, "File events are unavailable; following files by polling alone.");
+                None
+            }
+        };
+        Self {
+            flow: flow.to_owned(),
+            watcher,
+            watched: HashSet::new(),
+            watching: false,
         }
     }
-    Some(watcher)
+
+    /// Watches each pattern's directory not watched yet (it may not have existed before);
+    /// returns whether any directory is watched.
+    fn watch_missing(&mut self, patterns: &[String]) -> bool {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return false;
+        };
+        for pattern in patterns {
+            let (directory, mode) = watch_root(pattern);
+            if self.watched.contains(&directory) {
+                continue;
+            }
+            if !directory.is_dir() {
+                continue; // Found by the periodic scan once created, and watched then.
+            }
+            match watcher.watch(&directory, mode) {
+                Ok(()) => {
+                    debug!(flow = %self.flow, directory = %directory.display(), "Watching directory.");
+                    self.watched.insert(directory);
+                    self.watching = true;
+                }
+                Err(error) => {
+                    info!(flow = %self.flow, directory = %directory.display(), %error, "Cannot watch directory; polling it.");
+                    self.watched.insert(directory);
+                }
+            }
+        }
+        self.watching
+    }
 }
 
 /// The directory to watch for `pattern`: its parent when only the file name has wildcards,
@@ -290,8 +776,8 @@ mod tests {
         std::fs::write(dir.path().join("b.txt"), b"x").expect("write");
         std::fs::create_dir(dir.path().join("c.log")).expect("mkdir");
         let base = dir.path().display();
-        let found = scan(&[format!("{base}/*.log"), format!("{base}/a.*")]);
+        let found = scan(&[format!("{base}/*.log"), format!("{base}/a.*")], &[]);
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].0, dir.path().join("a.log"));
+        assert_eq!(found[0].path, dir.path().join("a.log"));
     }
 }

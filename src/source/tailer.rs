@@ -1,5 +1,7 @@
 //! Follows one file: reads it in chunks on blocking threads, frames records and sends them on;
-//! notices truncation, and releases the file once it was rotated or deleted and read to its end.
+//! notices truncation, sends a last line that never got its newline, gives its descriptor back
+//! when others are waiting for one, and releases the file once it was rotated or deleted and
+//! read to its end.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -10,9 +12,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::framer::Framer;
+use super::assembler::Assembler;
+use super::framer::{Framed, Framer};
 use super::identity;
-use super::{FlowShared, KnownOffset};
+use super::{CatchUp, FilePermit, FlowShared, KnownOffset};
+use crate::config::Oversize;
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, FileId, Head, Lines, SourceFile};
 
@@ -20,11 +24,15 @@ use crate::record::{Ack, FileId, Head, Lines, SourceFile};
 const READ_CHUNK: usize = 256 * 1024;
 /// How far back `end_of_file` looks for the end of the last complete line.
 const END_OF_FILE_WINDOW: u64 = 64 * 1024;
+/// The longest wait between two polls of an idle file when file events can wake it sooner.
+const IDLE_POLL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// Read and stat errors, and over-long records, are logged at most this often per file.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 static NEXT_FILE_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Where a tailer starts reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// A known offset: a checkpoint, or where an earlier tailer of this file stopped.
     At(KnownOffset),
@@ -38,25 +46,46 @@ pub enum Start {
 pub struct Finished {
     pub id: FileId,
     pub resume_at: Option<KnownOffset>,
+    /// It gave its descriptor back for another file and wants to be opened again.
+    pub parked: bool,
 }
 
-/// Runs until shutdown, or until the file was rotated or deleted and read to its end.
+/// One opened file handed to a tailer.
+pub struct Opened {
+    pub file: File,
+    pub path: PathBuf,
+    pub id: FileId,
+    pub start: Start,
+    pub permit: FilePermit,
+    /// Held while this file must be read to its end before new files are opened.
+    pub catch_up: Option<CatchUp>,
+}
+
+/// Runs until shutdown, until the file was rotated or deleted and read to its end, or until it
+/// gives its descriptor back to a file that waits for one.
 pub async fn follow(
-    file: File,
-    path: PathBuf,
-    id: FileId,
-    start: Start,
+    opened: Opened,
     shared: Arc<FlowShared>,
     mut changed: watch::Receiver<()>,
 ) -> Finished {
+    let Opened {
+        file,
+        path,
+        id,
+        start,
+        permit,
+        mut catch_up,
+    } = opened;
     let file = Arc::new(file);
+    let fingerprint_bytes = shared.settings.fingerprint_bytes;
     let opening = {
         let file = Arc::clone(&file);
+        let start = start.clone();
         blocking(move || -> std::io::Result<Opening> {
             let size = file.metadata()?.len();
             let mut replaced = false;
             let offset = match start {
-                Start::At(known) => {
+                Start::At(ref known) => {
                     let same_file = match known.head {
                         Some(head) => identity::starts_with(&file, head)?,
                         None => true,
@@ -71,7 +100,7 @@ pub async fn follow(
                 Start::Beginning => 0,
                 Start::End => identity::after_last_newline(&file, size, END_OF_FILE_WINDOW)?,
             };
-            let head = identity::head_of(&file, size)?;
+            let head = identity::head_of(&file, size, fingerprint_bytes)?;
             Ok(Opening {
                 offset,
                 size,
@@ -93,41 +122,60 @@ pub async fn follow(
                 Start::At(known) => Some(known),
                 Start::Beginning | Start::End => None,
             };
-            return Finished { id, resume_at };
+            return Finished {
+                id,
+                resume_at,
+                parked: false,
+            };
         }
     };
-    if let Start::At(known) = start {
+    if let Start::At(known) = &start {
         if replaced {
             warn!(file = %path.display(), checkpoint = known.offset, "Another file now has this file's device and inode (its first bytes differ); reading it from the start.");
         } else if known.offset > size {
             warn!(file = %path.display(), checkpoint = known.offset, size, "File is shorter than its checkpoint; it was truncated, reading it from the start.");
         }
     }
-    info!(file = %path.display(), offset, size, "Following file.");
+    if start == Start::Beginning || start == Start::End || replaced {
+        info!(file = %path.display(), offset, size, "Following file.");
+    } else {
+        tracing::debug!(file = %path.display(), offset, size, "Following file.");
+    }
 
+    let settings = &shared.settings;
+    let assembler = settings
+        .assemble
+        .is_needed()
+        .then(|| Assembler::new(settings.assemble.clone(), offset));
     let mut tailer = Tailer {
         source: new_source(&shared, id, head, &path),
         file,
         path,
-        framer: Framer::new(shared.settings.max_line_bytes, offset),
+        framer: Framer::new(settings.frame.clone(), offset),
+        assembler,
         unread: Unread::new(&shared.metrics),
-        truncation_logged: false,
+        oversize_logged: None,
+        footer_logged: false,
+        idle_polls: 0,
         trouble: None,
-        shared,
+        shared: Arc::clone(&shared),
+        _permit: permit,
     };
     if !tailer.announce(offset).await {
-        return tailer.finish(None);
+        return tailer.finish(false);
     }
     tailer.unread.set(size.saturating_sub(offset));
     // The file's size at the last look: reads ask for what is there and no more, so an idle
     // file costs no buffer.
     let mut size_seen = size;
     let mut rotated_since: Option<Instant> = None;
+    let opened_at = Instant::now();
+    let mut last_data = Instant::now();
+    let mut at_end_since: Option<Instant> = None;
 
     loop {
         if tailer.shared.cancel.is_cancelled() {
-            let resume = tailer.framer.framed_offset();
-            return tailer.finish(Some(resume));
+            return tailer.finish(false);
         }
         let offset = tailer.framer.read_offset();
         if size_seen > offset {
@@ -135,11 +183,13 @@ pub async fn follow(
                 usize::try_from(size_seen - offset).map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
             match tailer.read_chunk(want).await {
                 Ok(ReadOutcome::Read(0)) => size_seen = offset,
-                Ok(ReadOutcome::Read(_)) => rotated_since = None,
-                Ok(ReadOutcome::Stopped) => {
-                    let resume = tailer.framer.framed_offset();
-                    return tailer.finish(Some(resume));
+                Ok(ReadOutcome::Read(_)) => {
+                    tailer.idle_polls = 0;
+                    rotated_since = None;
+                    at_end_since = None;
+                    last_data = Instant::now();
                 }
+                Ok(ReadOutcome::Stopped) => return tailer.finish(false),
                 Err(error) => {
                     tailer.report_trouble("Cannot read file; will retry.", &error);
                     tailer.wait(&mut changed).await;
@@ -162,27 +212,76 @@ pub async fn follow(
         }
         tailer.unread.set(state.size - offset);
         if state.size > offset {
-            continue;
+            // New bytes after a pause: make sure they still follow what was read (a
+            // copytruncate can regrow the file past the old offset between two looks).
+            match tailer.check_head(state.size).await {
+                HeadCheck::Same => continue,
+                HeadCheck::Changed => {
+                    tailer.restart_after_truncation(state.size).await;
+                    continue;
+                }
+                HeadCheck::Stopped => return tailer.finish(false),
+            }
+        }
+        // At the end of what is written.
+        tailer.shared.note_reached(
+            id,
+            tailer.source.head,
+            tailer.framer.read_offset(),
+            &tailer.path,
+        );
+        if let Some(guard) = catch_up.take() {
+            drop(guard); // Read to its end once: new files may be opened now.
+        }
+        let idle = last_data.elapsed();
+        let settings = &tailer.shared.settings;
+        if tailer.framer.has_partial() && idle >= settings.partial_line_timeout {
+            let flushed = tailer.framer.flush_partial(&tailer.source);
+            if !tailer.send_framed(flushed).await {
+                return tailer.finish(false);
+            }
+        }
+        if tailer
+            .assembler
+            .as_ref()
+            .is_some_and(|a| a.pending_start().is_some())
+            && idle >= tailer.shared.settings.multiline_flush_timeout
+            && !tailer.framer.has_partial()
+            && !tailer.flush_assembler().await
+        {
+            return tailer.finish(false);
         }
         if state.path_id == Some(id) {
             rotated_since = None;
+            let since = *at_end_since.get_or_insert_with(Instant::now);
+            if tailer.should_park(since, opened_at) {
+                tracing::debug!(file = %tailer.path.display(), offset = tailer.resume_offset(), "Closing an idle file so that a waiting file can be opened; it is opened again at its next turn.");
+                return tailer.finish(true);
+            }
         } else {
             let since = *rotated_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= tailer.shared.settings.release_after {
+                // Its last line goes now, newline or not: nothing more will be written to it.
+                let flushed = tailer.framer.flush_partial(&tailer.source);
+                if !tailer.send_framed(flushed).await || !tailer.flush_assembler().await {
+                    return tailer.finish(false);
+                }
                 let end = tailer.framer.framed_offset();
-                // A last line without its newline is not sent in this version; say so.
-                let unterminated_bytes = offset - end;
                 if state.links == 0 {
-                    info!(file = %tailer.path.display(), end, unterminated_bytes, "File was deleted and is read to its end; releasing it.");
+                    info!(file = %tailer.path.display(), end, "File was deleted and is read to its end; releasing it.");
                     let closed = Ack::Closed {
                         file: Arc::clone(&tailer.source),
                         end,
                     };
                     let _ = tailer.shared.acks.send(closed).await;
-                    return tailer.finish(None);
+                    return Finished {
+                        id,
+                        resume_at: None,
+                        parked: false,
+                    };
                 }
-                info!(file = %tailer.path.display(), end, unterminated_bytes, "File was rotated away and is read to its end; releasing it.");
-                return tailer.finish(Some(end));
+                info!(file = %tailer.path.display(), end, "File was rotated away and is read to its end; releasing it.");
+                return tailer.finish(false);
             }
         }
         tailer.wait(&mut changed).await;
@@ -197,19 +296,30 @@ enum ReadOutcome {
     Stopped,
 }
 
-/// Read and stat errors are logged at most this often per file.
-const TROUBLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+enum HeadCheck {
+    Same,
+    /// The file no longer starts with the bytes it started with: it was truncated and rewritten.
+    Changed,
+    Stopped,
+}
 
 struct Tailer {
     source: Arc<SourceFile>,
     file: Arc<File>,
     path: PathBuf,
     framer: Framer,
+    assembler: Option<Assembler>,
     unread: Unread,
-    truncation_logged: bool,
+    /// When over-long records were last logged, and how many since.
+    oversize_logged: Option<(Instant, u64)>,
+    footer_logged: bool,
+    /// Polls in a row that found nothing new.
+    idle_polls: u32,
     /// When a read or stat error was last logged, and how many were held back since.
     trouble: Option<(Instant, u64)>,
     shared: Arc<FlowShared>,
+    /// This tailer's share of the open-file budget, returned when it ends.
+    _permit: FilePermit,
 }
 
 struct FileState {
@@ -229,7 +339,6 @@ impl Tailer {
         self.shared.acks.send(opened).await.is_ok()
     }
 
-    /// Reads one chunk and sends the records it completes; returns the bytes read.
     /// Reads up to `want` bytes and hands on the records they complete.
     async fn read_chunk(&mut self, want: usize) -> std::io::Result<ReadOutcome> {
         let offset = self.framer.read_offset();
@@ -249,31 +358,89 @@ impl Tailer {
         let read = *result.as_ref().unwrap_or(&0);
         let framed = self.framer.frame(buffer, filled + read, &self.source);
         result?;
-        if framed.truncated > 0 {
-            FlowMetrics::add(&self.shared.metrics.records_truncated, framed.truncated);
-            if !self.truncation_logged {
-                self.truncation_logged = true;
-                warn!(
-                    file = %self.path.display(),
-                    max_line_bytes = self.shared.settings.max_line_bytes,
-                    "Lines longer than the record limit are cut to fit; the rest of each such line is not sent (logged once per file)."
-                );
-            }
-        }
         self.unread.add_read(read as u64);
-        for lines in framed.lines {
-            if !self.send(lines).await {
-                // Nothing after an unsent block may go either: the gap it leaves would make the
-                // next start send the later records twice.
-                return Ok(ReadOutcome::Stopped);
-            }
+        if !self.send_framed(framed).await {
+            return Ok(ReadOutcome::Stopped);
         }
         Ok(ReadOutcome::Read(read))
     }
 
+    /// Passes framed lines through the assembler (if any) and hands the records on; false if
+    /// shutdown began first.
+    async fn send_framed(&mut self, framed: Framed) -> bool {
+        self.count_oversize(framed.oversize);
+        let lines = match self.assembler.as_mut() {
+            None => framed.lines,
+            Some(assembler) => {
+                let assembled = assembler.process(framed.lines);
+                if assembled.footer_found && !self.footer_logged {
+                    self.footer_logged = true;
+                    info!(file = %self.path.display(), "Found the file's footer line; nothing after it in this file is sent.");
+                }
+                self.count_oversize(assembled.oversize);
+                assembled.lines
+            }
+        };
+        for block in lines {
+            if !self.send(block).await {
+                // Nothing after an unsent block may go either: the gap it leaves would make the
+                // next start send the later records twice.
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the assembler's open record; false if shutdown began first.
+    async fn flush_assembler(&mut self) -> bool {
+        let Some(assembler) = self.assembler.as_mut() else {
+            return true;
+        };
+        for block in assembler.flush().lines {
+            if !self.send(block).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Counts over-long records; logs them at most once per file per `LOG_EVERY`.
+    fn count_oversize(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        FlowMetrics::add(&self.shared.metrics.records_truncated, count);
+        let now = Instant::now();
+        match &mut self.oversize_logged {
+            Some((last, held_back)) if now.duration_since(*last) < LOG_EVERY => {
+                *held_back += count;
+            }
+            logged => {
+                let earlier = logged.map_or(0, |(_, held_back)| held_back);
+                let action = match self.shared.settings.frame.oversize {
+                    Oversize::Truncate => "cut to fit; the rest of each is not sent",
+                    Oversize::Split => "sent in pieces of at most the limit",
+                    Oversize::Skip => "not sent",
+                };
+                warn!(
+                    file = %self.path.display(),
+                    max_record_bytes = self.shared.settings.frame.max_line_bytes,
+                    records = count + earlier,
+                    action,
+                    "Records longer than the record limit (logged at most once a minute per file)."
+                );
+                *logged = Some((now, 0));
+            }
+        }
+    }
+
     /// Hands `lines` on; false if shutdown began first (they are read again after the restart).
     async fn send(&self, lines: Lines) -> bool {
-        let records = lines.spans.len() as u64;
+        let records = lines
+            .spans
+            .iter()
+            .filter(|span| span.data_end > span.data_start)
+            .count() as u64;
         let bytes = lines
             .spans
             .last()
@@ -291,13 +458,11 @@ impl Tailer {
         }
     }
 
-    /// Logs a read or stat error at most once per `TROUBLE_LOG_EVERY`, counting the repeats.
+    /// Logs a read or stat error at most once per `LOG_EVERY`, counting the repeats.
     fn report_trouble(&mut self, what: &'static str, error: &std::io::Error) {
         let now = Instant::now();
         match &mut self.trouble {
-            Some((last, held_back)) if now.duration_since(*last) < TROUBLE_LOG_EVERY => {
-                *held_back += 1
-            }
+            Some((last, held_back)) if now.duration_since(*last) < LOG_EVERY => *held_back += 1,
             trouble => {
                 let repeats = trouble.map_or(0, |(_, held_back)| held_back);
                 warn!(file = %self.path.display(), %error, repeats, "{what}");
@@ -321,20 +486,81 @@ impl Tailer {
         .await?
     }
 
+    /// Checks the file still starts as it did; learns a longer head once the file grew enough.
+    async fn check_head(&mut self, size: u64) -> HeadCheck {
+        let head = self.source.head;
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+        let known_len = head.map_or(0, |head| u64::from(head.len));
+        let wants_longer = known_len < fingerprint_bytes as u64 && size > known_len;
+        let file = Arc::clone(&self.file);
+        let checked = blocking(move || -> std::io::Result<(bool, Option<Head>)> {
+            if let Some(head) = head {
+                if !identity::starts_with(&file, head)? {
+                    return Ok((false, None));
+                }
+            }
+            let longer = if wants_longer {
+                identity::head_of(&file, size, fingerprint_bytes)?
+            } else {
+                None
+            };
+            Ok((true, longer))
+        })
+        .await
+        .and_then(|result| result);
+        match checked {
+            // An unreadable start is retried by the read that follows.
+            Err(_) => HeadCheck::Same,
+            Ok((false, _)) => HeadCheck::Changed,
+            Ok((true, None)) => HeadCheck::Same,
+            Ok((true, Some(longer))) => {
+                let identified = Arc::new(SourceFile {
+                    key: self.source.key,
+                    flow: Arc::clone(&self.source.flow),
+                    id: self.source.id,
+                    head: Some(longer),
+                    path: self.path.clone(),
+                });
+                self.source = Arc::clone(&identified);
+                let sent = self
+                    .shared
+                    .acks
+                    .send(Ack::Identified { file: identified })
+                    .await;
+                if sent.is_ok() {
+                    HeadCheck::Same
+                } else {
+                    HeadCheck::Stopped
+                }
+            }
+        }
+    }
+
     async fn restart_after_truncation(&mut self, size: u64) {
+        // What was read before the truncation goes first, even a last line without its newline.
+        let flushed = self.framer.flush_partial(&self.source);
+        let _ = self.send_framed(flushed).await;
+        let _ = self.flush_assembler().await;
+        let reached = self.framer.read_offset();
         warn!(
             file = %self.path.display(),
             size,
-            offset = self.framer.read_offset(),
+            offset = reached,
             "File was truncated; reading it again from the start."
         );
+        self.shared
+            .note_truncation(self.source.id, self.source.head, reached, &self.path);
         let file = Arc::clone(&self.file);
-        let head = blocking(move || identity::head_of(&file, size))
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+        let head = blocking(move || identity::head_of(&file, size, fingerprint_bytes))
             .await
             .and_then(|result| result)
             .unwrap_or(None);
         self.source = new_source(&self.shared, self.source.id, head, &self.path);
         self.framer.restart_at(0);
+        if let Some(assembler) = self.assembler.as_mut() {
+            assembler.restart_at(0);
+        }
         self.unread.set(size);
         let restarted = Ack::Restarted {
             file: Arc::clone(&self.source),
@@ -342,27 +568,64 @@ impl Tailer {
         let _ = self.shared.acks.send(restarted).await;
     }
 
-    async fn wait(&self, changed: &mut watch::Receiver<()>) {
-        let poll = tokio::time::sleep(self.shared.settings.poll_interval);
+    /// Whether to give the descriptor back: only for a file still under its name (so it can be
+    /// opened again), idle at its end, while another file waits for a descriptor.
+    fn should_park(&self, at_end_since: Instant, opened_at: Instant) -> bool {
+        let settings = &self.shared.settings;
+        self.shared.open_files.others_waiting()
+            && !self.framer.has_partial()
+            && self
+                .assembler
+                .as_ref()
+                .is_none_or(|a| a.pending_start().is_none())
+            && (at_end_since.elapsed() >= settings.park_after
+                || opened_at.elapsed() >= settings.park_after * 4)
+    }
+
+    /// Waits for a file event, or the next poll. A file that stays idle is polled less and less
+    /// often, down to once per `IDLE_POLL_MAX`, when file events can wake it sooner.
+    async fn wait(&mut self, changed: &mut watch::Receiver<()>) {
+        let poll_interval = self.shared.settings.poll_interval;
+        let longest = if self.shared.events.load(Ordering::Relaxed) {
+            IDLE_POLL_MAX.max(poll_interval)
+        } else {
+            poll_interval
+        };
+        let delay = poll_interval
+            .saturating_mul(1 << self.idle_polls.min(16))
+            .min(longest);
+        self.idle_polls = self.idle_polls.saturating_add(1);
+        let poll = tokio::time::sleep(delay);
         tokio::select! {
             _ = self.shared.cancel.cancelled() => {}
             _ = poll => {}
             result = changed.changed() => {
+                self.idle_polls = 0;
                 if result.is_err() {
                     // The watcher is gone; polling alone keeps the file followed.
-                    tokio::time::sleep(self.shared.settings.poll_interval).await;
+                    tokio::time::sleep(poll_interval).await;
                 }
             }
         }
     }
 
-    fn finish(self, resume_at: Option<u64>) -> Finished {
+    /// Where reading would resume: the start of the first record not handed on.
+    fn resume_offset(&self) -> u64 {
+        self.assembler
+            .as_ref()
+            .and_then(Assembler::pending_start)
+            .unwrap_or_else(|| self.framer.framed_offset())
+    }
+
+    fn finish(self, parked: bool) -> Finished {
         Finished {
             id: self.source.id,
-            resume_at: resume_at.map(|offset| KnownOffset {
-                offset,
+            resume_at: Some(KnownOffset {
+                offset: self.resume_offset(),
                 head: self.source.head,
+                path: Some(self.path.clone()),
             }),
+            parked,
         }
     }
 }
