@@ -3,6 +3,7 @@
 //! tailers stop → batchers flush → sinks finish their calls → the last checkpoint is written.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +16,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
-use crate::config::{AwsSettings, Config};
+use crate::config::{AwsSettings, Config, FlowConfig};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
-use crate::record::FileId;
+use crate::record::{CopyFrom, FileId};
 use crate::sink::kinesis::KinesisClient;
-use crate::sink::{RetryPolicy, Sink};
+use crate::sink::{PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
@@ -45,6 +46,30 @@ pub enum AppError {
 
 /// Runs the agent until `shutdown` fires, then stops it in order.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let (client, region) = kinesis_client(&config.aws).await?;
+    let endpoint = config
+        .aws
+        .endpoint_url
+        .clone()
+        .unwrap_or_else(|| "(AWS default)".to_owned());
+    info!(region = %region, endpoint = %endpoint, "Destination settings.");
+    run_with(config, shutdown, |flow| {
+        KinesisClient::new(client.clone(), flow.kinesis_stream.clone(), region.clone())
+    })
+    .await
+}
+
+/// Runs the agent with `destination` making each flow's client: the real Kinesis client, or
+/// another implementation of [`PutRecords`] (tests run the whole agent in-process this way).
+pub async fn run_with<P, F>(
+    config: Config,
+    shutdown: CancellationToken,
+    destination: F,
+) -> Result<(), AppError>
+where
+    P: PutRecords,
+    F: Fn(&FlowConfig) -> P,
+{
     let state_dir = config.state_dir.clone();
     let (store, loaded) = tokio::task::spawn_blocking(move || CheckpointStore::open(&state_dir))
         .await
@@ -54,12 +79,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
     }
     info!(path = %store.path().display(), files = loaded.checkpoints.len(), "Checkpoints loaded.");
 
-    let (client, region) = kinesis_client(&config.aws).await?;
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
     ));
     let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, KnownOffset>> = HashMap::new();
+    let mut truncated_by_flow: HashMap<String, Vec<(CopyFrom, PathBuf)>> = HashMap::new();
     for saved in &loaded.checkpoints {
+        if let Some(copy_from) = saved.copy_from {
+            truncated_by_flow
+                .entry(saved.flow.clone())
+                .or_default()
+                .push((copy_from, saved.path.clone()));
+        }
         let known = KnownOffset {
             offset: saved.offset,
             head: saved.head,
@@ -95,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let source = Source {
             flow: Arc::clone(&flow),
             checkpoints: checkpoints_by_flow.remove(&flow.name).unwrap_or_default(),
+            truncated: truncated_by_flow.remove(&flow.name).unwrap_or_default(),
             lines,
             acks: acks.clone(),
             metrics: Arc::clone(&flow_metrics),
@@ -112,11 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let sink = Sink {
             flow: Arc::from(flow.name.as_str()),
             stream: flow.kinesis_stream.clone(),
-            client: Arc::new(KinesisClient::new(
-                client.clone(),
-                flow.kinesis_stream.clone(),
-                region.clone(),
-            )),
+            client: Arc::new(destination(&flow)),
             max_in_flight: flow.max_in_flight,
             max_batch_bytes: flow.max_batch_bytes,
             retry: RetryPolicy {
@@ -140,7 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         config.progress_interval,
         stop_progress.clone(),
     ));
-    info!(flows = config.flows.len(), region = %region, endpoint = config.aws.endpoint_url.as_deref().unwrap_or("(AWS default)"), "kinship is running.");
+    info!(flows = config.flows.len(), "kinship is running.");
 
     shutdown.cancelled().await;
     info!(grace = ?config.shutdown_grace, "Shutting down: reading stopped; sending what was read.");

@@ -25,7 +25,7 @@ pub struct Head {
 
 /// One followed file, as one tailer reads it. `key` is unique within the process; a file that
 /// was truncated is read again under a new key, so offsets under one key only ever grow.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SourceFile {
     pub key: u64,
     pub flow: Arc<str>,
@@ -53,6 +53,14 @@ pub struct Lines {
     pub file_start: u64,
     pub data: Bytes,
     pub spans: Vec<LineSpan>,
+}
+
+/// Where a copy of a truncated file continues: the head the file had before the truncation,
+/// and the offset its records were handed on to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyFrom {
+    pub head: Head,
+    pub offset: u64,
 }
 
 /// A record ready for the destination.
@@ -92,9 +100,16 @@ pub enum Ack {
     /// A tailer starts reading `file` at `offset`; nothing before it will be sent. If an earlier
     /// reading of the same file still has records in flight, this reading continues it.
     Opened { file: Arc<SourceFile>, offset: u64 },
-    /// The file was truncated: `file` reads it again from offset 0, and whatever the earlier
-    /// reading still has in flight no longer counts.
-    Restarted { file: Arc<SourceFile> },
+    /// The file was truncated (or replaced): `file` reads it again from `offset` (0 unless it is
+    /// a copy that continues another file), and whatever the earlier
+    /// reading still has in flight no longer counts toward the file's checkpoint. `before` is
+    /// the head the file had and the offset it was read to: a copy of the file made before the
+    /// truncation (copytruncate) continues from there, even after a restart.
+    Restarted {
+        file: Arc<SourceFile>,
+        offset: u64,
+        before: Option<CopyFrom>,
+    },
     /// Every record in these ranges was accepted by the destination.
     Delivered(Vec<FileRange>),
     /// The tailer released `file` (deleted or rotated away) after reading up to `end`.

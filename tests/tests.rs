@@ -4,3 +4,4 @@ mod cli;
 mod delivery;
 mod harness_selftest;
 mod rotation;
+mod tailing_model;

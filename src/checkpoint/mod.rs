@@ -41,7 +41,7 @@ pub async fn run(
                 None => break,
             },
             _ = ticker.tick() => {
-                if last_expiry.elapsed() >= EXPIRY_CHECK_EVERY {
+                if last_expiry.elapsed() >= EXPIRY_CHECK_EVERY.min(expiry / 4) {
                     last_expiry = tokio::time::Instant::now();
                     expire(&mut tracker, expiry);
                 }
@@ -63,7 +63,7 @@ pub async fn run(
     tracker
 }
 
-/// How often checkpoints are checked for expiry.
+/// How often checkpoints are checked for expiry (more often for a short `checkpoint_expiry`).
 const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 fn expire(tracker: &mut AckTracker, expiry: Duration) {
@@ -75,7 +75,7 @@ fn expire(tracker: &mut AckTracker, expiry: Duration) {
 fn apply(tracker: &mut AckTracker, ack: Ack, metrics: &Metrics) {
     let flow = match &ack {
         Ack::Opened { file, .. }
-        | Ack::Restarted { file }
+        | Ack::Restarted { file, .. }
         | Ack::Closed { file, .. }
         | Ack::Identified { file } => Some(Arc::clone(&file.flow)),
         Ack::Delivered(ranges) => ranges.first().map(|range| Arc::clone(&range.file.flow)),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::tracker::Checkpoint;
-use crate::record::{FileId, Head};
+use crate::record::{CopyFrom, FileId, Head};
 
 const FORMAT_VERSION: u32 = 1;
 const FILE_NAME: &str = "checkpoints.json";
@@ -53,6 +53,10 @@ struct OnDiskFile {
     /// written before checkpoints expired, taken as "now" when read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seen: Option<u64>,
+    /// Set after the file was truncated: where a copy of it made before the truncation
+    /// continues (the head the file had then, and the offset delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    copy_from: Option<CopyFrom>,
 }
 
 #[derive(Debug)]
@@ -154,6 +158,7 @@ impl CheckpointStore {
                 path: file.path,
                 offset: file.offset,
                 seen: file.seen.unwrap_or(now),
+                copy_from: file.copy_from,
             })
             .collect())
     }
@@ -173,6 +178,7 @@ impl CheckpointStore {
                     path: c.path.clone(),
                     offset: c.offset,
                     seen: Some(c.seen),
+                    copy_from: c.copy_from,
                 })
                 .collect(),
         };
@@ -230,6 +236,10 @@ mod tests {
             path: format!("/logs/{inode}.log").into(),
             offset,
             seen: 1_700_000_000 + inode,
+            copy_from: (inode == 2).then_some(CopyFrom {
+                head: Head { len: 64, hash: 9 },
+                offset: 640,
+            }),
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::record::{Ack, FileId, FileRange, Head, SourceFile};
+use crate::record::{Ack, CopyFrom, FileId, FileRange, Head, SourceFile};
 
 /// One file's saved position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct Checkpoint {
     pub offset: u64,
     /// When a scan last found the file, in seconds since the Unix epoch.
     pub seen: u64,
+    /// Set when the file was truncated: its copy continues from here.
+    pub copy_from: Option<CopyFrom>,
 }
 
 /// How stale the saved `seen` time may get before it alone makes the file worth writing.
@@ -42,6 +44,9 @@ struct Progress {
     ahead: BTreeMap<u64, u64>,
     /// Set when the file was released because it was deleted: forget it once delivered to here.
     forget_at: Option<u64>,
+    /// Set for the earlier reading of a truncated file: its late acknowledgements only move
+    /// the saved `copy_from` offset, up to this offset.
+    superseded: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -77,9 +82,12 @@ impl AckTracker {
                 self.opened(file, offset);
                 0
             }
-            Ack::Restarted { file } => {
-                self.forget_readings_of(&file);
-                self.start_reading(file, 0);
+            Ack::Restarted {
+                file,
+                offset,
+                before,
+            } => {
+                self.restarted(file, offset, before);
                 0
             }
             Ack::Delivered(ranges) => ranges.into_iter().map(|range| self.delivered(range)).sum(),
@@ -156,6 +164,7 @@ impl AckTracker {
             .find(|(_, progress)| {
                 same_file(&progress.file, &file)
                     && progress.forget_at.is_none()
+                    && progress.superseded.is_none()
                     && offset >= progress.watermark
             })
             .map(|(key, _)| *key);
@@ -182,8 +191,48 @@ impl AckTracker {
         self.changed = true;
     }
 
+    /// The file was truncated: a new reading starts at 0; the earlier one stays only to learn
+    /// how far its records were delivered, which is where a copy of the file continues.
+    fn restarted(&mut self, file: Arc<SourceFile>, offset: u64, before: Option<CopyFrom>) {
+        let earlier: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, progress)| {
+                same_file(&progress.file, &file) && progress.superseded.is_none()
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        let delivered = earlier
+            .iter()
+            .filter_map(|key| self.live.get(key))
+            .map(|progress| progress.watermark)
+            .max();
+        self.forget_readings_of_except(&file, &earlier);
+        let copy_from = before.map(|before| CopyFrom {
+            head: before.head,
+            offset: delivered.map_or(before.offset, |delivered| delivered.min(before.offset)),
+        });
+        for key in earlier {
+            let keep = copy_from.is_some_and(|copy| copy.offset < before.map_or(0, |b| b.offset));
+            if keep {
+                if let Some(progress) = self.live.get_mut(&key) {
+                    progress.superseded = before.map(|b| b.offset);
+                }
+            } else {
+                self.live.remove(&key);
+                self.continued_by.retain(|_, target| *target != key);
+            }
+        }
+        let identity = (file.flow.to_string(), file.id);
+        self.start_reading(file, offset);
+        if let Some(saved) = self.saved.get_mut(&identity) {
+            saved.copy_from = copy_from;
+        }
+    }
+
     fn start_reading(&mut self, file: Arc<SourceFile>, offset: u64) {
         let identity = (file.flow.to_string(), file.id);
+        let copy_from = self.saved.get(&identity).and_then(|saved| saved.copy_from);
         self.saved.insert(
             identity.clone(),
             Checkpoint {
@@ -193,6 +242,7 @@ impl AckTracker {
                 path: file.path.clone(),
                 offset,
                 seen: unix_now(),
+                copy_from,
             },
         );
         self.changed = true;
@@ -203,16 +253,22 @@ impl AckTracker {
                 watermark: offset,
                 ahead: BTreeMap::new(),
                 forget_at: None,
+                superseded: None,
             },
         );
     }
 
     /// Drops every reading of `file`'s identity: their offsets mean nothing any more.
     fn forget_readings_of(&mut self, file: &SourceFile) {
+        self.forget_readings_of_except(file, &[]);
+    }
+
+    /// Drops every reading of `file`'s identity but those in `keep`.
+    fn forget_readings_of_except(&mut self, file: &SourceFile, keep: &[u64]) {
         let stale: Vec<u64> = self
             .live
             .iter()
-            .filter(|(_, progress)| same_file(&progress.file, file))
+            .filter(|(key, progress)| same_file(&progress.file, file) && !keep.contains(key))
             .map(|(key, _)| *key)
             .collect();
         for key in stale {
@@ -249,6 +305,25 @@ impl AckTracker {
         }
         let advanced = progress.watermark - before;
         let identity = (progress.file.flow.to_string(), progress.file.id);
+        if let Some(limit) = progress.superseded {
+            // A truncated file's earlier reading: its copy may continue further now.
+            let reached = progress.watermark.min(limit);
+            let head = progress.file.head;
+            if reached >= limit {
+                self.live.remove(&key);
+                self.continued_by.retain(|_, target| *target != key);
+            }
+            if let Some(copy) = self
+                .saved
+                .get_mut(&identity)
+                .and_then(|saved| saved.copy_from.as_mut())
+                .filter(|copy| Some(copy.head) == head)
+            {
+                copy.offset = copy.offset.max(reached);
+                self.changed = true;
+            }
+            return 0;
+        }
         if let Some(saved) = self.saved.get_mut(&identity) {
             saved.offset = progress.watermark;
             saved.path.clone_from(&progress.file.path);
@@ -377,8 +452,12 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_file_read_again_ignores_its_earlier_reading() {
-        let old = file(1, 10);
+    fn a_truncated_file_read_again_ignores_its_earlier_reading_but_its_copy_learns_from_it() {
+        let head = Head { len: 64, hash: 77 };
+        let old = Arc::new(SourceFile {
+            head: Some(head),
+            ..(*file(1, 10)).clone()
+        });
         let new = file(2, 10);
         let mut tracker = AckTracker::new(Vec::new());
         tracker.apply(Ack::Opened {
@@ -386,18 +465,30 @@ mod tests {
             offset: 0,
         });
         delivered(&mut tracker, vec![range(&old, 0, 500)]);
+        // Read to 900 when truncated; [500, 900) still in flight.
         tracker.apply(Ack::Restarted {
             file: Arc::clone(&new),
+            offset: 0,
+            before: Some(CopyFrom { head, offset: 900 }),
         });
         assert_eq!(tracker.checkpoint("app", new.id), Some(0));
+        let copy_from = |tracker: &AckTracker| {
+            tracker
+                .saved
+                .get(&("app".to_owned(), new.id))
+                .and_then(|saved| saved.copy_from)
+        };
+        assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 500 }));
         delivered(&mut tracker, vec![range(&old, 500, 900)]);
         assert_eq!(
             tracker.checkpoint("app", new.id),
             Some(0),
-            "late acks of the old reading are ignored"
+            "late acks of the old reading do not move the new reading's checkpoint"
         );
+        assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 900 }));
         delivered(&mut tracker, vec![range(&new, 0, 40)]);
         assert_eq!(tracker.checkpoint("app", new.id), Some(40));
+        assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 900 }));
     }
 
     #[test]
@@ -486,6 +577,7 @@ mod tests {
             path: "/logs/old.log".into(),
             offset: 7,
             seen: unix_now(),
+            copy_from: None,
         };
         let mut tracker = AckTracker::new(vec![loaded.clone()]);
         assert_eq!(tracker.take_changes(), None);
@@ -513,6 +605,7 @@ mod tests {
             path: format!("/logs/{inode}.log").into(),
             offset: 7,
             seen,
+            copy_from: None,
         };
         let mut tracker = AckTracker::new(vec![
             saved(1, now - 10 * day),

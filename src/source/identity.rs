@@ -59,7 +59,7 @@ pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize>
 }
 
 /// Up to `len` bytes from the start of `file`.
-fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
+pub fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
     let mut filled = 0;
     while filled < bytes.len() {
@@ -77,10 +77,22 @@ fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
 /// shorter); `None` if it is empty.
 pub fn head_of(file: &File, size: u64, len: usize) -> io::Result<Option<Head>> {
     let bytes = read_start(file, size.min(len as u64))?;
-    Ok((!bytes.is_empty()).then(|| Head {
+    Ok(head_of_bytes(&bytes))
+}
+
+/// The head of a file that starts with `bytes` (as many as were hashed).
+pub fn head_of_bytes(bytes: &[u8]) -> Option<Head> {
+    (!bytes.is_empty()).then(|| Head {
         len: bytes.len() as u32,
-        hash: xxhash_rust::xxh3::xxh3_64(&bytes),
-    }))
+        hash: xxhash_rust::xxh3::xxh3_64(bytes),
+    })
+}
+
+/// Whether `bytes` (the start of some file) begin with the bytes `head` was taken from.
+pub fn bytes_start_with(bytes: &[u8], head: Head) -> bool {
+    bytes
+        .get(..head.len as usize)
+        .is_some_and(|prefix| xxhash_rust::xxh3::xxh3_64(prefix) == head.hash)
 }
 
 /// Whether `file` still starts with the bytes `head` was taken from.

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, Head, Lines};
+use crate::record::{Ack, CopyFrom, FileId, Head, Lines};
 use tailer::{blocking, Finished, Opened, Start};
 
 pub use assembler::{AssembleOptions, Assembled, Assembler};
@@ -183,6 +183,8 @@ struct Truncation {
 #[derive(Debug, Default)]
 struct CopyTracking {
     reached: HashMap<FileId, Reached>,
+    /// Files being opened at a known offset, not read to their end yet.
+    opening: HashMap<FileId, Reached>,
     truncations: Vec<Truncation>,
 }
 
@@ -206,6 +208,7 @@ impl FlowShared {
         let Ok(mut copies) = self.copies.lock() else {
             return;
         };
+        copies.opening.remove(&id);
         match copies.reached.get_mut(&id) {
             Some(reached) => {
                 reached.offset = offset;
@@ -230,7 +233,9 @@ impl FlowShared {
             return;
         };
         copies.reached.remove(&id);
+        copies.opening.remove(&id);
         copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
+        debug!(file = %path.display(), ?head, offset, "Noted a truncation.");
         if let Some(head) = head {
             copies.truncations.push(Truncation {
                 head,
@@ -244,6 +249,19 @@ impl FlowShared {
     fn forget_reached(&self, id: FileId) {
         if let Ok(mut copies) = self.copies.lock() {
             copies.reached.remove(&id);
+            copies.opening.remove(&id);
+        }
+    }
+
+    /// Records that the file `id` is being opened to resume at `known`.
+    fn note_opening(&self, id: FileId, known: &KnownOffset, path: &Path) {
+        if let (Ok(mut copies), Some(head)) = (self.copies.lock(), known.head) {
+            let reached = Reached {
+                head: Some(head),
+                offset: known.offset,
+                path: path.to_owned(),
+            };
+            copies.opening.insert(id, reached);
         }
     }
 
@@ -254,23 +272,26 @@ impl FlowShared {
         };
         copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
         let full = self.settings.fingerprint_bytes as u32;
-        let truncated = copies.truncations.iter().map(|t| {
-            let of = CopyOf::Truncated {
-                offset: t.offset,
-                path: t.path.clone(),
-            };
-            (t.head, of)
-        });
-        let followed = copies.reached.values().filter_map(|r| {
+        // A short head stands for the whole file only if nothing past it was read.
+        let truncated = copies
+            .truncations
+            .iter()
+            .filter(|t| t.head.len == full || t.offset <= u64::from(t.head.len))
+            .map(|t| {
+                let of = CopyOf::Truncated {
+                    offset: t.offset,
+                    path: t.path.clone(),
+                };
+                (t.head, of)
+            });
+        let followed = copies.reached.values().chain(copies.opening.values());
+        let followed = followed.filter_map(|r| {
             let of = CopyOf::Followed {
                 path: r.path.clone(),
             };
             r.head.map(|head| (head, of))
         });
-        truncated
-            .chain(followed)
-            .filter(|(head, _)| head.len == full)
-            .collect()
+        truncated.chain(followed).collect()
     }
 }
 
@@ -288,6 +309,8 @@ pub struct Source {
     pub flow: Arc<FlowConfig>,
     /// Acknowledged offsets from the checkpoint store, for this flow's files.
     pub checkpoints: HashMap<FileId, KnownOffset>,
+    /// Files truncated before the last stop, from the checkpoint store: their copies continue.
+    pub truncated: Vec<(CopyFrom, PathBuf)>,
     pub lines: mpsc::Sender<Lines>,
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
@@ -308,6 +331,7 @@ impl Source {
         let Source {
             flow,
             checkpoints,
+            truncated,
             lines,
             acks,
             metrics,
@@ -322,7 +346,18 @@ impl Source {
             metrics,
             cancel: cancel.clone(),
             open_files,
-            copies: Mutex::new(CopyTracking::default()),
+            copies: Mutex::new(CopyTracking {
+                truncations: truncated
+                    .into_iter()
+                    .map(|(copy, path)| Truncation {
+                        head: copy.head,
+                        offset: copy.offset,
+                        path,
+                        at: Instant::now(),
+                    })
+                    .collect(),
+                ..CopyTracking::default()
+            }),
             events: std::sync::atomic::AtomicBool::new(false),
         });
         let (data_changed, data_watch) = watch::channel(());
@@ -428,6 +463,10 @@ impl Discovery {
         let mut present = HashSet::new();
         for candidate in candidates {
             present.insert(candidate.id);
+            if self.shared.cancel.is_cancelled() {
+                // Shutting down: tailers are ending and what they knew with them.
+                continue;
+            }
             if self.is_ignored(&candidate) {
                 continue;
             }
@@ -435,6 +474,17 @@ impl Discovery {
             if known.is_none() && catching_up && !self.first_scan {
                 continue; // Rotated files are finished first.
             }
+            // A checkpoint whose file no longer starts as it did belongs to a file that is gone
+            // (its inode reused, or it was truncated and written again while stopped): this
+            // file is new, perhaps a copy.
+            let mut replaced = None;
+            let known = match known {
+                Some(known) if !self.still_starts_with(&candidate.path, known.head).await => {
+                    replaced = Some(known);
+                    None
+                }
+                other => other,
+            };
             let start = match (known, self.ignored.get(&candidate.id)) {
                 (Some(known), _) => Start::At(known),
                 (None, Some(&size)) => Start::At(KnownOffset {
@@ -465,6 +515,10 @@ impl Discovery {
                     self.ignored.remove(&candidate.id);
                     // Used now: from here on, the tailer reports where to resume.
                     let known = self.known.remove(&candidate.id);
+                    if let Some(known) = &known {
+                        self.shared
+                            .note_opening(candidate.id, known, &candidate.path);
+                    }
                     let catch_up = known
                         .as_ref()
                         .and_then(|known| known.path.as_ref())
@@ -474,12 +528,16 @@ impl Discovery {
                             CatchUp::new(&self.catch_up)
                         });
                     self.active.insert(candidate.id);
+                    if let Some(replaced) = &replaced {
+                        warn!(flow = %self.flow.name, file = %candidate.path.display(), checkpoint = replaced.offset, "This file does not start as the file its device and inode belonged to (replaced, or truncated while the agent was stopped); reading it as a new file.");
+                    }
                     tailers.spawn(tailer::follow(
                         Opened {
                             file,
                             path: candidate.path,
                             id: candidate.id,
                             start,
+                            replaced,
                             permit,
                             catch_up,
                         },
@@ -500,6 +558,21 @@ impl Discovery {
         self.ignored.retain(|id, _| present.contains(id));
         self.set_waiting(waiting);
         self.first_scan = false;
+    }
+
+    /// Whether the file at `path` still starts with the bytes `head` was taken from (or
+    /// cannot be read now, which the tailer reports).
+    async fn still_starts_with(&self, path: &Path, head: Option<Head>) -> bool {
+        let Some(head) = head else {
+            return true;
+        };
+        let path = path.to_owned();
+        let checked = blocking(move || -> std::io::Result<bool> {
+            identity::starts_with(&std::fs::File::open(&path)?, head)
+        })
+        .await
+        .and_then(|result| result);
+        checked.unwrap_or(true)
     }
 
     /// Whether `ignore_older` skips this file now.
@@ -531,27 +604,38 @@ impl Discovery {
         } else {
             Start::Beginning
         };
-        let candidates = self.shared.copy_candidates();
+        let mut candidates = self.shared.copy_candidates();
+        // Files with a checkpoint not opened yet may have been copied and truncated while the
+        // agent was stopped: wait for their tailers to tell.
+        candidates.extend(self.known.values().filter_map(|known| {
+            let path = known.path.clone().unwrap_or_default();
+            Some((known.head?, CopyOf::Followed { path }))
+        }));
         if candidates.is_empty() {
             return Some(fresh);
         }
         let path = candidate.path.clone();
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
-        let head = blocking(move || -> std::io::Result<Option<(Head, u64)>> {
+        let start = blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
             let file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
-            Ok(identity::head_of(&file, size, fingerprint_bytes)?.map(|head| (head, size)))
+            Ok((identity::read_start(&file, fingerprint_bytes as u64)?, size))
         })
         .await
         .and_then(|result| result);
-        let Ok(Some((head, size))) = head else {
+        let Ok((first_bytes, size)) = start else {
             return Some(fresh);
         };
+        let Some(head) = identity::head_of_bytes(&first_bytes) else {
+            return Some(fresh);
+        };
+        let compared = candidates.len();
         let matches: Vec<CopyOf> = candidates
             .into_iter()
-            .filter(|(known, _)| *known == head)
+            .filter(|(known, _)| identity::bytes_start_with(&first_bytes, *known))
             .map(|(_, of)| of)
             .collect();
+        debug!(flow = %self.flow.name, file = %candidate.path.display(), first = %String::from_utf8_lossy(&first_bytes[..first_bytes.len().min(40)]), compared, matched = matches.len(), "Compared a new file's first bytes with files followed or truncated lately.");
         if let Some((offset, origin)) = matches.iter().find_map(|of| match of {
             CopyOf::Truncated { offset, path } => Some((*offset, path)),
             CopyOf::Followed { .. } => None,

@@ -18,7 +18,7 @@ use super::identity;
 use super::{CatchUp, FilePermit, FlowShared, KnownOffset};
 use crate::config::Oversize;
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, Head, Lines, SourceFile};
+use crate::record::{Ack, CopyFrom, FileId, Head, Lines, SourceFile};
 
 /// Bytes read from a file at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -56,6 +56,8 @@ pub struct Opened {
     pub path: PathBuf,
     pub id: FileId,
     pub start: Start,
+    /// The checkpoint of the file that had this device and inode before, if it was replaced.
+    pub replaced: Option<KnownOffset>,
     pub permit: FilePermit,
     /// Held while this file must be read to its end before new files are opened.
     pub catch_up: Option<CatchUp>,
@@ -73,6 +75,7 @@ pub async fn follow(
         path,
         id,
         start,
+        replaced: replaced_known,
         permit,
         mut catch_up,
     } = opened;
@@ -136,6 +139,19 @@ pub async fn follow(
             warn!(file = %path.display(), checkpoint = known.offset, size, "File is shorter than its checkpoint; it was truncated, reading it from the start.");
         }
     }
+    // The file this checkpoint belonged to is gone (truncated, or its inode reused): a copy
+    // of it made before, if one turns up, continues where it was read to, even after a restart.
+    let earlier = match &start {
+        Start::At(known) if replaced || known.offset > size => Some(known),
+        _ => replaced_known.as_ref(),
+    };
+    let truncated_before = earlier.and_then(|known| {
+        shared.note_truncation(id, known.head, known.offset, &path);
+        known.head.map(|head| CopyFrom {
+            head,
+            offset: known.offset,
+        })
+    });
     if start == Start::Beginning || start == Start::End || replaced {
         info!(file = %path.display(), offset, size, "Following file.");
     } else {
@@ -161,7 +177,8 @@ pub async fn follow(
         shared: Arc::clone(&shared),
         _permit: permit,
     };
-    if !tailer.announce(offset).await {
+    shared.note_reached(id, head, offset, &tailer.path);
+    if !tailer.announce(offset, truncated_before).await {
         return tailer.finish(false);
     }
     tailer.unread.set(size.saturating_sub(offset));
@@ -190,6 +207,17 @@ pub async fn follow(
                     last_data = Instant::now();
                 }
                 Ok(ReadOutcome::Stopped) => return tailer.finish(false),
+                Ok(ReadOutcome::Replaced) => {
+                    let size = tailer.stat().await.map_or(0, |state| state.size);
+                    size_seen = size;
+                    tailer
+                        .restart_after_truncation(
+                            size,
+                            last_data.elapsed(),
+                            "its start changed during a read",
+                        )
+                        .await;
+                }
                 Err(error) => {
                     tailer.report_trouble("Cannot read file; will retry.", &error);
                     tailer.wait(&mut changed).await;
@@ -207,7 +235,9 @@ pub async fn follow(
         };
         size_seen = state.size;
         if state.size < offset {
-            tailer.restart_after_truncation(state.size).await;
+            tailer
+                .restart_after_truncation(state.size, last_data.elapsed(), "it shrank")
+                .await;
             continue;
         }
         tailer.unread.set(state.size - offset);
@@ -217,7 +247,13 @@ pub async fn follow(
             match tailer.check_head(state.size).await {
                 HeadCheck::Same => continue,
                 HeadCheck::Changed => {
-                    tailer.restart_after_truncation(state.size).await;
+                    tailer
+                        .restart_after_truncation(
+                            state.size,
+                            last_data.elapsed(),
+                            "its first bytes changed",
+                        )
+                        .await;
                     continue;
                 }
                 HeadCheck::Stopped => return tailer.finish(false),
@@ -294,6 +330,8 @@ enum ReadOutcome {
     Read(usize),
     /// Shutdown began while records were being handed on; the rest were not sent.
     Stopped,
+    /// Nothing was used: the file no longer starts as it did (truncated and written again).
+    Replaced,
 }
 
 enum HeadCheck {
@@ -330,13 +368,22 @@ struct FileState {
 }
 
 impl Tailer {
-    /// Tells the checkpoint store where reading starts; false if shutting down.
-    async fn announce(&self, offset: u64) -> bool {
-        let opened = Ack::Opened {
-            file: Arc::clone(&self.source),
-            offset,
+    /// Tells the checkpoint store where reading starts (and, for a file found truncated, what
+    /// it was before, so a copy of it can continue even after a restart); false if shutting
+    /// down.
+    async fn announce(&self, offset: u64, truncated_before: Option<CopyFrom>) -> bool {
+        let ack = match truncated_before {
+            Some(before) => Ack::Restarted {
+                file: Arc::clone(&self.source),
+                offset,
+                before: Some(before),
+            },
+            None => Ack::Opened {
+                file: Arc::clone(&self.source),
+                offset,
+            },
         };
-        self.shared.acks.send(opened).await.is_ok()
+        self.shared.acks.send(ack).await.is_ok()
     }
 
     /// Reads up to `want` bytes and hands on the records they complete.
@@ -344,17 +391,28 @@ impl Tailer {
         let offset = self.framer.read_offset();
         let (buffer, filled) = self.framer.take_buffer(want);
         let file = Arc::clone(&self.file);
+        let head = self.source.head;
         let joined = blocking(move || {
             let mut buffer = buffer;
             let result = identity::read_at(&file, &mut buffer[filled..], offset);
-            (buffer, result)
+            // Still the same file after the read? If it was truncated and written again
+            // before the read, the bytes read belong to its new content, not to this reading.
+            let same = match (&result, head) {
+                (Ok(read), Some(head)) if *read > 0 => identity::starts_with(&file, head),
+                _ => Ok(true),
+            };
+            (buffer, result, same)
         })
         .await;
         // Losing the buffer (the read task died) only means its partial line is read again.
-        let (buffer, filled, result) = match joined {
-            Ok((buffer, result)) => (buffer, filled, result),
-            Err(error) => (bytes::BytesMut::new(), 0, Err(error)),
+        let (buffer, filled, result, same) = match joined {
+            Ok((buffer, result, same)) => (buffer, filled, result, same),
+            Err(error) => (bytes::BytesMut::new(), 0, Err(error), Ok(true)),
         };
+        if let Ok(false) = same {
+            let _ = self.framer.frame(buffer, filled, &self.source);
+            return Ok(ReadOutcome::Replaced);
+        }
         let read = *result.as_ref().unwrap_or(&0);
         let framed = self.framer.frame(buffer, filled + read, &self.source);
         result?;
@@ -514,6 +572,7 @@ impl Tailer {
             Ok((false, _)) => HeadCheck::Changed,
             Ok((true, None)) => HeadCheck::Same,
             Ok((true, Some(longer))) => {
+                tracing::debug!(file = %self.path.display(), ?longer, size, "Head upgraded.");
                 let identified = Arc::new(SourceFile {
                     key: self.source.key,
                     flow: Arc::clone(&self.source.flow),
@@ -522,6 +581,13 @@ impl Tailer {
                     path: self.path.clone(),
                 });
                 self.source = Arc::clone(&identified);
+                // Copies of this file are recognised by its head from now on.
+                self.shared.note_reached(
+                    self.source.id,
+                    self.source.head,
+                    self.framer.read_offset(),
+                    &self.path,
+                );
                 let sent = self
                     .shared
                     .acks
@@ -536,20 +602,34 @@ impl Tailer {
         }
     }
 
-    async fn restart_after_truncation(&mut self, size: u64) {
-        // What was read before the truncation goes first, even a last line without its newline.
-        let flushed = self.framer.flush_partial(&self.source);
-        let _ = self.send_framed(flushed).await;
-        let _ = self.flush_assembler().await;
-        let reached = self.framer.read_offset();
+    async fn restart_after_truncation(
+        &mut self,
+        size: u64,
+        idle: std::time::Duration,
+        how: &'static str,
+    ) {
+        // An unfinished record read before the truncation is sent only if it would have been
+        // sent by now anyway; otherwise it is left to the copy (if one is followed), which
+        // continues from the record's start, so no record is sent in two pieces.
+        let settings = &self.shared.settings;
+        if self.framer.has_partial() && idle >= settings.partial_line_timeout {
+            let flushed = self.framer.flush_partial(&self.source);
+            let _ = self.send_framed(flushed).await;
+        }
+        if !self.framer.has_partial() && idle >= self.shared.settings.multiline_flush_timeout {
+            let _ = self.flush_assembler().await;
+        }
+        let reached = self.resume_offset();
         warn!(
             file = %self.path.display(),
             size,
             offset = reached,
+            how,
             "File was truncated; reading it again from the start."
         );
+        let before = self.source.head;
         self.shared
-            .note_truncation(self.source.id, self.source.head, reached, &self.path);
+            .note_truncation(self.source.id, before, reached, &self.path);
         let file = Arc::clone(&self.file);
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
         let head = blocking(move || identity::head_of(&file, size, fingerprint_bytes))
@@ -564,6 +644,11 @@ impl Tailer {
         self.unread.set(size);
         let restarted = Ack::Restarted {
             file: Arc::clone(&self.source),
+            offset: 0,
+            before: before.map(|head| CopyFrom {
+                head,
+                offset: reached,
+            }),
         };
         let _ = self.shared.acks.send(restarted).await;
     }

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod inproc;
 pub mod kinesalite;
 pub mod stream;

@@ -1,0 +1,163 @@
+//! The whole agent run inside the test process, with a destination that keeps every record it
+//! accepts in memory: the real tailers, batcher, sink and checkpoint store, with no network.
+//! Each agent has a runtime of its own, so it can be stopped in order or dropped at once, as a
+//! killed process would be.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kinship::config::Config;
+use kinship::record::OutRecord;
+use kinship::sink::{PutError, PutRecords, RecordFailure, StreamStatus};
+use tokio_util::sync::CancellationToken;
+
+/// Every record the destination accepted, in the order it accepted them.
+#[derive(Default)]
+pub struct Accepted {
+    records: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Accepted {
+    pub fn snapshot(&self) -> Vec<Vec<u8>> {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+}
+
+struct MemoryStream(Arc<Accepted>);
+
+impl PutRecords for MemoryStream {
+    async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
+        let mut accepted = self
+            .0
+            .records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        accepted.extend(records.iter().map(|record| record.data.to_vec()));
+        Ok(Vec::new())
+    }
+
+    async fn describe(&self) -> Result<StreamStatus, PutError> {
+        Ok(StreamStatus {
+            status: "ACTIVE".into(),
+            open_shards: Some(1),
+        })
+    }
+}
+
+pub struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<Result<(), kinship::app::AppError>>,
+}
+
+impl InProcess {
+    /// Starts the agent for the config at `config_path`, sending to `accepted`.
+    pub fn start(config_path: &Path, accepted: &Arc<Accepted>) -> InProcess {
+        let config = Config::load(config_path).expect("valid config");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let shutdown = CancellationToken::new();
+        let accepted = Arc::clone(accepted);
+        let done = runtime.spawn(kinship::app::run_with(
+            config,
+            shutdown.clone(),
+            move |_flow| MemoryStream(Arc::clone(&accepted)),
+        ));
+        InProcess {
+            runtime,
+            shutdown,
+            done,
+        }
+    }
+
+    /// Stops the agent as a signal does: reading stops, what was read is sent, the last
+    /// checkpoint is written.
+    pub fn stop(self) {
+        self.shutdown.cancel();
+        let result = self.runtime.block_on(self.done).expect("agent task");
+        result.expect("agent stopped cleanly");
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+
+    /// Drops the agent at once, as SIGKILL would: nothing more is sent or written.
+    pub fn kill(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+/// The in-process agent's log, kept to explain a failure.
+#[derive(Clone, Default)]
+pub struct LogCapture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+static CAPTURE: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+
+impl LogCapture {
+    /// The process-wide capture, installed as the tracing subscriber on first use.
+    pub fn install() -> &'static LogCapture {
+        CAPTURE.get_or_init(|| {
+            let capture = LogCapture::default();
+            let writer = capture.clone();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("kinship=debug")
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .try_init();
+            capture
+        })
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lock()).into_owned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.buffer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,368 @@
+//! A model-based property test of tailing: random sequences of appends, partial appends,
+//! rotations (rename and create, copytruncate), delete and recreate, and agent stops, kills and
+//! starts, run against the real agent in-process on real files. The model is the list of
+//! lines written; afterwards every one must have been delivered, none twice unless the agent
+//! was killed, and then only lines written before the last kill.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+use crate::support::inproc::{wait_until, Accepted, InProcess, LogCapture};
+
+/// Identifies a file by this many first bytes: small, so short files are identified early.
+const FINGERPRINT_BYTES: u64 = 64;
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Whole lines.
+    Append(usize),
+    /// The first part of a line; the next write finishes it.
+    PartialAppend,
+    /// Rename the live file to a numbered name (still matched) and create a new one.
+    RenameRotate,
+    /// Copy the live file to a numbered name, then truncate it in place.
+    CopyTruncate,
+    /// Delete the live file once everything in it was delivered, and create a new one.
+    DeleteRecreate,
+    /// Stop the agent as SIGTERM does.
+    Stop,
+    /// Drop the agent at once, as SIGKILL does.
+    Kill,
+    /// Start the agent if it is stopped.
+    Start,
+    /// Let the agent work for a while before the next step.
+    Pause(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..40).prop_map(Op::Append),
+        1 => (200usize..2000).prop_map(Op::Append),
+        2 => Just(Op::PartialAppend),
+        2 => Just(Op::RenameRotate),
+        2 => Just(Op::CopyTruncate),
+        1 => Just(Op::DeleteRecreate),
+        1 => Just(Op::Stop),
+        1 => Just(Op::Kill),
+        2 => Just(Op::Start),
+        3 => (0u64..60).prop_map(Op::Pause),
+    ]
+}
+
+/// The files, the writer, the agent, and the model: every line written, in order.
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    writer: File,
+    /// The rest of a line whose first part was written.
+    unfinished: Option<Vec<u8>>,
+    written: Vec<Vec<u8>>,
+    /// Lines written before the last kill: only these may arrive twice.
+    written_before_last_kill: usize,
+    rotations: usize,
+    accepted: Arc<Accepted>,
+    agent: Option<InProcess>,
+}
+
+impl World {
+    fn new() -> World {
+        LogCapture::install().clear();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("app.log");
+        let config = dir.path().join("kinship.yaml");
+        let text = format!(
+            "state_dir: {state}\n\
+             checkpoint_interval: 50ms\n\
+             shutdown_grace: 20s\n\
+             flows:\n\
+             \x20 - name: model\n\
+             \x20   files: {files}\n\
+             \x20   kinesis_stream: model\n\
+             \x20   initial_position: start_of_file\n\
+             \x20   max_batch_age: 20ms\n\
+             \x20   max_batch_records: 50\n\
+             \x20   poll_interval: 20ms\n\
+             \x20   scan_interval: 150ms\n\
+             \x20   partial_line_timeout: 1h\n\
+             \x20   fingerprint_bytes: {FINGERPRINT_BYTES}\n",
+            state = dir.path().join("state").display(),
+            files = dir.path().join("app.log*").display(),
+        );
+        fs::write(&config, text).expect("write config");
+        let writer = open_log(&log);
+        let accepted = Arc::new(Accepted::default());
+        let agent = Some(InProcess::start(&config, &accepted));
+        World {
+            dir,
+            config,
+            log,
+            writer,
+            unfinished: None,
+            written: Vec::new(),
+            written_before_last_kill: 0,
+            rotations: 0,
+            accepted,
+            agent,
+        }
+    }
+
+    fn line(&self) -> Vec<u8> {
+        let index = self.written.len();
+        format!("line {index:06} {}\n", "x".repeat(index % 23)).into_bytes()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write log");
+    }
+
+    /// Writes the rest of a line begun by a partial append, as a writer finishes its line.
+    fn finish_line(&mut self) {
+        if let Some(rest) = self.unfinished.take() {
+            self.write(&rest);
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Append(count) => {
+                self.finish_line();
+                let mut bytes = Vec::new();
+                for _ in 0..*count {
+                    let line = self.line();
+                    bytes.extend_from_slice(&line);
+                    self.written.push(line);
+                }
+                self.write(&bytes);
+            }
+            Op::PartialAppend => {
+                self.finish_line();
+                let line = self.line();
+                self.written.push(line.clone());
+                let (first, rest) = line.split_at(line.len() / 2);
+                self.write(first);
+                self.unfinished = Some(rest.to_vec());
+            }
+            Op::RenameRotate => {
+                self.finish_line();
+                let rotated = self.next_rotated_name();
+                fs::rename(&self.log, rotated).expect("rotate");
+                // The writer's last lines still go to the renamed file, then it reopens.
+                self.apply(&Op::Append(3));
+                self.writer = open_log(&self.log);
+            }
+            Op::CopyTruncate => {
+                self.finish_line();
+                // Short files are told apart only by device and inode; their copies would be
+                // read again in full, as documented, so give the file its full fingerprint.
+                while fs::metadata(&self.log).map_or(0, |m| m.len()) < FINGERPRINT_BYTES {
+                    self.apply(&Op::Append(2));
+                }
+                let copy = self.next_rotated_name();
+                fs::copy(&self.log, copy).expect("copy");
+                OpenOptions::new()
+                    .write(true)
+                    .open(&self.log)
+                    .expect("open to truncate")
+                    .set_len(0)
+                    .expect("truncate");
+            }
+            Op::DeleteRecreate => {
+                // A file deleted before the agent read it is lost by any tailer; only delete
+                // once it was read (and only while the agent runs to read the rest).
+                if self.agent.is_none() {
+                    return;
+                }
+                self.finish_line();
+                self.wait_delivered();
+                fs::remove_file(&self.log).expect("delete");
+                self.writer = open_log(&self.log);
+            }
+            Op::Stop => {
+                if let Some(agent) = self.agent.take() {
+                    agent.stop();
+                }
+            }
+            Op::Kill => {
+                if let Some(agent) = self.agent.take() {
+                    agent.kill();
+                    self.written_before_last_kill = self.written.len();
+                }
+            }
+            Op::Start => {
+                if self.agent.is_none() {
+                    self.agent = Some(InProcess::start(&self.config, &self.accepted));
+                }
+            }
+            Op::Pause(millis) => std::thread::sleep(Duration::from_millis(*millis)),
+        }
+    }
+
+    fn next_rotated_name(&mut self) -> PathBuf {
+        self.rotations += 1;
+        self.dir.path().join(format!("app.log.{}", self.rotations))
+    }
+
+    /// Waits until every line written so far was delivered at least once.
+    fn wait_delivered(&self) {
+        let complete = self.written.len() - usize::from(self.unfinished.is_some());
+        let delivered = wait_until(DELIVERY_DEADLINE, || {
+            let delivered = self.accepted.snapshot();
+            let counts = counts(&delivered);
+            self.written[..complete]
+                .iter()
+                .all(|line| counts.contains_key(line.as_slice()))
+        });
+        assert!(delivered, "{}", self.report());
+    }
+
+    /// Finishes the run and checks the delivered lines against the model.
+    fn check(mut self) -> Result<(), TestCaseError> {
+        self.finish_line();
+        if self.agent.is_none() {
+            self.agent = Some(InProcess::start(&self.config, &self.accepted));
+        }
+        self.wait_delivered();
+        if let Some(agent) = self.agent.take() {
+            agent.stop();
+        }
+        let delivered = self.accepted.snapshot();
+        let counts = counts(&delivered);
+        let written: HashMap<&[u8], usize> = self
+            .written
+            .iter()
+            .enumerate()
+            .map(|(index, line)| (line.as_slice(), index))
+            .collect();
+        for (line, count) in &counts {
+            let Some(&index) = written.get(line) else {
+                return Err(TestCaseError::fail(format!(
+                    "delivered a record never written: {:?}\n{}",
+                    String::from_utf8_lossy(line),
+                    self.report()
+                )));
+            };
+            if *count > 1 && index >= self.written_before_last_kill {
+                let repeated: Vec<usize> = (0..self.written.len())
+                    .filter(|&i| counts.get(self.written[i].as_slice()).copied().unwrap_or(0) > 1)
+                    .collect();
+                return Err(TestCaseError::fail(format!(
+                    "line {index} delivered {count} times, but was written after the last kill; \
+                     repeated: {} lines, first {:?}\n{}",
+                    repeated.len(),
+                    &repeated[..repeated.len().min(20)],
+                    self.report()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> String {
+        let delivered = self.accepted.snapshot();
+        let counts = counts(&delivered);
+        let missing: Vec<usize> = (0..self.written.len())
+            .filter(|&index| !counts.contains_key(self.written[index].as_slice()))
+            .collect();
+        let files: Vec<String> = fs::read_dir(self.dir.path())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "written {}, delivered {}, missing {:?}, files {:?}\nagent log:\n{}",
+            self.written.len(),
+            delivered.len(),
+            &missing[..missing.len().min(20)],
+            files,
+            LogCapture::install().text()
+        )
+    }
+}
+
+fn counts(records: &[Vec<u8>]) -> HashMap<&[u8], usize> {
+    let mut counts = HashMap::new();
+    for record in records {
+        *counts.entry(record.as_slice()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn open_log(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log")
+}
+
+#[test]
+fn delivered_lines_equal_written_lines_under_random_rotations_restarts_and_kills() {
+    let cases = std::env::var("KINSHIP_MODEL_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(64);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        max_shrink_iters: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let outcome = runner.run(&proptest::collection::vec(op(), 4..32), |ops| {
+        let mut world = World::new();
+        for op in &ops {
+            world.apply(op);
+        }
+        world.check()
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+}
+
+#[test]
+#[ignore = "replays one sequence many times; for investigating a failure"]
+fn replay() {
+    use Op::*;
+    let ops = vec![
+        Append(25),
+        DeleteRecreate,
+        Start,
+        Append(2),
+        Pause(31),
+        Pause(39),
+        Stop,
+        CopyTruncate,
+        Pause(58),
+        Stop,
+        Pause(42),
+        PartialAppend,
+        PartialAppend,
+        DeleteRecreate,
+        Pause(29),
+        Append(9),
+        Kill,
+        Append(719),
+        Append(16),
+    ];
+    for _ in 0..200 {
+        let mut world = World::new();
+        for op in &ops {
+            world.apply(op);
+        }
+        if let Err(failure) = world.check() {
+            panic!("{failure}");
+        }
+    }
+}
