@@ -539,7 +539,7 @@ fn a_file_replaced_under_the_same_inode_while_stopped_is_read_from_its_start() {
 
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log(
-        "Another file now has this file's device and inode",
+        "does not start as the file its device and inode belonged to",
         EXIT_DEADLINE,
     );
     let expected: Vec<Vec<u8>> = old_lines.into_iter().chain(new_lines).collect();
