@@ -127,6 +127,7 @@ where
             flow: Arc::clone(&flow),
             checkpoints: checkpoints_by_flow.remove(&flow.name).unwrap_or_default(),
             truncated: truncated_by_flow.remove(&flow.name).unwrap_or_default(),
+            checkpoint_expiry: config.checkpoint_expiry,
             lines,
             acks: acks.clone(),
             metrics: Arc::clone(&flow_metrics),

@@ -330,39 +330,3 @@ fn delivered_lines_equal_written_lines_under_random_rotations_restarts_and_kills
         panic!("{failure}");
     }
 }
-
-#[test]
-#[ignore = "replays one sequence many times; for investigating a failure"]
-fn replay() {
-    use Op::*;
-    let ops = vec![
-        Append(25),
-        DeleteRecreate,
-        Start,
-        Append(2),
-        Pause(31),
-        Pause(39),
-        Stop,
-        CopyTruncate,
-        Pause(58),
-        Stop,
-        Pause(42),
-        PartialAppend,
-        PartialAppend,
-        DeleteRecreate,
-        Pause(29),
-        Append(9),
-        Kill,
-        Append(719),
-        Append(16),
-    ];
-    for _ in 0..200 {
-        let mut world = World::new();
-        for op in &ops {
-            world.apply(op);
-        }
-        if let Err(failure) = world.check() {
-            panic!("{failure}");
-        }
-    }
-}

@@ -4,4 +4,5 @@ mod cli;
 mod delivery;
 mod harness_selftest;
 mod rotation;
+mod tailing;
 mod tailing_model;

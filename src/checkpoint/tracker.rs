@@ -2,7 +2,7 @@
 //! run of delivered ranges, so a record still being retried holds its file's checkpoint back,
 //! however many later calls finished first.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -130,29 +130,33 @@ impl AckTracker {
         }
     }
 
-    /// Forgets the checkpoints of files not being read that no scan found for `max_age`;
-    /// returns them.
+    /// Forgets the checkpoints of files that no scan found (and no tailer followed) for
+    /// `max_age`; returns them.
     pub fn expire(&mut self, now: u64, max_age: Duration) -> Vec<Checkpoint> {
-        let live: HashSet<(String, FileId)> = self
-            .live
-            .values()
-            .map(|progress| (progress.file.flow.to_string(), progress.file.id))
-            .collect();
         let expired: Vec<(String, FileId)> = self
             .saved
             .iter()
-            .filter(|(identity, saved)| {
-                !live.contains(*identity) && now.saturating_sub(saved.seen) > max_age.as_secs()
-            })
+            .filter(|(_, saved)| now.saturating_sub(saved.seen) > max_age.as_secs())
             .map(|(identity, _)| identity.clone())
             .collect();
         if !expired.is_empty() {
             self.changed = true;
         }
-        expired
-            .into_iter()
-            .filter_map(|identity| self.saved.remove(&identity))
-            .collect()
+        let mut forgotten = Vec::new();
+        for identity in expired {
+            let stale: Vec<u64> = self
+                .live
+                .iter()
+                .filter(|(_, p)| p.file.id == identity.1 && *p.file.flow == *identity.0)
+                .map(|(key, _)| *key)
+                .collect();
+            for key in stale {
+                self.live.remove(&key);
+                self.continued_by.retain(|_, target| *target != key);
+            }
+            forgotten.extend(self.saved.remove(&identity));
+        }
+        forgotten
     }
 
     fn opened(&mut self, file: Arc<SourceFile>, offset: u64) {
@@ -595,9 +599,9 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_of_files_no_scan_finds_expire_and_read_files_never_do() {
+    fn checkpoints_of_files_no_scan_finds_for_the_expiry_are_forgotten() {
         let day = 24 * 3600;
-        let now = 1_800_000_000;
+        let now = unix_now();
         let saved = |inode: u64, seen: u64| Checkpoint {
             flow: "app".into(),
             id: FileId { device: 1, inode },
@@ -650,9 +654,16 @@ mod tests {
             Some(7)
         );
         assert_eq!(tracker.checkpoint("app", a.id), Some(0));
+        // The file being read is reported as seen by its flow's scans.
+        tracker.seen("app", &[a.id], now + 29 * day);
         let later = tracker.expire(now + 30 * day, Duration::from_secs(7 * day));
-        assert_eq!(later.len(), 2, "only the file being read is kept");
+        assert_eq!(later.len(), 2, "only the file seen lately is kept");
         assert_eq!(tracker.checkpoint("app", a.id), Some(0));
+        // Once forgotten, its late acknowledgements change nothing.
+        let gone = tracker.expire(now + 60 * day, Duration::from_secs(7 * day));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(delivered(&mut tracker, vec![range(&a, 0, 10)]), 0);
+        assert_eq!(tracker.checkpoint("app", a.id), None);
     }
 
     #[test]

@@ -311,6 +311,8 @@ pub struct Source {
     pub checkpoints: HashMap<FileId, KnownOffset>,
     /// Files truncated before the last stop, from the checkpoint store: their copies continue.
     pub truncated: Vec<(CopyFrom, PathBuf)>,
+    /// Where to resume a file no scan found for this long is forgotten, as its checkpoint is.
+    pub checkpoint_expiry: Duration,
     pub lines: mpsc::Sender<Lines>,
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
@@ -332,6 +334,7 @@ impl Source {
             flow,
             checkpoints,
             truncated,
+            checkpoint_expiry,
             lines,
             acks,
             metrics,
@@ -369,6 +372,8 @@ impl Source {
             flow: Arc::clone(&flow),
             shared: Arc::clone(&shared),
             known: checkpoints,
+            known_found: HashMap::new(),
+            checkpoint_expiry,
             active: HashSet::new(),
             unopenable: HashSet::new(),
             ignored: HashMap::new(),
@@ -414,6 +419,9 @@ struct Discovery {
     shared: Arc<FlowShared>,
     /// Where to resume files not followed now: checkpoints, then where tailers stopped.
     known: HashMap<FileId, KnownOffset>,
+    /// When a scan last found each file in `known`.
+    known_found: HashMap<FileId, Instant>,
+    checkpoint_expiry: Duration,
     active: HashSet<FileId>,
     unopenable: HashSet<PathBuf>,
     /// Files skipped by `ignore_older`, with their size then: read from there once written.
@@ -436,7 +444,9 @@ impl Discovery {
             .await
             .unwrap_or_default();
         if !self.shared.cancel.is_cancelled() {
-            let ids = found.iter().map(|candidate| candidate.id).collect();
+            // Files followed count as seen even when no glob matches them any more.
+            let mut ids: Vec<FileId> = found.iter().map(|candidate| candidate.id).collect();
+            ids.extend(self.active.iter().copied());
             let seen = Ack::Seen {
                 flow: Arc::clone(&self.shared.flow),
                 ids,
@@ -553,6 +563,16 @@ impl Discovery {
                 }
             }
         }
+        for id in &present {
+            self.known_found.insert(*id, now);
+        }
+        let expiry = self.checkpoint_expiry;
+        let known_found = &mut self.known_found;
+        self.known.retain(|id, _| {
+            let found = *known_found.entry(*id).or_insert(now);
+            now.duration_since(found) <= expiry
+        });
+        known_found.retain(|id, _| self.known.contains_key(id) || present.contains(id));
         self.waiting_since.retain(|id, _| present.contains(id));
         self.deferred.retain(|id, _| present.contains(id));
         self.ignored.retain(|id, _| present.contains(id));

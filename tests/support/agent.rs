@@ -51,6 +51,11 @@ pub struct Agent {
 impl Agent {
     /// Starts `kinship run --config <config>`; its log goes to `<dir>/agent-N.log`.
     pub fn start(config: &Path, dir: &Path) -> Agent {
+        Agent::start_as(config, dir, None)
+    }
+
+    /// As [`Agent::start`], but as the user and group `uid` (through `setpriv`) when given.
+    pub fn start_as(config: &Path, dir: &Path, uid: Option<u32>) -> Agent {
         let mut index = 0;
         let log = loop {
             let candidate = dir.join(format!("agent-{index}.log"));
@@ -59,7 +64,18 @@ impl Agent {
             }
             index += 1;
         };
-        let mut command = Command::new(BINARY);
+        let mut command = match uid {
+            None => Command::new(BINARY),
+            Some(uid) => {
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(BINARY);
+                command
+            }
+        };
         command.arg("run").arg("--config").arg(config);
         kinesalite::apply_agent_env(&mut command);
         command.env("RUST_LOG", "info");
