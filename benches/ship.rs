@@ -1,7 +1,8 @@
 //! End-to-end throughput of the real agent binary: it ships a generated access log to a null
 //! Kinesis endpoint in this process, and the bench reports how fast, at what CPU and memory cost.
 //!
-//! `cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going] [--fail-percent P]`
+//! `cargo bench --bench ship -- [--lines N] [--files N] [--runs N] [--idle S] [--keep-going]
+//! [--fail-percent P]`
 //! `cargo bench --bench ship -- --serve-only [--port P]` runs only the null endpoint.
 
 // Each file directly in benches/ is a bench target of its own, so this one's modules live in
@@ -38,10 +39,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: usize = 30;
 
 const USAGE: &str = "\
-usage: cargo bench --bench ship -- [--lines N] [--runs N] [--keep-going] [--fail-percent P]
+usage: cargo bench --bench ship -- [--lines N] [--files N] [--runs N] [--idle S]
+                                   [--keep-going] [--fail-percent P]
        cargo bench --bench ship -- --serve-only [--port P]
 
   --lines N      access-log lines to ship (default 2000000)
+  --files N      deal the lines into N files of consecutive lines, all shipped at once by one
+                 flow whose glob matches them all (default 1)
+  --idle S       once every line has arrived, leave the agent idle for S seconds and report
+                 its CPU meanwhile, as a percentage of one core (default 0: not measured)
   --runs N       measure N times and print the median of each figure (default 1)
   --keep-going   go on with the remaining runs after one fails
   --serve-only   run only the null Kinesis endpoint until Ctrl-C
@@ -61,7 +67,9 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 
 struct Args {
     lines: u64,
+    files: u64,
     runs: usize,
+    idle_seconds: u64,
     keep_going: bool,
     serve_only: bool,
     port: u16,
@@ -74,7 +82,9 @@ impl Args {
     fn parse(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut args = Args {
             lines: DEFAULT_LINES,
+            files: 1,
             runs: 1,
+            idle_seconds: 0,
             keep_going: false,
             serve_only: false,
             port: 0,
@@ -94,6 +104,8 @@ impl Args {
             match name.as_str() {
                 "--lines" => args.lines = number(&name, &value()?)?,
                 "--runs" => args.runs = number(&name, &value()?)?,
+                "--files" => args.files = number(&name, &value()?)?,
+                "--idle" => args.idle_seconds = number(&name, &value()?)?,
                 "--port" => args.port = number(&name, &value()?)?,
                 "--fail-percent" => args.fail_percent = number(&name, &value()?)?,
                 "--keep-going" => args.keep_going = true,
@@ -105,8 +117,11 @@ impl Args {
         if !(0.0..100.0).contains(&args.fail_percent) {
             return Err("--fail-percent must be at least 0 and below 100".to_owned());
         }
-        if args.lines == 0 || args.runs == 0 {
-            return Err("--lines and --runs must be at least 1".to_owned());
+        if args.lines == 0 || args.runs == 0 || args.files == 0 {
+            return Err("--lines, --files and --runs must be at least 1".to_owned());
+        }
+        if args.files > args.lines {
+            return Err("--files must not exceed --lines".to_owned());
         }
         Ok(args)
     }
@@ -147,12 +162,17 @@ fn bench(args: &Args) -> Result<bool, String> {
     }
     let work_dir = work_dir()?;
     let log = access_log::cached(&work_dir, args.lines)?;
-    print_setup(&log, &server);
+    let inputs = if args.files == 1 {
+        vec![log.path.clone()]
+    } else {
+        access_log::split(&log, args.files, &work_dir)?
+    };
+    print_setup(&log, &inputs, &server);
     let mut results = Vec::new();
     let mut all_clean = true;
     for number in 1..=args.runs {
         eprintln!("run {number}/{}", args.runs);
-        match run_once(&server, &log, &work_dir) {
+        match run_once(&server, &log, &inputs, &work_dir, args.idle_seconds) {
             Ok(figures) => {
                 all_clean &= figures.agent_ending.clean;
                 results.push((number, figures));
@@ -184,7 +204,7 @@ fn work_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn print_setup(log: &AccessLog, server: &NullKinesis) {
+fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis) {
     println!(
         "input:    {} lines, {} bytes ({:.1} bytes a line), {}",
         log.lines,
@@ -192,12 +212,25 @@ fn print_setup(log: &AccessLog, server: &NullKinesis) {
         log.bytes as f64 / log.lines as f64,
         log.path.display()
     );
+    if inputs.len() > 1 {
+        println!(
+            "          dealt into {} files of about {} lines each",
+            inputs.len(),
+            log.lines / inputs.len() as u64
+        );
+    }
     println!("agent:    {}", env!("CARGO_BIN_EXE_kinship"));
     println!("endpoint: {} (null Kinesis in this process)", server.url());
 }
 
 /// One measurement in a fresh directory, kept for inspection if anything went wrong.
-fn run_once(server: &NullKinesis, log: &AccessLog, work_dir: &Path) -> Result<Figures, String> {
+fn run_once(
+    server: &NullKinesis,
+    log: &AccessLog,
+    inputs: &[PathBuf],
+    work_dir: &Path,
+    idle_seconds: u64,
+) -> Result<Figures, String> {
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(work_dir)
@@ -205,7 +238,7 @@ fn run_once(server: &NullKinesis, log: &AccessLog, work_dir: &Path) -> Result<Fi
             "creating a run directory in {}",
             work_dir.display()
         ))?;
-    match measure(server, log, dir.path()) {
+    match measure(server, log, inputs, dir.path(), idle_seconds) {
         Ok(figures) if figures.agent_ending.clean => Ok(figures),
         Ok(figures) => {
             let log_path = dir.keep().join("agent.log");
@@ -224,10 +257,30 @@ fn run_once(server: &NullKinesis, log: &AccessLog, work_dir: &Path) -> Result<Fi
     }
 }
 
-fn measure(server: &NullKinesis, log: &AccessLog, dir: &Path) -> Result<Figures, String> {
-    let input = dir.join("access.log");
-    link_or_copy(&log.path, &input)?;
-    let config = write_config(dir, &input, &server.url())?;
+fn measure(
+    server: &NullKinesis,
+    log: &AccessLog,
+    inputs: &[PathBuf],
+    dir: &Path,
+    idle_seconds: u64,
+) -> Result<Figures, String> {
+    let logs = dir.join("logs");
+    fs::create_dir(&logs).context(format!("creating {}", logs.display()))?;
+    let files_glob = match inputs {
+        [single] => {
+            let input = logs.join("access.log");
+            link_or_copy(single, &input)?;
+            input
+        }
+        _ => {
+            for input in inputs {
+                let name = input.file_name().unwrap_or_default();
+                link_or_copy(input, &logs.join(name))?;
+            }
+            logs.join("*.log")
+        }
+    };
+    let config = write_config(dir, &files_glob, &server.url())?;
     server.stats.reset();
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
     let started = Instant::now();
@@ -250,16 +303,28 @@ fn measure(server: &NullKinesis, log: &AccessLog, dir: &Path) -> Result<Figures,
     }
     let elapsed = started.elapsed();
     let usage = agent.usage()?;
+    let idle_cpu_percent = if idle_seconds > 0 {
+        eprintln!("  leaving the agent idle for {idle_seconds} s");
+        let idle = Duration::from_secs(idle_seconds);
+        let idle_started = Instant::now();
+        thread::sleep(idle);
+        let idle_cpu = agent.usage()?.cpu_seconds - usage.cpu_seconds;
+        Some(100.0 * idle_cpu / idle_started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     let agent_ending = agent.terminate(SHUTDOWN_GRACE)?;
     let own_cpu = agent::cpu_seconds("/proc/self/stat")? - own_cpu_before;
     let figures = Figures {
         lines: log.lines,
+        files: inputs.len() as u64,
         line_bytes: log.bytes,
         elapsed_seconds: elapsed.as_secs_f64(),
         agent_cpu_seconds: usage.cpu_seconds,
         peak_rss_bytes: usage.peak_rss_bytes,
         received: server.stats.snapshot(),
         server_cpu_seconds: own_cpu,
+        idle_cpu_percent,
         agent_ending,
     };
     eprintln!(

@@ -85,11 +85,11 @@ where
     let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, KnownOffset>> = HashMap::new();
     let mut truncated_by_flow: HashMap<String, Vec<(CopyFrom, PathBuf)>> = HashMap::new();
     for saved in &loaded.checkpoints {
-        if let Some(copy_from) = saved.copy_from {
+        for copy_from in &saved.copy_from {
             truncated_by_flow
                 .entry(saved.flow.clone())
                 .or_default()
-                .push((copy_from, saved.path.clone()));
+                .push((*copy_from, saved.path.clone()));
         }
         let known = KnownOffset {
             offset: saved.offset,

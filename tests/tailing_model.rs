@@ -330,3 +330,33 @@ fn delivered_lines_equal_written_lines_under_random_rotations_restarts_and_kills
         panic!("{failure}");
     }
 }
+
+/// Found by the model: `cp` creates the copy empty and then fills it, so a scan can find the
+/// copy of a copytruncate before it holds anything to recognise it by. It must not be read as
+/// a new file from its start, which would send again everything already read of the original.
+#[test]
+fn a_copy_found_while_still_empty_is_recognised_once_written() {
+    let mut world = World::new();
+    world.apply(&Op::Append(50));
+    world.wait_delivered();
+    let copy = world.next_rotated_name();
+    File::create(&copy).expect("create the copy");
+    let copy_name = copy.display().to_string();
+    let looked_at = wait_until(DELIVERY_DEADLINE, || {
+        LogCapture::install().text().lines().any(|line| {
+            line.contains("too short to tell whether it is a copy") && line.contains(&copy_name)
+        })
+    });
+    assert!(
+        looked_at,
+        "the empty copy was not looked at\n{}",
+        world.report()
+    );
+    // The copy is filled, then the original truncated and written on.
+    world.apply(&Op::Append(30));
+    fs::write(&copy, fs::read(&world.log).expect("read the log")).expect("fill the copy");
+    world.writer.set_len(0).expect("truncate");
+    world.apply(&Op::Append(40));
+    world.wait_delivered();
+    world.check().expect("every line once");
+}

@@ -147,3 +147,45 @@ impl SplitMix64 {
         &items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// The lines of `log` dealt into `files` files of consecutive lines (the first files take one
+/// line more when the count does not divide evenly), cached beside it like the log itself.
+pub fn split(log: &AccessLog, files: u64, cache_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let dir = cache_dir.join(format!("access-v{FORMAT_VERSION}-{}-in-{files}", log.lines));
+    let paths: Vec<PathBuf> = (0..files)
+        .map(|index| dir.join(format!("part-{index:05}.log")))
+        .collect();
+    if dir.exists() {
+        return Ok(paths);
+    }
+    eprintln!(
+        "dealing {} lines into {files} files in {}",
+        log.lines,
+        dir.display()
+    );
+    // Built under another name and renamed, like the log, so a half-written set is never used.
+    let partial = dir.with_extension("partial");
+    if partial.exists() {
+        fs::remove_dir_all(&partial).context(format!("removing {}", partial.display()))?;
+    }
+    fs::create_dir_all(&partial).context(format!("creating {}", partial.display()))?;
+    let input = File::open(&log.path).context(format!("opening {}", log.path.display()))?;
+    let mut lines = io::BufReader::with_capacity(1 << 20, input);
+    let mut line = Vec::new();
+    for index in 0..files {
+        let count = log.lines / files + u64::from(index < log.lines % files);
+        let path = partial.join(format!("part-{index:05}.log"));
+        let file = File::create(&path).context(format!("creating {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        for _ in 0..count {
+            line.clear();
+            io::BufRead::read_until(&mut lines, b'\n', &mut line)
+                .context(format!("reading {}", log.path.display()))?;
+            out.write_all(&line)
+                .context(format!("writing {}", path.display()))?;
+        }
+        out.flush().context(format!("writing {}", path.display()))?;
+    }
+    fs::rename(&partial, &dir).context(format!("renaming {}", partial.display()))?;
+    Ok(paths)
+}

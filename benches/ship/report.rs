@@ -11,6 +11,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 #[derive(Clone, Debug)]
 pub struct Figures {
     pub lines: u64,
+    pub files: u64,
     pub line_bytes: u64,
     pub elapsed_seconds: f64,
     pub agent_cpu_seconds: f64,
@@ -19,6 +20,8 @@ pub struct Figures {
     pub received: Snapshot,
     /// CPU the bench process spent meanwhile, almost all of it serving requests.
     pub server_cpu_seconds: f64,
+    /// The agent's CPU while idle after the last record, in percent of one core, if measured.
+    pub idle_cpu_percent: Option<f64>,
     pub agent_ending: Ending,
 }
 
@@ -36,6 +39,7 @@ struct Row {
 
 const ROWS: &[Row] = &[
     row("lines", 0, |f| f.lines as f64),
+    row("files", 0, |f| f.files as f64),
     row("line data (GB)", 3, |f| f.line_bytes as f64 / GB),
     row("elapsed (s)", 2, |f| f.elapsed_seconds),
     row("lines/s", 0, |f| f.lines as f64 / f.elapsed_seconds),
@@ -60,6 +64,11 @@ const ROWS: &[Row] = &[
     }),
     row("null server CPU (s)", 2, |f| f.server_cpu_seconds),
 ];
+
+/// Printed only when the runs measured it.
+const IDLE_ROW: Row = row("idle agent CPU (% core)", 2, |f| {
+    f.idle_cpu_percent.unwrap_or(f64::NAN)
+});
 
 const fn row(label: &'static str, decimals: usize, value: fn(&Figures) -> f64) -> Row {
     Row {
@@ -87,7 +96,9 @@ pub fn print_table(runs: &[(usize, Figures)]) {
         header += &format!("{:>COLUMN_WIDTH$}", "median");
     }
     println!("{}", header.trim_end());
-    for row in ROWS {
+    let idle_measured = runs.iter().any(|(_, f)| f.idle_cpu_percent.is_some());
+    let idle_row = idle_measured.then_some(&IDLE_ROW);
+    for row in ROWS.iter().chain(idle_row) {
         let values: Vec<f64> = runs
             .iter()
             .map(|(_, figures)| (row.value)(figures))

@@ -53,10 +53,10 @@ struct OnDiskFile {
     /// written before checkpoints expired, taken as "now" when read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seen: Option<u64>,
-    /// Set after the file was truncated: where a copy of it made before the truncation
-    /// continues (the head the file had then, and the offset delivered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    copy_from: Option<CopyFrom>,
+    /// Set after the file was truncated: where a copy of it made before each of its latest
+    /// truncations continues (the head the file had then, and the offset delivered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    copy_from: Vec<CopyFrom>,
 }
 
 #[derive(Debug)]
@@ -178,7 +178,7 @@ impl CheckpointStore {
                     path: c.path.clone(),
                     offset: c.offset,
                     seen: Some(c.seen),
-                    copy_from: c.copy_from,
+                    copy_from: c.copy_from.clone(),
                 })
                 .collect(),
         };
@@ -236,10 +236,20 @@ mod tests {
             path: format!("/logs/{inode}.log").into(),
             offset,
             seen: 1_700_000_000 + inode,
-            copy_from: (inode == 2).then_some(CopyFrom {
-                head: Head { len: 64, hash: 9 },
-                offset: 640,
-            }),
+            copy_from: if inode == 2 {
+                vec![
+                    CopyFrom {
+                        head: Head { len: 64, hash: 9 },
+                        offset: 640,
+                    },
+                    CopyFrom {
+                        head: Head { len: 64, hash: 10 },
+                        offset: 80,
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
         }
     }
 

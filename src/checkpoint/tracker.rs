@@ -21,9 +21,14 @@ pub struct Checkpoint {
     pub offset: u64,
     /// When a scan last found the file, in seconds since the Unix epoch.
     pub seen: u64,
-    /// Set when the file was truncated: its copy continues from here.
-    pub copy_from: Option<CopyFrom>,
+    /// Set when the file was truncated: its copy continues from here. The latest truncations
+    /// are kept, up to `MAX_COPIES_KEPT`, oldest first: a file truncated twice in quick
+    /// succession may have two copies still to be found.
+    pub copy_from: Vec<CopyFrom>,
 }
+
+/// How many truncations of one file are remembered for its copies.
+pub const MAX_COPIES_KEPT: usize = 4;
 
 /// How stale the saved `seen` time may get before it alone makes the file worth writing.
 const SEEN_PRECISION_SECS: u64 = 3600;
@@ -229,14 +234,20 @@ impl AckTracker {
         }
         let identity = (file.flow.to_string(), file.id);
         self.start_reading(file, offset);
-        if let Some(saved) = self.saved.get_mut(&identity) {
-            saved.copy_from = copy_from;
+        if let (Some(saved), Some(copy_from)) = (self.saved.get_mut(&identity), copy_from) {
+            saved.copy_from.push(copy_from);
+            let excess = saved.copy_from.len().saturating_sub(MAX_COPIES_KEPT);
+            saved.copy_from.drain(..excess);
         }
     }
 
     fn start_reading(&mut self, file: Arc<SourceFile>, offset: u64) {
         let identity = (file.flow.to_string(), file.id);
-        let copy_from = self.saved.get(&identity).and_then(|saved| saved.copy_from);
+        let copy_from = self
+            .saved
+            .get(&identity)
+            .map(|saved| saved.copy_from.clone())
+            .unwrap_or_default();
         self.saved.insert(
             identity.clone(),
             Checkpoint {
@@ -317,12 +328,13 @@ impl AckTracker {
                 self.live.remove(&key);
                 self.continued_by.retain(|_, target| *target != key);
             }
-            if let Some(copy) = self
-                .saved
-                .get_mut(&identity)
-                .and_then(|saved| saved.copy_from.as_mut())
-                .filter(|copy| Some(copy.head) == head)
-            {
+            if let Some(copy) = self.saved.get_mut(&identity).and_then(|saved| {
+                saved
+                    .copy_from
+                    .iter_mut()
+                    .rev()
+                    .find(|copy| Some(copy.head) == head)
+            }) {
                 copy.offset = copy.offset.max(reached);
                 self.changed = true;
             }
@@ -480,7 +492,7 @@ mod tests {
             tracker
                 .saved
                 .get(&("app".to_owned(), new.id))
-                .and_then(|saved| saved.copy_from)
+                .and_then(|saved| saved.copy_from.last().copied())
         };
         assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 500 }));
         delivered(&mut tracker, vec![range(&old, 500, 900)]);
@@ -493,6 +505,32 @@ mod tests {
         delivered(&mut tracker, vec![range(&new, 0, 40)]);
         assert_eq!(tracker.checkpoint("app", new.id), Some(40));
         assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 900 }));
+    }
+
+    #[test]
+    fn the_latest_truncations_of_a_file_are_all_kept_for_their_copies() {
+        let first = file(1, 10);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&first),
+            offset: 0,
+        });
+        let truncations = MAX_COPIES_KEPT as u64 + 2;
+        for number in 1..=truncations {
+            let head = Head {
+                len: 64,
+                hash: number,
+            };
+            tracker.apply(Ack::Restarted {
+                file: file(1 + number, 10),
+                offset: 0,
+                before: Some(CopyFrom { head, offset: 0 }),
+            });
+        }
+        let saved = &tracker.saved[&("app".to_owned(), first.id)];
+        let kept: Vec<u64> = saved.copy_from.iter().map(|copy| copy.head.hash).collect();
+        let latest: Vec<u64> = (truncations + 1 - MAX_COPIES_KEPT as u64..=truncations).collect();
+        assert_eq!(kept, latest, "the latest truncations, oldest first");
     }
 
     #[test]
@@ -581,7 +619,7 @@ mod tests {
             path: "/logs/old.log".into(),
             offset: 7,
             seen: unix_now(),
-            copy_from: None,
+            copy_from: Vec::new(),
         };
         let mut tracker = AckTracker::new(vec![loaded.clone()]);
         assert_eq!(tracker.take_changes(), None);
@@ -609,7 +647,7 @@ mod tests {
             path: format!("/logs/{inode}.log").into(),
             offset: 7,
             seen,
-            copy_from: None,
+            copy_from: Vec::new(),
         };
         let mut tracker = AckTracker::new(vec![
             saved(1, now - 10 * day),

@@ -655,7 +655,11 @@ impl Checker<'_> {
         match regex::bytes::Regex::new(&text) {
             Ok(regex) => Some(Pattern { text, regex }),
             Err(error) => {
-                let reason = error.to_string().replace('\n', " ");
+                // The parser's message draws a caret under the pattern over several
+                // lines; its last line says what is wrong.
+                let message = error.to_string();
+                let last_line = message.lines().last().unwrap_or_default().trim();
+                let reason = last_line.strip_prefix("error: ").unwrap_or(last_line);
                 self.problem(
                     key,
                     format!("`{text}` is not a valid regular expression: {reason}"),
@@ -899,6 +903,74 @@ flows:
             )),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn tailing_keys_are_read_with_their_defaults() {
+        let config = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
+        assert_eq!(config.checkpoint_expiry, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.max_open_files, DEFAULT_MAX_OPEN_FILES);
+        let flow = &config.flows[0];
+        assert!(flow.exclude.is_empty());
+        assert_eq!(flow.ignore_older, None);
+        assert_eq!(flow.fingerprint_bytes, 1024);
+        assert_eq!(flow.partial_line_timeout, Duration::from_secs(5));
+        assert!(flow.multiline_start_pattern.is_none());
+        assert_eq!(flow.skip_header_lines, 0);
+        assert!(flow.file_footer_pattern.is_none());
+        assert_eq!(flow.oversize_records, Oversize::Truncate);
+        assert_eq!(flow.truncated_record_terminator, "\n");
+
+        let text = GOOD.replace(
+            "    max_batch_age: 250ms\n",
+            "    max_batch_age: 250ms\n    exclude: [/var/log/app/*.gz, /var/log/app/debug-*]\n    ignore_older: 2d\n    fingerprint_bytes: 64\n    multiline_start_pattern: '^\\d{4}-'\n    skip_header_lines: 2\n    file_footer_pattern: '^#end'\n    oversize_records: split\n    truncated_record_terminator: ' [cut]'\n",
+        );
+        let text = format!("checkpoint_expiry: 30d\nmax_open_files: 64\n{text}");
+        let config = Config::parse(Path::new("/etc/k.yaml"), &text).expect("valid config");
+        assert_eq!(
+            config.checkpoint_expiry,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(config.max_open_files, 64);
+        let flow = &config.flows[0];
+        assert_eq!(flow.exclude.len(), 2);
+        assert!(flow.exclude[1].matches("/var/log/app/debug-1.log"));
+        assert_eq!(flow.ignore_older, Some(Duration::from_secs(2 * 24 * 3600)));
+        assert_eq!(flow.fingerprint_bytes, 64);
+        let start = flow.multiline_start_pattern.as_ref().expect("a pattern");
+        assert!(start.regex.is_match(b"2026-11-23 started"));
+        assert!(!start.regex.is_match(b"\tat Foo.bar"));
+        assert_eq!(flow.skip_header_lines, 2);
+        assert!(flow.file_footer_pattern.is_some());
+        assert_eq!(flow.oversize_records, Oversize::Split);
+        assert_eq!(flow.truncated_record_terminator, " [cut]");
+    }
+
+    #[test]
+    fn bad_tailing_keys_name_file_line_and_key() {
+        let text = GOOD.replace(
+            "    max_batch_age: 250ms\n",
+            "    max_batch_age: 250ms\n    exclude: ['/x/[a.log', /y/*.log]\n    ignore_older: 400d\n    fingerprint_bytes: 8\n    multiline_start_pattern: '(unclosed'\n    file_footer_pattern: '*oops'\n    oversize_records: drop\n",
+        );
+        let text = format!("checkpoint_expiry: forever\nmax_open_files: 1\n{text}");
+        let found = problems(&text);
+        let expected = [
+            "/etc/k.yaml:1:1: checkpoint_expiry: `forever` is not a duration",
+            "/etc/k.yaml:2:1: max_open_files: 1 is out of range; it must be from 2 to 1000000",
+            "/etc/k.yaml:14:15: flows[0].exclude[0]: `/x/[a.log` is not a valid glob",
+            "/etc/k.yaml:15:5: flows[0].ignore_older: `400d` is longer than the 366 days this setting allows",
+            "/etc/k.yaml:16:5: flows[0].fingerprint_bytes: 8 is out of range; it must be from 16 to 65536",
+            "/etc/k.yaml:17:5: flows[0].multiline_start_pattern: `(unclosed` is not a valid regular expression: unclosed group",
+            "/etc/k.yaml:18:5: flows[0].file_footer_pattern: `*oops` is not a valid regular expression: repetition operator missing expression",
+            "/etc/k.yaml:19:5: flows[0].oversize_records: `drop` is not one of truncate, split, skip",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]

@@ -73,11 +73,40 @@ pub fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The head of a file now `size` bytes long: a hash of its first `len` bytes (fewer if it is
-/// shorter); `None` if it is empty.
-pub fn head_of(file: &File, size: u64, len: usize) -> io::Result<Option<Head>> {
+/// How many first bytes of a followed file are kept as they are, beside its head's hash.
+pub const LEAD_BYTES: usize = 64;
+
+/// A file's first bytes, up to `LEAD_BYTES`: enough to tell whether a file still too short to
+/// be compared by its head may be a copy of this one that is still being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lead {
+    bytes: [u8; LEAD_BYTES],
+    len: u8,
+}
+
+impl Lead {
+    pub fn of(start: &[u8]) -> Lead {
+        let len = start.len().min(LEAD_BYTES);
+        let mut bytes = [0; LEAD_BYTES];
+        bytes[..len].copy_from_slice(&start[..len]);
+        Lead {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// Whether a file that starts with `start` begins as this one does, as far as both go.
+    pub fn agrees_with(&self, start: &[u8]) -> bool {
+        let len = start.len().min(usize::from(self.len));
+        self.bytes[..len] == start[..len]
+    }
+}
+
+/// The head of a file now `size` bytes long (a hash of its first `len` bytes, fewer if it is
+/// shorter; `None` if it is empty) and its lead.
+pub fn head_and_lead(file: &File, size: u64, len: usize) -> io::Result<(Option<Head>, Lead)> {
     let bytes = read_start(file, size.min(len as u64))?;
-    Ok(head_of_bytes(&bytes))
+    Ok((head_of_bytes(&bytes), Lead::of(&bytes)))
 }
 
 /// The head of a file that starts with `bytes` (as many as were hashed).
@@ -128,17 +157,21 @@ mod tests {
     #[test]
     fn a_head_recognises_the_same_file_and_not_another() {
         let mut file = tempfile::tempfile().expect("temp file");
-        assert_eq!(head_of(&file, 0, 1024).expect("head"), None);
+        assert_eq!(head_and_lead(&file, 0, 1024).expect("head").0, None);
         file.write_all(b"first line\n").expect("write");
-        let short = head_of(&file, 11, 1024).expect("head").expect("not empty");
+        let short = head_and_lead(&file, 11, 1024)
+            .expect("head")
+            .0
+            .expect("not empty");
         assert_eq!(short.len, 11);
         file.write_all(&[b'x'; 2000]).expect("grow");
         assert!(
             starts_with(&file, short).expect("read"),
             "growing keeps the head"
         );
-        let full = head_of(&file, 2011, 1024)
+        let full = head_and_lead(&file, 2011, 1024)
             .expect("head")
+            .0
             .expect("not empty");
         assert_eq!(full.len, 1024);
         let mut other = tempfile::tempfile().expect("temp file");
@@ -148,6 +181,25 @@ mod tests {
         assert!(
             !starts_with(&empty, short).expect("read"),
             "a shorter file is another file"
+        );
+    }
+
+    #[test]
+    fn a_lead_agrees_with_any_start_that_matches_as_far_as_both_go() {
+        let lead = Lead::of(b"line 000013 xxxxxxxxxxxxx\n");
+        assert!(
+            lead.agrees_with(b""),
+            "an empty file may be a copy being written"
+        );
+        assert!(lead.agrees_with(b"line 0000"));
+        assert!(lead.agrees_with(b"line 000013 xxxxxxxxxxxxx\nline 000014"));
+        assert!(!lead.agrees_with(b"line 000017"));
+        let long = Lead::of(&[b'a'; 100]);
+        assert!(long.agrees_with(&[b'a'; 100]));
+        assert!(!long.agrees_with(&[&[b'a'; 63][..], b"b"].concat()));
+        assert!(
+            long.agrees_with(&[&[b'a'; 64][..], b"b"].concat()),
+            "only the first LEAD_BYTES are kept"
         );
     }
 

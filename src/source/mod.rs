@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines};
+use identity::Lead;
 use tailer::{blocking, Finished, Opened, Start};
 
 pub use assembler::{AssembleOptions, Assembled, Assembler};
@@ -163,10 +164,33 @@ impl Drop for CatchUp {
     }
 }
 
+/// What a file was found to start with, to recognise its copies by.
+#[derive(Clone, Copy, Debug)]
+struct FirstBytes {
+    head: Option<Head>,
+    /// `None` for a position from a checkpoint, whose first bytes were not read yet.
+    lead: Option<Lead>,
+}
+
+impl FirstBytes {
+    /// Read from the file: its head (`None` if it was empty) and lead.
+    fn read(head: Option<Head>, lead: Lead) -> Self {
+        FirstBytes {
+            head,
+            lead: Some(lead),
+        }
+    }
+
+    /// Known only by the head saved in a checkpoint.
+    fn head_only(head: Option<Head>) -> Self {
+        FirstBytes { head, lead: None }
+    }
+}
+
 /// Where a file being followed was read up to, for recognising its copies.
 #[derive(Debug)]
 struct Reached {
-    head: Option<Head>,
+    first: FirstBytes,
     offset: u64,
     path: PathBuf,
 }
@@ -175,6 +199,8 @@ struct Reached {
 #[derive(Debug)]
 struct Truncation {
     head: Head,
+    /// `None` for a truncation known from a checkpoint.
+    lead: Option<Lead>,
     offset: u64,
     path: PathBuf,
     at: Instant,
@@ -204,7 +230,7 @@ pub struct FlowShared {
 
 impl FlowShared {
     /// Records how far the file `id` was read (called when a tailer reaches the end).
-    fn note_reached(&self, id: FileId, head: Option<Head>, offset: u64, path: &Path) {
+    fn note_reached(&self, id: FileId, first: FirstBytes, offset: u64, path: &Path) {
         let Ok(mut copies) = self.copies.lock() else {
             return;
         };
@@ -212,13 +238,13 @@ impl FlowShared {
         match copies.reached.get_mut(&id) {
             Some(reached) => {
                 reached.offset = offset;
-                reached.head = head;
+                reached.first = first;
             }
             None => {
                 copies.reached.insert(
                     id,
                     Reached {
-                        head,
+                        first,
                         offset,
                         path: path.to_owned(),
                     },
@@ -228,17 +254,18 @@ impl FlowShared {
     }
 
     /// Records that the file `id` was truncated after being read to `offset`.
-    fn note_truncation(&self, id: FileId, head: Option<Head>, offset: u64, path: &Path) {
+    fn note_truncation(&self, id: FileId, first: FirstBytes, offset: u64, path: &Path) {
         let Ok(mut copies) = self.copies.lock() else {
             return;
         };
         copies.reached.remove(&id);
         copies.opening.remove(&id);
         copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
-        debug!(file = %path.display(), ?head, offset, "Noted a truncation.");
-        if let Some(head) = head {
+        debug!(file = %path.display(), head = ?first.head, offset, "Noted a truncation.");
+        if let Some(head) = first.head {
             copies.truncations.push(Truncation {
                 head,
+                lead: first.lead,
                 offset,
                 path: path.to_owned(),
                 at: Instant::now(),
@@ -253,20 +280,25 @@ impl FlowShared {
         }
     }
 
-    /// Records that the file `id` is being opened to resume at `known`.
-    fn note_opening(&self, id: FileId, known: &KnownOffset, path: &Path) {
-        if let (Ok(mut copies), Some(head)) = (self.copies.lock(), known.head) {
+    /// Records that the file `id` is being opened to be read from `offset`, so that a copy of
+    /// it found before its tailer has looked at it is recognised.
+    fn note_opening(&self, id: FileId, first: FirstBytes, offset: u64, path: &Path) {
+        if first.head.is_none() && first.lead.is_none() {
+            return; // Nothing to recognise a copy by.
+        }
+        if let Ok(mut copies) = self.copies.lock() {
             let reached = Reached {
-                head: Some(head),
-                offset: known.offset,
+                first,
+                offset,
                 path: path.to_owned(),
             };
             copies.opening.insert(id, reached);
         }
     }
 
-    /// Full-length heads of files followed or truncated lately, to compare a new file with.
-    fn copy_candidates(&self) -> Vec<(Head, CopyOf)> {
+    /// Heads (and leads, where known) of files followed or truncated lately, to compare a new
+    /// file with.
+    fn copy_candidates(&self) -> Vec<CopyCandidate> {
         let Ok(mut copies) = self.copies.lock() else {
             return Vec::new();
         };
@@ -277,22 +309,33 @@ impl FlowShared {
             .truncations
             .iter()
             .filter(|t| t.head.len == full || t.offset <= u64::from(t.head.len))
-            .map(|t| {
-                let of = CopyOf::Truncated {
+            .map(|t| CopyCandidate {
+                head: Some(t.head),
+                lead: t.lead,
+                of: CopyOf::Truncated {
                     offset: t.offset,
                     path: t.path.clone(),
-                };
-                (t.head, of)
+                },
             });
         let followed = copies.reached.values().chain(copies.opening.values());
-        let followed = followed.filter_map(|r| {
-            let of = CopyOf::Followed {
+        let followed = followed.map(|r| CopyCandidate {
+            head: r.first.head,
+            lead: r.first.lead,
+            of: CopyOf::Followed {
                 path: r.path.clone(),
-            };
-            r.head.map(|head| (head, of))
+            },
         });
         truncated.chain(followed).collect()
     }
+}
+
+/// A file that a new file may be a copy of, and how to recognise its copies.
+#[derive(Clone, Debug)]
+struct CopyCandidate {
+    /// `None` while the file was empty at its tailer's last look.
+    head: Option<Head>,
+    lead: Option<Lead>,
+    of: CopyOf,
 }
 
 /// What a new file starting with the same bytes as another may be a copy of.
@@ -302,6 +345,14 @@ enum CopyOf {
     Truncated { offset: u64, path: PathBuf },
     /// A file still followed: perhaps about to be truncated; decided at a later scan.
     Followed { path: PathBuf },
+}
+
+impl CopyOf {
+    fn path(&self) -> &Path {
+        match self {
+            CopyOf::Truncated { path, .. } | CopyOf::Followed { path } => path,
+        }
+    }
 }
 
 /// Everything one flow's source needs to run.
@@ -354,6 +405,7 @@ impl Source {
                     .into_iter()
                     .map(|(copy, path)| Truncation {
                         head: copy.head,
+                        lead: None,
                         offset: copy.offset,
                         path,
                         at: Instant::now(),
@@ -379,6 +431,7 @@ impl Source {
             ignored: HashMap::new(),
             waiting_since: HashMap::new(),
             deferred: HashMap::new(),
+            replaced: HashMap::new(),
             waiting_count: 0,
             catch_up: Arc::new(CatchUpState::default()),
             first_scan: true,
@@ -395,6 +448,8 @@ impl Source {
                 _ = cancel.cancelled() => break,
                 _ = dirs_watch.changed() => {}
                 _ = tokio::time::sleep(flow.scan_interval) => {}
+                // Files whose start is undecided are looked at again soon.
+                _ = tokio::time::sleep(flow.poll_interval), if !discovery.deferred.is_empty() => {}
                 _ = shared.open_files.freed.notified(), if waiting_for_files => {}
                 _ = discovery.catch_up.done.notified(), if catching_up => {}
                 Some(done) = tailers.join_next() => discovery.finished(done),
@@ -430,6 +485,8 @@ struct Discovery {
     waiting_since: HashMap<FileId, Instant>,
     /// New files that start like a followed file, since when: a copy, or a file of their own?
     deferred: HashMap<FileId, Instant>,
+    /// Checkpoints whose file no longer starts as it did, until that file is opened.
+    replaced: HashMap<FileId, KnownOffset>,
     /// This flow's share of `OpenFiles::waiting`.
     waiting_count: usize,
     catch_up: Arc<CatchUpState>,
@@ -487,14 +544,20 @@ impl Discovery {
             // A checkpoint whose file no longer starts as it did belongs to a file that is gone
             // (its inode reused, or it was truncated and written again while stopped): this
             // file is new, perhaps a copy.
-            let mut replaced = None;
             let known = match known {
                 Some(known) if !self.still_starts_with(&candidate.path, known.head).await => {
-                    replaced = Some(known);
+                    // Noted at once, so that a copy found before this file is opened is
+                    // recognised.
+                    self.known.remove(&candidate.id);
+                    let first = FirstBytes::head_only(known.head);
+                    self.shared
+                        .note_truncation(candidate.id, first, known.offset, &candidate.path);
+                    self.replaced.insert(candidate.id, known);
                     None
                 }
                 other => other,
             };
+            let replaced = self.replaced.get(&candidate.id).cloned();
             let start = match (known, self.ignored.get(&candidate.id)) {
                 (Some(known), _) => Start::At(known),
                 (None, Some(&size)) => Start::At(KnownOffset {
@@ -522,12 +585,22 @@ impl Discovery {
                     self.unopenable.remove(&candidate.path);
                     self.waiting_since.remove(&candidate.id);
                     self.deferred.remove(&candidate.id);
+                    self.replaced.remove(&candidate.id);
                     self.ignored.remove(&candidate.id);
                     // Used now: from here on, the tailer reports where to resume.
                     let known = self.known.remove(&candidate.id);
-                    if let Some(known) = &known {
-                        self.shared
-                            .note_opening(candidate.id, known, &candidate.path);
+                    match &known {
+                        Some(known) => self.shared.note_opening(
+                            candidate.id,
+                            FirstBytes::head_only(known.head),
+                            known.offset,
+                            &candidate.path,
+                        ),
+                        // Another file found in this scan may be its copy.
+                        None => {
+                            self.note_new_file(&file, candidate.id, &candidate.path)
+                                .await
+                        }
                     }
                     let catch_up = known
                         .as_ref()
@@ -575,9 +648,28 @@ impl Discovery {
         known_found.retain(|id, _| self.known.contains_key(id) || present.contains(id));
         self.waiting_since.retain(|id, _| present.contains(id));
         self.deferred.retain(|id, _| present.contains(id));
+        self.replaced.retain(|id, _| present.contains(id));
         self.ignored.retain(|id, _| present.contains(id));
         self.set_waiting(waiting);
         self.first_scan = false;
+    }
+
+    /// Records the first bytes of a new file being opened, to compare the files after it with.
+    async fn note_new_file(&self, file: &std::fs::File, id: FileId, path: &Path) {
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+        let Ok(file) = file.try_clone() else {
+            return;
+        };
+        let read = blocking(move || {
+            let size = file.metadata()?.len();
+            identity::head_and_lead(&file, size, fingerprint_bytes)
+        })
+        .await
+        .and_then(|result| result);
+        if let Ok((head, lead)) = read {
+            self.shared
+                .note_opening(id, FirstBytes::read(head, lead), 0, path);
+        }
     }
 
     /// Whether the file at `path` still starts with the bytes `head` was taken from (or
@@ -619,21 +711,12 @@ impl Discovery {
     /// first scan with `end_of_file`); where a truncated file's reading stopped, if it is that
     /// file's copy; or `None` to decide at a later scan.
     async fn copy_start(&mut self, candidate: &Candidate) -> Option<Start> {
+        let (candidate_id, candidate_path) = (candidate.id, &candidate.path);
         let fresh = if self.first_scan && self.flow.initial_position == InitialPosition::EndOfFile {
             Start::End
         } else {
             Start::Beginning
         };
-        let mut candidates = self.shared.copy_candidates();
-        // Files with a checkpoint not opened yet may have been copied and truncated while the
-        // agent was stopped: wait for their tailers to tell.
-        candidates.extend(self.known.values().filter_map(|known| {
-            let path = known.path.clone().unwrap_or_default();
-            Some((known.head?, CopyOf::Followed { path }))
-        }));
-        if candidates.is_empty() {
-            return Some(fresh);
-        }
         let path = candidate.path.clone();
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
         let start = blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
@@ -646,21 +729,77 @@ impl Discovery {
         let Ok((first_bytes, size)) = start else {
             return Some(fresh);
         };
+        // Taken after reading the new file: an original truncated before its copy was read is
+        // then known as truncated, or else still followed.
+        let mut candidates = self.shared.copy_candidates();
+        // Files with a checkpoint not opened yet may have been copied and truncated while the
+        // agent was stopped: wait for their tailers to tell.
+        candidates.extend(self.known.values().filter_map(|known| {
+            let path = known.path.clone().unwrap_or_default();
+            Some(CopyCandidate {
+                head: Some(known.head?),
+                lead: None,
+                of: CopyOf::Followed { path },
+            })
+        }));
+        if candidates.is_empty() {
+            return Some(fresh);
+        }
+        let wait = self.shared.settings.poll_interval * 4 + Duration::from_secs(1);
+        // Too short to compare by head with a file it begins like: a copy still being written
+        // (`cp` creates the file empty, then fills it)? Decide once it has grown, or once it
+        // has stayed short for a while.
+        let being_copied = candidates.iter().find(|candidate| {
+            let comparable = candidate
+                .head
+                .map_or(fingerprint_bytes, |head| head.len as usize);
+            first_bytes.len() < comparable
+                && candidate
+                    .lead
+                    .is_some_and(|lead| lead.agrees_with(&first_bytes))
+        });
+        if let Some(candidate) = being_copied {
+            let since = *self
+                .deferred
+                .entry(candidate_id)
+                .or_insert_with(Instant::now);
+            if since.elapsed() < wait {
+                debug!(flow = %self.flow.name, file = %candidate_path.display(), size, like = %candidate.of.path().display(), "New file is too short to tell whether it is a copy being written; looking again soon.");
+                return None;
+            }
+        }
         let Some(head) = identity::head_of_bytes(&first_bytes) else {
             return Some(fresh);
         };
         let compared = candidates.len();
-        let matches: Vec<CopyOf> = candidates
+        // The likeliest original is the one whose head covers the most bytes (a short head
+        // matches many files); then a truncated file over a followed one; then the latest.
+        let matches: Vec<(usize, u32, CopyOf)> = candidates
             .into_iter()
-            .filter(|(known, _)| identity::bytes_start_with(&first_bytes, *known))
-            .map(|(_, of)| of)
+            .enumerate()
+            .filter_map(|(order, candidate)| {
+                let head = candidate.head?;
+                identity::bytes_start_with(&first_bytes, head).then_some((
+                    order,
+                    head.len,
+                    candidate.of,
+                ))
+            })
             .collect();
         debug!(flow = %self.flow.name, file = %candidate.path.display(), first = %String::from_utf8_lossy(&first_bytes[..first_bytes.len().min(40)]), compared, matched = matches.len(), "Compared a new file's first bytes with files followed or truncated lately.");
-        if let Some((offset, origin)) = matches.iter().find_map(|of| match of {
-            CopyOf::Truncated { offset, path } => Some((*offset, path)),
-            CopyOf::Followed { .. } => None,
-        }) {
-            let offset = offset.min(size);
+        let best = matches.into_iter().max_by_key(|(order, head_len, of)| {
+            let truncated = matches!(of, CopyOf::Truncated { .. });
+            (*head_len, truncated, *order)
+        });
+        let Some((_, _, best)) = best else {
+            return Some(fresh);
+        };
+        if let CopyOf::Truncated {
+            offset,
+            path: origin,
+        } = &best
+        {
+            let offset = (*offset).min(size);
             info!(flow = %self.flow.name, file = %candidate.path.display(), copy_of = %origin.display(), offset, "File is the copy of a file truncated lately (copytruncate); reading it from where that file was read to.");
             return Some(Start::At(KnownOffset {
                 offset,
@@ -668,11 +807,7 @@ impl Discovery {
                 path: None,
             }));
         }
-        let Some(CopyOf::Followed { path: origin }) = matches.first() else {
-            return Some(fresh);
-        };
-        let settings = &self.shared.settings;
-        let wait = settings.poll_interval * 4 + Duration::from_secs(1);
+        let origin = best.path();
         let since = *self
             .deferred
             .entry(candidate.id)

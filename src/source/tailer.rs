@@ -14,8 +14,8 @@ use tracing::{info, warn};
 
 use super::assembler::Assembler;
 use super::framer::{Framed, Framer};
-use super::identity;
-use super::{CatchUp, FilePermit, FlowShared, KnownOffset};
+use super::identity::{self, Lead};
+use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
 use crate::config::Oversize;
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, SourceFile};
@@ -103,11 +103,12 @@ pub async fn follow(
                 Start::Beginning => 0,
                 Start::End => identity::after_last_newline(&file, size, END_OF_FILE_WINDOW)?,
             };
-            let head = identity::head_of(&file, size, fingerprint_bytes)?;
+            let (head, lead) = identity::head_and_lead(&file, size, fingerprint_bytes)?;
             Ok(Opening {
                 offset,
                 size,
                 head,
+                lead,
                 replaced,
             })
         })
@@ -116,6 +117,7 @@ pub async fn follow(
         offset,
         size,
         head,
+        lead,
         replaced,
     } = match opening.await.and_then(|result| result) {
         Ok(found) => found,
@@ -142,11 +144,14 @@ pub async fn follow(
     // The file this checkpoint belonged to is gone (truncated, or its inode reused): a copy
     // of it made before, if one turns up, continues where it was read to, even after a restart.
     let earlier = match &start {
-        Start::At(known) if replaced || known.offset > size => Some(known),
+        Start::At(known) if replaced || known.offset > size => {
+            shared.note_truncation(id, FirstBytes::head_only(known.head), known.offset, &path);
+            Some(known)
+        }
+        // Discovery noted this one when it found it.
         _ => replaced_known.as_ref(),
     };
     let truncated_before = earlier.and_then(|known| {
-        shared.note_truncation(id, known.head, known.offset, &path);
         known.head.map(|head| CopyFrom {
             head,
             offset: known.offset,
@@ -165,6 +170,7 @@ pub async fn follow(
         .then(|| Assembler::new(settings.assemble.clone(), offset));
     let mut tailer = Tailer {
         source: new_source(&shared, id, head, &path),
+        lead,
         file,
         path,
         framer: Framer::new(settings.frame.clone(), offset),
@@ -177,7 +183,7 @@ pub async fn follow(
         shared: Arc::clone(&shared),
         _permit: permit,
     };
-    shared.note_reached(id, head, offset, &tailer.path);
+    shared.note_reached(id, FirstBytes::read(head, lead), offset, &tailer.path);
     if !tailer.announce(offset, truncated_before).await {
         return tailer.finish(false);
     }
@@ -262,7 +268,7 @@ pub async fn follow(
         // At the end of what is written.
         tailer.shared.note_reached(
             id,
-            tailer.source.head,
+            tailer.first_bytes(),
             tailer.framer.read_offset(),
             &tailer.path,
         );
@@ -343,6 +349,8 @@ enum HeadCheck {
 
 struct Tailer {
     source: Arc<SourceFile>,
+    /// The file's first bytes, kept to recognise a copy of it while the copy is written.
+    lead: Lead,
     file: Arc<File>,
     path: PathBuf,
     framer: Framer,
@@ -414,6 +422,18 @@ impl Tailer {
             return Ok(ReadOutcome::Replaced);
         }
         let read = *result.as_ref().unwrap_or(&0);
+        if offset == 0 && read > 0 && self.source.head.is_none() {
+            // The file was empty when last looked at: the bytes just read are its start, and
+            // what identifies it from now on, even if it is truncated before the next look.
+            let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+            let first = &buffer[filled..filled + read.min(fingerprint_bytes)];
+            if let Some(head) = identity::head_of_bytes(first) {
+                let lead = Lead::of(first);
+                if !self.learn_head(head, lead, offset).await {
+                    return Ok(ReadOutcome::Stopped);
+                }
+            }
+        }
         let framed = self.framer.frame(buffer, filled + read, &self.source);
         result?;
         self.unread.add_read(read as u64);
@@ -551,14 +571,17 @@ impl Tailer {
         let known_len = head.map_or(0, |head| u64::from(head.len));
         let wants_longer = known_len < fingerprint_bytes as u64 && size > known_len;
         let file = Arc::clone(&self.file);
-        let checked = blocking(move || -> std::io::Result<(bool, Option<Head>)> {
+        let checked = blocking(move || -> std::io::Result<(bool, Option<(Head, Lead)>)> {
             if let Some(head) = head {
                 if !identity::starts_with(&file, head)? {
                     return Ok((false, None));
                 }
             }
             let longer = if wants_longer {
-                identity::head_of(&file, size, fingerprint_bytes)?
+                match identity::head_and_lead(&file, size, fingerprint_bytes)? {
+                    (Some(head), lead) => Some((head, lead)),
+                    (None, _) => None,
+                }
             } else {
                 None
             };
@@ -571,35 +594,44 @@ impl Tailer {
             Err(_) => HeadCheck::Same,
             Ok((false, _)) => HeadCheck::Changed,
             Ok((true, None)) => HeadCheck::Same,
-            Ok((true, Some(longer))) => {
+            Ok((true, Some((longer, lead)))) => {
                 tracing::debug!(file = %self.path.display(), ?longer, size, "Head upgraded.");
-                let identified = Arc::new(SourceFile {
-                    key: self.source.key,
-                    flow: Arc::clone(&self.source.flow),
-                    id: self.source.id,
-                    head: Some(longer),
-                    path: self.path.clone(),
-                });
-                self.source = Arc::clone(&identified);
-                // Copies of this file are recognised by its head from now on.
-                self.shared.note_reached(
-                    self.source.id,
-                    self.source.head,
-                    self.framer.read_offset(),
-                    &self.path,
-                );
-                let sent = self
-                    .shared
-                    .acks
-                    .send(Ack::Identified { file: identified })
-                    .await;
-                if sent.is_ok() {
+                if self
+                    .learn_head(longer, lead, self.framer.read_offset())
+                    .await
+                {
                     HeadCheck::Same
                 } else {
                     HeadCheck::Stopped
                 }
             }
         }
+    }
+
+    fn first_bytes(&self) -> FirstBytes {
+        FirstBytes::read(self.source.head, self.lead)
+    }
+
+    /// Identifies the file by `head` from now on (read up to `offset`); false if shutdown
+    /// began first.
+    async fn learn_head(&mut self, head: Head, lead: Lead, offset: u64) -> bool {
+        let identified = Arc::new(SourceFile {
+            key: self.source.key,
+            flow: Arc::clone(&self.source.flow),
+            id: self.source.id,
+            head: Some(head),
+            path: self.path.clone(),
+        });
+        self.source = Arc::clone(&identified);
+        self.lead = lead;
+        // Copies of this file are recognised by its head from now on.
+        self.shared
+            .note_reached(self.source.id, self.first_bytes(), offset, &self.path);
+        self.shared
+            .acks
+            .send(Ack::Identified { file: identified })
+            .await
+            .is_ok()
     }
 
     async fn restart_after_truncation(
@@ -629,14 +661,19 @@ impl Tailer {
         );
         let before = self.source.head;
         self.shared
-            .note_truncation(self.source.id, before, reached, &self.path);
+            .note_truncation(self.source.id, self.first_bytes(), reached, &self.path);
         let file = Arc::clone(&self.file);
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
-        let head = blocking(move || identity::head_of(&file, size, fingerprint_bytes))
-            .await
-            .and_then(|result| result)
-            .unwrap_or(None);
+        let (head, lead) =
+            blocking(move || identity::head_and_lead(&file, size, fingerprint_bytes))
+                .await
+                .and_then(|result| result)
+                .unwrap_or((None, Lead::of(&[])));
+        self.lead = lead;
         self.source = new_source(&self.shared, self.source.id, head, &self.path);
+        // Its new content is what a copy made from now on starts with.
+        self.shared
+            .note_reached(self.source.id, FirstBytes::read(head, lead), 0, &self.path);
         self.framer.restart_at(0);
         if let Some(assembler) = self.assembler.as_mut() {
             assembler.restart_at(0);
@@ -720,6 +757,7 @@ struct Opening {
     offset: u64,
     size: u64,
     head: Option<Head>,
+    lead: Lead,
     /// The known offset belonged to another file that had the same device and inode.
     replaced: bool,
 }
