@@ -1,8 +1,8 @@
 //! End-to-end throughput of the real agent binary: it ships a generated access log to a null
 //! Kinesis endpoint in this process, and the bench reports how fast, at what CPU and memory cost.
 //!
-//! `cargo bench --bench ship -- [--lines N] [--files N] [--runs N] [--idle S] [--keep-going]
-//! [--fail-percent P]`
+//! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
+//! [--idle S] [--keep-going] [--fail-percent P]`
 //! `cargo bench --bench ship -- --serve-only [--port P]` runs only the null endpoint.
 
 // Each file directly in benches/ is a bench target of its own, so this one's modules live in
@@ -37,17 +37,22 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const TIMEOUT_PER_DEFAULT_RUN: Duration = Duration::from_secs(300);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 const LOG_TAIL_LINES: usize = 30;
+/// Before idle CPU is measured: two scan intervals, so that files that took turns for a
+/// descriptor have all been read to their end and closed.
+const IDLE_SETTLE: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "\
-usage: cargo bench --bench ship -- [--lines N] [--files N] [--runs N] [--idle S]
-                                   [--keep-going] [--fail-percent P]
+usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
+                                   [--idle S] [--keep-going] [--fail-percent P]
        cargo bench --bench ship -- --serve-only [--port P]
 
   --lines N      access-log lines to ship (default 2000000)
   --files N      deal the lines into N files of consecutive lines, all shipped at once by one
                  flow whose glob matches them all (default 1)
-  --idle S       once every line has arrived, leave the agent idle for S seconds and report
-                 its CPU meanwhile, as a percentage of one core (default 0: not measured)
+  --max-open-files N  the agent's max_open_files (default: the agent's default)
+  --idle S       once every line has arrived and the agent has settled for 10 s, leave it idle
+                 for S seconds and report its CPU meanwhile, as a percentage of one core
+                 (default 0: not measured)
   --runs N       measure N times and print the median of each figure (default 1)
   --keep-going   go on with the remaining runs after one fails
   --serve-only   run only the null Kinesis endpoint until Ctrl-C
@@ -68,6 +73,7 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 struct Args {
     lines: u64,
     files: u64,
+    max_open_files: Option<u64>,
     runs: usize,
     idle_seconds: u64,
     keep_going: bool,
@@ -83,6 +89,7 @@ impl Args {
         let mut args = Args {
             lines: DEFAULT_LINES,
             files: 1,
+            max_open_files: None,
             runs: 1,
             idle_seconds: 0,
             keep_going: false,
@@ -105,6 +112,7 @@ impl Args {
                 "--lines" => args.lines = number(&name, &value()?)?,
                 "--runs" => args.runs = number(&name, &value()?)?,
                 "--files" => args.files = number(&name, &value()?)?,
+                "--max-open-files" => args.max_open_files = Some(number(&name, &value()?)?),
                 "--idle" => args.idle_seconds = number(&name, &value()?)?,
                 "--port" => args.port = number(&name, &value()?)?,
                 "--fail-percent" => args.fail_percent = number(&name, &value()?)?,
@@ -172,7 +180,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     let mut all_clean = true;
     for number in 1..=args.runs {
         eprintln!("run {number}/{}", args.runs);
-        match run_once(&server, &log, &inputs, &work_dir, args.idle_seconds) {
+        match run_once(&server, &log, &inputs, &work_dir, args) {
             Ok(figures) => {
                 all_clean &= figures.agent_ending.clean;
                 results.push((number, figures));
@@ -229,7 +237,7 @@ fn run_once(
     log: &AccessLog,
     inputs: &[PathBuf],
     work_dir: &Path,
-    idle_seconds: u64,
+    args: &Args,
 ) -> Result<Figures, String> {
     let dir = tempfile::Builder::new()
         .prefix("run-")
@@ -238,7 +246,7 @@ fn run_once(
             "creating a run directory in {}",
             work_dir.display()
         ))?;
-    match measure(server, log, inputs, dir.path(), idle_seconds) {
+    match measure(server, log, inputs, dir.path(), args) {
         Ok(figures) if figures.agent_ending.clean => Ok(figures),
         Ok(figures) => {
             let log_path = dir.keep().join("agent.log");
@@ -262,7 +270,7 @@ fn measure(
     log: &AccessLog,
     inputs: &[PathBuf],
     dir: &Path,
-    idle_seconds: u64,
+    args: &Args,
 ) -> Result<Figures, String> {
     let logs = dir.join("logs");
     fs::create_dir(&logs).context(format!("creating {}", logs.display()))?;
@@ -280,7 +288,7 @@ fn measure(
             logs.join("*.log")
         }
     };
-    let config = write_config(dir, &files_glob, &server.url())?;
+    let config = write_config(dir, &files_glob, &server.url(), args.max_open_files)?;
     server.stats.reset();
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
     let started = Instant::now();
@@ -303,12 +311,18 @@ fn measure(
     }
     let elapsed = started.elapsed();
     let usage = agent.usage()?;
-    let idle_cpu_percent = if idle_seconds > 0 {
-        eprintln!("  leaving the agent idle for {idle_seconds} s");
-        let idle = Duration::from_secs(idle_seconds);
+    let idle_cpu_percent = if args.idle_seconds > 0 {
+        eprintln!(
+            "  letting the agent settle for {} s, then measuring it idle for {} s",
+            IDLE_SETTLE.as_secs(),
+            args.idle_seconds
+        );
+        thread::sleep(IDLE_SETTLE);
+        let settled = agent.usage()?;
+        let idle = Duration::from_secs(args.idle_seconds);
         let idle_started = Instant::now();
         thread::sleep(idle);
-        let idle_cpu = agent.usage()?.cpu_seconds - usage.cpu_seconds;
+        let idle_cpu = agent.usage()?.cpu_seconds - settled.cpu_seconds;
         Some(100.0 * idle_cpu / idle_started.elapsed().as_secs_f64())
     } else {
         None
@@ -354,8 +368,13 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
         .context(format!("copying {} to {}", from.display(), to.display()))
 }
 
-fn write_config(dir: &Path, input: &Path, endpoint_url: &str) -> Result<PathBuf, String> {
-    let text = format!(
+fn write_config(
+    dir: &Path,
+    input: &Path,
+    endpoint_url: &str,
+    max_open_files: Option<u64>,
+) -> Result<PathBuf, String> {
+    let mut text = format!(
         "\
 state_dir: {state_dir}
 aws:
@@ -372,6 +391,9 @@ flows:
         state_dir = yaml_string(&dir.join("state")),
         input = yaml_string(input),
     );
+    if let Some(max_open_files) = max_open_files {
+        text += &format!("max_open_files: {max_open_files}\n");
+    }
     let path = dir.join("kinship.yaml");
     fs::write(&path, text).context(format!("writing {}", path.display()))?;
     Ok(path)

@@ -66,8 +66,13 @@ fn init_logging() {
         .init();
 }
 
+/// Threads for blocking work: file reads, stats and opens, and name lookups. Each is short;
+/// with thousands of files followed, more threads would only add switching between them.
+const BLOCKING_THREADS: usize = 16;
+
 fn run(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
     {

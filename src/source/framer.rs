@@ -238,6 +238,12 @@ impl Framer {
                 }
             }
         }
+        if self.buffer.len() * 4 <= self.buffer.capacity() {
+            // What is left (an unfinished line, or nothing) gets a buffer of its own: even an
+            // empty remainder would keep the whole read buffer, which the records just framed
+            // point into, from being freed while the file is idle.
+            self.buffer = BytesMut::from(&self.buffer[..]);
+        }
         framed
     }
 

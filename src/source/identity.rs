@@ -117,11 +117,36 @@ pub fn head_of_bytes(bytes: &[u8]) -> Option<Head> {
     })
 }
 
-/// Whether `bytes` (the start of some file) begin with the bytes `head` was taken from.
-pub fn bytes_start_with(bytes: &[u8], head: Head) -> bool {
-    bytes
-        .get(..head.len as usize)
-        .is_some_and(|prefix| xxhash_rust::xxh3::xxh3_64(prefix) == head.hash)
+/// The start of a file, compared with the heads of many others: each prefix length is hashed
+/// once, however many heads of that length it is compared with.
+pub struct Prefixes<'a> {
+    bytes: &'a [u8],
+    hashes: Vec<(u32, u64)>,
+}
+
+impl<'a> Prefixes<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Prefixes {
+            bytes,
+            hashes: Vec::new(),
+        }
+    }
+
+    /// Whether these bytes begin with the bytes `head` was taken from.
+    pub fn start_with(&mut self, head: Head) -> bool {
+        let Some(prefix) = self.bytes.get(..head.len as usize) else {
+            return false;
+        };
+        let hash = match self.hashes.iter().find(|(len, _)| *len == head.len) {
+            Some(&(_, hash)) => hash,
+            None => {
+                let hash = xxhash_rust::xxh3::xxh3_64(prefix);
+                self.hashes.push((head.len, hash));
+                hash
+            }
+        };
+        hash == head.hash
+    }
 }
 
 /// Whether `file` still starts with the bytes `head` was taken from.
@@ -181,6 +206,26 @@ mod tests {
         assert!(
             !starts_with(&empty, short).expect("read"),
             "a shorter file is another file"
+        );
+    }
+
+    #[test]
+    fn prefixes_match_heads_of_every_length_they_cover() {
+        let head = |bytes: &[u8]| head_of_bytes(bytes).expect("not empty");
+        let mut prefixes = Prefixes::new(b"line 1\nline 2\n");
+        assert!(prefixes.start_with(head(b"line 1\n")));
+        assert!(
+            prefixes.start_with(head(b"line 1\n")),
+            "again, from the cache"
+        );
+        assert!(
+            !prefixes.start_with(head(b"line 2\n")),
+            "same length, other bytes"
+        );
+        assert!(prefixes.start_with(head(b"line 1\nline 2\n")));
+        assert!(
+            !prefixes.start_with(head(b"line 1\nline 2\nline 3\n")),
+            "longer than the start"
         );
     }
 

@@ -92,9 +92,16 @@ impl TailSettings {
     }
 }
 
-/// The agent-wide budget of open files, shared by every flow.
+/// How many files may be read into a buffer at once, over all flows. A file waiting for its
+/// turn holds no buffer, so thousands of busy files cost a few read buffers, not thousands.
+const READS_AT_ONCE: usize = 8;
+
+/// The agent-wide budget of open files and of read buffers, shared by every flow.
 pub struct OpenFiles {
     permits: Arc<Semaphore>,
+    max_open_files: usize,
+    /// Turns to read into a buffer and hand the records on; first come, first served.
+    reading: Semaphore,
     /// Files found but waiting for a descriptor, over all flows.
     waiting: AtomicUsize,
     /// Woken whenever a descriptor is given back.
@@ -105,6 +112,8 @@ impl OpenFiles {
     pub fn new(max_open_files: usize) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(max_open_files)),
+            max_open_files,
+            reading: Semaphore::new(READS_AT_ONCE),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         })
@@ -116,6 +125,17 @@ impl OpenFiles {
             _permit: permit,
             open_files: Arc::clone(self),
         })
+    }
+
+    /// Waits for a turn to read; `None` only if the budget was closed, which it never is.
+    async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.reading.acquire().await.ok()
+    }
+
+    /// How many files are open now, over all flows.
+    fn open_now(&self) -> usize {
+        self.max_open_files
+            .saturating_sub(self.permits.available_permits())
     }
 
     fn others_waiting(&self) -> bool {
@@ -192,7 +212,7 @@ impl FirstBytes {
 struct Reached {
     first: FirstBytes,
     offset: u64,
-    path: PathBuf,
+    path: Arc<Path>,
 }
 
 /// A file that was truncated, with what it started with and how far it had been read.
@@ -202,7 +222,7 @@ struct Truncation {
     /// `None` for a truncation known from a checkpoint.
     lead: Option<Lead>,
     offset: u64,
-    path: PathBuf,
+    path: Arc<Path>,
     at: Instant,
 }
 
@@ -246,7 +266,7 @@ impl FlowShared {
                     Reached {
                         first,
                         offset,
-                        path: path.to_owned(),
+                        path: Arc::from(path),
                     },
                 );
             }
@@ -267,7 +287,7 @@ impl FlowShared {
                 head,
                 lead: first.lead,
                 offset,
-                path: path.to_owned(),
+                path: Arc::from(path),
                 at: Instant::now(),
             });
         }
@@ -290,7 +310,7 @@ impl FlowShared {
             let reached = Reached {
                 first,
                 offset,
-                path: path.to_owned(),
+                path: Arc::from(path),
             };
             copies.opening.insert(id, reached);
         }
@@ -342,9 +362,9 @@ struct CopyCandidate {
 #[derive(Clone, Debug)]
 enum CopyOf {
     /// A file truncated lately: the copy holds what was not read of it before the truncation.
-    Truncated { offset: u64, path: PathBuf },
+    Truncated { offset: u64, path: Arc<Path> },
     /// A file still followed: perhaps about to be truncated; decided at a later scan.
-    Followed { path: PathBuf },
+    Followed { path: Arc<Path> },
 }
 
 impl CopyOf {
@@ -376,6 +396,7 @@ struct Candidate {
     path: PathBuf,
     id: FileId,
     modified: Option<SystemTime>,
+    size: u64,
 }
 
 impl Source {
@@ -407,7 +428,7 @@ impl Source {
                         head: copy.head,
                         lead: None,
                         offset: copy.offset,
-                        path,
+                        path: Arc::from(path),
                         at: Instant::now(),
                     })
                     .collect(),
@@ -571,6 +592,11 @@ impl Discovery {
                 },
             };
             let Some(permit) = self.shared.open_files.try_take() else {
+                if matches!(&start, Start::At(known) if known.offset == candidate.size) {
+                    // Read to its end already: it needs a descriptor only once written again.
+                    self.waiting_since.remove(&candidate.id);
+                    continue;
+                }
                 self.waiting_since.entry(candidate.id).or_insert(now);
                 waiting += 1;
                 continue;
@@ -739,7 +765,9 @@ impl Discovery {
             Some(CopyCandidate {
                 head: Some(known.head?),
                 lead: None,
-                of: CopyOf::Followed { path },
+                of: CopyOf::Followed {
+                    path: Arc::from(path),
+                },
             })
         }));
         if candidates.is_empty() {
@@ -774,16 +802,15 @@ impl Discovery {
         let compared = candidates.len();
         // The likeliest original is the one whose head covers the most bytes (a short head
         // matches many files); then a truncated file over a followed one; then the latest.
+        let mut prefixes = identity::Prefixes::new(&first_bytes);
         let matches: Vec<(usize, u32, CopyOf)> = candidates
             .into_iter()
             .enumerate()
             .filter_map(|(order, candidate)| {
                 let head = candidate.head?;
-                identity::bytes_start_with(&first_bytes, head).then_some((
-                    order,
-                    head.len,
-                    candidate.of,
-                ))
+                prefixes
+                    .start_with(head)
+                    .then_some((order, head.len, candidate.of))
             })
             .collect();
         debug!(flow = %self.flow.name, file = %candidate.path.display(), first = %String::from_utf8_lossy(&first_bytes[..first_bytes.len().min(40)]), compared, matched = matches.len(), "Compared a new file's first bytes with files followed or truncated lately.");
@@ -880,6 +907,7 @@ fn scan(patterns: &[String], exclude: &[glob::Pattern]) -> Vec<Candidate> {
                     path,
                     id,
                     modified: metadata.modified().ok(),
+                    size: metadata.len(),
                 });
             }
         }
@@ -910,6 +938,11 @@ impl Watch {
             let Ok(event) = event else {
                 return;
             };
+            if let EventKind::Access(_) = event.kind {
+                // Opens, reads and closes change nothing, and the agent's own reads cause
+                // them: waking every tailer for each would keep them all busy.
+                return;
+            }
             data_changed.send_replace(());
             if matches!(
                 event.kind,

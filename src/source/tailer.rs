@@ -26,6 +26,9 @@ const READ_CHUNK: usize = 256 * 1024;
 const END_OF_FILE_WINDOW: u64 = 64 * 1024;
 /// The longest wait between two polls of an idle file when file events can wake it sooner.
 const IDLE_POLL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// With more files open than this many per `IDLE_POLL_MAX`, idle files are polled less often,
+/// so that the polls of all idle files together cost little more than those of a few hundred.
+const IDLE_POLLS_PER_SECOND: f64 = 100.0;
 /// Read and stat errors, and over-long records, are logged at most this often per file.
 const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -396,6 +399,9 @@ impl Tailer {
 
     /// Reads up to `want` bytes and hands on the records they complete.
     async fn read_chunk(&mut self, want: usize) -> std::io::Result<ReadOutcome> {
+        // Held until the records read are handed on, so waiting files hold no buffer.
+        let open_files = Arc::clone(&self.shared.open_files);
+        let _turn = open_files.read_turn().await;
         let offset = self.framer.read_offset();
         let (buffer, filled) = self.framer.take_buffer(want);
         let file = Arc::clone(&self.file);
@@ -709,7 +715,10 @@ impl Tailer {
     async fn wait(&mut self, changed: &mut watch::Receiver<()>) {
         let poll_interval = self.shared.settings.poll_interval;
         let longest = if self.shared.events.load(Ordering::Relaxed) {
-            IDLE_POLL_MAX.max(poll_interval)
+            // Many idle files together poll no more than `IDLE_POLLS_PER_SECOND` times.
+            let open_now = self.shared.open_files.open_now() as f64;
+            let spread = std::time::Duration::from_secs_f64(open_now / IDLE_POLLS_PER_SECOND);
+            IDLE_POLL_MAX.max(spread).max(poll_interval)
         } else {
             poll_interval
         };
