@@ -172,6 +172,9 @@ impl Framer {
             }
         }
 
+        // Set once records share the buffer's allocation: what is left of it must not keep
+        // that allocation alive while this file waits for its next read.
+        let mut shared = false;
         let mut pieces: Vec<Piece> = Vec::new();
         let mut line_start = 0;
         for newline in memchr::memchr_iter(b'\n', &self.buffer[scan_from..]) {
@@ -197,6 +200,7 @@ impl Framer {
                 self.buffer.advance(line_start);
                 copied
             } else {
+                shared = true;
                 self.buffer.split_to(line_start).freeze()
             };
             let complete_offset = self.buffer_offset;
@@ -219,6 +223,7 @@ impl Framer {
                     self.splitting = true;
                     while self.buffer.len() >= self.max_line_bytes {
                         let start = self.buffer_offset;
+                        shared = true;
                         let piece = self.buffer.split_to(self.max_line_bytes).freeze();
                         self.buffer_offset += piece.len() as u64;
                         framed
@@ -238,10 +243,10 @@ impl Framer {
                 }
             }
         }
-        if self.buffer.len() * 4 <= self.buffer.capacity() {
-            // What is left (an unfinished line, or nothing) gets a buffer of its own: even an
-            // empty remainder would keep the whole read buffer, which the records just framed
-            // point into, from being freed while the file is idle.
+        if shared || self.buffer.len() * 4 <= self.buffer.capacity() {
+            // What is left (an unfinished line, or nothing) gets a buffer of its own: it would
+            // otherwise keep the whole read buffer from being freed once its records are
+            // delivered, for as long as the file waits for its next read or stays idle.
             self.buffer = BytesMut::from(&self.buffer[..]);
         }
         framed
