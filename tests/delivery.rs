@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::support::agent::{saved_offset, write_config, Agent};
+use crate::support::files::append;
 use crate::support::kinesalite::{self, Kinesalite};
 use crate::support::stream::{read_back, setup, READ_DEADLINE};
 
@@ -41,15 +42,6 @@ fn line(index: usize) -> Vec<u8> {
 
 fn lines(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
     range.map(line).collect()
-}
-
-fn append(path: &std::path::Path, bytes: &[u8]) {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log");
-    file.write_all(bytes).expect("append");
 }
 
 /// Waits until the checkpoint shows some delivery, so a stop lands mid-file.

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::agent::{saved_offset, write_config, Agent};
+use crate::support::files::open_log;
 use crate::support::stream::{read_back, setup};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -48,14 +48,6 @@ fn write_lines(file: &mut fs::File, range: std::ops::Range<usize>) {
         let bytes: Vec<u8> = chunk.iter().flat_map(|&index| line(index)).collect();
         file.write_all(&bytes).expect("write");
     }
-}
-
-fn open_log(path: &Path) -> fs::File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log")
 }
 
 #[test]

@@ -3,28 +3,16 @@
 //! budget, copytruncate with the copy followed, rapid rotations and checkpoint expiry.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::agent::{write_config, Agent};
+use crate::support::files::{append, open_log};
 use crate::support::kinesalite;
 use crate::support::stream::{read_back, setup, READ_DEADLINE};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn append(path: &Path, bytes: &[u8]) {
-    open_log(path).write_all(bytes).expect("append");
-}
-
-fn open_log(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log")
-}
 
 fn text(records: &[Vec<u8>]) -> Vec<String> {
     records

@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
+use crate::support::files::open_log;
 use crate::support::inproc::{wait_until, Accepted, InProcess, LogCapture};
 
 /// Identifies a file by this many first bytes: small, so short files are identified early.
@@ -297,14 +298,6 @@ fn counts(records: &[Vec<u8>]) -> HashMap<&[u8], usize> {
         *counts.entry(record.as_slice()).or_insert(0) += 1;
     }
     counts
-}
-
-fn open_log(path: &Path) -> File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open log")
 }
 
 #[test]

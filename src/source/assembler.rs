@@ -301,21 +301,8 @@ fn flush_kept(block: &Lines, kept: &mut Vec<LineSpan>, kept_start: u64, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::FileId;
+    use crate::source::framer::tests::file;
     use crate::source::framer::{FrameOptions, Framer};
-
-    fn file() -> Arc<SourceFile> {
-        Arc::new(SourceFile {
-            key: 1,
-            flow: Arc::from("test"),
-            id: FileId {
-                device: 1,
-                inode: 2,
-            },
-            head: None,
-            path: "/tmp/x.log".into(),
-        })
-    }
 
     fn options() -> AssembleOptions {
         AssembleOptions {

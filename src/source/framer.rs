@@ -376,11 +376,12 @@ pub fn skipped(file: &Arc<SourceFile>, start: u64, end: u64) -> Lines {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::record::FileId;
 
-    fn file() -> Arc<SourceFile> {
+    /// A file to frame lines of; the assembler's tests use it too.
+    pub(in crate::source) fn file() -> Arc<SourceFile> {
         Arc::new(SourceFile {
             key: 1,
             flow: Arc::from("test"),

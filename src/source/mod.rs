@@ -579,6 +579,8 @@ impl Discovery {
                 other => other,
             };
             let replaced = self.replaced.get(&candidate.id).cloned();
+            // A new file's first bytes, as read to decide where it starts.
+            let mut new_first = None;
             let start = match (known, self.ignored.get(&candidate.id)) {
                 (Some(known), _) => Start::At(known),
                 (None, Some(&size)) => Start::At(KnownOffset {
@@ -586,8 +588,11 @@ impl Discovery {
                     head: None,
                     path: None,
                 }),
-                (None, None) => match self.copy_start(&candidate).await {
-                    Some(start) => start,
+                (None, None) => match self.new_file_start(&candidate).await {
+                    Some((start, first)) => {
+                        new_first = first;
+                        start
+                    }
                     None => continue, // Decided at a later scan.
                 },
             };
@@ -615,18 +620,14 @@ impl Discovery {
                     self.ignored.remove(&candidate.id);
                     // Used now: from here on, the tailer reports where to resume.
                     let known = self.known.remove(&candidate.id);
-                    match &known {
-                        Some(known) => self.shared.note_opening(
-                            candidate.id,
-                            FirstBytes::head_only(known.head),
-                            known.offset,
-                            &candidate.path,
-                        ),
-                        // Another file found in this scan may be its copy.
-                        None => {
-                            self.note_new_file(&file, candidate.id, &candidate.path)
-                                .await
-                        }
+                    // Another file found in this scan may be a copy of this one.
+                    let opening = match &known {
+                        Some(known) => Some((FirstBytes::head_only(known.head), known.offset)),
+                        None => new_first.map(|first| (first, 0)),
+                    };
+                    if let Some((first, offset)) = opening {
+                        self.shared
+                            .note_opening(candidate.id, first, offset, &candidate.path);
                     }
                     let catch_up = known
                         .as_ref()
@@ -680,24 +681,6 @@ impl Discovery {
         self.first_scan = false;
     }
 
-    /// Records the first bytes of a new file being opened, to compare the files after it with.
-    async fn note_new_file(&self, file: &std::fs::File, id: FileId, path: &Path) {
-        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
-        let Ok(file) = file.try_clone() else {
-            return;
-        };
-        let read = blocking(move || {
-            let size = file.metadata()?.len();
-            identity::head_and_lead(&file, size, fingerprint_bytes)
-        })
-        .await
-        .and_then(|result| result);
-        if let Ok((head, lead)) = read {
-            self.shared
-                .note_opening(id, FirstBytes::read(head, lead), 0, path);
-        }
-    }
-
     /// Whether the file at `path` still starts with the bytes `head` was taken from (or
     /// cannot be read now, which the tailer reports).
     async fn still_starts_with(&self, path: &Path, head: Option<Head>) -> bool {
@@ -733,28 +716,53 @@ impl Discovery {
         true
     }
 
-    /// Where a file with no known position starts: from the beginning (or its end, on the
-    /// first scan with `end_of_file`); where a truncated file's reading stopped, if it is that
-    /// file's copy; or `None` to decide at a later scan.
-    async fn copy_start(&mut self, candidate: &Candidate) -> Option<Start> {
-        let (candidate_id, candidate_path) = (candidate.id, &candidate.path);
-        let fresh = if self.first_scan && self.flow.initial_position == InitialPosition::EndOfFile {
-            Start::End
-        } else {
-            Start::Beginning
-        };
+    /// Where a file with no known position starts (see `copy_start`), with its first bytes
+    /// as read for that (`None` if they could not be read); `None` to decide at a later scan.
+    async fn new_file_start(
+        &mut self,
+        candidate: &Candidate,
+    ) -> Option<(Start, Option<FirstBytes>)> {
         let path = candidate.path.clone();
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
-        let start = blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
+        let read = blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
             let file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
             Ok((identity::read_start(&file, fingerprint_bytes as u64)?, size))
         })
         .await
         .and_then(|result| result);
-        let Ok((first_bytes, size)) = start else {
-            return Some(fresh);
+        let Ok((first_bytes, size)) = read else {
+            return Some((self.fresh_start(), None));
         };
+        let first = FirstBytes::read(
+            identity::head_of_bytes(&first_bytes),
+            Lead::of(&first_bytes),
+        );
+        let start = self.copy_start(candidate, &first_bytes, size)?;
+        Some((start, Some(first)))
+    }
+
+    /// Where a file that is neither followed nor known starts reading.
+    fn fresh_start(&self) -> Start {
+        if self.first_scan && self.flow.initial_position == InitialPosition::EndOfFile {
+            Start::End
+        } else {
+            Start::Beginning
+        }
+    }
+
+    /// Where a new file that starts with `first_bytes` and is `size` bytes long starts: from
+    /// the beginning (or its end, on the first scan with `end_of_file`); where a truncated
+    /// file's reading stopped, if it is that file's copy; or `None` to decide at a later scan.
+    fn copy_start(
+        &mut self,
+        candidate: &Candidate,
+        first_bytes: &[u8],
+        size: u64,
+    ) -> Option<Start> {
+        let (candidate_id, candidate_path) = (candidate.id, &candidate.path);
+        let fresh = self.fresh_start();
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
         // Taken after reading the new file: an original truncated before its copy was read is
         // then known as truncated, or else still followed.
         let mut candidates = self.shared.copy_candidates();
@@ -784,7 +792,7 @@ impl Discovery {
             first_bytes.len() < comparable
                 && candidate
                     .lead
-                    .is_some_and(|lead| lead.agrees_with(&first_bytes))
+                    .is_some_and(|lead| lead.agrees_with(first_bytes))
         });
         if let Some(candidate) = being_copied {
             let since = *self
@@ -796,13 +804,13 @@ impl Discovery {
                 return None;
             }
         }
-        let Some(head) = identity::head_of_bytes(&first_bytes) else {
+        let Some(head) = identity::head_of_bytes(first_bytes) else {
             return Some(fresh);
         };
         let compared = candidates.len();
         // The likeliest original is the one whose head covers the most bytes (a short head
         // matches many files); then a truncated file over a followed one; then the latest.
-        let mut prefixes = identity::Prefixes::new(&first_bytes);
+        let mut prefixes = identity::Prefixes::new(first_bytes);
         let matches: Vec<(usize, u32, CopyOf)> = candidates
             .into_iter()
             .enumerate()
