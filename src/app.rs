@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -13,13 +12,15 @@ use aws_config::{BehaviorVersion, Region};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::budget::MemoryBudget;
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
-use crate::config::{AwsSettings, Config, FlowConfig};
+use crate::config::{AwsSettings, Config, FlowConfig, InitialPosition};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::{CopyFrom, FileId};
+use crate::sink::dead_letter::DeadLetters;
 use crate::sink::kinesis::KinesisClient;
 use crate::sink::{PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
@@ -28,9 +29,6 @@ use crate::source::{KnownOffset, OpenFiles, Source};
 const LINES_QUEUE_BLOCKS: usize = 16;
 /// Acknowledgement events queued for the checkpoint store.
 const ACK_QUEUE: usize = 4096;
-/// How long one call may take before it is abandoned and retried.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -77,7 +75,11 @@ where
     if loaded.removed_leftover {
         info!(path = %store.path().display(), "Removed the temp file of an interrupted checkpoint write; the last complete checkpoint is used.");
     }
+    if let Some(corrupt) = &loaded.corrupt {
+        error!(path = %store.path().display(), reason = %corrupt.reason, moved_to = %corrupt.moved_to.display(), "The checkpoint file is corrupt and was moved aside; every file is read again from its start (lines already delivered are sent again, none is lost).");
+    }
     info!(path = %store.path().display(), files = loaded.checkpoints.len(), "Checkpoints loaded.");
+    let start_over = loaded.corrupt.is_some();
 
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
@@ -115,9 +117,16 @@ where
     ));
 
     let open_files = OpenFiles::new(config.max_open_files);
+    let budget = MemoryBudget::new(config.memory_budget);
+    metrics.watch_memory(&budget);
+    let dead_letters = DeadLetters::in_dir(&config.state_dir);
     let tasks = TaskTracker::new();
     for flow in &config.flows {
-        let flow = Arc::new(flow.clone());
+        let mut flow = flow.clone();
+        if start_over {
+            flow.initial_position = InitialPosition::StartOfFile;
+        }
+        let flow = Arc::new(flow);
         let Some(flow_metrics) = metrics.flow(&flow.name) else {
             continue;
         };
@@ -132,6 +141,7 @@ where
             acks: acks.clone(),
             metrics: Arc::clone(&flow_metrics),
             open_files: Arc::clone(&open_files),
+            budget: Arc::clone(&budget),
             cancel: shutdown.clone(),
         };
         let builder = BatchBuilder::new(
@@ -152,6 +162,9 @@ where
                 initial: flow.retry_initial_backoff,
                 max: flow.retry_max_backoff,
             },
+            give_up: flow
+                .max_retry_duration
+                .map(|limit| (limit, Arc::clone(&dead_letters))),
             metrics: flow_metrics,
             acks: acks.clone(),
         };
@@ -196,8 +209,8 @@ async fn kinesis_client(aws: &AwsSettings) -> Result<(aws_sdk_kinesis::Client, S
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(CALL_TIMEOUT)
+                .connect_timeout(aws.connect_timeout)
+                .operation_attempt_timeout(aws.request_timeout)
                 .build(),
         );
     if let Some(region) = &aws.region {

@@ -1,11 +1,13 @@
 //! The agent's counters, named in one place, and the periodic progress line.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::budget::MemoryBudget;
 
 /// Metric names, as exporters will publish them.
 pub mod names {
@@ -15,6 +17,10 @@ pub mod names {
     pub const BYTES_SENT: &str = "kinship_bytes_sent_total";
     pub const RECORDS_FAILED: &str = "kinship_records_failed_total";
     pub const CALLS_FAILED: &str = "kinship_calls_failed_total";
+    pub const RECORDS_RETRIED: &str = "kinship_records_retried_total";
+    pub const RECORDS_THROTTLED: &str = "kinship_records_throttled_total";
+    pub const RECORDS_DEAD_LETTERED: &str = "kinship_records_dead_lettered_total";
+    pub const MEMORY_USED: &str = "kinship_memory_budget_used_bytes";
     pub const RECORDS_TRUNCATED: &str = "kinship_records_truncated_total";
     pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
     pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
@@ -31,6 +37,12 @@ pub struct FlowMetrics {
     pub records_failed: AtomicU64,
     /// Calls that failed whole; each is sent again.
     pub calls_failed: AtomicU64,
+    /// Records sent again, after a refusal or a failed call.
+    pub records_retried: AtomicU64,
+    /// Records refused for throttling, alone or with their whole call.
+    pub records_throttled: AtomicU64,
+    /// Records given up after `max_retry_duration` and written to the dead-letter file.
+    pub records_dead_lettered: AtomicU64,
     pub records_truncated: AtomicU64,
     pub bytes_acknowledged: AtomicU64,
     /// Bytes in the followed files that the tailers have not read yet.
@@ -61,6 +73,7 @@ impl FlowMetrics {
 pub struct Metrics {
     flows: Vec<(String, Arc<FlowMetrics>)>,
     started: Instant,
+    memory: OnceLock<Arc<MemoryBudget>>,
 }
 
 /// Totals over every flow at one instant.
@@ -72,6 +85,9 @@ pub struct Totals {
     pub bytes_sent: u64,
     pub records_failed: u64,
     pub calls_failed: u64,
+    pub records_retried: u64,
+    pub records_throttled: u64,
+    pub records_dead_lettered: u64,
     pub records_truncated: u64,
 }
 
@@ -83,7 +99,13 @@ impl Metrics {
                 .map(|name| (name.to_owned(), Arc::new(FlowMetrics::default())))
                 .collect(),
             started: Instant::now(),
+            memory: OnceLock::new(),
         }
+    }
+
+    /// Shows the memory budget's use in the progress line.
+    pub fn watch_memory(&self, budget: &Arc<MemoryBudget>) {
+        let _ = self.memory.set(Arc::clone(budget));
     }
 
     pub fn flow(&self, name: &str) -> Option<Arc<FlowMetrics>> {
@@ -103,6 +125,9 @@ impl Metrics {
             totals.bytes_sent += get(&flow.bytes_sent);
             totals.records_failed += get(&flow.records_failed);
             totals.calls_failed += get(&flow.calls_failed);
+            totals.records_retried += get(&flow.records_retried);
+            totals.records_throttled += get(&flow.records_throttled);
+            totals.records_dead_lettered += get(&flow.records_dead_lettered);
             totals.records_truncated += get(&flow.records_truncated);
         }
         totals
@@ -127,7 +152,11 @@ impl Metrics {
             records_sent = totals.records_sent,
             records_failed = totals.records_failed,
             calls_retried = totals.calls_failed,
+            records_retried = totals.records_retried,
+            records_throttled = totals.records_throttled,
+            records_dead_lettered = totals.records_dead_lettered,
             records_truncated = totals.records_truncated,
+            memory_used = self.memory.get().map_or(0, |budget| budget.used()),
             bytes_behind = %self.behind_by_flow(),
             uptime_s = self.started.elapsed().as_secs(),
             "Progress."

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::Reservation;
+
 /// A file's identity on its filesystem: it survives renames, unlike its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileId {
@@ -53,6 +55,8 @@ pub struct Lines {
     pub file_start: u64,
     pub data: Bytes,
     pub spans: Vec<LineSpan>,
+    /// The records' room in the memory budget: their bytes plus a fixed overhead each.
+    pub reserved: Reservation,
 }
 
 /// Where a copy of a truncated file continues: the head the file had before the truncation,
@@ -68,6 +72,10 @@ pub struct CopyFrom {
 pub struct OutRecord {
     pub data: Bytes,
     pub partition_key: String,
+    /// Where the record starts in its file.
+    pub offset: u64,
+    /// Which of its batch's `ranges` holds its file.
+    pub range: u32,
 }
 
 impl OutRecord {
@@ -91,6 +99,8 @@ pub struct Batch {
     pub records: Vec<OutRecord>,
     pub ranges: Vec<FileRange>,
     pub bytes: usize,
+    /// The records' room in the memory budget, given back when the batch is dropped.
+    pub reserved: Reservation,
 }
 
 /// What the checkpoint store hears: files being opened and closed by the source, and ranges

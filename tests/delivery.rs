@@ -448,35 +448,6 @@ fn a_file_deleted_while_followed_is_read_to_its_end_and_released() {
 }
 
 #[test]
-fn a_corrupt_checkpoint_file_stops_the_start_with_a_clear_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
-    std::fs::write(
-        dir.path().join("state/checkpoints.json"),
-        b"{\"version\": 1, \"files\": [{\"flo",
-    )
-    .expect("corrupt file");
-    let config = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        "any",
-        &dir.path().join("*.log").display().to_string(),
-        &[],
-        &[],
-    );
-    let mut agent = Agent::start(&config, dir.path());
-    let status = agent.wait_exit(EXIT_DEADLINE);
-    assert_eq!(status.code(), Some(1), "{}", agent.output());
-    let output = agent.output();
-    assert!(output.contains("checkpoints.json is corrupt"), "{output}");
-    assert!(
-        output.contains("move it aside to start again from each flow's initial_position"),
-        "{output}"
-    );
-    assert!(!output.contains("panicked"), "{output}");
-}
-
-#[test]
 fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
     // A long grace period: only the second signal can end this shutdown quickly.
     let (dir, config) = ten_lines_for_a_closed_port(

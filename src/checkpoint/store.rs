@@ -21,7 +21,7 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot read the checkpoint file {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
-    #[error("the checkpoint file {} is corrupt ({reason}); move it aside to start again from each flow's initial_position", path.display())]
+    #[error("the checkpoint file {} is corrupt ({reason})", path.display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("the checkpoint file {} has format version {found}, newer than this kinship understands ({FORMAT_VERSION})", path.display())]
     NewerVersion { path: PathBuf, found: u32 },
@@ -72,6 +72,15 @@ pub struct Loaded {
     pub checkpoints: Vec<Checkpoint>,
     /// A temp file left by a write that was interrupted (and removed).
     pub removed_leftover: bool,
+    /// The checkpoint file could not be read as checkpoints: it was moved aside to `moved_to`
+    /// and the store starts empty.
+    pub corrupt: Option<MovedAside>,
+}
+
+#[derive(Debug)]
+pub struct MovedAside {
+    pub reason: String,
+    pub moved_to: PathBuf,
 }
 
 impl CheckpointStore {
@@ -98,12 +107,28 @@ impl CheckpointStore {
                 })
             }
         };
-        let checkpoints = store.read()?;
+        let (checkpoints, corrupt) = match store.read() {
+            Ok(checkpoints) => (checkpoints, None),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                // Kept for whoever wants to look at it; the agent must start regardless.
+                let moved_to = directory.join(format!(
+                    "{FILE_NAME}.corrupt-{}",
+                    super::tracker::unix_now()
+                ));
+                fs::rename(&store.path, &moved_to).map_err(|source| StoreError::Write {
+                    path: moved_to.clone(),
+                    source,
+                })?;
+                (Vec::new(), Some(MovedAside { reason, moved_to }))
+            }
+            Err(other) => return Err(other),
+        };
         Ok((
             store,
             Loaded {
                 checkpoints,
                 removed_leftover,
+                corrupt,
             },
         ))
     }
@@ -280,22 +305,20 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_a_clear_error() {
+    fn a_corrupt_file_is_moved_aside_and_the_store_starts_empty() {
         let dir = tempfile::tempdir().expect("temp dir");
-        fs::write(
-            dir.path().join(FILE_NAME),
-            b"{\"version\":1,\"files\":[{\"flow\":",
-        )
-        .expect("write");
-        let error = CheckpointStore::open(dir.path()).expect_err("corrupt");
-        let text = error.to_string();
-        assert!(text.contains("checkpoints.json is corrupt"), "{text}");
-        assert!(text.contains("move it aside"), "{text}");
+        let torn = b"{\"version\":1,\"files\":[{\"flow\":";
+        fs::write(dir.path().join(FILE_NAME), torn).expect("write");
+        let (store, loaded) = CheckpointStore::open(dir.path()).expect("opens anyway");
+        assert!(loaded.checkpoints.is_empty());
+        let moved = loaded.corrupt.expect("reported");
+        assert!(moved.reason.contains("EOF"), "{}", moved.reason);
+        assert_eq!(fs::read(&moved.moved_to).expect("kept"), torn);
+        assert!(!store.path().exists());
+        store.write(&[checkpoint(1, 10)]).expect("writes again");
         fs::write(dir.path().join(FILE_NAME), b"[]").expect("write");
-        assert!(matches!(
-            CheckpointStore::open(dir.path()),
-            Err(StoreError::Corrupt { .. })
-        ));
+        let (_, loaded) = CheckpointStore::open(dir.path()).expect("opens anyway");
+        assert!(loaded.corrupt.is_some(), "no format version");
         fs::write(dir.path().join(FILE_NAME), b"{\"version\":9,\"files\":[]}").expect("write");
         assert!(matches!(
             CheckpointStore::open(dir.path()),

@@ -18,6 +18,9 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/kinship";
 /// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
 /// once the network's sockets and the agent's own files are counted.
 const DEFAULT_MAX_OPEN_FILES: usize = 768;
+/// The memory budget's bounds: room for a few reads, and 16 GiB.
+const MIN_MEMORY_BUDGET: usize = 1024 * 1024;
+const MAX_MEMORY_BUDGET: usize = 16 * 1024 * 1024 * 1024;
 /// Durations such as `ignore_older` and `checkpoint_expiry` may be this long.
 const LONGEST_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -35,6 +38,8 @@ pub struct Config {
     pub checkpoint_expiry: Duration,
     /// Most files the agent holds open at once, over all flows.
     pub max_open_files: usize,
+    /// Most bytes of records read and not yet delivered, over all flows.
+    pub memory_budget: usize,
     pub flows: Vec<FlowConfig>,
 }
 
@@ -43,6 +48,9 @@ pub struct AwsSettings {
     /// `None`: the SDK's own chain (`AWS_REGION`, profile) decides.
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// How long one call may take before it is abandoned and retried.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 /// Where reading starts in a file that has no checkpoint yet.
@@ -61,6 +69,9 @@ pub enum PartitionKey {
     Deterministic,
     /// The same key for every record: one shard, in order.
     Fixed(String),
+    /// The record's stable id (its file's start hash and its offset): consumers can drop
+    /// the duplicates that at-least-once delivery may send.
+    RecordId,
 }
 
 impl PartitionKey {
@@ -70,6 +81,8 @@ impl PartitionKey {
             PartitionKey::Random => 20,
             PartitionKey::Deterministic => 16,
             PartitionKey::Fixed(key) => key.len(),
+            // 16 hex digits + '-' + 20 digits, or device.inode in hex + '-' + 20 digits.
+            PartitionKey::RecordId => 54,
         }
     }
 }
@@ -112,6 +125,8 @@ pub struct FlowConfig {
     pub scan_interval: Duration,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
+    /// Records still refused after this long go to the dead-letter file; `None`: retried forever.
+    pub max_retry_duration: Option<Duration>,
     /// Bytes from a file's start that, with device and inode, identify it.
     pub fingerprint_bytes: usize,
     /// A last line without its newline is sent once its file was idle this long.
@@ -310,6 +325,12 @@ impl Checker<'_> {
             DEFAULT_MAX_OPEN_FILES,
             2..=1_000_000,
         );
+        let memory_budget = self.number(
+            "memory_budget",
+            raw.memory_budget,
+            crate::budget::DEFAULT_MEMORY_BUDGET,
+            MIN_MEMORY_BUDGET..=MAX_MEMORY_BUDGET,
+        );
         let mut flows = Vec::new();
         match raw.flows {
             None => self.problem("flows", "is missing; list at least one flow"),
@@ -343,6 +364,7 @@ impl Checker<'_> {
             progress_interval,
             checkpoint_expiry,
             max_open_files,
+            memory_budget,
             flows,
         }
     }
@@ -372,9 +394,21 @@ impl Checker<'_> {
                 );
             }
         }
+        let request_timeout = self.duration(
+            "aws.request_timeout",
+            raw.request_timeout,
+            Duration::from_secs(30),
+        );
+        let connect_timeout = self.duration(
+            "aws.connect_timeout",
+            raw.connect_timeout,
+            Duration::from_secs(5),
+        );
         AwsSettings {
             region: raw.region,
             endpoint_url: raw.endpoint_url,
+            request_timeout,
+            connect_timeout,
         }
     }
 
@@ -471,6 +505,7 @@ impl Checker<'_> {
         let partition_key = match raw.partition_key.as_deref() {
             None | Some("random") => PartitionKey::Random,
             Some("deterministic") => PartitionKey::Deterministic,
+            Some("record_id") => PartitionKey::RecordId,
             Some(fixed) => {
                 let chars = fixed.chars().count();
                 if chars == 0 || chars > limits::PARTITION_KEY_MAX_CHARS {
@@ -546,6 +581,13 @@ impl Checker<'_> {
                 "must not be shorter than retry_initial_backoff",
             );
         }
+        let max_retry_duration = raw.max_retry_duration.map(|text| {
+            self.long_duration(
+                &format!("{key}.max_retry_duration"),
+                Some(text),
+                Duration::ZERO,
+            )
+        });
         let exclude = self.exclude(key, raw.exclude);
         let ignore_older = raw.ignore_older.map(|text| {
             self.long_duration(&format!("{key}.ignore_older"), Some(text), Duration::ZERO)
@@ -617,6 +659,7 @@ impl Checker<'_> {
             scan_interval,
             retry_initial_backoff,
             retry_max_backoff,
+            max_retry_duration,
             exclude,
             ignore_older,
             fingerprint_bytes,
@@ -982,6 +1025,85 @@ flows:
             found[0].chars().filter(|c| *c == ':').count() >= 3,
             "{}",
             found[0]
+        );
+    }
+
+    #[test]
+    fn the_example_config_is_valid_as_shipped_and_with_every_optional_key_set() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kinship.yaml"));
+        let text = std::fs::read_to_string(path).expect("example config");
+        let config = Config::parse(path, &text).expect("valid as shipped");
+        assert_eq!(config.memory_budget, crate::budget::DEFAULT_MEMORY_BUDGET);
+        // Uncomment every `# key: value` line (keeping its indentation).
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                let indent = line.len() - line.trim_start().len();
+                match line.trim_start().strip_prefix("# ") {
+                    Some(rest)
+                        if rest.split_once(':').is_some_and(|(key, _)| {
+                            key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                    {
+                        format!("{}{rest}\n", &line[..indent])
+                    }
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        assert!(
+            uncommented.contains("  request_timeout: 30s"),
+            "{uncommented}"
+        );
+        let config = Config::parse(path, &uncommented)
+            .unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
+        assert_eq!(config.aws.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.flows[0].max_retry_duration,
+            Some(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn the_delivery_keys_are_read_and_checked() {
+        let text = GOOD
+            .replace(
+                "  endpoint_url: http://127.0.0.1:4567\n",
+                "  endpoint_url: http://127.0.0.1:4567\n  request_timeout: 3s\n  connect_timeout: 1s\n",
+            )
+            .replace(
+                "    partition_key: deterministic\n",
+                "    partition_key: record_id\n    max_retry_duration: 2h\n",
+            );
+        let text = format!("memory_budget: 8388608\n{text}");
+        let config = Config::parse(Path::new("/etc/k.yaml"), &text).expect("valid config");
+        assert_eq!(config.memory_budget, 8 * 1024 * 1024);
+        assert_eq!(config.aws.request_timeout, Duration::from_secs(3));
+        assert_eq!(config.aws.connect_timeout, Duration::from_secs(1));
+        let flow = &config.flows[0];
+        assert_eq!(flow.partition_key, PartitionKey::RecordId);
+        assert_eq!(flow.max_retry_duration, Some(Duration::from_secs(7200)));
+        let defaults = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
+        assert_eq!(defaults.flows[0].max_retry_duration, None);
+        assert_eq!(defaults.aws.request_timeout, Duration::from_secs(30));
+
+        let bad = format!(
+            "memory_budget: 1000\n{}",
+            GOOD.replace(
+                "    partition_key: deterministic\n",
+                "    max_retry_duration: soon\n"
+            )
+        );
+        let found = problems(&bad);
+        assert!(
+            found[0].starts_with("/etc/k.yaml:1:1: memory_budget: 1000 is out of range"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with(
+                "/etc/k.yaml:11:5: flows[0].max_retry_duration: `soon` is not a duration"
+            ),
+            "{found:?}"
         );
     }
 }

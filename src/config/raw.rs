@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub progress_interval: Option<String>,
     pub checkpoint_expiry: Option<String>,
     pub max_open_files: Option<u64>,
+    pub memory_budget: Option<u64>,
     pub flows: Option<Vec<RawFlow>>,
 }
 
@@ -22,6 +23,8 @@ pub struct RawConfig {
 pub struct RawAws {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    pub request_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +46,7 @@ pub struct RawFlow {
     pub scan_interval: Option<String>,
     pub retry_initial_backoff: Option<String>,
     pub retry_max_backoff: Option<String>,
+    pub max_retry_duration: Option<String>,
     pub fingerprint_bytes: Option<u64>,
     pub partial_line_timeout: Option<String>,
     pub multiline_start_pattern: Option<String>,

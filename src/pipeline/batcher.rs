@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::partition_key::KeyChooser;
+use crate::budget::RECORD_OVERHEAD;
 use crate::record::{Batch, FileRange, Lines, OutRecord};
 
 #[derive(Clone, Debug)]
@@ -39,7 +40,7 @@ impl BatchBuilder {
     }
 
     /// Adds every line of `lines`; returns the batches that filled up on the way.
-    pub fn add(&mut self, lines: Lines, full: &mut Vec<Batch>) {
+    pub fn add(&mut self, mut lines: Lines, full: &mut Vec<Batch>) {
         let mut start = lines.file_start;
         for span in &lines.spans {
             if span.data_end == span.data_start {
@@ -51,10 +52,13 @@ impl BatchBuilder {
             let data = lines
                 .data
                 .slice(span.data_start as usize..span.data_end as usize);
-            let partition_key = self.keys.key_for(&data);
-            let record = OutRecord {
+            let partition_key = self.keys.key_for(&data, &lines.file, start);
+            let cost = data.len() + RECORD_OVERHEAD;
+            let mut record = OutRecord {
                 data,
                 partition_key,
+                offset: start,
+                range: 0,
             };
             let size = record.size();
             let batch = &self.current;
@@ -63,10 +67,12 @@ impl BatchBuilder {
             {
                 full.push(self.take());
             }
+            self.cover(&lines, start, span.file_end);
             let batch = &mut self.current;
+            record.range = u32::try_from(batch.ranges.len().saturating_sub(1)).unwrap_or(u32::MAX);
             batch.bytes += size;
             batch.records.push(record);
-            self.cover(&lines, start, span.file_end);
+            batch.reserved.merge(lines.reserved.take(cost));
             start = span.file_end;
         }
     }
@@ -177,6 +183,7 @@ mod tests {
             file_start: offset,
             data: Bytes::from(data),
             spans,
+            reserved: crate::budget::Reservation::none(),
         }
     }
 

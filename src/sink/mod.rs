@@ -3,7 +3,9 @@
 //! its records was accepted. Nothing is ever dropped.
 
 pub mod backoff;
+pub mod dead_letter;
 pub mod kinesis;
+pub mod pacing;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -16,9 +18,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use bytes::Bytes;
+
+use crate::budget::RECORD_OVERHEAD;
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, Batch, OutRecord};
+use crate::record::{Ack, Batch, FileRange, OutRecord};
 pub use backoff::{Backoff, LogLimiter, RetryPolicy};
+use dead_letter::{DeadLetters, Letters};
+use pacing::{Answer, Pacer};
 
 /// A record the destination refused inside a call that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +60,17 @@ pub enum PutError {
     AccessDenied { message: String },
     #[error("{message}; {hint}")]
     Configuration { message: String, hint: String },
+}
+
+/// Per-record error codes that mean the stream is over its rate.
+fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "ServiceUnavailableException"
+            | "ThrottlingException"
+            | "KMSThrottlingException"
+    )
 }
 
 impl PutError {
@@ -99,6 +117,8 @@ pub struct Sink<P> {
     /// The largest batch; with `max_in_flight`, it bounds the bytes the sink holds.
     pub max_batch_bytes: usize,
     pub retry: RetryPolicy,
+    /// Records still refused after this long are written to `dead_letters` and acknowledged.
+    pub give_up: Option<(Duration, Arc<DeadLetters>)>,
     pub metrics: Arc<FlowMetrics>,
     pub acks: mpsc::Sender<Ack>,
 }
@@ -109,9 +129,13 @@ struct Shared<P> {
     stream: String,
     client: Arc<P>,
     retry: RetryPolicy,
+    give_up: Option<(Duration, Arc<DeadLetters>)>,
     metrics: Arc<FlowMetrics>,
     limiters: Mutex<HashMap<&'static str, LogLimiter>>,
     failing: AtomicBool,
+    pacer: Pacer,
+    /// Records throttled since the last throttling line, and when that line was logged.
+    throttled: Mutex<(Option<tokio::time::Instant>, u64)>,
 }
 
 impl<P> Shared<P> {
@@ -129,7 +153,9 @@ impl<P> Shared<P> {
 }
 
 /// Batches the sink may hold per call slot: those waiting to retry refused records included.
-const HELD_BATCHES_PER_CALL: usize = 8;
+/// A batch waiting to retry holds only its refused records (copied out of the read buffers),
+/// so many may wait while others flow.
+const HELD_BATCHES_PER_CALL: usize = 32;
 
 /// `bytes` in KiB, rounded up, as semaphore permits.
 fn kib(bytes: usize) -> u32 {
@@ -148,9 +174,12 @@ impl<P: PutRecords> Sink<P> {
             stream: self.stream,
             client: self.client,
             retry: self.retry,
+            give_up: self.give_up,
             metrics: self.metrics,
             limiters: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
+            pacer: Pacer::new(),
+            throttled: Mutex::new((None, 0)),
         });
         let probe_stop = CancellationToken::new();
         let probe = tokio::spawn(probe(Arc::clone(&shared), probe_stop.clone()));
@@ -253,18 +282,35 @@ fn report_call_failure<P>(shared: &Shared<P>, failure: &PutError, what: &'static
     }
 }
 
-/// Sends `batch` until every record is accepted; returns its ranges to acknowledge.
+/// Sends `batch` until every record is accepted (or, past `max_retry_duration`, written to
+/// the dead-letter file); returns its ranges to acknowledge.
 async fn deliver<P: PutRecords>(
     shared: &Shared<P>,
     in_flight: &Arc<Semaphore>,
     first_slot: OwnedSemaphorePermit,
     batch: Batch,
-) -> Vec<crate::record::FileRange> {
+) -> Vec<FileRange> {
     let mut first_slot = Some(first_slot);
     let mut backoff = Backoff::new(shared.retry);
+    let started = tokio::time::Instant::now();
+    let Batch {
+        records,
+        ranges,
+        mut reserved,
+        ..
+    } = batch;
     // Parts still to send, in order; a call the endpoint finds too large is split in two.
-    let mut parts: VecDeque<Vec<OutRecord>> = VecDeque::from([batch.records]);
+    let mut parts: VecDeque<Vec<OutRecord>> = VecDeque::from([records]);
+    let mut resending = false;
     while let Some(part) = parts.pop_front() {
+        if std::mem::take(&mut resending) {
+            FlowMetrics::add(&shared.metrics.records_retried, part.len() as u64);
+        }
+        if shared.pacer.try_admit(part.len()).is_err() {
+            // Paced: the call slot is not held while waiting for the call's turn.
+            first_slot = None;
+            shared.pacer.wait(part.len()).await;
+        }
         let answer = {
             // A slot is held for the call only, never through a backoff delay. The semaphore
             // is never closed; without a slot the call simply goes ahead.
@@ -289,30 +335,68 @@ async fn deliver<P: PutRecords>(
         };
         match result {
             Ok(failures) if failures.is_empty() => {
-                record_sent(shared, &part);
+                shared.pacer.answered(Answer {
+                    accepted: part.len(),
+                    throttled: 0,
+                });
+                let bytes = part.iter().map(|record| record.data.len()).sum();
+                record_sent(shared, part.len(), bytes);
                 backoff = Backoff::new(shared.retry);
             }
             Ok(failures) => {
-                let failed = failures.len() as u64;
-                FlowMetrics::add(&shared.metrics.records_failed, failed);
-                let sent: usize = part.len() - failures.len();
-                FlowMetrics::add(&shared.metrics.records_sent, sent as u64);
-                if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY) {
-                    let first = &failures[0];
-                    warn!(flow = %shared.flow, stream = %shared.stream, failed, of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
-                }
+                let throttled = failures
+                    .iter()
+                    .filter(|failure| is_throttle_code(&failure.code))
+                    .count();
+                shared.pacer.answered(Answer {
+                    accepted: part.len() - failures.len(),
+                    throttled,
+                });
+                count_throttled(shared, throttled as u64);
+                FlowMetrics::add(&shared.metrics.records_failed, failures.len() as u64);
+                // The refused records are copied out, so that while they wait to be sent again
+                // the accepted ones, and the read buffers they share, are freed, and so is
+                // their room in the memory budget.
                 let mut failed_records = Vec::with_capacity(failures.len());
-                let mut failed_bytes = 0;
                 for failure in &failures {
                     if let Some(record) = part.get(failure.index) {
-                        failed_bytes += record.data.len();
-                        failed_records.push(record.clone());
+                        failed_records.push(OutRecord {
+                            data: Bytes::copy_from_slice(&record.data),
+                            ..record.clone()
+                        });
                     }
                 }
-                let sent_bytes: usize =
-                    part.iter().map(|r| r.data.len()).sum::<usize>() - failed_bytes;
-                FlowMetrics::add(&shared.metrics.bytes_sent, sent_bytes as u64);
+                let accepted_cost: usize = part
+                    .iter()
+                    .map(|record| record.data.len() + RECORD_OVERHEAD)
+                    .sum::<usize>()
+                    .saturating_sub(
+                        failed_records
+                            .iter()
+                            .map(|record| record.data.len() + RECORD_OVERHEAD)
+                            .sum(),
+                    );
+                drop(reserved.take(accepted_cost));
+                let failed_bytes: usize = failed_records.iter().map(|r| r.data.len()).sum();
+                let bytes: usize = part.iter().map(|record| record.data.len()).sum();
+                record_sent(
+                    shared,
+                    part.len() - failed_records.len(),
+                    bytes - failed_bytes,
+                );
+                let first = &failures[0];
+                if throttled < failures.len() {
+                    if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY)
+                    {
+                        warn!(flow = %shared.flow, stream = %shared.stream, failed = failures.len(), of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
+                    }
+                }
+                let error = format!("{}: {}", first.code, first.message);
+                if give_up(shared, started, &failed_records, &ranges, &error).await {
+                    continue;
+                }
                 parts.push_front(failed_records);
+                resending = true;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(PutError::TooLarge { message }) if part.len() > 1 => {
@@ -327,7 +411,15 @@ async fn deliver<P: PutRecords>(
             Err(failure) => {
                 FlowMetrics::add(&shared.metrics.calls_failed, 1);
                 shared.failing.store(true, Ordering::Relaxed);
-                let delay = if failure.needs_operator() {
+                let throttled = matches!(failure, PutError::Throttled { .. });
+                shared.pacer.answered(Answer {
+                    accepted: 0,
+                    throttled: if throttled { part.len() } else { 0 },
+                });
+                let delay = if throttled {
+                    count_throttled(shared, part.len() as u64);
+                    backoff.next_delay()
+                } else if failure.needs_operator() {
                     report_call_failure(
                         shared,
                         &failure,
@@ -338,17 +430,81 @@ async fn deliver<P: PutRecords>(
                     report_call_failure(shared, &failure, "A call failed; trying again.");
                     backoff.next_delay()
                 };
+                if give_up(shared, started, &part, &ranges, &failure.to_string()).await {
+                    continue;
+                }
                 parts.push_front(part);
+                resending = true;
                 tokio::time::sleep(delay).await;
             }
         }
     }
-    batch.ranges
+    drop(reserved);
+    ranges
 }
 
-fn record_sent<P>(shared: &Shared<P>, part: &[OutRecord]) {
-    FlowMetrics::add(&shared.metrics.records_sent, part.len() as u64);
-    let bytes: usize = part.iter().map(|record| record.data.len()).sum();
+/// Past the flow's `max_retry_duration`, writes `records` to the dead-letter file; true if
+/// they were written (and so are done with).
+async fn give_up<P>(
+    shared: &Shared<P>,
+    started: tokio::time::Instant,
+    records: &[OutRecord],
+    ranges: &[FileRange],
+    error: &str,
+) -> bool {
+    let Some((limit, letters)) = &shared.give_up else {
+        return false;
+    };
+    if started.elapsed() < *limit || records.is_empty() {
+        return false;
+    }
+    let written = letters.write(&Letters {
+        flow: &shared.flow,
+        stream: &shared.stream,
+        error,
+        records,
+        ranges,
+    });
+    match written {
+        Ok(()) => {
+            FlowMetrics::add(&shared.metrics.records_dead_lettered, records.len() as u64);
+            error!(flow = %shared.flow, stream = %shared.stream, records = records.len(), cause = %error, path = %letters.path().display(), max_retry_duration = ?limit, "Gave up on records after max_retry_duration; they are in the dead-letter file.");
+            true
+        }
+        Err(failure) => {
+            if let Some(held_back) = shared.may_log("dead-letter", OPERATOR_LOG_EVERY) {
+                error!(flow = %shared.flow, path = %letters.path().display(), %failure, repeats = held_back, "Cannot write the dead-letter file; the records are kept and retried.");
+            }
+            false
+        }
+    }
+}
+
+/// Counts throttled records and logs, at most every ten seconds, how many there were.
+fn count_throttled<P>(shared: &Shared<P>, records: u64) {
+    if records == 0 {
+        return;
+    }
+    FlowMetrics::add(&shared.metrics.records_throttled, records);
+    let mut window = shared
+        .throttled
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (last_line, count) = &mut *window;
+    *count += records;
+    let now = tokio::time::Instant::now();
+    let since = last_line.map(|at| now.duration_since(at));
+    if since.is_none_or(|since| since >= TRANSIENT_LOG_EVERY) {
+        let seconds = since.map_or(0, |since| since.as_secs());
+        let limit = shared.pacer.limit().map(|rate| rate.round() as u64);
+        warn!(flow = %shared.flow, stream = %shared.stream, records = *count, seconds, records_per_second_limit = limit, "Records throttled by the stream in the last `seconds`; slowing down and sending them again.");
+        *last_line = Some(now);
+        *count = 0;
+    }
+}
+
+fn record_sent<P>(shared: &Shared<P>, records: usize, bytes: usize) {
+    FlowMetrics::add(&shared.metrics.records_sent, records as u64);
     FlowMetrics::add(&shared.metrics.bytes_sent, bytes as u64);
     if shared.failing.swap(false, Ordering::Relaxed) {
         info!(flow = %shared.flow, stream = %shared.stream, "The stream accepts records again.");

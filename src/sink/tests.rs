@@ -87,22 +87,29 @@ fn source() -> Arc<SourceFile> {
 }
 
 fn batch(data: &[&'static str], start: u64) -> Batch {
+    let mut offset = start;
     let records: Vec<OutRecord> = data
         .iter()
-        .map(|d| OutRecord {
-            data: Bytes::from_static(d.as_bytes()),
-            partition_key: "k".into(),
+        .map(|d| {
+            let record = OutRecord {
+                data: Bytes::from_static(d.as_bytes()),
+                partition_key: "k".into(),
+                offset,
+                range: 0,
+            };
+            offset += d.len() as u64;
+            record
         })
         .collect();
-    let end = start + data.iter().map(|d| d.len() as u64).sum::<u64>();
     Batch {
         bytes: records.iter().map(OutRecord::size).sum(),
         records,
         ranges: vec![FileRange {
             file: source(),
             start,
-            end,
+            end: offset,
         }],
+        reserved: crate::budget::Reservation::none(),
     }
 }
 
@@ -114,6 +121,14 @@ struct Running {
 }
 
 fn start(client: Arc<Scripted>, max_in_flight: usize) -> Running {
+    start_giving_up(client, max_in_flight, None)
+}
+
+fn start_giving_up(
+    client: Arc<Scripted>,
+    max_in_flight: usize,
+    give_up: Option<(Duration, Arc<DeadLetters>)>,
+) -> Running {
     let (batches, batches_received) = mpsc::channel(8);
     let (acks_sender, acks) = mpsc::channel(64);
     let metrics = Arc::new(FlowMetrics::default());
@@ -127,6 +142,7 @@ fn start(client: Arc<Scripted>, max_in_flight: usize) -> Running {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(10),
         },
+        give_up,
         metrics: Arc::clone(&metrics),
         acks: acks_sender,
     };
@@ -331,7 +347,7 @@ async fn the_sink_holds_a_bounded_number_of_batches_however_long_they_retry() {
     let client = Scripted::new(vec![Reply::Refuse(vec!["x\n"]); 10_000]);
     let running = start(Arc::clone(&client), 1);
     let mut accepted = 0;
-    for index in 0..40 {
+    for index in 0..100 {
         if running
             .batches
             .try_send(batch(&["x\n"], index * 2))
@@ -346,4 +362,106 @@ async fn the_sink_holds_a_bounded_number_of_batches_however_long_they_retry() {
     // (Each batch waits in backoff without its slot, so the next one can start.)
     assert_eq!(accepted, HELD_BATCHES_PER_CALL + 1 + 8);
     running.task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_refused_past_max_retry_duration_go_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let letters = DeadLetters::in_dir(dir.path());
+    // "b" is refused for good; "a" and "c" are accepted at once.
+    let client = Scripted::new(vec![Reply::Refuse(vec!["b\n"]); 10_000]);
+    let mut running = start_giving_up(
+        Arc::clone(&client),
+        1,
+        Some((Duration::from_secs(30), Arc::clone(&letters))),
+    );
+    let started = tokio::time::Instant::now();
+    running
+        .batches
+        .send(batch(&["a\n", "b\n", "c\n"], 100))
+        .await
+        .expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(100, 106)],
+        "acknowledged once the refused record is in the dead-letter file"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    let text = std::fs::read_to_string(letters.path()).expect("dead-letter file");
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["data"], "b\n");
+    assert_eq!(entries[0]["offset"], 102);
+    assert_eq!(entries[0]["file"], "/x.log");
+    assert_eq!(entries[0]["flow"], "app");
+    assert!(entries[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("ProvisionedThroughputExceededException")));
+    let metrics = &running.metrics;
+    assert_eq!(metrics.records_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.records_sent.load(Ordering::Relaxed), 2);
+    let calls = client.calls().len() as u64;
+    assert_eq!(
+        metrics.records_throttled.load(Ordering::Relaxed),
+        calls,
+        "one throttled record per call"
+    );
+    assert_eq!(metrics.records_retried.load(Ordering::Relaxed), calls - 1);
+    drop(running.batches);
+    running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_max_retry_duration_nothing_is_ever_dead_lettered() {
+    let client = Scripted::new(
+        std::iter::repeat_n(
+            Reply::Fail(PutError::Throttled {
+                message: "slow down".into(),
+            }),
+            400,
+        )
+        .collect(),
+    );
+    let mut running = start(Arc::clone(&client), 1);
+    running
+        .batches
+        .send(batch(&["a\n"], 0))
+        .await
+        .expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(0, 2)]
+    );
+    assert_eq!(client.calls().len(), 401, "retried until accepted");
+    assert_eq!(
+        running
+            .metrics
+            .records_dead_lettered
+            .load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        running.metrics.records_throttled.load(Ordering::Relaxed),
+        400
+    );
+    drop(running.batches);
+    running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_gives_its_memory_back_once_delivered() {
+    let budget = crate::budget::MemoryBudget::new(1 << 20);
+    let client = Scripted::new(vec![Reply::Refuse(vec!["a\n"])]);
+    let mut running = start(Arc::clone(&client), 1);
+    let mut sent = batch(&["a\n", "b\n"], 0);
+    sent.reserved = budget.reserve(1000).await;
+    running.batches.send(sent).await.expect("send");
+    let ack = running.acks.recv().await.expect("ack");
+    assert_eq!(budget.used(), 0, "released before the acknowledgement");
+    assert_eq!(delivered(ack), vec![(0, 4)]);
+    drop(running.batches);
+    running.task.await.expect("sink");
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
 
+use crate::budget::Reservation;
+
 use super::framer::skipped;
 use crate::config::Oversize;
 use crate::record::{LineSpan, Lines, SourceFile};
@@ -267,6 +269,7 @@ impl Assembler {
                 data_end: len,
                 file_end: pending.end,
             }],
+            reserved: Reservation::none(),
         }
     }
 }
@@ -295,6 +298,7 @@ fn flush_kept(block: &Lines, kept: &mut Vec<LineSpan>, kept_start: u64, out: &mu
         file_start: kept_start,
         data: block.data.clone(),
         spans: std::mem::take(kept),
+        reserved: Reservation::none(),
     });
 }
 

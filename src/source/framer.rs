@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::budget::Reservation;
 use crate::config::Oversize;
 use crate::record::{LineSpan, Lines, SourceFile};
 
@@ -193,9 +194,10 @@ impl Framer {
             line_start = end;
         }
         if line_start > 0 {
-            let complete = if line_start * 4 < self.buffer.capacity() {
-                // A few lines in a large buffer get an allocation of their own, so records
-                // waiting for delivery never pin a mostly empty read buffer.
+            let complete = if line_start * 8 < self.buffer.capacity() * 7 {
+                // Lines that do not nearly fill the buffer get an allocation of their own, so
+                // records waiting for delivery never pin a partly empty read buffer: the
+                // memory budget counts record bytes, and they are then what is held.
                 let copied = Bytes::copy_from_slice(&self.buffer[..line_start]);
                 self.buffer.advance(line_start);
                 copied
@@ -296,6 +298,7 @@ impl Framer {
                     file_start: offset + start as u64,
                     data: complete.slice(start..run_end),
                     spans: std::mem::take(spans),
+                    reserved: Reservation::none(),
                 });
             }
         };
@@ -366,6 +369,7 @@ fn single(file: &Arc<SourceFile>, start: u64, data: Bytes, end: u64) -> Lines {
             data_end: len,
             file_end: end,
         }],
+        reserved: Reservation::none(),
     }
 }
 

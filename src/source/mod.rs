@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::budget::MemoryBudget;
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines};
@@ -242,6 +243,8 @@ pub struct FlowShared {
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
     pub cancel: CancellationToken,
+    /// Shared by every flow: tailers wait for room in it before handing records on.
+    pub budget: Arc<MemoryBudget>,
     open_files: Arc<OpenFiles>,
     copies: Mutex<CopyTracking>,
     /// Whether file events are being delivered for at least one watched directory.
@@ -388,6 +391,7 @@ pub struct Source {
     pub acks: mpsc::Sender<Ack>,
     pub metrics: Arc<FlowMetrics>,
     pub open_files: Arc<OpenFiles>,
+    pub budget: Arc<MemoryBudget>,
     pub cancel: CancellationToken,
 }
 
@@ -411,6 +415,7 @@ impl Source {
             acks,
             metrics,
             open_files,
+            budget,
             cancel,
         } = self;
         let shared = Arc::new(FlowShared {
@@ -420,6 +425,7 @@ impl Source {
             acks,
             metrics,
             cancel: cancel.clone(),
+            budget,
             open_files,
             copies: Mutex::new(CopyTracking {
                 truncations: truncated

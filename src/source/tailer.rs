@@ -16,6 +16,7 @@ use super::assembler::Assembler;
 use super::framer::{Framed, Framer};
 use super::identity::{self, Lead};
 use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
+use crate::budget::RECORD_OVERHEAD;
 use crate::config::Oversize;
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, SourceFile};
@@ -519,16 +520,31 @@ impl Tailer {
     }
 
     /// Hands `lines` on; false if shutdown began first (they are read again after the restart).
-    async fn send(&self, lines: Lines) -> bool {
-        let records = lines
+    async fn send(&self, mut lines: Lines) -> bool {
+        let (records, record_bytes) = lines
             .spans
             .iter()
             .filter(|span| span.data_end > span.data_start)
-            .count() as u64;
+            .fold((0usize, 0usize), |(count, bytes), span| {
+                (
+                    count + 1,
+                    bytes + (span.data_end - span.data_start) as usize,
+                )
+            });
         let bytes = lines
             .spans
             .last()
             .map_or(0, |span| span.file_end - lines.file_start);
+        let cost = record_bytes + records * RECORD_OVERHEAD;
+        if cost > 0 && lines.reserved.bytes() < cost {
+            // With the budget spent, reading stops here until delivered records free room.
+            tokio::select! {
+                biased;
+                reserved = self.shared.budget.reserve(cost) => lines.reserved = reserved,
+                _ = self.shared.cancel.cancelled() => return false,
+            }
+        }
+        let records = records as u64;
         tokio::select! {
             biased;
             sent = self.shared.lines.send(lines) => {

@@ -89,6 +89,27 @@ impl Agent {
         Agent { child, log }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last value of `field` (such as `records_parsed`) in the agent's progress lines.
+    pub fn progress(&self, field: &str) -> Option<u64> {
+        let needle = format!("{field}=");
+        self.output()
+            .lines()
+            .rev()
+            .filter(|line| line.contains("Progress."))
+            .find_map(|line| {
+                let at = line.find(&needle)? + needle.len();
+                let digits: String = line[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+    }
+
     pub fn output(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod fault_kinesis;
 pub mod files;
 pub mod inproc;
 pub mod kinesalite;

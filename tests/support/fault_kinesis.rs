@@ -1,0 +1,982 @@
+//! A Kinesis Data Streams (and Firehose) endpoint that misbehaves on purpose, for tests of what
+//! the agent does when the service does not simply say yes.
+//!
+//! It speaks the real JSON 1.1 wire format, keeps the data of every record it stores, and fails
+//! calls and records the ways the real services do: per-record and whole-call throttling, server
+//! errors, connections closed without an answer (before or after storing), answers that arrive
+//! after the client has given up, slow answers, a shard's rate limit and a full outage. Which call
+//! or record fails is drawn from a seeded random sequence, so a run can be repeated.
+//!
+//! The server runs on a runtime of its own, so sync and async tests alike can drive it, and it
+//! stops when dropped. Request signatures are not checked and record sizes are not limited; the
+//! record count per call is, as the service does.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::{Handle, Runtime};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
+const DESCRIBE_STREAM_SUMMARY: &str = "Kinesis_20131202.DescribeStreamSummary";
+const LIST_SHARDS: &str = "Kinesis_20131202.ListShards";
+const PUT_RECORD_BATCH: &str = "Firehose_20150804.PutRecordBatch";
+const DESCRIBE_DELIVERY_STREAM: &str = "Firehose_20150804.DescribeDeliveryStream";
+
+/// Both services take 1 to 500 records per call.
+const MAX_RECORDS_PER_CALL: usize = 500;
+/// Kinesis partition keys are 1 to 256 Unicode characters.
+const MAX_PARTITION_KEY_CHARS: usize = 256;
+const SHARD_ID: &str = "shardId-000000000000";
+/// The top of the 128-bit hash key space, 2^128 - 1, which the one shard covers.
+const MAX_HASH_KEY: &str = "340282366920938463463374607431768211455";
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+/// The seed of [`FaultKinesis::start`]; any fixed value makes runs repeatable.
+const DEFAULT_SEED: u64 = 0x6b69_6e73_6869_7021;
+const LISTEN_BACKLOG: u32 = 1024;
+/// How long [`FaultKinesis::set_down`] waits for open connections to close, or for the port to
+/// become free again, before it gives up and fails the test.
+const OUTAGE_SWITCH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What goes wrong, in percent of calls or of records. Every field can be changed while the
+/// server runs ([`FaultKinesis::set_faults`]); the next call sees the change.
+///
+/// Faults apply to `PutRecords` and `PutRecordBatch` only; the describe and list operations always
+/// answer. The call-level faults exclude one another: one draw per call picks at most one, in the
+/// order of the fields below, so their percentages should add up to 100 at most. Records of a call
+/// that stores (no fault, `reset_after`, `stall`, `slow`) then each get their own draw for the
+/// record-level faults, and what survives those meets the rate limit.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Per record: `ProvisionedThroughputExceededException` (Firehose:
+    /// `ServiceUnavailableException`); the record is not stored.
+    pub record_throttle_percent: f64,
+    /// Per record: `InternalFailure`; the record is not stored.
+    pub record_internal_percent: f64,
+    /// Whole call: Kinesis answers 400 `ProvisionedThroughputExceededException`; Firehose answers
+    /// 500 `ServiceUnavailableException` (its model marks that error a server fault). Nothing is
+    /// stored.
+    pub call_throttle_percent: f64,
+    /// Whole call: 500 `InternalFailure` and 503 `ServiceUnavailable` (Firehose:
+    /// `ServiceUnavailableException`) in turn. Nothing is stored.
+    pub call_5xx_percent: f64,
+    /// The request is read, nothing is stored and the connection is closed without an answer.
+    pub reset_before_percent: f64,
+    /// The records are stored as a normal answer would have reported them, then the connection is
+    /// closed without an answer: the client cannot know, and sends them again.
+    pub reset_after_percent: f64,
+    /// The records are stored, then the answer waits `stall` (meant to be longer than the
+    /// client's timeout, so the client gives up and sends them again).
+    pub stall_percent: f64,
+    pub stall: Duration,
+    /// The records are stored and the answer comes after `slow` (meant to be shorter than the
+    /// client's timeout).
+    pub slow_percent: f64,
+    pub slow: Duration,
+    /// A shard's write limit: a token bucket holding one second's worth of records, full at start
+    /// and whenever this value changes. Records beyond it get
+    /// `ProvisionedThroughputExceededException` (Firehose: `ServiceUnavailableException`).
+    pub records_per_second: Option<u64>,
+}
+
+/// What the server has seen and done since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Requests read, of every operation (requests dropped by an outage before they were read
+    /// are not counted).
+    pub calls: u64,
+    /// Valid `PutRecords` and `PutRecordBatch` calls, whatever their fate.
+    pub put_calls: u64,
+    /// Requests answered 400 because they were malformed, too large or of an unknown operation.
+    pub invalid_calls: u64,
+    pub records_stored: u64,
+    pub record_throttled: u64,
+    pub record_internal: u64,
+    /// Records refused by the rate limit ([`Faults::records_per_second`]).
+    pub rate_limited: u64,
+    pub calls_throttled: u64,
+    pub calls_5xx: u64,
+    pub resets_before: u64,
+    pub resets_after: u64,
+    pub stalls: u64,
+    pub slow: u64,
+}
+
+/// A running fault-injecting endpoint. See the module documentation.
+pub struct FaultKinesis {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The accept loop and connections while the server is up; `None` during an outage.
+    listening: Mutex<Option<Listening>>,
+    handle: Handle,
+    /// Taken by `drop`, which shuts it down without waiting (it may run inside another runtime).
+    runtime: Option<Runtime>,
+}
+
+impl FaultKinesis {
+    /// Serves on 127.0.0.1 (a free port) from a runtime on its own threads, so sync tests can use
+    /// it too. Faults are drawn from a fixed seed.
+    pub fn start(faults: Faults) -> FaultKinesis {
+        FaultKinesis::start_seeded(faults, DEFAULT_SEED)
+    }
+
+    /// Like [`FaultKinesis::start`], with the seed of the random sequence that picks the calls
+    /// and records that fail.
+    pub fn start_seeded(faults: Faults, seed: u64) -> FaultKinesis {
+        let socket = reusable_socket(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("binding a loopback port for the fault server");
+        let addr = socket
+            .local_addr()
+            .expect("a bound socket knows its address");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fault-kinesis")
+            .enable_all()
+            .build()
+            .expect("starting the fault server's runtime");
+        let handle = runtime.handle().clone();
+        let listener = match listen(&handle, socket) {
+            Ok(listener) => listener,
+            Err(error) => {
+                // Dropping a runtime inside a test's runtime would panic over this message.
+                runtime.shutdown_background();
+                panic!("listening on {addr} for the fault server: {error}");
+            }
+        };
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                rate_limit: RateLimit::for_faults(&faults, now),
+                faults,
+                rng: fastrand::Rng::with_seed(seed),
+                accepted: Vec::new(),
+                stats: FaultStats::default(),
+                next_sequence: 0,
+            }),
+            next_request: AtomicU64::new(1),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        });
+        let listening = serve(&handle, listener, Arc::clone(&shared));
+        FaultKinesis {
+            addr,
+            shared,
+            listening: Mutex::new(Some(listening)),
+            handle,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`; it stays the same across outages.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the faults; calls that arrive from now on see the new ones.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut state = self.shared.lock();
+        if faults.records_per_second != state.faults.records_per_second {
+            state.rate_limit = RateLimit::for_faults(&faults, Instant::now());
+        }
+        state.faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    /// `true`: an outage. The listening socket is closed and every open connection dropped,
+    /// calls in flight included, so clients get connection refused; returns once all of that has
+    /// happened. `false`: listens again on the same port.
+    pub fn set_down(&self, down: bool) {
+        let mut listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (down, listening.take()) {
+            (true, Some(running)) => {
+                running.stop.cancel();
+                running.tasks.close();
+                let (closed, all_closed) = mpsc::channel();
+                let tasks = running.tasks.clone();
+                self.handle.spawn(async move {
+                    tasks.wait().await;
+                    let _ = closed.send(());
+                });
+                all_closed
+                    .recv_timeout(OUTAGE_SWITCH_DEADLINE)
+                    .expect("the fault server's connections close soon after an outage begins");
+            }
+            (false, None) => {
+                let listener = self.listen_again();
+                *listening = Some(serve(&self.handle, listener, Arc::clone(&self.shared)));
+            }
+            (_, unchanged) => *listening = unchanged,
+        }
+    }
+
+    /// Binds the server's port again. The port was free a moment ago, but another test may have
+    /// been handed it in between, so this tries until a deadline.
+    fn listen_again(&self) -> TcpListener {
+        let deadline = Instant::now() + OUTAGE_SWITCH_DEADLINE;
+        loop {
+            match reusable_socket(self.addr).and_then(|socket| listen(&self.handle, socket)) {
+                Ok(listener) => return listener,
+                Err(error) if Instant::now() >= deadline => {
+                    panic!("listening again on {} after an outage: {error}", self.addr)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// The data of every record stored, in the order stored (duplicates included), all streams
+    /// together.
+    pub fn accepted(&self) -> Vec<Vec<u8>> {
+        self.shared.lock().accepted.clone()
+    }
+
+    pub fn accepted_len(&self) -> usize {
+        self.shared.lock().accepted.len()
+    }
+
+    pub fn stats(&self) -> FaultStats {
+        self.shared.lock().stats
+    }
+}
+
+impl Drop for FaultKinesis {
+    fn drop(&mut self) {
+        if let Some(running) = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            running.stop.cancel();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            // Does not block, so it is allowed where the test itself runs on a runtime.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// How the records a test wrote compare with those the server stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Expected records of which fewer copies were stored than were expected.
+    pub lost: usize,
+    /// Copies stored beyond the expected number of an expected record.
+    pub duplicates: usize,
+    /// Stored records that match no expected record at all (a corrupted or split line).
+    pub unexpected: usize,
+}
+
+/// Compares records as multisets: order is ignored, and a record expected twice must be stored
+/// twice.
+pub fn delivery_report(expected: &[Vec<u8>], accepted: &[Vec<u8>]) -> DeliveryReport {
+    // (copies expected, copies stored) per distinct record.
+    let mut counts: HashMap<&[u8], (usize, usize)> = HashMap::with_capacity(expected.len());
+    for record in expected {
+        counts.entry(record.as_slice()).or_default().0 += 1;
+    }
+    let mut report = DeliveryReport::default();
+    for record in accepted {
+        match counts.get_mut(record.as_slice()) {
+            Some((_, stored)) => *stored += 1,
+            None => report.unexpected += 1,
+        }
+    }
+    for &(wanted, stored) in counts.values() {
+        report.lost += wanted.saturating_sub(stored);
+        report.duplicates += stored.saturating_sub(wanted);
+    }
+    report
+}
+
+/// Lines written vs records stored: how many of `expected` are missing, and how many extra
+/// records arrived. Extra copies of expected records and records that match none are both
+/// counted as extra, so `(0, 0)` means exactly what was written was stored; see
+/// [`delivery_report`] to tell the two apart.
+pub fn losses_and_duplicates(expected: &[Vec<u8>], accepted: &[Vec<u8>]) -> (usize, usize) {
+    let report = delivery_report(expected, accepted);
+    (report.lost, report.duplicates + report.unexpected)
+}
+
+struct Shared {
+    state: Mutex<State>,
+    next_request: AtomicU64,
+    /// Seconds since the epoch, reported as every stream's creation time.
+    created: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A fresh `x-amzn-requestid`, shaped like the service's UUIDs.
+    fn request_id(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("00000000-0000-4000-8000-{n:012x}")
+    }
+}
+
+/// Everything a call reads or changes, behind one lock so that the draws, the rate limit and the
+/// stored records of a call are consistent with each other.
+struct State {
+    faults: Faults,
+    rng: fastrand::Rng,
+    rate_limit: Option<RateLimit>,
+    accepted: Vec<Vec<u8>>,
+    stats: FaultStats,
+    next_sequence: u64,
+}
+
+/// A token bucket for one shard's records per second.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl RateLimit {
+    fn for_faults(faults: &Faults, now: Instant) -> Option<RateLimit> {
+        faults.records_per_second.map(|per_second| RateLimit {
+            per_second: per_second as f64,
+            tokens: per_second as f64,
+            refilled_at: now,
+        })
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One listening period: cancelling `stop` closes the listener and every connection.
+struct Listening {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A socket bound to `addr` that may take a port back while old connections linger in
+/// TIME_WAIT, which an outage followed by a restart needs.
+fn reusable_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Listens on `socket`, registered with the server's runtime (the caller may be on another).
+fn listen(handle: &Handle, socket: TcpSocket) -> io::Result<TcpListener> {
+    let _entered = handle.enter();
+    socket.listen(LISTEN_BACKLOG)
+}
+
+fn serve(handle: &Handle, listener: TcpListener, shared: Arc<Shared>) -> Listening {
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn_on(
+        accept_loop(listener, shared, stop.clone(), tasks.clone()),
+        handle,
+    );
+    Listening { stop, tasks }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            // Returning drops the listener: from here on, connecting is refused.
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                tasks.spawn(serve_connection(stream, Arc::clone(&shared), stop.clone()));
+            }
+            Err(_) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
+    // Answers are written in one go; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        // An error is a client hanging up, or a call this server chose to leave unanswered.
+        _ = connection => {}
+        // An outage: dropping the connection closes its socket, even mid-call.
+        () = stop.cancelled() => {}
+    }
+}
+
+/// The service's way of leaving a call unanswered: returning it makes hyper close the
+/// connection without writing a response.
+#[derive(Debug)]
+struct Unanswered;
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the fault server closed the connection without an answer, on purpose")
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// What to do with a call once it has been handled.
+enum Reply {
+    Now(Response<Full<Bytes>>),
+    After(Duration, Response<Full<Bytes>>),
+    Unanswered,
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Unanswered> {
+    let target = request.headers().get("x-amz-target").cloned();
+    // A client that cannot finish sending its request gets no answer either.
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| Unanswered)?
+        .to_bytes();
+    shared.lock().stats.calls += 1;
+    let target = target
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let reply = match target {
+        PUT_RECORDS => put_records(&shared, &body),
+        PUT_RECORD_BATCH => put_record_batch(&shared, &body),
+        DESCRIBE_STREAM_SUMMARY => Reply::Now(describe_stream_summary(&shared, &body)),
+        LIST_SHARDS => Reply::Now(list_shards(&shared)),
+        DESCRIBE_DELIVERY_STREAM => Reply::Now(describe_delivery_stream(&shared, &body)),
+        other => Reply::Now(invalid(
+            &shared,
+            "UnknownOperationException",
+            &format!("operation {other:?} is not served here"),
+        )),
+    };
+    match reply {
+        Reply::Now(response) => Ok(response),
+        Reply::After(delay, response) => {
+            tokio::time::sleep(delay).await;
+            Ok(response)
+        }
+        Reply::Unanswered => Err(Unanswered),
+    }
+}
+
+/// Which service's dialect a put call speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Kinesis,
+    Firehose,
+}
+
+impl Api {
+    /// The per-record code of a throttled record, also used for the whole-call throttle.
+    fn throttle_code(self) -> &'static str {
+        match self {
+            Api::Kinesis => "ProvisionedThroughputExceededException",
+            Api::Firehose => "ServiceUnavailableException",
+        }
+    }
+
+    fn call_throttle_status(self) -> StatusCode {
+        match self {
+            Api::Kinesis => StatusCode::BAD_REQUEST,
+            Api::Firehose => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn unavailable_code(self) -> &'static str {
+        match self {
+            Api::Kinesis => "ServiceUnavailable",
+            Api::Firehose => "ServiceUnavailableException",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRecordsRequest<'a> {
+    #[serde(borrow, default)]
+    stream_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "StreamARN")]
+    stream_arn: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    records: Vec<KinesisRecord<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KinesisRecord<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+    #[serde(borrow)]
+    partition_key: Cow<'a, str>,
+    // Accepted and ignored: there is one shard for every hash key.
+    #[serde(borrow, default, rename = "ExplicitHashKey")]
+    _explicit_hash_key: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutRecordBatchRequest<'a> {
+    #[serde(borrow)]
+    delivery_stream_name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    records: Vec<FirehoseRecord<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct FirehoseRecord<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// The stream a describe request names: a Kinesis stream by name or ARN, or a delivery stream.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct StreamRef<'a> {
+    #[serde(borrow, default)]
+    stream_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "StreamARN")]
+    stream_arn: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delivery_stream_name: Option<Cow<'a, str>>,
+}
+
+impl StreamRef<'_> {
+    fn name(&self) -> &str {
+        stream_name(self.stream_name.as_deref(), self.stream_arn.as_deref())
+            .or(self.delivery_stream_name.as_deref())
+            .unwrap_or("stream")
+    }
+}
+
+fn stream_name<'a>(name: Option<&'a str>, arn: Option<&'a str>) -> Option<&'a str> {
+    name.or_else(|| arn.and_then(|arn| arn.rsplit('/').next()))
+}
+
+fn put_records(shared: &Shared, body: &[u8]) -> Reply {
+    let request: PutRecordsRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => return Reply::Now(malformed(shared, &error)),
+    };
+    let Some(stream) = stream_name(
+        request.stream_name.as_deref(),
+        request.stream_arn.as_deref(),
+    ) else {
+        return Reply::Now(invalid(
+            shared,
+            "ValidationException",
+            "either StreamName or StreamARN must be given",
+        ));
+    };
+    if let Some(response) = check_count(shared, request.records.len()) {
+        return Reply::Now(response);
+    }
+    if let Some(index) = request.records.iter().position(|record| {
+        !(1..=MAX_PARTITION_KEY_CHARS).contains(&record.partition_key.chars().count())
+    }) {
+        return Reply::Now(invalid(
+            shared,
+            "ValidationException",
+            &format!(
+                "1 validation error detected: Value at 'records.{}.member.partitionKey' failed \
+                 to satisfy constraint: Member must have length between 1 and \
+                 {MAX_PARTITION_KEY_CHARS}",
+                index + 1
+            ),
+        ));
+    }
+    let data = match decode_all(request.records.iter().map(|record| &record.data)) {
+        Ok(data) => data,
+        Err(message) => return Reply::Now(invalid(shared, "SerializationException", &message)),
+    };
+    put(shared, Api::Kinesis, stream, data)
+}
+
+fn put_record_batch(shared: &Shared, body: &[u8]) -> Reply {
+    let request: PutRecordBatchRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => return Reply::Now(malformed(shared, &error)),
+    };
+    if let Some(response) = check_count(shared, request.records.len()) {
+        return Reply::Now(response);
+    }
+    let data = match decode_all(request.records.iter().map(|record| &record.data)) {
+        Ok(data) => data,
+        Err(message) => return Reply::Now(invalid(shared, "SerializationException", &message)),
+    };
+    put(shared, Api::Firehose, &request.delivery_stream_name, data)
+}
+
+fn check_count(shared: &Shared, records: usize) -> Option<Response<Full<Bytes>>> {
+    (!(1..=MAX_RECORDS_PER_CALL).contains(&records)).then(|| {
+        invalid(
+            shared,
+            "ValidationException",
+            &format!(
+                "1 validation error detected: Value at 'records' failed to satisfy constraint: \
+                 Member must have length between 1 and {MAX_RECORDS_PER_CALL} (it has {records})"
+            ),
+        )
+    })
+}
+
+/// Decodes every record's data before anything is stored, so a bad record rejects the whole
+/// call as the service does. Returns the error message for the first undecodable record.
+fn decode_all<'a>(encoded: impl Iterator<Item = &'a Cow<'a, str>>) -> Result<Vec<Vec<u8>>, String> {
+    encoded
+        .enumerate()
+        .map(|(index, data)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(data.as_bytes())
+                .map_err(|error| format!("record {index}: data is not valid base64: {error}"))
+        })
+        .collect()
+}
+
+/// A whole-call fault; at most one per call.
+#[derive(Clone, Copy)]
+enum CallFault {
+    Throttle,
+    ServerError,
+    ResetBefore,
+    ResetAfter,
+    Stall(Duration),
+    Slow(Duration),
+}
+
+fn draw_call_fault(faults: &Faults, rng: &mut fastrand::Rng) -> Option<CallFault> {
+    let draw = rng.f64() * 100.0;
+    let mut threshold = 0.0;
+    [
+        (faults.call_throttle_percent, CallFault::Throttle),
+        (faults.call_5xx_percent, CallFault::ServerError),
+        (faults.reset_before_percent, CallFault::ResetBefore),
+        (faults.reset_after_percent, CallFault::ResetAfter),
+        (faults.stall_percent, CallFault::Stall(faults.stall)),
+        (faults.slow_percent, CallFault::Slow(faults.slow)),
+    ]
+    .into_iter()
+    .find_map(|(percent, fault)| {
+        threshold += percent.max(0.0);
+        (draw < threshold).then_some(fault)
+    })
+}
+
+/// The fate of one record of a call that stores.
+enum RecordOutcome {
+    /// Stored, with this sequence number.
+    Stored(u64),
+    Throttled,
+    Internal,
+}
+
+fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
+    let mut state = shared.lock();
+    let State {
+        faults,
+        rng,
+        rate_limit,
+        accepted,
+        stats,
+        next_sequence,
+    } = &mut *state;
+    stats.put_calls += 1;
+    let fault = draw_call_fault(faults, rng);
+    match fault {
+        Some(CallFault::Throttle) => {
+            stats.calls_throttled += 1;
+            return Reply::Now(error_response(
+                shared,
+                api.call_throttle_status(),
+                api.throttle_code(),
+                &format!("Rate exceeded for stream {stream} under account {ACCOUNT}."),
+            ));
+        }
+        Some(CallFault::ServerError) => {
+            stats.calls_5xx += 1;
+            let (status, code) = if stats.calls_5xx % 2 == 1 {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, api.unavailable_code())
+            };
+            return Reply::Now(error_response(
+                shared,
+                status,
+                code,
+                "The service encountered an internal error; try again.",
+            ));
+        }
+        Some(CallFault::ResetBefore) => {
+            stats.resets_before += 1;
+            return Reply::Unanswered;
+        }
+        _ => {}
+    }
+
+    let now = Instant::now();
+    let throttle_percent = faults.record_throttle_percent;
+    let failure_percent = throttle_percent + faults.record_internal_percent;
+    let mut outcomes = Vec::with_capacity(data.len());
+    for record in data {
+        let draw = rng.f64() * 100.0;
+        let outcome = if draw < throttle_percent {
+            stats.record_throttled += 1;
+            RecordOutcome::Throttled
+        } else if draw < failure_percent {
+            stats.record_internal += 1;
+            RecordOutcome::Internal
+        } else if rate_limit.as_mut().is_some_and(|limit| !limit.take(now)) {
+            stats.rate_limited += 1;
+            RecordOutcome::Throttled
+        } else {
+            stats.records_stored += 1;
+            accepted.push(record);
+            *next_sequence += 1;
+            RecordOutcome::Stored(*next_sequence)
+        };
+        outcomes.push(outcome);
+    }
+    match fault {
+        Some(CallFault::ResetAfter) => {
+            stats.resets_after += 1;
+            return Reply::Unanswered;
+        }
+        Some(CallFault::Stall(_)) => stats.stalls += 1,
+        Some(CallFault::Slow(_)) => stats.slow += 1,
+        _ => {}
+    }
+    drop(state);
+
+    let body = match api {
+        Api::Kinesis => put_records_body(stream, &outcomes),
+        Api::Firehose => put_record_batch_body(&outcomes),
+    };
+    let response = json_response(shared, StatusCode::OK, body);
+    match fault {
+        Some(CallFault::Stall(delay) | CallFault::Slow(delay)) => Reply::After(delay, response),
+        _ => Reply::Now(response),
+    }
+}
+
+fn put_records_body(stream: &str, outcomes: &[RecordOutcome]) -> String {
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
+        .count();
+    // The stream name is the client's and may need escaping; it is escaped once per call.
+    let throttled = json_string(&format!(
+        "Rate exceeded for shard {SHARD_ID} in stream {stream} under account {ACCOUNT}."
+    ));
+    let mut body = String::with_capacity(48 + outcomes.len() * 96);
+    write!(body, "{{\"FailedRecordCount\":{failed},\"Records\":[").expect("writing to a String");
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        match outcome {
+            // Real sequence numbers are 56 decimal digits; so are these, and they increase.
+            RecordOutcome::Stored(sequence) => write!(
+                body,
+                "{{\"SequenceNumber\":\"49{sequence:054}\",\"ShardId\":\"{SHARD_ID}\"}}"
+            ),
+            RecordOutcome::Throttled => write!(
+                body,
+                "{{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":{throttled}}}"
+            ),
+            RecordOutcome::Internal => write!(
+                body,
+                "{{\"ErrorCode\":\"InternalFailure\",\"ErrorMessage\":\"Internal service failure.\"}}"
+            ),
+        }
+        .expect("writing to a String");
+    }
+    body.push_str("]}");
+    body
+}
+
+fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
+        .count();
+    let mut body = String::with_capacity(64 + outcomes.len() * 96);
+    write!(
+        body,
+        "{{\"FailedPutCount\":{failed},\"Encrypted\":false,\"RequestResponses\":["
+    )
+    .expect("writing to a String");
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        match outcome {
+            RecordOutcome::Stored(sequence) => {
+                write!(body, "{{\"RecordId\":\"{sequence:064x}\"}}")
+            }
+            RecordOutcome::Throttled => write!(
+                body,
+                "{{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}}"
+            ),
+            RecordOutcome::Internal => write!(
+                body,
+                "{{\"ErrorCode\":\"InternalFailure\",\"ErrorMessage\":\"Internal service failure.\"}}"
+            ),
+        }
+        .expect("writing to a String");
+    }
+    body.push_str("]}");
+    body
+}
+
+fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: StreamRef = serde_json::from_slice(body).unwrap_or_default();
+    let name = request.name();
+    let summary = serde_json::json!({
+        "StreamDescriptionSummary": {
+            "StreamName": name,
+            "StreamARN": format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"),
+            "StreamStatus": "ACTIVE",
+            "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+            "RetentionPeriodHours": 24,
+            "StreamCreationTimestamp": shared.created,
+            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+            "EncryptionType": "NONE",
+            "OpenShardCount": 1,
+            "ConsumerCount": 0,
+        }
+    });
+    json_response(shared, StatusCode::OK, summary.to_string())
+}
+
+fn list_shards(shared: &Shared) -> Response<Full<Bytes>> {
+    let shards = serde_json::json!({
+        "Shards": [{
+            "ShardId": SHARD_ID,
+            "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": MAX_HASH_KEY},
+            "SequenceNumberRange": {"StartingSequenceNumber": format!("49{:054}", 0)},
+        }]
+    });
+    json_response(shared, StatusCode::OK, shards.to_string())
+}
+
+fn describe_delivery_stream(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let request: StreamRef = serde_json::from_slice(body).unwrap_or_default();
+    let name = request.name();
+    let description = serde_json::json!({
+        "DeliveryStreamDescription": {
+            "DeliveryStreamName": name,
+            "DeliveryStreamARN": format!("arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/{name}"),
+            "DeliveryStreamStatus": "ACTIVE",
+            "DeliveryStreamType": "DirectPut",
+            "VersionId": "1",
+            "CreateTimestamp": shared.created,
+            "Destinations": [],
+            "HasMoreDestinations": false,
+        }
+    });
+    json_response(shared, StatusCode::OK, description.to_string())
+}
+
+fn malformed(shared: &Shared, error: &serde_json::Error) -> Response<Full<Bytes>> {
+    invalid(
+        shared,
+        "SerializationException",
+        &format!("the request body is not a valid request: {error}"),
+    )
+}
+
+/// A 400 for a request the service would refuse whatever the faults.
+fn invalid(shared: &Shared, code: &str, message: &str) -> Response<Full<Bytes>> {
+    shared.lock().stats.invalid_calls += 1;
+    error_response(shared, StatusCode::BAD_REQUEST, code, message)
+}
+
+fn error_response(
+    shared: &Shared,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"__type": code, "message": message});
+    json_response(shared, status, body.to_string())
+}
+
+fn json_response(shared: &Shared, status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
+    if let Ok(request_id) = HeaderValue::from_str(&shared.request_id()) {
+        headers.insert("x-amzn-requestid", request_id);
+    }
+    response
+}
+
+/// `text` as a quoted JSON string.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
