@@ -72,7 +72,26 @@ pub enum PartitionKey {
     /// The record's stable id (its file's start hash and its offset): consumers can drop
     /// the duplicates that at-least-once delivery may send.
     RecordId,
+    /// A key taken from the record itself, cut to 256 characters; `fallback` (never itself
+    /// extracted) for records where nothing is found.
+    Extracted {
+        from: KeyField,
+        fallback: Box<PartitionKey>,
+    },
 }
+
+/// Where in a record an extracted partition key is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyField {
+    /// The first capture group of the first match (the whole match if there is no group).
+    Regex(Pattern),
+    /// The field at this path of a JSON object record (`a.b` → `["a", "b"]`); strings as they
+    /// are, numbers and booleans as written.
+    Json(Vec<String>),
+}
+
+/// Bytes an extracted key may take: 256 characters of up to 4 bytes.
+pub const EXTRACTED_KEY_MAX_BYTES: usize = 4 * limits::PARTITION_KEY_MAX_CHARS;
 
 impl PartitionKey {
     /// The most bytes a key of this kind can take, so lines can be cut to leave room for it.
@@ -83,6 +102,9 @@ impl PartitionKey {
             PartitionKey::Fixed(key) => key.len(),
             // 16 hex digits + '-' + 20 digits, or device.inode in hex + '-' + 20 digits.
             PartitionKey::RecordId => 54,
+            PartitionKey::Extracted { fallback, .. } => {
+                EXTRACTED_KEY_MAX_BYTES.max(fallback.max_len())
+            }
         }
     }
 }
@@ -104,6 +126,14 @@ pub struct Pattern {
     pub text: String,
     pub regex: regex::bytes::Regex,
 }
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Pattern {}
 
 #[derive(Clone, Debug)]
 pub struct FlowConfig {
@@ -502,22 +532,13 @@ impl Checker<'_> {
                 InitialPosition::EndOfFile
             }
         };
-        let partition_key = match raw.partition_key.as_deref() {
-            None | Some("random") => PartitionKey::Random,
-            Some("deterministic") => PartitionKey::Deterministic,
-            Some("record_id") => PartitionKey::RecordId,
-            Some(fixed) => {
-                let chars = fixed.chars().count();
-                if chars == 0 || chars > limits::PARTITION_KEY_MAX_CHARS {
-                    self.problem(
-                        &format!("{key}.partition_key"),
-                        format!(
-                            "a fixed key must be 1 to {} characters, not {chars}",
-                            limits::PARTITION_KEY_MAX_CHARS
-                        ),
-                    );
-                }
-                PartitionKey::Fixed(fixed.to_owned())
+        let partition_key = match raw.partition_key {
+            None => PartitionKey::Random,
+            Some(raw::RawPartitionKey::Mode(mode)) => {
+                self.simple_partition_key(&format!("{key}.partition_key"), &mode)
+            }
+            Some(raw::RawPartitionKey::Extract(extract)) => {
+                self.extracted_partition_key(&format!("{key}.partition_key"), extract)
             }
         };
         let max_batch_age = self.duration(
@@ -692,6 +713,64 @@ impl Checker<'_> {
             }
         }
         compiled
+    }
+
+    /// `random`, `deterministic`, `record_id`, or a fixed key.
+    fn simple_partition_key(&mut self, key: &str, mode: &str) -> PartitionKey {
+        match mode {
+            "random" => PartitionKey::Random,
+            "deterministic" => PartitionKey::Deterministic,
+            "record_id" => PartitionKey::RecordId,
+            fixed => {
+                let chars = fixed.chars().count();
+                if chars == 0 || chars > limits::PARTITION_KEY_MAX_CHARS {
+                    self.problem(
+                        key,
+                        format!(
+                            "a fixed key must be 1 to {} characters, not {chars}",
+                            limits::PARTITION_KEY_MAX_CHARS
+                        ),
+                    );
+                }
+                PartitionKey::Fixed(fixed.to_owned())
+            }
+        }
+    }
+
+    /// `{ regex: '...' }` or `{ json_field: 'a.b' }`, with an optional `fallback`.
+    fn extracted_partition_key(&mut self, key: &str, raw: raw::RawKeyExtraction) -> PartitionKey {
+        let fallback = match raw.fallback {
+            None => PartitionKey::Random,
+            Some(mode) => self.simple_partition_key(&format!("{key}.fallback"), &mode),
+        };
+        let from = match (raw.regex, raw.json_field) {
+            (Some(text), None) => self
+                .pattern(&format!("{key}.regex"), text)
+                .map(KeyField::Regex),
+            (None, Some(path)) => {
+                let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if parts.iter().any(String::is_empty) {
+                    self.problem(
+                        &format!("{key}.json_field"),
+                        format!("`{path}` is not a field path such as `request.id`"),
+                    );
+                    None
+                } else {
+                    Some(KeyField::Json(parts))
+                }
+            }
+            _ => {
+                self.problem(key, "give exactly one of `regex` and `json_field`");
+                None
+            }
+        };
+        match from {
+            Some(from) => PartitionKey::Extracted {
+                from,
+                fallback: Box::new(fallback),
+            },
+            None => fallback,
+        }
     }
 
     fn pattern(&mut self, key: &str, text: String) -> Option<Pattern> {
@@ -1105,5 +1184,73 @@ flows:
             ),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn partition_keys_may_be_extracted_from_records_with_a_fallback() {
+        let with_key = |value: &str| {
+            GOOD.replace(
+                "    partition_key: deterministic\n",
+                &format!("    partition_key: {value}\n"),
+            )
+        };
+        let config = Config::parse(
+            Path::new("/etc/k.yaml"),
+            &with_key(r"{ regex: 'user=(\w+)', fallback: deterministic }"),
+        )
+        .expect("valid config");
+        match &config.flows[0].partition_key {
+            PartitionKey::Extracted {
+                from: KeyField::Regex(pattern),
+                fallback,
+            } => {
+                assert_eq!(pattern.text, r"user=(\w+)");
+                assert_eq!(**fallback, PartitionKey::Deterministic);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            config.flows[0].max_line_bytes(),
+            limits::KINESIS_DEFAULT_RECORD_BYTES - EXTRACTED_KEY_MAX_BYTES
+        );
+        let config = Config::parse(
+            Path::new("/etc/k.yaml"),
+            &with_key("{ json_field: request.id }"),
+        )
+        .expect("valid config");
+        assert_eq!(
+            config.flows[0].partition_key,
+            PartitionKey::Extracted {
+                from: KeyField::Json(vec!["request".into(), "id".into()]),
+                fallback: Box::new(PartitionKey::Random),
+            }
+        );
+        for (value, expected) in [
+            (
+                "{ regex: 'a', json_field: b }",
+                "/etc/k.yaml:10:5: flows[0].partition_key: give exactly one of `regex` and `json_field`",
+            ),
+            (
+                "{ json_field: 'a..b' }",
+                "/etc/k.yaml:10:5: flows[0].partition_key.json_field: `a..b` is not a field path",
+            ),
+            (
+                "{ regex: '(x' }",
+                "/etc/k.yaml:10:5: flows[0].partition_key.regex: `(x` is not a valid regular expression",
+            ),
+            (
+                "{ json_field: a, fallback: '' }",
+                "/etc/k.yaml:10:5: flows[0].partition_key.fallback: a fixed key must be 1 to 256 characters",
+            ),
+        ] {
+            let found = problems(&with_key(value));
+            // The line, and the column of the key inside the braces.
+            let (position, message) = expected.split_at("/etc/k.yaml:10:".len());
+            let message = message.split_once(' ').map_or("", |(_, rest)| rest);
+            assert!(
+                found.len() == 1 && found[0].starts_with(position) && found[0].contains(message),
+                "{value}: {found:?}"
+            );
+        }
     }
 }

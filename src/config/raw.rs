@@ -36,7 +36,7 @@ pub struct RawFlow {
     pub ignore_older: Option<String>,
     pub kinesis_stream: Option<String>,
     pub initial_position: Option<String>,
-    pub partition_key: Option<String>,
+    pub partition_key: Option<RawPartitionKey>,
     pub max_batch_age: Option<String>,
     pub max_batch_records: Option<u64>,
     pub max_batch_bytes: Option<u64>,
@@ -55,6 +55,22 @@ pub struct RawFlow {
     pub file_footer_pattern: Option<String>,
     pub oversize_records: Option<String>,
     pub truncated_record_terminator: Option<String>,
+}
+
+/// `partition_key: random` or `partition_key: { regex: '...', fallback: random }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPartitionKey {
+    Mode(String),
+    Extract(RawKeyExtraction),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyExtraction {
+    pub regex: Option<String>,
+    pub json_field: Option<String>,
+    pub fallback: Option<String>,
 }
 
 /// `files: /a/*.log` or `files: [/a/*.log, /b/*.log]`.
