@@ -52,7 +52,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         .unwrap_or_else(|| "(AWS default)".to_owned());
     info!(region = %region, endpoint = %endpoint, "Destination settings.");
     run_with(config, shutdown, |flow| {
-        KinesisClient::new(client.clone(), flow.kinesis_stream.clone(), region.clone())
+        KinesisClient::new(
+            client.clone(),
+            flow.kinesis_stream.clone(),
+            region.clone(),
+            flow.explicit_hash_key,
+        )
     })
     .await
 }

@@ -517,3 +517,59 @@ fn a_file_replaced_under_the_same_inode_while_stopped_is_read_from_its_start() {
     agent.signal("TERM");
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
 }
+
+#[test]
+fn spread_explicit_hash_keys_share_records_evenly_over_the_shards() {
+    let stream = "spread";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = Kinesalite::start();
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::create_stream(&client, stream, 4).await;
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+    let log = dir.path().join("logs/app.log");
+    let written: Vec<Vec<u8>> = (0..400)
+        .map(|index| format!("line {index}\n").into_bytes())
+        .collect();
+    append(&log, &written.concat());
+    // One fixed partition key would put every record on one shard.
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        stream,
+        &dir.path().join("logs/*.log").display().to_string(),
+        &[
+            "initial_position: start_of_file",
+            "partition_key: same-key",
+            "explicit_hash_key: spread",
+        ],
+        &[],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    let records = runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::read_all(&client, stream, written.len(), READ_DEADLINE).await
+    });
+    agent.signal("TERM");
+    assert!(agent.wait_exit(EXIT_DEADLINE).success());
+    let mut data: Vec<Vec<u8>> = records.iter().map(|record| record.data.clone()).collect();
+    data.sort();
+    let mut expected = written.clone();
+    expected.sort();
+    assert_eq!(data, expected, "{}", agent.output());
+    let mut per_shard = std::collections::BTreeMap::<&str, usize>::new();
+    for record in &records {
+        assert_eq!(record.partition_key, "same-key");
+        *per_shard.entry(record.shard_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_shard.len(), 4, "{per_shard:?}");
+    assert!(
+        per_shard.values().all(|&count| (95..=105).contains(&count)),
+        "{per_shard:?}"
+    );
+}

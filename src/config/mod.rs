@@ -146,6 +146,8 @@ pub struct FlowConfig {
     pub kinesis_stream: String,
     pub initial_position: InitialPosition,
     pub partition_key: PartitionKey,
+    /// `explicit_hash_key: spread`: records go evenly over the shards, whatever their keys.
+    pub explicit_hash_key: bool,
     pub max_batch_age: Duration,
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
@@ -541,6 +543,17 @@ impl Checker<'_> {
                 self.extracted_partition_key(&format!("{key}.partition_key"), extract)
             }
         };
+        let explicit_hash_key = match raw.explicit_hash_key.as_deref() {
+            None | Some("none") => false,
+            Some("spread") => true,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.explicit_hash_key"),
+                    format!("`{other}` is not one of none, spread"),
+                );
+                false
+            }
+        };
         let max_batch_age = self.duration(
             &format!("{key}.max_batch_age"),
             raw.max_batch_age,
@@ -671,6 +684,7 @@ impl Checker<'_> {
             kinesis_stream,
             initial_position,
             partition_key,
+            explicit_hash_key,
             max_batch_age,
             max_batch_records,
             max_batch_bytes,
@@ -1224,6 +1238,20 @@ flows:
                 from: KeyField::Json(vec!["request".into(), "id".into()]),
                 fallback: Box::new(PartitionKey::Random),
             }
+        );
+        let spread = with_key("random\n    explicit_hash_key: spread");
+        let config = Config::parse(Path::new("/etc/k.yaml"), &spread).expect("valid config");
+        assert!(config.flows[0].explicit_hash_key);
+        assert!(
+            !Config::parse(Path::new("/etc/k.yaml"), GOOD)
+                .expect("valid config")
+                .flows[0]
+                .explicit_hash_key
+        );
+        let found = problems(&with_key("random\n    explicit_hash_key: sometimes"));
+        assert_eq!(
+            found,
+            vec!["/etc/k.yaml:11:5: flows[0].explicit_hash_key: `sometimes` is not one of none, spread"]
         );
         for (value, expected) in [
             (

@@ -37,6 +37,7 @@ pub struct RawFlow {
     pub kinesis_stream: Option<String>,
     pub initial_position: Option<String>,
     pub partition_key: Option<RawPartitionKey>,
+    pub explicit_hash_key: Option<String>,
     pub max_batch_age: Option<String>,
     pub max_batch_records: Option<u64>,
     pub max_batch_bytes: Option<u64>,

@@ -1,6 +1,8 @@
 //! Kinesis Data Streams through `aws-sdk-kinesis`: `PutRecords` for data and
 //! `DescribeStreamSummary` for the start-up check, with errors sorted by what to do about them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
@@ -13,14 +15,32 @@ pub struct KinesisClient {
     client: aws_sdk_kinesis::Client,
     stream: String,
     region: String,
+    /// Set with `explicit_hash_key: spread`: records are numbered for [`spread_hash_key`].
+    spread: Option<AtomicU64>,
+}
+
+/// 2^128 divided by the golden ratio: stepping by it visits the hash key space evenly.
+const GOLDEN_STEP: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
+
+/// The explicit hash key of the `index`-th record: consecutive records land evenly over the
+/// 128-bit hash key space (a golden-ratio sequence), so over any equal split into shards,
+/// whatever the partition keys say.
+pub fn spread_hash_key(index: u64) -> String {
+    u128::from(index).wrapping_mul(GOLDEN_STEP).to_string()
 }
 
 impl KinesisClient {
-    pub fn new(client: aws_sdk_kinesis::Client, stream: String, region: String) -> Self {
+    pub fn new(
+        client: aws_sdk_kinesis::Client,
+        stream: String,
+        region: String,
+        spread: bool,
+    ) -> Self {
         Self {
             client,
             stream,
             region,
+            spread: spread.then(|| AtomicU64::new(fastrand::u64(..))),
         }
     }
 
@@ -117,9 +137,14 @@ impl PutRecords for KinesisClient {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
+            let explicit_hash_key = self
+                .spread
+                .as_ref()
+                .map(|next| spread_hash_key(next.fetch_add(1, Ordering::Relaxed)));
             let entry = PutRecordsRequestEntry::builder()
                 .data(Blob::new(record.data.to_vec()))
                 .partition_key(record.partition_key.clone())
+                .set_explicit_hash_key(explicit_hash_key)
                 .build()
                 .map_err(|error| PutError::Transient {
                     message: format!("cannot build the request: {error}"),
@@ -183,6 +208,25 @@ mod tests {
 
     fn classify(code: &str, message: &str, status: u16) -> PutError {
         classify_service_error(Some(code), Some(message), status, "logs", "eu-west-1")
+    }
+
+    #[test]
+    fn spread_hash_keys_fill_equal_shards_evenly() {
+        for shards in [2u128, 3, 4, 7, 16] {
+            let width = u128::MAX / shards + 1;
+            let mut counts = vec![0u32; shards as usize];
+            for index in 1_000..2_000 {
+                let key: u128 = spread_hash_key(index).parse().expect("decimal");
+                counts[(key / width) as usize] += 1;
+            }
+            let (least, most) = (
+                counts.iter().min().copied().unwrap_or_default(),
+                counts.iter().max().copied().unwrap_or_default(),
+            );
+            assert!(most - least <= 3, "{shards} shards: {counts:?}");
+        }
+        assert_eq!(spread_hash_key(0), "0");
+        assert!(spread_hash_key(u64::MAX).len() <= 39);
     }
 
     #[test]
