@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::agent::{saved_offset, write_config, Agent};
 use crate::support::files::append;
 use crate::support::kinesalite::{self, Kinesalite};
-use crate::support::stream::{read_back, setup, READ_DEADLINE};
+use crate::support::stream::{read_back, setup, setup_with_shards, READ_DEADLINE};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -521,16 +521,7 @@ fn a_file_replaced_under_the_same_inode_while_stopped_is_read_from_its_start() {
 #[test]
 fn spread_explicit_hash_keys_share_records_evenly_over_the_shards() {
     let stream = "spread";
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = Kinesalite::start();
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, stream, 4).await;
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, dir, runtime) = setup_with_shards(stream, 4);
     std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
     let log = dir.path().join("logs/app.log");
     let written: Vec<Vec<u8>> = (0..400)

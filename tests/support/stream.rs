@@ -9,6 +9,14 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A new server with a one-shard `stream`, a temp dir for the agent, and a runtime for the SDK.
 pub fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
+    setup_with_shards(stream, 1)
+}
+
+/// As [`setup`], with `shards` shards.
+pub fn setup_with_shards(
+    stream: &str,
+    shards: i32,
+) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Runtime) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -16,7 +24,7 @@ pub fn setup(stream: &str) -> (Kinesalite, tempfile::TempDir, tokio::runtime::Ru
     let server = Kinesalite::start();
     runtime.block_on(async {
         let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, stream, 1).await;
+        kinesalite::create_stream(&client, stream, shards).await;
     });
     (server, tempfile::tempdir().expect("temp dir"), runtime)
 }
