@@ -42,6 +42,9 @@ impl BatchBuilder {
     /// Adds every line of `lines`; returns the batches that filled up on the way.
     pub fn add(&mut self, mut lines: Lines, full: &mut Vec<Batch>) {
         let mut start = lines.file_start;
+        // Budget owed by the current batch for records of `lines` added to it, moved over from
+        // `lines` once per batch rather than once per record.
+        let mut cost = 0;
         for span in &lines.spans {
             if span.data_end == span.data_start {
                 // Skipped bytes: no record, but covered, so they are acknowledged in order.
@@ -53,7 +56,7 @@ impl BatchBuilder {
                 .data
                 .slice(span.data_start as usize..span.data_end as usize);
             let partition_key = self.keys.key_for(&data, &lines.file, start);
-            let cost = data.len() + RECORD_OVERHEAD;
+            let record_cost = data.len() + RECORD_OVERHEAD;
             let mut record = OutRecord {
                 data,
                 partition_key,
@@ -65,6 +68,9 @@ impl BatchBuilder {
             if batch.records.len() >= self.limits.max_records
                 || (!batch.records.is_empty() && batch.bytes + size > self.limits.max_bytes)
             {
+                self.current
+                    .reserved
+                    .merge(lines.reserved.take(std::mem::take(&mut cost)));
                 full.push(self.take());
             }
             self.cover(&lines, start, span.file_end);
@@ -72,9 +78,10 @@ impl BatchBuilder {
             record.range = u32::try_from(batch.ranges.len().saturating_sub(1)).unwrap_or(u32::MAX);
             batch.bytes += size;
             batch.records.push(record);
-            batch.reserved.merge(lines.reserved.take(cost));
+            cost += record_cost;
             start = span.file_end;
         }
+        self.current.reserved.merge(lines.reserved.take(cost));
     }
 
     /// Adds `[start, end)` of the file of `lines` to the ranges the current batch covers.
@@ -194,6 +201,21 @@ mod tests {
             max_age: Duration::from_secs(1),
         };
         BatchBuilder::new(limits, KeyChooser::new(PartitionKey::Fixed(key.into())))
+    }
+
+    #[tokio::test]
+    async fn each_batch_takes_the_budget_of_its_own_records() {
+        let budget = crate::budget::MemoryBudget::new(1 << 20);
+        let mut builder = builder(3, 5 * 1024 * 1024, "k");
+        let mut block = lines(&file(1), 0, 5, 10);
+        block.reserved = budget.reserve(5 * (10 + RECORD_OVERHEAD)).await;
+        let mut full = Vec::new();
+        builder.add(block, &mut full);
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].reserved.bytes(), 3 * (10 + RECORD_OVERHEAD));
+        assert_eq!(builder.take().reserved.bytes(), 2 * (10 + RECORD_OVERHEAD));
+        drop(full);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::{PutError, PutRecords, RecordFailure, StreamStatus};
+use super::{is_throttle_code, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::record::OutRecord;
 
 pub struct KinesisClient {
@@ -101,9 +101,7 @@ pub fn classify_service_error(
     };
     let lower = message.to_ascii_lowercase();
     match code {
-        "ProvisionedThroughputExceededException" | "LimitExceededException" | "KMSThrottlingException" | "ThrottlingException" | "Throttling" | "RequestLimitExceeded" | "SlowDown" => {
-            PutError::Throttled { message }
-        }
+        throttle if is_throttle_code(throttle) => PutError::Throttled { message },
         "ResourceNotFoundException" => PutError::Configuration {
             message: format!("stream `{stream}` was not found in region {region} ({message})"),
             hint: "check kinesis_stream and aws.region, or create the stream".into(),

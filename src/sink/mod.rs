@@ -62,14 +62,19 @@ pub enum PutError {
     Configuration { message: String, hint: String },
 }
 
-/// Per-record error codes that mean the stream is over its rate.
-fn is_throttle_code(code: &str) -> bool {
+/// Error codes, of a record or of a whole call, that mean the stream is over its rate
+/// (Firehose says `ServiceUnavailableException`).
+pub fn is_throttle_code(code: &str) -> bool {
     matches!(
         code,
         "ProvisionedThroughputExceededException"
-            | "ServiceUnavailableException"
-            | "ThrottlingException"
+            | "LimitExceededException"
             | "KMSThrottlingException"
+            | "ThrottlingException"
+            | "Throttling"
+            | "RequestLimitExceeded"
+            | "SlowDown"
+            | "ServiceUnavailableException"
     )
 }
 
