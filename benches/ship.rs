@@ -380,6 +380,7 @@ state_dir: {state_dir}
 aws:
   region: us-east-1
   endpoint_url: {endpoint_url}
+  check_identity: false
 progress_interval: 5s
 flows:
   - name: bench

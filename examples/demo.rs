@@ -4,6 +4,9 @@
 //!
 //! `cargo run --example demo`
 
+#[path = "../tests/support/emulator.rs"]
+#[allow(dead_code)]
+mod emulator;
 #[path = "../tests/support/kinesalite.rs"]
 #[allow(dead_code)]
 mod kinesalite;
@@ -39,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log = work.path().join("access.log");
     let lines = write_sample_log(&log, LINES)?;
     let config_text = format!(
-        "state_dir: {state}\naws:\n  region: {region}\n  endpoint_url: {endpoint}\nflows:\n  - name: demo\n    files: {log}\n    kinesis_stream: {STREAM}\n    initial_position: start_of_file\n    max_batch_age: 200ms\n    max_in_flight: 1\n",
+        "state_dir: {state}\naws:\n  region: {region}\n  endpoint_url: {endpoint}\n  check_identity: false\nflows:\n  - name: demo\n    files: {log}\n    kinesis_stream: {STREAM}\n    initial_position: start_of_file\n    max_batch_age: 200ms\n    max_in_flight: 1\n",
         state = work.path().join("state").display(),
         region = kinesalite::REGION,
         endpoint = server.endpoint,

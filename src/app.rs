@@ -6,22 +6,23 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::aws::{AwsClients, ClientError, FlowClients};
 use crate::budget::MemoryBudget;
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
-use crate::config::{AwsSettings, Config, FlowConfig, InitialPosition};
+use crate::config::{Config, Destination, FlowConfig, InitialPosition};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::{CopyFrom, FileId};
+use crate::sink::check::{self, CheckFailed, CheckPassed};
 use crate::sink::dead_letter::DeadLetters;
-use crate::sink::kinesis::KinesisClient;
+use crate::sink::destination::DestinationClient;
+use crate::sink::dry_run::DryRunOutput;
 use crate::sink::{PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
 
@@ -34,32 +35,144 @@ const ACK_QUEUE: usize = 4096;
 pub enum AppError {
     #[error(transparent)]
     State(#[from] StoreError),
-    #[error(
-        "no AWS region is set; set aws.region in the config, or AWS_REGION in the environment"
-    )]
-    NoRegion,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot open the dry-run output {path}: {source}")]
+    DryRunOutput {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("a start-up task failed: {0}")]
     Task(String),
 }
 
 /// Runs the agent until `shutdown` fires, then stops it in order.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
-    let (client, region) = kinesis_client(&config.aws).await?;
-    let endpoint = config
-        .aws
-        .endpoint_url
-        .clone()
-        .unwrap_or_else(|| "(AWS default)".to_owned());
-    info!(region = %region, endpoint = %endpoint, "Destination settings.");
-    run_with(config, shutdown, |flow| {
-        KinesisClient::new(
-            client.clone(),
-            flow.kinesis_stream.clone(),
-            region.clone(),
-            flow.explicit_hash_key,
-        )
-    })
-    .await
+    let destinations = Destinations::build(&config).await?;
+    run_with(config, shutdown, move |flow| destinations.client_for(flow)).await
+}
+
+/// The AWS clients of every flow (dry-run flows need none) and the dry-run output.
+pub struct Destinations {
+    clients: HashMap<String, FlowClients>,
+    dry_run: Option<Arc<DryRunOutput>>,
+}
+
+impl Destinations {
+    /// Builds each flow's clients, sharing them between flows with equal AWS settings.
+    pub async fn build(config: &Config) -> Result<Self, AppError> {
+        let mut aws = AwsClients::new();
+        let mut clients = HashMap::new();
+        for flow in config.flows.iter().filter(|flow| !flow.dry_run) {
+            let flow_clients = aws.for_flow(flow).await?;
+            info!(flow = %flow.name, destination = %flow.destination, region = %flow_clients.region, endpoint = flow.aws.endpoint_url.as_deref().unwrap_or("(AWS default)"), credentials = %flow.aws.describe_credentials(), "Destination settings.");
+            clients.insert(flow.name.clone(), flow_clients);
+        }
+        if !clients.is_empty() {
+            info!(
+                flows = clients.len(),
+                distinct_settings = aws.distinct_settings(),
+                "AWS clients ready; flows with equal settings share one."
+            );
+        }
+        let dry_run = if config.flows.iter().any(|flow| flow.dry_run) {
+            let path = config.dry_run_output.clone();
+            let output =
+                DryRunOutput::open(path.as_deref()).map_err(|source| AppError::DryRunOutput {
+                    path: path
+                        .as_ref()
+                        .map_or_else(|| "standard output".to_owned(), |p| p.display().to_string()),
+                    source,
+                })?;
+            Some(output)
+        } else {
+            None
+        };
+        Ok(Self { clients, dry_run })
+    }
+
+    /// The client `flow` sends through; one that refuses every call if its clients are
+    /// missing (a flow not in the config these were built from).
+    pub fn client_for(&self, flow: &FlowConfig) -> DestinationClient {
+        DestinationClient::for_flow(flow, self.clients.get(&flow.name), self.dry_run.as_ref())
+            .unwrap_or_else(|| DestinationClient::Unavailable(flow.name.clone()))
+    }
+}
+
+/// Runs the start-up checks of every flow that sends to AWS, at once; returns each flow's
+/// name, destination and outcome, in config order.
+pub async fn check_online(
+    config: &Config,
+) -> Result<Vec<(String, Destination, Result<CheckPassed, CheckFailed>)>, AppError> {
+    let destinations = Destinations::build(config).await?;
+    let mut checks = JoinSet::new();
+    for (index, flow) in config.flows.iter().enumerate() {
+        if flow.dry_run {
+            continue;
+        }
+        let client = destinations.client_for(flow);
+        let kind = flow.destination.kind;
+        let deadline = check::deadline(flow);
+        checks.spawn(async move { (index, check::check(&client, kind, deadline).await) });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = checks.join_next().await {
+        let (index, outcome) = done.map_err(|error| AppError::Task(error.to_string()))?;
+        if let Some(flow) = config.flows.get(index) {
+            outcomes.push((index, flow.name.clone(), flow.destination.clone(), outcome));
+        }
+    }
+    outcomes.sort_by_key(|(index, ..)| *index);
+    Ok(outcomes
+        .into_iter()
+        .map(|(_, name, destination, outcome)| (name, destination, outcome))
+        .collect())
+}
+
+/// Checks every flow's destination at once before tailing starts; logs each result, applies
+/// learnt record size limits, and leaves a task checking again for each flow that failed.
+async fn check_destinations<P: PutRecords>(
+    flows: &mut [(FlowConfig, Arc<P>)],
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let mut checks = JoinSet::new();
+    for (index, (flow, client)) in flows.iter().enumerate() {
+        if flow.dry_run {
+            continue;
+        }
+        let client = Arc::clone(client);
+        let kind = flow.destination.kind;
+        let deadline = check::deadline(flow);
+        checks.spawn(async move { (index, check::check(client.as_ref(), kind, deadline).await) });
+    }
+    loop {
+        let done = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            done = checks.join_next() => done,
+        };
+        let Some(done) = done else { return };
+        let Ok((index, outcome)) = done else { continue };
+        let Some((flow, client)) = flows.get_mut(index) else {
+            continue;
+        };
+        match outcome {
+            Ok(passed) => {
+                check::log_passed(&flow.name, &flow.destination, &passed);
+                check::apply_learned_limit(flow, &passed);
+            }
+            Err(failed) => {
+                check::log_failed(&flow.name, &flow.destination, &failed);
+                tasks.spawn(check::keep_checking(
+                    Arc::clone(client),
+                    flow.name.clone(),
+                    flow.destination.clone(),
+                    check::deadline(flow),
+                    shutdown.clone(),
+                ));
+            }
+        }
+    }
 }
 
 /// Runs the agent with `destination` making each flow's client: the real Kinesis client, or
@@ -73,6 +186,14 @@ where
     P: PutRecords,
     F: Fn(&FlowConfig) -> P,
 {
+    let tasks = TaskTracker::new();
+    let mut flows: Vec<(FlowConfig, Arc<P>)> = config
+        .flows
+        .iter()
+        .map(|flow| (flow.clone(), Arc::new(destination(flow))))
+        .collect();
+    check_destinations(&mut flows, &tasks, &shutdown).await;
+
     let state_dir = config.state_dir.clone();
     let (store, loaded) = tokio::task::spawn_blocking(move || CheckpointStore::open(&state_dir))
         .await
@@ -125,9 +246,7 @@ where
     let budget = MemoryBudget::new(config.memory_budget);
     metrics.watch_memory(&budget);
     let dead_letters = DeadLetters::in_dir(&config.state_dir);
-    let tasks = TaskTracker::new();
-    for flow in &config.flows {
-        let mut flow = flow.clone();
+    for (mut flow, client) in flows {
         if start_over {
             flow.initial_position = InitialPosition::StartOfFile;
         }
@@ -159,8 +278,8 @@ where
         );
         let sink = Sink {
             flow: Arc::from(flow.name.as_str()),
-            stream: flow.kinesis_stream.clone(),
-            client: Arc::new(destination(&flow)),
+            stream: flow.destination.to_string(),
+            client,
             max_in_flight: flow.max_in_flight,
             max_batch_bytes: flow.max_batch_bytes,
             retry: RetryPolicy {
@@ -176,7 +295,7 @@ where
         tasks.spawn(source.run());
         tasks.spawn(pipeline::batcher::run(builder, lines_received, batches));
         tasks.spawn(sink.run(batches_received));
-        info!(flow = %flow.name, stream = %flow.kinesis_stream, files = ?flow.files, "Flow started.");
+        info!(flow = %flow.name, destination = %flow.destination, dry_run = flow.dry_run, files = ?flow.files, "Flow started.");
     }
     drop(acks);
     tasks.close();
@@ -205,29 +324,4 @@ where
     finished.map_err(|error| AppError::Task(error.to_string()))?;
     info!("Stopped.");
     Ok(())
-}
-
-/// One Kinesis client for every flow. The SDK's own retries are off: the sink retries with
-/// knowledge of which records failed, and logs why.
-async fn kinesis_client(aws: &AwsSettings) -> Result<(aws_sdk_kinesis::Client, String), AppError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(aws.connect_timeout)
-                .operation_attempt_timeout(aws.request_timeout)
-                .build(),
-        );
-    if let Some(region) = &aws.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &aws.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let sdk_config = loader.load().await;
-    let region = sdk_config
-        .region()
-        .map(ToString::to_string)
-        .ok_or(AppError::NoRegion)?;
-    Ok((aws_sdk_kinesis::Client::new(&sdk_config), region))
 }

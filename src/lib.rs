@@ -5,6 +5,7 @@
 //! back to the checkpoint store. Only `app` knows every component.
 
 pub mod app;
+pub mod aws;
 pub mod budget;
 pub mod checkpoint;
 pub mod cli;

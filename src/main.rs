@@ -15,22 +15,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit status for an invalid config (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit status when `check --online` finds a destination unusable (sysexits' EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(loaded) => {
-                println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
-                ExitCode::SUCCESS
-            }
-            Err(problem) => {
-                report_config_error(&problem);
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
-        Command::Run { config } => {
+        Command::Check { config, online } => {
             let loaded = match Config::load(&config) {
                 Ok(loaded) => loaded,
                 Err(problem) => {
@@ -38,9 +30,114 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
+            warn_if_secrets_readable(&loaded, |message| eprintln!("kinship: warning: {message}"));
+            if online {
+                init_logging();
+                check_online(&loaded)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run { config, dry_run } => {
+            let mut loaded = match Config::load(&config) {
+                Ok(loaded) => loaded,
+                Err(problem) => {
+                    report_config_error(&problem);
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
             init_logging();
+            warn_if_secrets_readable(
+                &loaded,
+                |message| warn!(path = %loaded.source.display(), "{message}"),
+            );
+            if dry_run {
+                for flow in &mut loaded.flows {
+                    flow.dry_run = true;
+                }
+                info!("Dry run: batches are written, not sent; checkpoints advance.");
+            }
             run(loaded)
         }
+    }
+}
+
+/// Warns when the config file holds a secret key and other users may read it.
+fn warn_if_secrets_readable(config: &Config, warn_with: impl Fn(&str)) {
+    if !config.holds_secret_keys {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(&config.source) {
+            if metadata.permissions().mode() & 0o044 != 0 {
+                warn_with("the config file holds a secret access key and other users may read it; make it readable by its owner only (chmod 600), or use a profile, an instance role or assume_role");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = warn_with;
+    }
+}
+
+/// Runs every flow's start-up checks and prints one line per flow.
+fn check_online(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(failure) => {
+            eprintln!("kinship: cannot start the async runtime: {failure}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let outcomes = match runtime.block_on(kinship::app::check_online(config)) {
+        Ok(outcomes) => outcomes,
+        Err(failure) => {
+            eprintln!("kinship: {failure}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let mut failed = 0;
+    for (flow, destination, outcome) in &outcomes {
+        match outcome {
+            Ok(passed) => {
+                let who = passed.identity.as_ref().map_or_else(
+                    || "identity not checked".to_owned(),
+                    |identity| format!("account {}, {}", identity.account, identity.arn),
+                );
+                let what = match (&passed.status, &passed.describe_denied) {
+                    (Some(status), _) => format!("status {}", status.status),
+                    (None, Some(_)) => format!(
+                        "warning: not allowed to describe it ({}); sending would still be tried",
+                        kinship::sink::check::describe_call(destination.kind)
+                    ),
+                    (None, None) => "not described".to_owned(),
+                };
+                println!("flow `{flow}`: {destination}: ok ({who}; {what})");
+            }
+            Err(failure) => {
+                failed += 1;
+                println!("flow `{flow}`: {destination}: FAILED: {failure}");
+            }
+        }
+    }
+    let dry = config.flows.iter().filter(|flow| flow.dry_run).count();
+    if dry > 0 {
+        println!("{dry} flow(s) in dry-run mode need no AWS access and were not checked");
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "kinship: {failed} of {} destination check(s) failed",
+            outcomes.len()
+        );
+        ExitCode::from(EXIT_UNAVAILABLE)
     }
 }
 

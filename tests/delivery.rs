@@ -266,7 +266,10 @@ fn a_missing_stream_is_reported_and_lines_flow_once_it_exists() {
         .unwrap_or_default()
         .to_owned();
     assert!(error_line.contains("flow=app"), "{error_line}");
-    assert!(error_line.contains("stream=late"), "{error_line}");
+    assert!(
+        error_line.contains("destination=Kinesis stream `late`"),
+        "{error_line}"
+    );
     assert!(
         error_line.contains("stream `late` was not found in region us-east-1"),
         "{error_line}"
@@ -286,7 +289,8 @@ fn a_missing_stream_is_reported_and_lines_flow_once_it_exists() {
             .collect::<Vec<_>>()
     });
     assert_eq!(delivered, lines(0..100));
-    agent.wait_for_log("Stream found.", EXIT_DEADLINE);
+    agent.wait_for_log("The start-up check passes now.", EXIT_DEADLINE);
+    agent.wait_for_log("Destination found.", EXIT_DEADLINE);
     agent.signal("TERM");
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
 }
@@ -332,7 +336,7 @@ fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
     assert!(
         error_line.contains("ERROR")
             && error_line.contains("flow=app")
-            && error_line.contains("stream=gone"),
+            && error_line.contains("destination=Kinesis stream `gone`"),
         "{error_line}"
     );
     agent.signal("TERM");
@@ -388,7 +392,8 @@ fn missing_credentials_are_reported_clearly() {
         .unwrap_or_default();
     assert!(error_line.contains("no usable AWS credentials"), "{output}");
     assert!(
-        error_line.contains("flow=app") && error_line.contains("stream=creds"),
+        error_line.contains("flow=app")
+            && error_line.contains("destination=Kinesis stream `creds`"),
         "{error_line}"
     );
 }
@@ -455,7 +460,7 @@ fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
         &["shutdown_grace: 1h"],
     );
     let mut agent = Agent::start(&config, dir.path());
-    agent.wait_for_log("cannot reach the endpoint", EXIT_DEADLINE);
+    agent.wait_for_log("Cannot deliver records", EXIT_DEADLINE);
     agent.signal("TERM");
     agent.wait_for_log("Shutting down", EXIT_DEADLINE);
     agent.signal("INT");

@@ -39,7 +39,7 @@ fn write_lines(path: &Path, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 /// faults cost seconds, not minutes; `flow` and `top` add keys.
 fn config(dir: &Path, endpoint: &str, flow: &[&str], top: &[&str]) -> PathBuf {
     let mut text = format!(
-        "state_dir: {}\nprogress_interval: 1s\nshutdown_grace: 20s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  request_timeout: 2s\n  connect_timeout: 1s\n",
+        "state_dir: {}\nprogress_interval: 1s\nshutdown_grace: 20s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\n",
         dir.join("state").display()
     );
     for line in top {

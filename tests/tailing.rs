@@ -195,7 +195,7 @@ fn over_size_lines_are_split_or_skipped_as_configured() {
     fs::write(
         &config,
         format!(
-            "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {}\nflows:\n{}{}",
+            "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {}\n  check_identity: false\nflows:\n{}{}",
             dir.path().join("state").display(),
             kinesalite::REGION,
             server.endpoint,

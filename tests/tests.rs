@@ -1,10 +1,13 @@
 mod support;
 
+mod aws_emulated;
 mod cli;
 mod delivery;
+mod destinations;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;
+mod moto_selftest;
 mod rotation;
 mod tailing;
 mod tailing_model;

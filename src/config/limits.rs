@@ -15,3 +15,35 @@ pub const KINESIS_MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
 pub const MIN_RECORD_BYTES: usize = 1024;
 /// Partition keys are 1 to 256 Unicode characters.
 pub const PARTITION_KEY_MAX_CHARS: usize = 256;
+
+/// Firehose `PutRecordBatch`: records and bytes per call.
+pub const FIREHOSE_MAX_RECORDS_PER_CALL: usize = 500;
+pub const FIREHOSE_MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
+/// A Firehose record's data, before base64: 1,000 KiB.
+pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1000 * 1024;
+
+/// One service's limits, with the defaults kinship uses within them.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceLimits {
+    pub max_records_per_call: usize,
+    pub default_bytes_per_call: usize,
+    pub max_bytes_per_call: usize,
+    pub default_record_bytes: usize,
+    pub max_record_bytes: usize,
+}
+
+pub const KINESIS: ServiceLimits = ServiceLimits {
+    max_records_per_call: KINESIS_MAX_RECORDS_PER_CALL,
+    default_bytes_per_call: KINESIS_DEFAULT_BYTES_PER_CALL,
+    max_bytes_per_call: KINESIS_MAX_BYTES_PER_CALL,
+    default_record_bytes: KINESIS_DEFAULT_RECORD_BYTES,
+    max_record_bytes: KINESIS_MAX_RECORD_BYTES,
+};
+
+pub const FIREHOSE: ServiceLimits = ServiceLimits {
+    max_records_per_call: FIREHOSE_MAX_RECORDS_PER_CALL,
+    default_bytes_per_call: FIREHOSE_MAX_BYTES_PER_CALL,
+    max_bytes_per_call: FIREHOSE_MAX_BYTES_PER_CALL,
+    default_record_bytes: FIREHOSE_MAX_RECORD_BYTES,
+    max_record_bytes: FIREHOSE_MAX_RECORD_BYTES,
+};

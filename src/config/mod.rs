@@ -1,6 +1,7 @@
 //! The agent's configuration: the YAML file read into raw serde types, then validated into
 //! types that cannot be wrong. Every problem is reported at once, each with file, line and key.
 
+mod aws;
 pub mod limits;
 mod locate;
 mod raw;
@@ -9,8 +10,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use aws::{
+    arn_region, AssumeRole, AwsSettings, CredentialSource, Destination, DestinationKind, Secret,
+};
 use locate::KeyPositions;
-use raw::{RawAws, RawConfig, RawFlow};
+use raw::{RawConfig, RawFlow};
 
 /// Where the packaged service looks for its configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinship/kinship.yaml";
@@ -30,7 +34,6 @@ pub struct Config {
     /// The file this configuration was read from.
     pub source: PathBuf,
     pub state_dir: PathBuf,
-    pub aws: AwsSettings,
     pub shutdown_grace: Duration,
     pub checkpoint_interval: Duration,
     pub progress_interval: Duration,
@@ -40,17 +43,11 @@ pub struct Config {
     pub max_open_files: usize,
     /// Most bytes of records read and not yet delivered, over all flows.
     pub memory_budget: usize,
+    /// Where flows in dry-run mode write their batches; `None` for standard output.
+    pub dry_run_output: Option<PathBuf>,
+    /// Whether the file holds a secret access key (it should then be readable by its owner only).
+    pub holds_secret_keys: bool,
     pub flows: Vec<FlowConfig>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct AwsSettings {
-    /// `None`: the SDK's own chain (`AWS_REGION`, profile) decides.
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    /// How long one call may take before it is abandoned and retried.
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
 }
 
 /// Where reading starts in a file that has no checkpoint yet.
@@ -65,6 +62,8 @@ pub enum InitialPosition {
 pub enum PartitionKey {
     /// A random decimal number per record: records spread over every shard.
     Random,
+    /// No key: Firehose records have none.
+    None,
     /// A hash of the record's bytes: equal records go to the same shard.
     Deterministic,
     /// The same key for every record: one shard, in order.
@@ -98,6 +97,7 @@ impl PartitionKey {
     pub fn max_len(&self) -> usize {
         match self {
             PartitionKey::Random => 20,
+            PartitionKey::None => 0,
             PartitionKey::Deterministic => 16,
             PartitionKey::Fixed(key) => key.len(),
             // 16 hex digits + '-' + 20 digits, or device.inode in hex + '-' + 20 digits.
@@ -143,7 +143,11 @@ pub struct FlowConfig {
     pub exclude: Vec<glob::Pattern>,
     /// Files not modified for this long are not opened (until they are written again).
     pub ignore_older: Option<Duration>,
-    pub kinesis_stream: String,
+    pub destination: Destination,
+    /// Region, endpoints, credentials and timeouts: the flow's own over the top-level ones.
+    pub aws: AwsSettings,
+    /// Batches are written to `dry_run_output` instead of being sent.
+    pub dry_run: bool,
     pub initial_position: InitialPosition,
     pub partition_key: PartitionKey,
     /// `explicit_hash_key: spread`: records go evenly over the shards, whatever their keys.
@@ -152,6 +156,9 @@ pub struct FlowConfig {
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
     pub max_record_bytes: usize,
+    /// Whether `max_record_bytes` was written in the config (else the stream's own limit,
+    /// learnt at start-up, replaces the default).
+    pub record_limit_set: bool,
     pub max_in_flight: usize,
     pub poll_interval: Duration,
     pub scan_interval: Duration,
@@ -177,7 +184,7 @@ pub struct FlowConfig {
 }
 
 impl FlowConfig {
-    /// The most bytes of a record (newline included) that fit in one Kinesis record beside its key.
+    /// The most bytes of a record (newline included) that fit in one record beside its key.
     pub fn max_line_bytes(&self) -> usize {
         self.max_record_bytes - self.partition_key.max_len()
     }
@@ -330,7 +337,19 @@ impl Checker<'_> {
         if state_dir.trim().is_empty() {
             self.problem("state_dir", "must not be empty");
         }
-        let aws = self.aws(raw.aws);
+        let top_aws = self.aws_block("aws", raw.aws, false);
+        let dry_run_output = match raw.dry_run_output.as_deref() {
+            None | Some("-") => None,
+            Some("") => {
+                self.problem(
+                    "dry_run_output",
+                    "must not be empty; write - for standard output",
+                );
+                None
+            }
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        let mut holds_secret_keys = top_aws.holds_secret;
         let shutdown_grace = self.duration(
             "shutdown_grace",
             raw.shutdown_grace,
@@ -372,7 +391,11 @@ impl Checker<'_> {
             Some(raw_flows) => {
                 for (index, raw_flow) in raw_flows.into_iter().enumerate() {
                     let key = format!("flows[{index}]");
-                    if let Some(flow) = self.flow(&key, raw_flow) {
+                    holds_secret_keys |= raw_flow
+                        .aws
+                        .as_ref()
+                        .is_some_and(|aws| aws.secret_access_key.is_some());
+                    if let Some(flow) = self.flow(&key, raw_flow, &top_aws) {
                         if flows.iter().any(|f: &FlowConfig| f.name == flow.name) {
                             self.problem(
                                 &format!("{key}.name"),
@@ -390,61 +413,19 @@ impl Checker<'_> {
         Config {
             source: path.to_owned(),
             state_dir: PathBuf::from(state_dir),
-            aws,
             shutdown_grace,
             checkpoint_interval,
             progress_interval,
             checkpoint_expiry,
             max_open_files,
             memory_budget,
+            dry_run_output,
+            holds_secret_keys,
             flows,
         }
     }
 
-    fn aws(&mut self, raw: RawAws) -> AwsSettings {
-        if let Some(region) = &raw.region {
-            let valid = !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !valid {
-                self.problem(
-                    "aws.region",
-                    format!("`{region}` is not a region name such as us-east-1"),
-                );
-            }
-        }
-        if let Some(url) = &raw.endpoint_url {
-            let has_host = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"))
-                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-            if !has_host {
-                self.problem(
-                    "aws.endpoint_url",
-                    format!("`{url}` is not an http:// or https:// URL with a host"),
-                );
-            }
-        }
-        let request_timeout = self.duration(
-            "aws.request_timeout",
-            raw.request_timeout,
-            Duration::from_secs(30),
-        );
-        let connect_timeout = self.duration(
-            "aws.connect_timeout",
-            raw.connect_timeout,
-            Duration::from_secs(5),
-        );
-        AwsSettings {
-            region: raw.region,
-            endpoint_url: raw.endpoint_url,
-            request_timeout,
-            connect_timeout,
-        }
-    }
-
-    fn flow(&mut self, key: &str, raw: RawFlow) -> Option<FlowConfig> {
+    fn flow(&mut self, key: &str, raw: RawFlow, top_aws: &aws::AwsBlock) -> Option<FlowConfig> {
         let before = self.problems.len();
         let name = match raw.name {
             None => {
@@ -500,29 +481,33 @@ impl Checker<'_> {
                 files
             }
         };
-        let kinesis_stream = match raw.kinesis_stream {
-            None => {
-                self.problem(
-                    &format!("{key}.kinesis_stream"),
-                    "is missing; name the stream records go to",
-                );
-                String::new()
-            }
-            Some(stream) => {
-                let valid = !stream.is_empty()
-                    && stream.len() <= 128
-                    && stream
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-                if !valid {
-                    self.problem(
-                        &format!("{key}.kinesis_stream"),
-                        format!("`{stream}` is not a stream name (1 to 128 letters, digits, '-', '_' or '.')"),
-                    );
-                }
-                stream
-            }
+        let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
+        let firehose = destination
+            .as_ref()
+            .is_some_and(|d| d.kind == DestinationKind::Firehose);
+        let flow_aws = match raw.aws {
+            Some(block) => self.aws_block(
+                &format!("{key}.aws"),
+                block,
+                top_aws.allows_insecure_http().unwrap_or(false),
+            ),
+            None => aws::AwsBlock::default(),
         };
+        let mut aws = flow_aws.over(top_aws);
+        // A stream named by ARN is in the ARN's region.
+        if let Some(region) = destination
+            .as_ref()
+            .and_then(|d| d.arn.as_deref())
+            .and_then(arn_region)
+        {
+            match flow_aws.region() {
+                Some(own) if own != region => self.problem(
+                    &format!("{key}.aws.region"),
+                    format!("is {own}, but the stream's ARN is in {region}; remove one"),
+                ),
+                _ => aws.region = Some(region.to_owned()),
+            }
+        }
         let initial_position = match raw.initial_position.as_deref() {
             None | Some("end_of_file") => InitialPosition::EndOfFile,
             Some("start_of_file") => InitialPosition::StartOfFile,
@@ -534,7 +519,21 @@ impl Checker<'_> {
                 InitialPosition::EndOfFile
             }
         };
+        if firehose {
+            for (set, name) in [
+                (raw.partition_key.is_some(), "partition_key"),
+                (raw.explicit_hash_key.is_some(), "explicit_hash_key"),
+            ] {
+                if set {
+                    self.problem(
+                        &format!("{key}.{name}"),
+                        "applies to Kinesis streams only; Firehose records have no partition key",
+                    );
+                }
+            }
+        }
         let partition_key = match raw.partition_key {
+            None if firehose => PartitionKey::None,
             None => PartitionKey::Random,
             Some(raw::RawPartitionKey::Mode(mode)) => {
                 self.simple_partition_key(&format!("{key}.partition_key"), &mode)
@@ -559,23 +558,29 @@ impl Checker<'_> {
             raw.max_batch_age,
             Duration::from_secs(1),
         );
+        let service = if firehose {
+            limits::FIREHOSE
+        } else {
+            limits::KINESIS
+        };
         let max_batch_records = self.number(
             &format!("{key}.max_batch_records"),
             raw.max_batch_records,
-            limits::KINESIS_MAX_RECORDS_PER_CALL,
-            1..=limits::KINESIS_MAX_RECORDS_PER_CALL,
+            service.max_records_per_call,
+            1..=service.max_records_per_call,
         );
+        let record_limit_set = raw.max_record_bytes.is_some();
         let max_record_bytes = self.number(
             &format!("{key}.max_record_bytes"),
             raw.max_record_bytes,
-            limits::KINESIS_DEFAULT_RECORD_BYTES,
-            limits::MIN_RECORD_BYTES..=limits::KINESIS_MAX_RECORD_BYTES,
+            service.default_record_bytes,
+            limits::MIN_RECORD_BYTES..=service.max_record_bytes,
         );
         let max_batch_bytes = self.number(
             &format!("{key}.max_batch_bytes"),
             raw.max_batch_bytes,
-            limits::KINESIS_DEFAULT_BYTES_PER_CALL,
-            limits::MIN_RECORD_BYTES..=limits::KINESIS_MAX_BYTES_PER_CALL,
+            service.default_bytes_per_call,
+            limits::MIN_RECORD_BYTES..=service.max_bytes_per_call,
         );
         if max_batch_bytes < max_record_bytes {
             self.problem(
@@ -675,13 +680,17 @@ impl Checker<'_> {
                 "is longer than 256 bytes",
             );
         }
+        let destination = destination?;
         if self.problems.len() != before {
             return None;
         }
         Some(FlowConfig {
             name,
             files,
-            kinesis_stream,
+            destination,
+            aws,
+            dry_run: raw.dry_run.unwrap_or(false),
+            record_limit_set,
             initial_position,
             partition_key,
             explicit_hash_key,
@@ -914,7 +923,7 @@ flows:
     fn a_good_config_validates_with_defaults_filled_in() {
         let config = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
         assert_eq!(config.state_dir, PathBuf::from("/tmp/state"));
-        assert_eq!(config.aws.region.as_deref(), Some("us-east-1"));
+        assert_eq!(config.flows[0].aws.region.as_deref(), Some("us-east-1"));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         let flow = &config.flows[0];
         assert_eq!(flow.files, vec!["/var/log/app/*.log".to_owned()]);
@@ -1150,7 +1159,7 @@ flows:
         );
         let config = Config::parse(path, &uncommented)
             .unwrap_or_else(|error| panic!("{error}\n{uncommented}"));
-        assert_eq!(config.aws.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.flows[0].aws.request_timeout, Duration::from_secs(30));
         assert_eq!(
             config.flows[0].max_retry_duration,
             Some(Duration::from_secs(3600))
@@ -1171,14 +1180,17 @@ flows:
         let text = format!("memory_budget: 8388608\n{text}");
         let config = Config::parse(Path::new("/etc/k.yaml"), &text).expect("valid config");
         assert_eq!(config.memory_budget, 8 * 1024 * 1024);
-        assert_eq!(config.aws.request_timeout, Duration::from_secs(3));
-        assert_eq!(config.aws.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.flows[0].aws.request_timeout, Duration::from_secs(3));
+        assert_eq!(config.flows[0].aws.connect_timeout, Duration::from_secs(1));
         let flow = &config.flows[0];
         assert_eq!(flow.partition_key, PartitionKey::RecordId);
         assert_eq!(flow.max_retry_duration, Some(Duration::from_secs(7200)));
         let defaults = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
         assert_eq!(defaults.flows[0].max_retry_duration, None);
-        assert_eq!(defaults.aws.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            defaults.flows[0].aws.request_timeout,
+            Duration::from_secs(30)
+        );
 
         let bad = format!(
             "memory_budget: 1000\n{}",
@@ -1280,5 +1292,173 @@ flows:
                 "{value}: {found:?}"
             );
         }
+    }
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("/etc/k.yaml"), text).expect("valid config")
+    }
+
+    const FLOW: &str = "flows:\n  - name: app\n    files: /var/log/*.log\n";
+
+    #[test]
+    fn a_firehose_flow_gets_firehose_limits_and_no_partition_key() {
+        let config = parse(&format!("{FLOW}    firehose_stream: to-s3\n"));
+        let flow = &config.flows[0];
+        assert_eq!(flow.destination.kind, DestinationKind::Firehose);
+        assert_eq!(flow.destination.name, "to-s3");
+        assert_eq!(flow.partition_key, PartitionKey::None);
+        assert_eq!(flow.max_record_bytes, 1000 * 1024);
+        assert_eq!(flow.max_batch_bytes, 4 * 1024 * 1024);
+        assert_eq!(flow.max_batch_records, 500);
+        assert_eq!(flow.max_line_bytes(), 1000 * 1024);
+        let wrong = problems(&format!(
+            "{FLOW}    firehose_stream: to-s3\n    partition_key: fixed\n    explicit_hash_key: spread\n    max_batch_bytes: 5242880\n    max_record_bytes: 1048576\n"
+        ));
+        assert_eq!(
+            wrong,
+            [
+                "/etc/k.yaml:5:5: flows[0].partition_key: applies to Kinesis streams only; Firehose records have no partition key",
+                "/etc/k.yaml:6:5: flows[0].explicit_hash_key: applies to Kinesis streams only; Firehose records have no partition key",
+                "/etc/k.yaml:8:5: flows[0].max_record_bytes: 1048576 is out of range; it must be from 1024 to 1024000",
+                "/etc/k.yaml:7:5: flows[0].max_batch_bytes: 5242880 is out of range; it must be from 1024 to 4194304",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_flow_names_exactly_one_destination_by_name_or_arn() {
+        assert_eq!(
+            problems(&format!("{FLOW}    firehose_stream: a\n    kinesis_stream: b\n")),
+            ["/etc/k.yaml:4:5: flows[0].firehose_stream: is set together with kinesis_stream; a flow sends to one destination"]
+        );
+        assert_eq!(
+            problems(FLOW),
+            ["/etc/k.yaml:2:5: flows[0].kinesis_stream: is missing; name the stream records go to (kinesis_stream or firehose_stream)"]
+        );
+        let config = parse(&format!(
+            "aws:\n  region: us-east-1\n{FLOW}    kinesis_stream: arn:aws:kinesis:eu-central-1:210987654321:stream/shared-logs\n"
+        ));
+        let flow = &config.flows[0];
+        assert_eq!(flow.destination.name, "shared-logs");
+        assert_eq!(
+            flow.destination.arn.as_deref(),
+            Some("arn:aws:kinesis:eu-central-1:210987654321:stream/shared-logs")
+        );
+        assert_eq!(flow.aws.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    kinesis_stream: arn:aws:kinesis:eu-central-1:210987654321:stream/s\n    aws:\n      region: us-east-1\n"
+            )),
+            ["/etc/k.yaml:6:7: flows[0].aws.region: is us-east-1, but the stream's ARN is in eu-central-1; remove one"]
+        );
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    firehose_stream: arn:aws:kinesis:eu-central-1:210987654321:stream/s\n"
+            )),
+            ["/etc/k.yaml:4:5: flows[0].firehose_stream: `arn:aws:kinesis:eu-central-1:210987654321:stream/s` is not a stream ARN such as arn:aws:firehose:us-east-1:123456789012:deliverystream/NAME"]
+        );
+    }
+
+    #[test]
+    fn a_flows_aws_block_overrides_the_top_one_key_by_key() {
+        let config = parse(&format!(
+            "aws:\n  region: us-east-1\n  endpoint_url: https://kinesis.example.com\n  access_key_id: AKIATOP\n  secret_access_key: top-secret\n  assume_role:\n    role_arn: arn:aws:iam::123456789012:role/top\n  request_timeout: 10s\n\
+             {FLOW}    kinesis_stream: a\n\
+             \x20 - name: own\n    files: /var/log/*.log\n    kinesis_stream: b\n    aws:\n      region: eu-west-1\n      profile: logs\n      connect_timeout: 2s\n      check_identity: false\n"
+        ));
+        assert!(config.holds_secret_keys);
+        let (top, own) = (&config.flows[0].aws, &config.flows[1].aws);
+        assert_eq!(top.region.as_deref(), Some("us-east-1"));
+        assert!(matches!(
+            &top.credentials,
+            CredentialSource::Static { access_key_id, secret_access_key, session_token: None }
+                if access_key_id.expose() == "AKIATOP" && secret_access_key.expose() == "top-secret"
+        ));
+        assert_eq!(top.request_timeout, Duration::from_secs(10));
+        assert_eq!(top.connect_timeout, Duration::from_secs(5));
+        assert!(top.check_identity);
+        assert_eq!(own.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            own.endpoint_url.as_deref(),
+            Some("https://kinesis.example.com")
+        );
+        assert_eq!(own.credentials, CredentialSource::Profile("logs".into()));
+        assert_eq!(own.assume_role, top.assume_role);
+        let role = own.assume_role.as_ref().expect("inherited role");
+        assert_eq!(role.session_name, "kinship");
+        assert_eq!(role.duration, Duration::from_secs(3600));
+        assert_eq!(own.request_timeout, Duration::from_secs(10));
+        assert_eq!(own.connect_timeout, Duration::from_secs(2));
+        assert!(!own.check_identity);
+        assert_ne!(top, own);
+        let plain = parse(&format!("{FLOW}    kinesis_stream: a\n"));
+        assert!(!plain.holds_secret_keys);
+        assert_eq!(plain.flows[0].aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn credential_mistakes_name_the_key() {
+        let wrong = problems(&format!(
+            "aws:\n  profile: p\n  access_key_id: AKIA\n  secret_access_key: s\n{FLOW}    kinesis_stream: a\n    aws:\n      session_token: t\n      assume_role:\n        role_arn: arn:aws:iam::123:role/x\n        session_name: 'has space'\n        duration: 5m\n        external_id: x\n  - name: b\n    files: /var/log/*.log\n    kinesis_stream: b\n    aws:\n      secret_access_key: s\n"
+        ));
+        assert_eq!(
+            wrong,
+            [
+                "/etc/k.yaml:2:3: aws.profile: is set together with access_key_id; choose one source of credentials",
+                "/etc/k.yaml:10:7: flows[0].aws.session_token: is set without access_key_id and secret_access_key",
+                "/etc/k.yaml:12:9: flows[0].aws.assume_role.role_arn: `arn:aws:iam::123:role/x` is not a role ARN such as arn:aws:iam::123456789012:role/kinship",
+                "/etc/k.yaml:13:9: flows[0].aws.assume_role.session_name: `has space` must be 2 to 64 letters, digits or any of +=,.@_-",
+                "/etc/k.yaml:15:9: flows[0].aws.assume_role.external_id: must be 2 to 1,224 characters",
+                "/etc/k.yaml:14:9: flows[0].aws.assume_role.duration: must be from 15m to 12h (STS's bounds for a role session)",
+                "/etc/k.yaml:20:7: flows[1].aws.secret_access_key: is set without access_key_id; give both",
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_allowed() {
+        let text = |url: &str, allow: &str| {
+            format!("aws:\n  endpoint_url: {url}\n{allow}{FLOW}    kinesis_stream: a\n")
+        };
+        assert!(problems(&text("http://127.0.0.1:4567", "")).is_empty());
+        assert!(problems(&text("http://localhost:4567", "")).is_empty());
+        assert!(problems(&text("https://kinesis.example.com", "")).is_empty());
+        assert_eq!(
+            problems(&text("http://kinesis.example.com", "")),
+            ["/etc/k.yaml:2:3: aws.endpoint_url: `http://kinesis.example.com` would send requests and signatures unencrypted to another host; use https://, or set allow_insecure_http: true"]
+        );
+        assert!(problems(&text(
+            "http://kinesis.example.com",
+            "  allow_insecure_http: true\n"
+        ))
+        .is_empty());
+        // The top-level allowance covers flows' own endpoints too.
+        assert!(problems(&format!(
+            "aws:\n  allow_insecure_http: true\n{FLOW}    kinesis_stream: a\n    aws:\n      sts_endpoint_url: http://sts.internal:80\n"
+        ))
+        .is_empty());
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    kinesis_stream: a\n    aws:\n      sts_endpoint_url: http://sts.internal:80\n"
+            )),
+            ["/etc/k.yaml:6:7: flows[0].aws.sts_endpoint_url: `http://sts.internal:80` would send requests and signatures unencrypted to another host; use https://, or set allow_insecure_http: true"]
+        );
+    }
+
+    #[test]
+    fn dry_run_is_per_flow_with_one_output() {
+        let config = parse(&format!(
+            "dry_run_output: /tmp/batches.jsonl\n{FLOW}    kinesis_stream: a\n    dry_run: true\n"
+        ));
+        assert!(config.flows[0].dry_run);
+        assert_eq!(
+            config.dry_run_output.as_deref(),
+            Some(Path::new("/tmp/batches.jsonl"))
+        );
+        let config = parse(&format!(
+            "dry_run_output: '-'\n{FLOW}    kinesis_stream: a\n"
+        ));
+        assert!(!config.flows[0].dry_run);
+        assert_eq!(config.dry_run_output, None);
     }
 }

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub checkpoint_expiry: Option<String>,
     pub max_open_files: Option<u64>,
     pub memory_budget: Option<u64>,
+    pub dry_run_output: Option<String>,
     pub flows: Option<Vec<RawFlow>>,
 }
 
@@ -23,8 +24,25 @@ pub struct RawConfig {
 pub struct RawAws {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    pub sts_endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub assume_role: Option<RawAssumeRole>,
     pub request_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    pub allow_insecure_http: Option<bool>,
+    pub check_identity: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssumeRole {
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    pub duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +53,9 @@ pub struct RawFlow {
     pub exclude: Option<OneOrMany>,
     pub ignore_older: Option<String>,
     pub kinesis_stream: Option<String>,
+    pub firehose_stream: Option<String>,
+    pub aws: Option<RawAws>,
+    pub dry_run: Option<bool>,
     pub initial_position: Option<String>,
     pub partition_key: Option<RawPartitionKey>,
     pub explicit_hash_key: Option<String>,

@@ -37,6 +37,7 @@ impl KeyChooser {
                 key
             }
             PartitionKey::Fixed(key) => key.clone(),
+            PartitionKey::None => String::new(),
             PartitionKey::RecordId => record_id(file, offset),
             // Fallbacks are never extracted (the config does not allow it); a fixed record
             // id keeps the key defined if one ever were.

@@ -4,17 +4,23 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::{is_throttle_code, PutError, PutRecords, RecordFailure, StreamStatus};
+use super::service_error::classify_sdk_error;
+use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
+use crate::aws::{Identity, IdentityProbe};
+use crate::config::Destination;
 use crate::record::OutRecord;
 
 pub struct KinesisClient {
     client: aws_sdk_kinesis::Client,
-    stream: String,
+    /// The stream's name, and its ARN when the config names it by ARN (then calls use the ARN).
+    stream_name: String,
+    stream_arn: Option<String>,
     region: String,
+    identity: Option<IdentityProbe>,
     /// Set with `explicit_hash_key: spread`: records are numbered for [`spread_hash_key`].
     spread: Option<AtomicU64>,
 }
@@ -32,14 +38,17 @@ pub fn spread_hash_key(index: u64) -> String {
 impl KinesisClient {
     pub fn new(
         client: aws_sdk_kinesis::Client,
-        stream: String,
+        stream: &Destination,
         region: String,
         spread: bool,
+        identity: Option<IdentityProbe>,
     ) -> Self {
         Self {
             client,
-            stream,
+            stream_name: stream.name.clone(),
+            stream_arn: stream.arn.clone(),
             region,
+            identity,
             spread: spread.then(|| AtomicU64::new(fastrand::u64(..))),
         }
     }
@@ -48,86 +57,8 @@ impl KinesisClient {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let detail = DisplayErrorContext(error).to_string();
-        match error {
-            SdkError::ServiceError(service) => {
-                let status = service.raw().status().as_u16();
-                classify_service_error(
-                    service.err().code(),
-                    service.err().message(),
-                    status,
-                    &self.stream,
-                    &self.region,
-                )
-            }
-            SdkError::TimeoutError(_) => PutError::Transient {
-                message: "the call timed out".into(),
-            },
-            SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
-                PutError::Unreachable { message: detail }
-            }
-            _ if mentions_credentials(&detail) => no_credentials(detail),
-            SdkError::ResponseError(_) => PutError::Transient { message: detail },
-            _ => PutError::Transient { message: detail },
-        }
-    }
-}
-
-fn mentions_credentials(detail: &str) -> bool {
-    let lower = detail.to_ascii_lowercase();
-    lower.contains("credential") || lower.contains("identity")
-}
-
-fn no_credentials(detail: String) -> PutError {
-    PutError::Configuration {
-        message: format!("no usable AWS credentials ({detail})"),
-        hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, configure a profile, or run with an instance or task role".into(),
-    }
-}
-
-/// Sorts a service's error answer by what to do about it.
-pub fn classify_service_error(
-    code: Option<&str>,
-    message: Option<&str>,
-    status: u16,
-    stream: &str,
-    region: &str,
-) -> PutError {
-    let code = code.unwrap_or("");
-    let message = match message {
-        Some(text) if !text.is_empty() => format!("{code}: {text}"),
-        _ if !code.is_empty() => code.to_owned(),
-        _ => format!("HTTP status {status}"),
-    };
-    let lower = message.to_ascii_lowercase();
-    match code {
-        throttle if is_throttle_code(throttle) => PutError::Throttled { message },
-        "ResourceNotFoundException" => PutError::Configuration {
-            message: format!("stream `{stream}` was not found in region {region} ({message})"),
-            hint: "check kinesis_stream and aws.region, or create the stream".into(),
-        },
-        "AccessDeniedException" | "AccessDenied" => PutError::AccessDenied { message },
-        "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException" | "InvalidClientTokenId" | "IncompleteSignature" | "MissingAuthenticationToken" | "SignatureDoesNotMatch" => {
-            PutError::Configuration {
-                message: format!("the credentials were rejected ({message})"),
-                hint: "check the access key, secret key and session token, or the profile or role that provides them".into(),
-            }
-        }
-        kms if kms.starts_with("KMS") => PutError::Configuration {
-            message: format!("the stream's KMS key cannot be used ({message})"),
-            hint: "check the key's state and that the credentials may use it (kms:GenerateDataKey)".into(),
-        },
-        "InvalidArgumentException" | "ValidationException" | "SerializationException"
-            if lower.contains("size") || lower.contains("exceed") || lower.contains("length") || lower.contains("too large") =>
-        {
-            PutError::TooLarge { message }
-        }
-        _ if status == 413 => PutError::TooLarge { message },
-        _ if status >= 500 || code == "InternalFailure" || code == "ServiceUnavailable" => PutError::Transient { message },
-        _ => PutError::Configuration {
-            message: format!("the stream rejected the call ({message})"),
-            hint: "check the flow's settings against the stream".into(),
-        },
+        let shown = self.stream_arn.as_deref().unwrap_or(&self.stream_name);
+        classify_sdk_error(error, shown, &self.region, "kinesis_stream")
     }
 }
 
@@ -152,40 +83,27 @@ impl PutRecords for KinesisClient {
         let output = self
             .client
             .put_records()
-            .stream_name(&self.stream)
+            .set_stream_name(self.stream_arn.is_none().then(|| self.stream_name.clone()))
+            .set_stream_arn(self.stream_arn.clone())
             .set_records(Some(entries))
             .send()
             .await
             .map_err(|error| self.classify(&error))?;
-        let results = output.records();
-        if results.len() != records.len() {
-            return Err(PutError::Transient {
-                message: format!(
-                    "the answer listed {} results for {} records",
-                    results.len(),
-                    records.len()
-                ),
-            });
-        }
-        let failures = results
-            .iter()
-            .enumerate()
-            .filter_map(|(index, result)| {
-                result.error_code().map(|code| RecordFailure {
-                    index,
-                    code: code.to_owned(),
-                    message: result.error_message().unwrap_or_default().to_owned(),
-                })
-            })
-            .collect();
-        Ok(failures)
+        refused_records(
+            records.len(),
+            output
+                .records()
+                .iter()
+                .map(|result| (result.error_code(), result.error_message())),
+        )
     }
 
     async fn describe(&self) -> Result<StreamStatus, PutError> {
         let output = self
             .client
             .describe_stream_summary()
-            .stream_name(&self.stream)
+            .set_stream_name(self.stream_arn.is_none().then(|| self.stream_name.clone()))
+            .set_stream_arn(self.stream_arn.clone())
             .send()
             .await
             .map_err(|error| self.classify(&error))?;
@@ -196,17 +114,24 @@ impl PutRecords for KinesisClient {
                 |s| s.stream_status().as_str().to_owned(),
             ),
             open_shards: summary.map(|s| s.open_shard_count()),
+            max_record_bytes: summary
+                .and_then(|s| s.max_record_size_in_kib())
+                .and_then(|kib| usize::try_from(kib).ok())
+                .map(|kib| kib * 1024),
         })
+    }
+
+    async fn identity(&self) -> Result<Option<Identity>, PutError> {
+        match &self.identity {
+            Some(probe) => probe.identity().await.map(Some),
+            None => Ok(None),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn classify(code: &str, message: &str, status: u16) -> PutError {
-        classify_service_error(Some(code), Some(message), status, "logs", "eu-west-1")
-    }
 
     #[test]
     fn spread_hash_keys_fill_equal_shards_evenly() {
@@ -225,66 +150,5 @@ mod tests {
         }
         assert_eq!(spread_hash_key(0), "0");
         assert!(spread_hash_key(u64::MAX).len() <= 39);
-    }
-
-    #[test]
-    fn throttling_is_retried_quietly() {
-        assert!(matches!(
-            classify("ProvisionedThroughputExceededException", "slow down", 400),
-            PutError::Throttled { .. }
-        ));
-        assert!(matches!(
-            classify("KMSThrottlingException", "", 400),
-            PutError::Throttled { .. }
-        ));
-    }
-
-    #[test]
-    fn a_missing_stream_names_stream_region_and_fix() {
-        let error = classify(
-            "ResourceNotFoundException",
-            "Stream logs under account 1 not found.",
-            400,
-        );
-        let text = error.to_string();
-        assert!(
-            text.contains("stream `logs` was not found in region eu-west-1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("check kinesis_stream and aws.region"),
-            "{text}"
-        );
-        assert!(error.needs_operator());
-    }
-
-    #[test]
-    fn size_errors_and_413_mean_too_large() {
-        assert!(matches!(
-            classify(
-                "InvalidArgumentException",
-                "Records size exceeds 5 MB limit",
-                400
-            ),
-            PutError::TooLarge { .. }
-        ));
-        assert!(matches!(
-            classify_service_error(None, None, 413, "s", "r"),
-            PutError::TooLarge { .. }
-        ));
-    }
-
-    #[test]
-    fn server_errors_are_transient_and_credentials_need_an_operator() {
-        assert!(matches!(
-            classify("InternalFailure", "", 500),
-            PutError::Transient { .. }
-        ));
-        assert!(classify("UnrecognizedClientException", "bad token", 400).needs_operator());
-        assert!(classify("KMSDisabledException", "off", 400).needs_operator());
-        assert!(matches!(
-            classify("AccessDeniedException", "no", 400),
-            PutError::AccessDenied { .. }
-        ));
     }
 }

@@ -3,9 +3,14 @@
 //! its records was accepted. Nothing is ever dropped.
 
 pub mod backoff;
+pub mod check;
 pub mod dead_letter;
+pub mod destination;
+pub mod dry_run;
+pub mod firehose;
 pub mod kinesis;
 pub mod pacing;
+pub mod service_error;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -15,11 +20,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use bytes::Bytes;
 
+use crate::aws::Identity;
 use crate::budget::RECORD_OVERHEAD;
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, Batch, FileRange, OutRecord};
@@ -41,6 +46,8 @@ pub struct RecordFailure {
 pub struct StreamStatus {
     pub status: String,
     pub open_shards: Option<i32>,
+    /// The stream's own record size limit (data + partition key), when it says.
+    pub max_record_bytes: Option<usize>,
 }
 
 /// A whole call that failed, by what to do about it.
@@ -60,6 +67,32 @@ pub enum PutError {
     AccessDenied { message: String },
     #[error("{message}; {hint}")]
     Configuration { message: String, hint: String },
+}
+
+/// The records a call's answer refused: `results` gives each record's error code and message,
+/// in request order (both `None` for an accepted record).
+pub fn refused_records<'a>(
+    sent: usize,
+    results: impl ExactSizeIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Result<Vec<RecordFailure>, PutError> {
+    if results.len() != sent {
+        return Err(PutError::Transient {
+            message: format!(
+                "the answer listed {} results for {sent} records",
+                results.len()
+            ),
+        });
+    }
+    Ok(results
+        .enumerate()
+        .filter_map(|(index, (code, message))| {
+            code.map(|code| RecordFailure {
+                index,
+                code: code.to_owned(),
+                message: message.unwrap_or_default().to_owned(),
+            })
+        })
+        .collect())
 }
 
 /// Error codes, of a record or of a whole call, that mean the stream is over its rate
@@ -111,6 +144,11 @@ pub trait PutRecords: Send + Sync + 'static {
 
     /// Checks that the destination exists and is usable.
     fn describe(&self) -> impl Future<Output = Result<StreamStatus, PutError>> + Send;
+
+    /// Who the credentials belong to (`sts:GetCallerIdentity`); `None` when not checked.
+    fn identity(&self) -> impl Future<Output = Result<Option<Identity>, PutError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// One flow's sink.
@@ -186,8 +224,6 @@ impl<P: PutRecords> Sink<P> {
             pacer: Pacer::new(),
             throttled: Mutex::new((None, 0)),
         });
-        let probe_stop = CancellationToken::new();
-        let probe = tokio::spawn(probe(Arc::clone(&shared), probe_stop.clone()));
         // Calls in flight are bounded, and so are the batches the sink holds: a batch waiting to
         // retry a few refused records gives up its call slot, but not its place in the budget.
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
@@ -230,44 +266,6 @@ impl<P: PutRecords> Sink<P> {
                 error!(flow = %shared.flow, %failure, "A delivery task failed.");
             }
         }
-        probe_stop.cancel();
-        let _ = probe.await;
-    }
-}
-
-/// Checks the stream once at start-up so a wrong name, region or permission shows at once,
-/// not only when the first line arrives; retries until the stream answers.
-async fn probe<P: PutRecords>(shared: Arc<Shared<P>>, stop: CancellationToken) {
-    let mut backoff = Backoff::new(RetryPolicy {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(60),
-    });
-    loop {
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            result = shared.client.describe() => result,
-        };
-        match result {
-            Ok(status) => {
-                info!(flow = %shared.flow, stream = %shared.stream, status = %status.status, open_shards = status.open_shards, "Stream found.");
-                return;
-            }
-            Err(PutError::AccessDenied { message }) => {
-                warn!(flow = %shared.flow, stream = %shared.stream, %message, "Cannot describe the stream (no kinesis:DescribeStreamSummary permission); sending anyway.");
-                return;
-            }
-            Err(failure) => {
-                report_call_failure(
-                    &shared,
-                    &failure,
-                    "Cannot use the stream; will keep trying.",
-                );
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
     }
 }
 
@@ -281,9 +279,9 @@ fn report_call_failure<P>(shared: &Shared<P>, failure: &PutError, what: &'static
         return;
     };
     if failure.needs_operator() {
-        error!(flow = %shared.flow, stream = %shared.stream, cause = %failure, repeats = held_back, "{what}");
+        error!(flow = %shared.flow, destination = %shared.stream, cause = %failure, repeats = held_back, "{what}");
     } else {
-        warn!(flow = %shared.flow, stream = %shared.stream, cause = %failure, repeats = held_back, "{what}");
+        warn!(flow = %shared.flow, destination = %shared.stream, cause = %failure, repeats = held_back, "{what}");
     }
 }
 
@@ -393,7 +391,7 @@ async fn deliver<P: PutRecords>(
                 if throttled < failures.len() {
                     if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY)
                     {
-                        warn!(flow = %shared.flow, stream = %shared.stream, failed = failures.len(), of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
+                        warn!(flow = %shared.flow, destination = %shared.stream, failed = failures.len(), of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
                     }
                 }
                 let error = format!("{}: {}", first.code, first.message);
@@ -406,7 +404,7 @@ async fn deliver<P: PutRecords>(
             }
             Err(PutError::TooLarge { message }) if part.len() > 1 => {
                 if let Some(held_back) = shared.may_log("split", TRANSIENT_LOG_EVERY) {
-                    warn!(flow = %shared.flow, stream = %shared.stream, records = part.len(), %message, repeats = held_back, "The endpoint refused a call as too large; sending it in two halves. Consider a smaller max_batch_bytes.");
+                    warn!(flow = %shared.flow, destination = %shared.stream, records = part.len(), %message, repeats = held_back, "The endpoint refused a call as too large; sending it in two halves. Consider a smaller max_batch_bytes.");
                 }
                 let mut first = part;
                 let second = first.split_off(first.len() / 2);
@@ -473,7 +471,7 @@ async fn give_up<P>(
     match written {
         Ok(()) => {
             FlowMetrics::add(&shared.metrics.records_dead_lettered, records.len() as u64);
-            error!(flow = %shared.flow, stream = %shared.stream, records = records.len(), cause = %error, path = %letters.path().display(), max_retry_duration = ?limit, "Gave up on records after max_retry_duration; they are in the dead-letter file.");
+            error!(flow = %shared.flow, destination = %shared.stream, records = records.len(), cause = %error, path = %letters.path().display(), max_retry_duration = ?limit, "Gave up on records after max_retry_duration; they are in the dead-letter file.");
             true
         }
         Err(failure) => {
@@ -502,7 +500,7 @@ fn count_throttled<P>(shared: &Shared<P>, records: u64) {
     if since.is_none_or(|since| since >= TRANSIENT_LOG_EVERY) {
         let seconds = since.map_or(0, |since| since.as_secs());
         let limit = shared.pacer.limit().map(|rate| rate.round() as u64);
-        warn!(flow = %shared.flow, stream = %shared.stream, records = *count, seconds, records_per_second_limit = limit, "Records throttled by the stream in the last `seconds`; slowing down and sending them again.");
+        warn!(flow = %shared.flow, destination = %shared.stream, records = *count, seconds, records_per_second_limit = limit, "Records throttled by the stream in the last `seconds`; slowing down and sending them again.");
         *last_line = Some(now);
         *count = 0;
     }
@@ -512,7 +510,7 @@ fn record_sent<P>(shared: &Shared<P>, records: usize, bytes: usize) {
     FlowMetrics::add(&shared.metrics.records_sent, records as u64);
     FlowMetrics::add(&shared.metrics.bytes_sent, bytes as u64);
     if shared.failing.swap(false, Ordering::Relaxed) {
-        info!(flow = %shared.flow, stream = %shared.stream, "The stream accepts records again.");
+        info!(flow = %shared.flow, destination = %shared.stream, "The stream accepts records again.");
     }
 }
 

@@ -69,6 +69,7 @@ impl PutRecords for Scripted {
         Ok(StreamStatus {
             status: "ACTIVE".into(),
             open_shards: Some(1),
+            max_record_bytes: None,
         })
     }
 }
@@ -464,4 +465,37 @@ async fn a_batch_gives_its_memory_back_once_delivered() {
     assert_eq!(delivered(ack), vec![(0, 4)]);
     drop(running.batches);
     running.task.await.expect("sink");
+}
+
+#[test]
+fn refused_records_are_read_from_an_answer_in_request_order() {
+    let answer = [
+        (None, None),
+        (
+            Some("ProvisionedThroughputExceededException"),
+            Some("Rate exceeded"),
+        ),
+        (None, None),
+        (Some("InternalFailure"), None),
+    ];
+    let refused = refused_records(4, answer.iter().copied()).expect("as many results as records");
+    assert_eq!(
+        refused,
+        [
+            RecordFailure {
+                index: 1,
+                code: "ProvisionedThroughputExceededException".into(),
+                message: "Rate exceeded".into(),
+            },
+            RecordFailure {
+                index: 3,
+                code: "InternalFailure".into(),
+                message: String::new(),
+            },
+        ]
+    );
+    assert!(matches!(
+        refused_records(5, answer.iter().copied()),
+        Err(PutError::Transient { .. })
+    ));
 }

@@ -22,7 +22,7 @@ pub fn write_config(
     top: &[&str],
 ) -> PathBuf {
     let mut text = format!(
-        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {endpoint}\nprogress_interval: 1s\n",
+        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {endpoint}\n  check_identity: false\nprogress_interval: 1s\n",
         dir.join("state").display(),
         kinesalite::REGION
     );
@@ -46,6 +46,8 @@ pub fn write_config(
 pub struct Agent {
     child: Child,
     pub log: PathBuf,
+    /// Where its standard output goes (`<log>.stdout`).
+    pub stdout: PathBuf,
 }
 
 impl Agent {
@@ -56,6 +58,18 @@ impl Agent {
 
     /// As [`Agent::start`], but as the user and group `uid` (through `setpriv`) when given.
     pub fn start_as(config: &Path, dir: &Path, uid: Option<u32>) -> Agent {
+        Agent::start_with(config, dir, uid, &[], &[])
+    }
+
+    /// As [`Agent::start_as`], with `args` after `run --config <config>` and `env` set on top
+    /// of the test environment.
+    pub fn start_with(
+        config: &Path,
+        dir: &Path,
+        uid: Option<u32>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut index = 0;
         let log = loop {
             let candidate = dir.join(format!("agent-{index}.log"));
@@ -76,17 +90,23 @@ impl Agent {
                 command
             }
         };
-        command.arg("run").arg("--config").arg(config);
+        command.arg("run").arg("--config").arg(config).args(args);
         kinesalite::apply_agent_env(&mut command);
-        command.env("RUST_LOG", "info");
+        command.env("RUST_LOG", "info").envs(env.iter().copied());
         let stderr = File::create(&log).expect("create agent log");
+        let stdout_path = log.with_extension("stdout");
+        let stdout = File::create(&stdout_path).expect("create agent stdout");
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("start the kinship binary");
-        Agent { child, log }
+        Agent {
+            child,
+            log,
+            stdout: stdout_path,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -181,4 +201,13 @@ pub fn saved_offset(dir: &Path) -> Option<u64> {
     let text = fs::read_to_string(dir.join("state/checkpoints.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value["files"].get(0)?["offset"].as_u64()
+}
+
+/// Runs the binary with `args` to completion, with `env` on top of the test environment.
+pub fn run_command_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BINARY);
+    command.args(args);
+    kinesalite::apply_agent_env(&mut command);
+    command.envs(env.iter().copied());
+    command.output().expect("run kinship")
 }

@@ -97,6 +97,23 @@ pub struct Faults {
     /// and whenever this value changes. Records beyond it get
     /// `ProvisionedThroughputExceededException` (Firehose: `ServiceUnavailableException`).
     pub records_per_second: Option<u64>,
+    /// `MaxRecordSizeInKiB` in `DescribeStreamSummary` (a stream owner's raised or lowered
+    /// record limit); absent when `None`, as older endpoints answer.
+    pub max_record_size_kib: Option<u32>,
+    /// `DescribeStreamSummary` and `DescribeDeliveryStream` answer `AccessDeniedException`, as
+    /// for credentials without the describe permission.
+    pub describe_denied: bool,
+    /// How long the credentials STS `AssumeRole` hands out last (`None`: one hour).
+    pub sts_credentials_lifetime: Option<Duration>,
+}
+
+/// Credentials the server's STS issued, and which keys signed the data calls.
+#[derive(Clone, Debug, Default)]
+pub struct StsLog {
+    /// Access key id and expiry of each `AssumeRole` answer, in order.
+    pub issued: Vec<(String, SystemTime)>,
+    /// Access key id that signed each `PutRecords` or `PutRecordBatch` call, and when.
+    pub signed: Vec<(String, SystemTime)>,
 }
 
 /// What the server has seen and done since it started.
@@ -172,6 +189,7 @@ impl FaultKinesis {
                 accepted: Vec::new(),
                 stats: FaultStats::default(),
                 next_sequence: 0,
+                sts: StsLog::default(),
             }),
             next_request: AtomicU64::new(1),
             created: SystemTime::now()
@@ -260,6 +278,11 @@ impl FaultKinesis {
     /// together.
     pub fn accepted(&self) -> Vec<Vec<u8>> {
         self.shared.lock().accepted.clone()
+    }
+
+    /// What the server's STS issued and which keys signed the data calls.
+    pub fn sts_log(&self) -> StsLog {
+        self.shared.lock().sts.clone()
     }
 
     pub fn accepted_len(&self) -> usize {
@@ -358,6 +381,7 @@ struct State {
     accepted: Vec<Vec<u8>>,
     stats: FaultStats,
     next_sequence: u64,
+    sts: StsLog,
 }
 
 /// A token bucket for one shard's records per second.
@@ -489,6 +513,12 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Unanswered> {
     let target = request.headers().get("x-amz-target").cloned();
+    let signer = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(signing_key)
+        .unwrap_or_default();
     // A client that cannot finish sending its request gets no answer either.
     let body = request
         .into_body()
@@ -501,7 +531,15 @@ async fn handle(
         .as_ref()
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    if matches!(target, PUT_RECORDS | PUT_RECORD_BATCH) {
+        shared
+            .lock()
+            .sts
+            .signed
+            .push((signer.clone(), SystemTime::now()));
+    }
     let reply = match target {
+        "" if body.starts_with(b"Action=") => Reply::Now(sts(&shared, &body, &signer)),
         PUT_RECORDS => put_records(&shared, &body),
         PUT_RECORD_BATCH => put_record_batch(&shared, &body),
         DESCRIBE_STREAM_SUMMARY => Reply::Now(describe_stream_summary(&shared, &body)),
@@ -743,6 +781,7 @@ fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
         accepted,
         stats,
         next_sequence,
+        ..
     } = &mut *state;
     stats.put_calls += 1;
     let fault = draw_call_fault(faults, rng);
@@ -893,9 +932,19 @@ fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
 }
 
 fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let (denied, max_record_size_kib) = {
+        let state = shared.lock();
+        (
+            state.faults.describe_denied,
+            state.faults.max_record_size_kib,
+        )
+    };
+    if denied {
+        return describe_denied(shared, "kinesis:DescribeStreamSummary");
+    }
     let request: StreamRef = serde_json::from_slice(body).unwrap_or_default();
     let name = request.name();
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "StreamDescriptionSummary": {
             "StreamName": name,
             "StreamARN": format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"),
@@ -909,7 +958,19 @@ fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>
             "ConsumerCount": 0,
         }
     });
+    if let Some(kib) = max_record_size_kib {
+        summary["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] = kib.into();
+    }
     json_response(shared, StatusCode::OK, summary.to_string())
+}
+
+fn describe_denied(shared: &Shared, action: &str) -> Response<Full<Bytes>> {
+    error_response(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "AccessDeniedException",
+        &format!("User: arn:aws:iam::{ACCOUNT}:user/test is not authorized to perform: {action}"),
+    )
 }
 
 fn list_shards(shared: &Shared) -> Response<Full<Bytes>> {
@@ -979,4 +1040,60 @@ fn json_response(shared: &Shared, status: StatusCode, body: String) -> Response<
 /// `text` as a quoted JSON string.
 fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
+}
+
+/// The access key id in a SigV4 `Authorization` header (`... Credential=KEY/date/...`).
+fn signing_key(header: &str) -> Option<String> {
+    let start = header.find("Credential=")? + "Credential=".len();
+    header[start..].split('/').next().map(str::to_owned)
+}
+
+/// STS (query protocol, XML answers): `AssumeRole` issues fresh keys that last
+/// `sts_credentials_lifetime`; `GetCallerIdentity` names the assumed role for keys it issued.
+fn sts(shared: &Shared, body: &[u8], signer: &str) -> Response<Full<Bytes>> {
+    let form = String::from_utf8_lossy(body);
+    let action = form
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or_default()
+        .to_owned();
+    let request_id = shared.request_id();
+    let xml = match action.as_str() {
+        "AssumeRole" => {
+            let mut state = shared.lock();
+            let lifetime = state
+                .faults
+                .sts_credentials_lifetime
+                .unwrap_or(Duration::from_secs(3600));
+            let expiration = SystemTime::now() + lifetime;
+            let key = format!("ASIAFAULT{:011}", state.sts.issued.len());
+            state.sts.issued.push((key.clone(), expiration));
+            format!(
+                "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>fault-secret-{key}</SecretAccessKey><SessionToken>fault-token-{key}</SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>AROAFAULT:kinship</AssumedRoleId><Arn>arn:aws:sts::{ACCOUNT}:assumed-role/fault/kinship</Arn></AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></AssumeRoleResponse>",
+                humantime::format_rfc3339_seconds(expiration)
+            )
+        }
+        "GetCallerIdentity" => {
+            let arn = if signer.starts_with("ASIAFAULT") {
+                format!("arn:aws:sts::{ACCOUNT}:assumed-role/fault/kinship")
+            } else {
+                format!("arn:aws:iam::{ACCOUNT}:user/test")
+            };
+            format!(
+                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult><Arn>{arn}</Arn><UserId>AIDAFAULT</UserId><Account>{ACCOUNT}</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
+            )
+        }
+        other => {
+            return invalid(
+                shared,
+                "InvalidAction",
+                &format!("STS action {other:?} is not served here"),
+            )
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(xml)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    response
 }

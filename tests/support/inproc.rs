@@ -51,6 +51,7 @@ impl PutRecords for MemoryStream {
         Ok(StreamStatus {
             status: "ACTIVE".into(),
             open_shards: Some(1),
+            max_record_bytes: None,
         })
     }
 }

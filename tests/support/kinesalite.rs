@@ -8,12 +8,9 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
@@ -22,6 +19,8 @@ use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
+
+use super::emulator::{self, Installed, ServerLaunch, ServerProcess};
 
 pub const VERSION: &str = "3.3.3";
 pub const REGION: &str = "us-east-1";
@@ -35,198 +34,56 @@ const GET_RECORDS_LIMIT: i32 = 10_000;
 
 const NPM_DEADLINE: Duration = Duration::from_secs(600);
 const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
-const START_ATTEMPTS: usize = 5;
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Exit code of the launcher script when the port is already taken (Linux's EADDRINUSE), so a
 /// lost race for a free port is told apart from a real failure and retried.
 const EXIT_ADDR_IN_USE: i32 = 98;
 
-/// `target/tmp`: cargo names it for tests and benches; the demo example, which shares this
-/// file, falls back to the same place.
-fn tmp_dir() -> PathBuf {
-    match option_env!("CARGO_TARGET_TMPDIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("tmp"),
-    }
+const NEEDS: &str =
+    "the kinesalite tests need Node.js 20 and npm on PATH, and access to the npm registry";
+
+/// Whether npm prefix `dir` holds the kinesalite package.
+fn has_package(dir: &Path) -> bool {
+    dir.join("node_modules/kinesalite/package.json").is_file()
 }
 
-/// `target/`: everything this harness keeps on disk lives below it.
-fn target_dir() -> PathBuf {
-    let tmp = tmp_dir();
-    tmp.parent().map_or_else(|| tmp.clone(), Path::to_path_buf)
-}
-
-fn emulators_dir() -> PathBuf {
-    target_dir().join("emulators")
-}
-
-fn logs_dir() -> PathBuf {
-    tmp_dir().join("kinesalite-logs")
-}
-
-/// Installs kinesalite (once per target directory) and returns the npm prefix it lives in:
-/// `<prefix>/node_modules/kinesalite` is the package.
+/// Installs kinesalite (once per target directory, in `target/emulators/kinesalite`) and returns
+/// the npm prefix it lives in: `<prefix>/node_modules/kinesalite` is the package.
 ///
-/// Safe to call from many test threads and processes at once: a `OnceLock` serialises the
-/// threads of this binary and a file lock serialises processes. npm installs into a staging
-/// directory that is renamed into place only after it succeeded, so an interrupted install is
-/// never mistaken for a finished one.
+/// Safe to call from many test threads and processes at once, and an interrupted install is
+/// never mistaken for a finished one: see [`emulator::install_once`].
 pub fn install() -> PathBuf {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match INSTALLED.get_or_init(install_locked) {
-        Ok(dir) => dir.clone(),
-        Err(message) => panic!("{message}"),
-    }
+    static INSTALLED: Installed = Installed::new();
+    emulator::install_once(
+        &INSTALLED,
+        "kinesalite",
+        &format!("kinesalite@{VERSION}\n"),
+        has_package,
+        run_npm_install,
+    )
 }
 
-fn install_locked() -> Result<PathBuf, String> {
-    let root = emulators_dir();
-    fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let lock_path = root.join("kinesalite.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    // `File::lock` needs Rust 1.89. The crate's 1.85 MSRV is a promise about the library; the
-    // test suite is run with the current toolchain.
-    #[allow(clippy::incompatible_msrv)]
-    let locked = lock.lock();
-    locked.map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
-
-    let dir = root.join("kinesalite");
-    let marker = dir.join(".install-complete");
-    let wanted = format!("kinesalite@{VERSION}\n");
-    if fs::read_to_string(&marker).is_ok_and(|m| m == wanted)
-        && dir.join("node_modules/kinesalite/package.json").is_file()
-    {
-        return Ok(dir);
-    }
-
-    // Holding the lock means no other process is installing: any staging directory left over
-    // is from an install that was interrupted.
-    if let Ok(entries) = fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("kinesalite.staging-")
-            {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let staging = root.join(format!("kinesalite.staging-{}", std::process::id()));
-    fs::create_dir_all(&staging)
-        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-
-    if let Err(message) = run_npm_install(&root, &staging) {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(message);
-    }
-
-    fs::write(staging.join(".install-complete"), &wanted).map_err(|e| {
-        format!(
-            "cannot write the install marker in {}: {e}",
-            staging.display()
-        )
-    })?;
-    match fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot remove stale {}: {e}", dir.display())),
-    }
-    fs::rename(&staging, &dir).map_err(|e| {
-        format!(
-            "cannot move {} to {}: {e}",
-            staging.display(),
-            dir.display()
-        )
-    })?;
-    Ok(dir)
-}
-
-fn run_npm_install(root: &Path, staging: &Path) -> Result<(), String> {
-    let package = format!("kinesalite@{VERSION}");
-    let args = [
-        "install".to_string(),
-        "--prefix".to_string(),
-        staging.display().to_string(),
-        package,
-        "--no-audit".to_string(),
-        "--no-fund".to_string(),
-        "--no-update-notifier".to_string(),
-    ];
-    let command_line = format!("npm {}", args.join(" "));
-    let log_path = root.join("kinesalite-npm.log");
-    let log = File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
-
-    let needs =
-        "the kinesalite tests need Node.js 20 and npm on PATH, and access to the npm registry";
-    let mut child = Command::new("npm")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .map_err(|e| format!("could not run `{command_line}`: {e}; {needs}"))?;
-
-    let status = wait_with_deadline(&mut child, NPM_DEADLINE)
-        .map_err(|e| format!("waiting for `{command_line}` failed: {e}"))?;
-    let output = fs::read_to_string(&log_path).unwrap_or_default();
-    match status {
-        Some(status) if status.success() => {}
-        Some(status) => {
-            return Err(format!(
-                "`{command_line}` failed ({status}); {needs}. Its output ({}):\n{output}",
-                log_path.display()
-            ))
-        }
-        None => {
-            return Err(format!(
-                "`{command_line}` did not finish within {NPM_DEADLINE:?} and was killed; {needs}. \
-                 Its output ({}):\n{output}",
-                log_path.display()
-            ))
-        }
-    }
-    if !staging
-        .join("node_modules/kinesalite/package.json")
-        .is_file()
-    {
+fn run_npm_install(staging: &Path) -> Result<(), String> {
+    let log_path = emulator::emulators_dir().join("kinesalite-npm.log");
+    // The log holds this attempt only.
+    let _ = fs::remove_file(&log_path);
+    let mut npm = Command::new("npm");
+    npm.arg("install")
+        .arg("--prefix")
+        .arg(staging)
+        .arg(format!("kinesalite@{VERSION}"))
+        .args(["--no-audit", "--no-fund", "--no-update-notifier"]);
+    let command_line = format!("{npm:?}");
+    emulator::run_logged(npm, &log_path, NPM_DEADLINE, NEEDS)?;
+    if !has_package(staging) {
         return Err(format!(
-            "`{command_line}` succeeded but left no node_modules/kinesalite in {}. Its output:\n{output}",
-            staging.display()
+            "{command_line} succeeded but left no node_modules/kinesalite in {}. Its output ({}):\n{}",
+            staging.display(),
+            log_path.display(),
+            fs::read_to_string(&log_path).unwrap_or_default()
         ));
     }
     Ok(())
-}
-
-/// Waits for `child` to exit; kills it and returns `None` once `deadline` has passed.
-fn wait_with_deadline(
-    child: &mut Child,
-    deadline: Duration,
-) -> std::io::Result<Option<ExitStatus>> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A running kinesalite server on `127.0.0.1`, private to one test.
@@ -240,9 +97,7 @@ pub struct Kinesalite {
     pub port: u16,
     /// The server's stdout and stderr; kept when the test panics, removed otherwise.
     pub log_path: PathBuf,
-    child: Child,
-    /// Set when startup failed, so the log a panic message points to survives.
-    keep_log: bool,
+    server: ServerProcess,
 }
 
 impl Kinesalite {
@@ -253,156 +108,63 @@ impl Kinesalite {
     pub fn start() -> Kinesalite {
         let prefix = install();
         let module = prefix.join("node_modules").join("kinesalite");
-        let logs = logs_dir();
-        fs::create_dir_all(&logs)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", logs.display()));
-
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&module, &logs) {
-                Ok(server) => return server,
-                Err(StartError::PortTaken(port)) => failures.push(format!("port {port} was taken")),
-                Err(StartError::Fatal(message)) => panic!("{message}"),
-            }
-        }
-        panic!(
-            "could not start kinesalite after {START_ATTEMPTS} attempts: {}",
-            failures.join("; ")
-        );
-    }
-
-    fn try_start(module: &Path, logs: &Path) -> Result<Kinesalite, StartError> {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-
-        let port = free_port();
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let log_path = logs.join(format!("kinesalite-{}-{n}-{port}.log", std::process::id()));
-        let log = File::create(&log_path)
-            .map_err(|e| StartError::Fatal(format!("cannot create {}: {e}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| StartError::Fatal(format!("cannot reopen {}: {e}", log_path.display())))?;
-
         let module_js = serde_json::to_string(&module.display().to_string())
-            .map_err(|e| StartError::Fatal(format!("cannot quote a path for JavaScript: {e}")))?;
+            .unwrap_or_else(|e| panic!("cannot quote a path for JavaScript: {e}"));
         // kinesalite's own CLI binds every interface; this binds loopback only. The 'listening'
         // line tells the harness the server is ours and not some other process on the port.
-        let script = format!(
-            "const server = require({module_js})({SERVER_OPTIONS});\n\
-             server.on('error', (e) => {{\n\
-               console.error(e && e.stack || e);\n\
-               process.exit(e && e.code === 'EADDRINUSE' ? {EXIT_ADDR_IN_USE} : 1);\n\
-             }});\n\
-             server.listen({port}, '127.0.0.1', () => console.log('kinesalite listening on 127.0.0.1:{port}'));\n\
-             process.stdin.on('end', () => process.exit(0));\n\
-             process.stdin.resume();\n"
-        );
-
-        let child = Command::new("node")
-            .arg("-e")
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| {
-                StartError::Fatal(format!(
-                    "could not run `node` to start kinesalite: {e}; the kinesalite tests need Node.js 20 on PATH"
-                ))
-            })?;
-        let mut server = Kinesalite {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-            log_path,
-            child,
-            keep_log: false,
+        let spawn = |port: u16, stdout: Stdio, stderr: Stdio| {
+            let script = format!(
+                "const server = require({module_js})({SERVER_OPTIONS});\n\
+                 server.on('error', (e) => {{\n\
+                   console.error(e && e.stack || e);\n\
+                   process.exit(e && e.code === 'EADDRINUSE' ? {EXIT_ADDR_IN_USE} : 1);\n\
+                 }});\n\
+                 server.listen({port}, '127.0.0.1', () => console.log('kinesalite listening on 127.0.0.1:{port}'));\n\
+                 process.stdin.on('end', () => process.exit(0));\n\
+                 process.stdin.resume();\n"
+            );
+            Command::new("node")
+                .arg("-e")
+                .arg(&script)
+                .stdin(Stdio::piped())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "could not run `node` to start kinesalite: {e}; the kinesalite tests need Node.js 20 on PATH"
+                    )
+                })
         };
-
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let end = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            match server.child.try_wait() {
-                Ok(Some(status)) => {
-                    let output = server.output();
-                    if status.code() == Some(EXIT_ADDR_IN_USE) {
-                        return Err(StartError::PortTaken(port));
-                    }
-                    server.keep_log = true;
-                    return Err(StartError::Fatal(format!(
-                        "kinesalite exited during startup ({status}); its output ({}):\n{output}",
-                        server.log_path.display()
-                    )));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(StartError::Fatal(format!(
-                        "cannot check on the kinesalite process: {e}"
-                    )))
-                }
-            }
-            if server.output().contains("kinesalite listening")
-                && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-            {
-                return Ok(server);
-            }
-            if Instant::now() >= end {
-                server.keep_log = true;
-                return Err(StartError::Fatal(format!(
-                    "kinesalite did not accept connections on {addr} within {STARTUP_DEADLINE:?}; \
-                     its output ({}):\n{}",
-                    server.log_path.display(),
-                    server.output()
-                )));
-            }
-            std::thread::sleep(POLL_INTERVAL);
+        let server = ServerLaunch {
+            name: "kinesalite",
+            deadline: STARTUP_DEADLINE,
+            ready_means: "accept connections",
+            spawn: &spawn,
+            port_taken: &|status, _| status.code() == Some(EXIT_ADDR_IN_USE),
+            ready: &|addr, output| {
+                output.contains("kinesalite listening")
+                    && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            },
+        }
+        .start();
+        Kinesalite {
+            endpoint: format!("http://127.0.0.1:{}", server.port()),
+            port: server.port(),
+            log_path: server.log_path().to_path_buf(),
+            server,
         }
     }
 
     /// What the server has written to stdout and stderr so far.
     pub fn output(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log_path) {
-            let _ = file.read_to_string(&mut text);
-        }
-        text
+        self.server.output()
     }
 
     /// The OS process id of the server.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
-}
-
-impl Drop for Kinesalite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.keep_log || std::thread::panicking() {
-            eprintln!(
-                "kinesalite on port {} stopped; its output is in {}",
-                self.port,
-                self.log_path.display()
-            );
-        } else {
-            let _ = fs::remove_file(&self.log_path);
-        }
-    }
-}
-
-enum StartError {
-    PortTaken(u16),
-    Fatal(String),
-}
-
-/// A loopback port that was free a moment ago. Another process may take it before the server
-/// binds it; `Kinesalite::start` retries when that happens.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .expect("cannot bind a loopback port to find a free one");
-    listener
-        .local_addr()
-        .expect("cannot read the address of a bound loopback socket")
-        .port()
 }
 
 /// A Kinesis client for a kinesalite endpoint, with static dummy credentials.
@@ -649,7 +411,7 @@ pub async fn list_shards(client: &Client, stream: &str) -> Vec<String> {
 /// credentials files, so a developer's `~/.aws` is ignored. Use together with
 /// [`AGENT_ENV_REMOVE`], or call [`apply_agent_env`].
 pub fn env_for_agent() -> Vec<(String, String)> {
-    let missing = tmp_dir().join("empty-aws-dir");
+    let missing = emulator::tmp_dir().join("empty-aws-dir");
     // Empty files rather than missing ones: the SDK warns about a named file that is absent.
     let _ = fs::create_dir_all(&missing);
     for name in ["config", "credentials"] {

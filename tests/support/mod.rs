@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod emulator;
 pub mod fault_kinesis;
 pub mod files;
 pub mod inproc;
 pub mod kinesalite;
+pub mod moto;
 pub mod stream;

@@ -1,0 +1,309 @@
+//! AWS SDK clients built from each flow's settings: region, endpoints, credentials (default
+//! chain, profile, static keys, a role assumed through STS), timeouts, and proxies from the
+//! standard environment variables. Flows with equal settings share one SDK configuration and
+//! one client per service; every client shares one HTTP connection pool.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::identity::IdentityCache;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_sdk_kinesis::config::SharedHttpClient;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder as HttpClientBuilder, Connector};
+
+use crate::config::{AwsSettings, CredentialSource, DestinationKind, FlowConfig};
+use crate::sink::PutError;
+
+/// Credentials are renewed this long before they expire, so no call is signed with keys about
+/// to lapse (assumed roles last 15 minutes at least).
+const CREDENTIALS_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("flow `{flow}`: no AWS region is set; set aws.region in the config (for every flow, or in the flow's own aws block), or AWS_REGION in the environment")]
+    NoRegion { flow: String },
+}
+
+/// The account and principal the credentials belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+}
+
+/// `sts:GetCallerIdentity` with a flow's credentials.
+#[derive(Clone, Debug)]
+pub struct IdentityProbe {
+    client: aws_sdk_sts::Client,
+    endpoint: String,
+}
+
+impl IdentityProbe {
+    pub async fn identity(&self) -> Result<Identity, PutError> {
+        let output = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|error| classify_sts_error(&error, &self.endpoint))?;
+        Ok(Identity {
+            account: output.account().unwrap_or_default().to_owned(),
+            arn: output.arn().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+fn classify_sts_error<E>(
+    error: &SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
+    endpoint: &str,
+) -> PutError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = DisplayErrorContext(error).to_string();
+    let lower = detail.to_ascii_lowercase();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            match code {
+                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "IncompleteSignature" | "UnrecognizedClientException" => PutError::Configuration {
+                    message: format!("STS rejected the credentials ({code}: {message})"),
+                    hint: "check the access key, secret key and session token, or the profile or role that provides them".into(),
+                },
+                _ if service.raw().status().as_u16() >= 500 => PutError::Transient {
+                    message: format!("STS answered {code}: {message}"),
+                },
+                _ => PutError::Configuration {
+                    message: format!("STS answered {code}: {message}"),
+                    hint: format!("check the credentials and that {endpoint} is an STS endpoint (aws.sts_endpoint_url)"),
+                },
+            }
+        }
+        _ if lower.contains("assume") && lower.contains("role") => PutError::Configuration {
+            message: format!("cannot assume the role ({detail})"),
+            hint: "check assume_role.role_arn, that the role's trust policy allows these credentials (and external_id), and sts:AssumeRole in their policy".into(),
+        },
+        _ if lower.contains("credential") => PutError::Configuration {
+            message: format!("no usable AWS credentials ({detail})"),
+            hint: "set access keys or a profile in the aws block, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or task role".into(),
+        },
+        SdkError::TimeoutError(_) => PutError::Unreachable {
+            message: format!("STS at {endpoint} did not answer in time"),
+        },
+        SdkError::DispatchFailure(_) => PutError::Configuration {
+            message: format!("cannot reach STS at {endpoint} ({detail})"),
+            hint: "check the network, any proxy (HTTPS_PROXY, NO_PROXY) and aws.sts_endpoint_url".into(),
+        },
+        _ => PutError::Transient { message: detail },
+    }
+}
+
+/// The SDK clients of one flow.
+#[derive(Clone)]
+pub struct FlowClients {
+    pub region: String,
+    pub kinesis: Option<aws_sdk_kinesis::Client>,
+    pub firehose: Option<aws_sdk_firehose::Client>,
+    /// `None` when `check_identity` is off.
+    pub identity: Option<IdentityProbe>,
+}
+
+/// Builds and shares SDK clients.
+pub struct AwsClients {
+    http: SharedHttpClient,
+    configs: HashMap<AwsSettings, SdkConfig>,
+    kinesis: HashMap<AwsSettings, aws_sdk_kinesis::Client>,
+    firehose: HashMap<AwsSettings, aws_sdk_firehose::Client>,
+    sts: HashMap<AwsSettings, aws_sdk_sts::Client>,
+}
+
+impl Default for AwsClients {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AwsClients {
+    pub fn new() -> Self {
+        Self {
+            http: http_client(),
+            configs: HashMap::new(),
+            kinesis: HashMap::new(),
+            firehose: HashMap::new(),
+            sts: HashMap::new(),
+        }
+    }
+
+    /// Distinct SDK configurations built so far (flows with equal settings share one).
+    pub fn distinct_settings(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// The clients `flow` sends and checks through.
+    pub async fn for_flow(&mut self, flow: &FlowConfig) -> Result<FlowClients, ClientError> {
+        let settings = &flow.aws;
+        let sdk = self.sdk_config(settings).await;
+        let region =
+            sdk.region()
+                .map(ToString::to_string)
+                .ok_or_else(|| ClientError::NoRegion {
+                    flow: flow.name.clone(),
+                })?;
+        let (kinesis, firehose) = match flow.destination.kind {
+            DestinationKind::Kinesis => {
+                let client = self.kinesis.entry(settings.clone()).or_insert_with(|| {
+                    let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk);
+                    if let Some(endpoint) = &settings.endpoint_url {
+                        builder = builder.endpoint_url(endpoint);
+                    }
+                    aws_sdk_kinesis::Client::from_conf(builder.build())
+                });
+                (Some(client.clone()), None)
+            }
+            DestinationKind::Firehose => {
+                let client = self.firehose.entry(settings.clone()).or_insert_with(|| {
+                    let mut builder = aws_sdk_firehose::config::Builder::from(&sdk);
+                    if let Some(endpoint) = &settings.endpoint_url {
+                        builder = builder.endpoint_url(endpoint);
+                    }
+                    aws_sdk_firehose::Client::from_conf(builder.build())
+                });
+                (None, Some(client.clone()))
+            }
+        };
+        let identity = settings.check_identity.then(|| {
+            let client = self
+                .sts
+                .entry(settings.clone())
+                .or_insert_with(|| aws_sdk_sts::Client::from_conf(sts_config(&sdk, settings)));
+            IdentityProbe {
+                client: client.clone(),
+                endpoint: sts_endpoint_text(settings, &region),
+            }
+        });
+        Ok(FlowClients {
+            region,
+            kinesis,
+            firehose,
+            identity,
+        })
+    }
+
+    async fn sdk_config(&mut self, settings: &AwsSettings) -> SdkConfig {
+        if let Some(config) = self.configs.get(settings) {
+            return config.clone();
+        }
+        let config = build_sdk_config(settings, self.http.clone()).await;
+        self.configs.insert(settings.clone(), config.clone());
+        config
+    }
+}
+
+fn sts_endpoint_text(settings: &AwsSettings, region: &str) -> String {
+    settings
+        .sts_endpoint_url
+        .clone()
+        .unwrap_or_else(|| format!("sts.{region}.amazonaws.com"))
+}
+
+fn sts_config(sdk: &SdkConfig, settings: &AwsSettings) -> aws_sdk_sts::Config {
+    let mut builder = aws_sdk_sts::config::Builder::from(sdk);
+    if let Some(endpoint) = &settings.sts_endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
+    builder.build()
+}
+
+/// The SDK's HTTPS client (rustls with aws-lc), with `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`
+/// honoured: the SDK's default client ignores them.
+fn http_client() -> SharedHttpClient {
+    HttpClientBuilder::new().build_with_connector_fn(|settings, components| {
+        let mut builder = Connector::builder().proxy_config(ProxyConfig::from_env());
+        builder.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            builder.set_sleep_impl(components.sleep_impl());
+        }
+        builder
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .build()
+    })
+}
+
+/// The SDK configuration for `settings`, without any service endpoint (each client sets its
+/// own). The SDK's own retries are off: the sink retries knowing which records failed.
+async fn build_sdk_config(settings: &AwsSettings, http: SharedHttpClient) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .identity_cache(
+            IdentityCache::lazy()
+                .buffer_time(CREDENTIALS_RENEW_BEFORE)
+                .build(),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_attempt_timeout(settings.request_timeout)
+                .build(),
+        );
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    match &settings.credentials {
+        CredentialSource::DefaultChain => {}
+        // The profile's own credentials, not the default chain's first find (the
+        // environment's keys would come first there); its region is read too.
+        CredentialSource::Profile(name) => {
+            loader = loader.profile_name(name).credentials_provider(
+                ProfileFileCredentialsProvider::builder()
+                    .profile_name(name)
+                    .build(),
+            );
+        }
+        CredentialSource::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => {
+            loader = loader.credentials_provider(Credentials::new(
+                access_key_id.expose().to_owned(),
+                secret_access_key.expose().to_owned(),
+                session_token
+                    .as_ref()
+                    .map(|token| token.expose().to_owned()),
+                None,
+                "kinship-config",
+            ));
+        }
+    }
+    let base = loader.load().await;
+    let Some(role) = &settings.assume_role else {
+        return base;
+    };
+    // The role is assumed with the base credentials, through the STS endpoint.
+    let sts_base = match &settings.sts_endpoint_url {
+        Some(endpoint) => base.to_builder().endpoint_url(endpoint).build(),
+        None => base.clone(),
+    };
+    let mut provider = AssumeRoleProvider::builder(role.role_arn.clone())
+        .session_name(role.session_name.clone())
+        .session_length(role.duration)
+        .configure(&sts_base);
+    if let Some(external_id) = &role.external_id {
+        provider = provider.external_id(external_id.expose());
+    }
+    let provider = provider.build().await;
+    base.into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .build()
+}
