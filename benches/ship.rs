@@ -1,9 +1,12 @@
 //! End-to-end throughput of the real agent binary: it ships a generated access log to a null
-//! Kinesis endpoint in this process, and the bench reports how fast, at what CPU and memory cost.
+//! Kinesis (or Firehose) endpoint in this process, and the bench reports how fast, at what CPU
+//! and memory cost, and how many service records and billing units the lines took.
 //!
 //! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
-//! [--idle S] [--keep-going] [--fail-percent P]`
-//! `cargo bench --bench ship -- --serve-only [--port P]` runs only the null endpoint.
+//! [--idle S] [--keep-going] [--fail-percent P] [--firehose] [--aggregation kpl] [--pack]
+//! [--compression gzip|zstd] [--shards N]`
+//! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
+//! endpoint.
 
 // Each file directly in benches/ is a bench target of its own, so this one's modules live in
 // a folder of its name.
@@ -13,6 +16,10 @@ mod access_log;
 mod agent;
 #[path = "ship/null_kinesis.rs"]
 mod null_kinesis;
+#[path = "ship/put_request.rs"]
+mod put_request;
+#[path = "ship/record_lines.rs"]
+mod record_lines;
 #[path = "ship/report.rs"]
 mod report;
 
@@ -27,7 +34,8 @@ use tokio::runtime::Runtime;
 
 use access_log::AccessLog;
 use agent::Agent;
-use null_kinesis::{NullKinesis, Stats};
+use null_kinesis::{NullKinesis, Options, Stats, MAX_SHARDS};
+use record_lines::{Combining, Compression, Encoding};
 use report::Figures;
 
 const DEFAULT_LINES: u64 = 2_000_000;
@@ -44,7 +52,10 @@ const IDLE_SETTLE: Duration = Duration::from_secs(10);
 const USAGE: &str = "\
 usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
                                    [--idle S] [--keep-going] [--fail-percent P]
-       cargo bench --bench ship -- --serve-only [--port P]
+                                   [--firehose] [--aggregation kpl] [--pack]
+                                   [--compression gzip|zstd] [--shards N]
+       cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
+                                   [--compression gzip|zstd] [--shards N]
 
   --lines N      access-log lines to ship (default 2000000)
   --files N      deal the lines into N files of consecutive lines, all shipped at once by one
@@ -55,9 +66,27 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                  (default 0: not measured)
   --runs N       measure N times and print the median of each figure (default 1)
   --keep-going   go on with the remaining runs after one fails
-  --serve-only   run only the null Kinesis endpoint until Ctrl-C
+  --serve-only   run only the null endpoint until Ctrl-C
   --port P       the endpoint's port (default: any free one)
-  --fail-percent P  refuse P % of records as throttled (ProvisionedThroughputExceededException)";
+  --fail-percent P  refuse P % of records as throttled (ProvisionedThroughputExceededException,
+                 or ServiceUnavailableException for Firehose)
+  --firehose     ship to a Firehose stream (firehose_stream, PutRecordBatch) instead of a
+                 Kinesis stream
+  --aggregation kpl  Kinesis only: aggregation: kpl, many lines a record in the KPL format
+  --pack         Firehose only: pack_records: true, lines joined into records of up to 1,000 KiB
+  --compression gzip|zstd  compression: each record's data compressed (default none)
+  --shards N     Kinesis only: the stream's open shards, with even hash key ranges, as
+                 DescribeStreamSummary and ListShards give them (default 1; above 1, the
+                 endpoint hashes every partition key to answer with each record's shard)
+
+The endpoint counts service records, the lines in them (undoing aggregation, packing and
+compression, so it must be told the mode in --serve-only too), and the billing units of the
+records: 25 KiB PUT payload units (data plus partition key) for Kinesis, 5 KiB for Firehose.";
+
+const KPL_NEEDS_KINESIS: &str = "--aggregation kpl needs a Kinesis stream: leave out \
+    --firehose (to combine lines for Firehose, use --pack)";
+const PACK_NEEDS_FIREHOSE: &str = "--pack needs --firehose: packing applies to Firehose streams \
+    only (to combine lines for Kinesis, use --aggregation kpl)";
 
 /// Turns any error into a message that says what was being done.
 trait Context<T> {
@@ -81,6 +110,11 @@ struct Args {
     port: u16,
     /// Percent of records the endpoint refuses as throttled, to show retries add no duplicates.
     fail_percent: f64,
+    /// A Firehose stream rather than a Kinesis stream.
+    firehose: bool,
+    encoding: Encoding,
+    /// The Kinesis stream's open shards.
+    shards: u32,
 }
 
 impl Args {
@@ -96,7 +130,11 @@ impl Args {
             serve_only: false,
             port: 0,
             fail_percent: 0.0,
+            firehose: false,
+            encoding: Encoding::default(),
+            shards: 1,
         };
+        let mut shards_given = false;
         while let Some(arg) = raw.next() {
             let (name, inline) = match arg.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
@@ -116,6 +154,26 @@ impl Args {
                 "--idle" => args.idle_seconds = number(&name, &value()?)?,
                 "--port" => args.port = number(&name, &value()?)?,
                 "--fail-percent" => args.fail_percent = number(&name, &value()?)?,
+                "--shards" => {
+                    args.shards = number(&name, &value()?)?;
+                    shards_given = true;
+                }
+                "--aggregation" => {
+                    args.encoding.combining = match value()?.as_str() {
+                        "kpl" => Combining::Kpl,
+                        "none" => Combining::None,
+                        other => {
+                            return Err(format!("--aggregation: {other:?} is not kpl or none"))
+                        }
+                    }
+                }
+                "--compression" => {
+                    let text = value()?;
+                    args.encoding.compression = Compression::parse(&text)
+                        .ok_or(format!("--compression: {text:?} is not gzip, zstd or none"))?;
+                }
+                "--pack" => args.encoding.combining = Combining::Pack,
+                "--firehose" => args.firehose = true,
                 "--keep-going" => args.keep_going = true,
                 "--serve-only" => args.serve_only = true,
                 "--bench" => {}
@@ -131,7 +189,48 @@ impl Args {
         if args.files > args.lines {
             return Err("--files must not exceed --lines".to_owned());
         }
+        args.check_destination(shards_given)?;
         Ok(args)
+    }
+
+    /// Refuses options that mean nothing for the destination, as the agent's config would.
+    fn check_destination(&self, shards_given: bool) -> Result<(), String> {
+        let combining = self.encoding.combining;
+        if combining == Combining::Kpl && self.firehose {
+            return Err(KPL_NEEDS_KINESIS.to_owned());
+        }
+        if combining == Combining::Pack && !self.firehose && !self.serve_only {
+            return Err(PACK_NEEDS_FIREHOSE.to_owned());
+        }
+        if shards_given && self.firehose {
+            return Err(
+                "--shards applies to Kinesis streams only: leave it out with --firehose".to_owned(),
+            );
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(format!("--shards must be 1 to {MAX_SHARDS}"));
+        }
+        Ok(())
+    }
+
+    /// The destination and mode, as the setup lines show them.
+    fn describe_flow(&self) -> String {
+        if self.firehose {
+            format!("Firehose stream, {}", self.encoding)
+        } else {
+            format!(
+                "Kinesis stream of {}, {}",
+                shard_count(self.shards),
+                self.encoding
+            )
+        }
+    }
+}
+
+fn shard_count(shards: u32) -> String {
+    match shards {
+        1 => "1 shard".to_owned(),
+        many => format!("{many} shards"),
     }
 }
 
@@ -164,9 +263,14 @@ fn bench(args: &Args) -> Result<bool, String> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let server = NullKinesis::start(&runtime, args.port, args.fail_percent)?;
+    let options = Options {
+        fail_percent: args.fail_percent,
+        shards: args.shards,
+        encoding: args.encoding,
+    };
+    let server = NullKinesis::start(&runtime, args.port, options)?;
     if args.serve_only {
-        return serve_only(&runtime, &server);
+        return serve_only(&runtime, &server, args);
     }
     let work_dir = work_dir()?;
     let log = access_log::cached(&work_dir, args.lines)?;
@@ -175,7 +279,7 @@ fn bench(args: &Args) -> Result<bool, String> {
     } else {
         access_log::split(&log, args.files, &work_dir)?
     };
-    print_setup(&log, &inputs, &server);
+    print_setup(&log, &inputs, &server, args);
     let mut results = Vec::new();
     let mut all_clean = true;
     for number in 1..=args.runs {
@@ -212,7 +316,7 @@ fn work_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis) {
+fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis, args: &Args) {
     println!(
         "input:    {} lines, {} bytes ({:.1} bytes a line), {}",
         log.lines,
@@ -228,7 +332,8 @@ fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis) {
         );
     }
     println!("agent:    {}", env!("CARGO_BIN_EXE_kinship"));
-    println!("endpoint: {} (null Kinesis in this process)", server.url());
+    println!("flow:     {}", args.describe_flow());
+    println!("endpoint: {} (null endpoint in this process)", server.url());
 }
 
 /// One measurement in a fresh directory, kept for inspection if anything went wrong.
@@ -288,7 +393,7 @@ fn measure(
             logs.join("*.log")
         }
     };
-    let config = write_config(dir, &files_glob, &server.url(), args.max_open_files)?;
+    let config = write_config(dir, &files_glob, &server.url(), args)?;
     server.stats.reset();
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
     let started = Instant::now();
@@ -302,7 +407,7 @@ fn measure(
         agent.pid(),
         agent.log_path.display()
     );
-    if let Err(message) = wait_for_records(&mut agent, &server.stats, log.lines, started) {
+    if let Err(message) = wait_for_lines(&mut agent, &server.stats, log.lines, started) {
         return Err(format!(
             "{message}\nagent log {}, last lines:\n{}",
             agent.log_path.display(),
@@ -351,9 +456,23 @@ fn measure(
     );
     if figures.duplicates() > 0 {
         eprintln!(
-            "warning: {} more records than lines arrived: the agent sent some lines more than \
-             once, so it may have reached the count before every line had arrived",
+            "warning: {} more lines than were written arrived: the agent sent some lines more \
+             than once, so it may have reached the count before every line had arrived",
             figures.duplicates()
+        );
+    }
+    if figures.received.malformed_records > 0 {
+        eprintln!(
+            "warning: {} records were not in the form {} gives them; each counted as the lines \
+             a consumer would read from it",
+            figures.received.malformed_records, args.encoding
+        );
+    }
+    if figures.received.rejected_requests > 0 {
+        eprintln!(
+            "warning: the endpoint rejected {} requests (unknown operations, or calls over the \
+             service's limits)",
+            figures.received.rejected_requests
         );
     }
     Ok(figures)
@@ -372,8 +491,13 @@ fn write_config(
     dir: &Path,
     input: &Path,
     endpoint_url: &str,
-    max_open_files: Option<u64>,
+    args: &Args,
 ) -> Result<PathBuf, String> {
+    let destination = if args.firehose {
+        "firehose_stream"
+    } else {
+        "kinesis_stream"
+    };
     let mut text = format!(
         "\
 state_dir: {state_dir}
@@ -385,14 +509,23 @@ progress_interval: 5s
 flows:
   - name: bench
     files: {input}
-    kinesis_stream: bench
+    {destination}: bench
     initial_position: start_of_file
     max_batch_age: 1s
 ",
         state_dir = yaml_string(&dir.join("state")),
         input = yaml_string(input),
     );
-    if let Some(max_open_files) = max_open_files {
+    // Flow keys: the flow's block is the last one written above.
+    match args.encoding.combining {
+        Combining::None => {}
+        Combining::Kpl => text += "    aggregation: kpl\n",
+        Combining::Pack => text += "    pack_records: true\n",
+    }
+    if args.encoding.compression != Compression::None {
+        text += &format!("    compression: {}\n", args.encoding.compression.name());
+    }
+    if let Some(max_open_files) = args.max_open_files {
         text += &format!("max_open_files: {max_open_files}\n");
     }
     let path = dir.join("kinship.yaml");
@@ -406,7 +539,7 @@ fn yaml_string(path: &Path) -> String {
 }
 
 /// Waits until the endpoint has every line; fails if the agent exits first or takes too long.
-fn wait_for_records(
+fn wait_for_lines(
     agent: &mut Agent,
     stats: &Stats,
     lines: u64,
@@ -416,24 +549,24 @@ fn wait_for_records(
         .max(TIMEOUT_PER_DEFAULT_RUN.mul_f64(lines as f64 / DEFAULT_LINES as f64));
     let mut next_progress = PROGRESS_INTERVAL;
     loop {
-        let received = stats.records();
+        let received = stats.lines();
         if received >= lines {
             return Ok(());
         }
         let elapsed = started.elapsed();
         if let Some(status) = agent.exited()? {
             return Err(format!(
-                "the agent exited early ({status}) after {:.2} s, with {received} of {lines} records delivered",
+                "the agent exited early ({status}) after {:.2} s, with {received} of {lines} lines delivered",
                 elapsed.as_secs_f64()
             ));
         }
         if elapsed > timeout {
             return Err(format!(
-                "gave up after {timeout:?}: {received} of {lines} records delivered"
+                "gave up after {timeout:?}: {received} of {lines} lines delivered"
             ));
         }
         if elapsed >= next_progress {
-            eprintln!("  {:>5.0} s: {received} records", elapsed.as_secs_f64());
+            eprintln!("  {:>5.0} s: {received} lines", elapsed.as_secs_f64());
             next_progress += PROGRESS_INTERVAL;
         }
         thread::sleep(POLL_INTERVAL);
@@ -441,10 +574,13 @@ fn wait_for_records(
 }
 
 /// Serves until Ctrl-C or SIGTERM, printing what arrived every few seconds.
-fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
+fn serve_only(runtime: &Runtime, server: &NullKinesis, args: &Args) -> Result<bool, String> {
     println!(
-        "null Kinesis endpoint listening on {}; Ctrl-C to stop",
-        server.url()
+        "null Kinesis and Firehose endpoint listening on {} ({}; records read as {}); \
+         Ctrl-C to stop",
+        server.url(),
+        shard_count(args.shards),
+        args.encoding
     );
     runtime.block_on(async {
         let mut terminate =
@@ -461,8 +597,8 @@ fn serve_only(runtime: &Runtime, server: &NullKinesis) -> Result<bool, String> {
                 _ = ticker.tick() => {
                     let now = server.stats.snapshot();
                     if now != last {
-                        let rate = now.records.saturating_sub(last.records) / 5;
-                        println!("{now} (+{rate} records/s)");
+                        let rate = now.lines.saturating_sub(last.lines) / 5;
+                        println!("{now} (+{rate} lines/s)");
                         last = now;
                     }
                 }

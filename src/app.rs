@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,15 +16,17 @@ use tracing::{error, info, warn};
 use crate::aws::{AwsClients, ClientError, FlowClients};
 use crate::budget::MemoryBudget;
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
-use crate::config::{Config, Destination, FlowConfig, InitialPosition};
+use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
 use crate::metrics::{self, Metrics};
+use crate::pipeline::combine::Combiner;
+use crate::pipeline::shards::{Shard, ShardMap};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::{CopyFrom, FileId};
 use crate::sink::check::{self, CheckFailed, CheckPassed};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
-use crate::sink::{PutRecords, RetryPolicy, Sink};
+use crate::sink::{Billing, PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
@@ -127,6 +130,82 @@ pub async fn check_online(
         .into_iter()
         .map(|(_, name, destination, outcome)| (name, destination, outcome))
         .collect())
+}
+
+/// How often an aggregating flow learns its stream's shards again, besides when a record lands
+/// on another shard than expected.
+const SHARD_REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// The shard map an aggregating flow groups records by: learnt now, then kept fresh by a task.
+/// A dry run aggregates as for a stream of one shard; a client that cannot list shards leaves
+/// the map empty, and only records with equal keys are aggregated together.
+async fn shard_map<P: PutRecords>(
+    flow: &FlowConfig,
+    client: &Arc<P>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<Arc<ShardMap>> {
+    if flow.combine != Combine::Kpl {
+        return None;
+    }
+    let Some(map) = client.shards() else {
+        let map = ShardMap::new();
+        if flow.dry_run {
+            map.replace(vec![Shard {
+                id: "dry-run".into(),
+                start: 0,
+                end: u128::MAX,
+            }]);
+        }
+        return Some(map);
+    };
+    let deadline = check::deadline(flow);
+    match tokio::time::timeout(deadline, client.refresh_shards()).await {
+        Ok(Ok(count)) => {
+            info!(flow = %flow.name, shards = count, "Shards learnt; records are aggregated per shard.")
+        }
+        Ok(Err(failure)) => {
+            warn!(flow = %flow.name, cause = %failure, "Cannot list the stream's shards (kinesis:ListShards); until they are known, only records with equal partition keys are aggregated together.")
+        }
+        Err(_) => {
+            warn!(flow = %flow.name, "Listing the stream's shards timed out; until they are known, only records with equal partition keys are aggregated together.")
+        }
+    }
+    tasks.spawn(keep_shards_fresh(
+        Arc::clone(client),
+        Arc::clone(&map),
+        flow.name.clone(),
+        shutdown.clone(),
+    ));
+    Some(map)
+}
+
+/// Learns the shards again every [`SHARD_REFRESH_EVERY`], and at once when asked.
+async fn keep_shards_fresh<P: PutRecords>(
+    client: Arc<P>,
+    map: Arc<ShardMap>,
+    flow: String,
+    stop: CancellationToken,
+) {
+    let mut known = map.snapshot().len();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SHARD_REFRESH_EVERY) => {}
+            _ = map.refresh_requested() => {}
+        }
+        match client.refresh_shards().await {
+            Ok(count) => {
+                if count != known {
+                    info!(flow = %flow, shards = count, before = known, "The stream's shards changed.");
+                }
+                known = count;
+            }
+            Err(failure) => {
+                warn!(flow = %flow, cause = %failure, "Cannot list the stream's shards; the last known map is kept.")
+            }
+        }
+    }
 }
 
 /// Checks every flow's destination at once before tailing starts; logs each result, applies
@@ -275,7 +354,13 @@ where
                 max_age: flow.max_batch_age,
             },
             KeyChooser::new(flow.partition_key.clone()),
-        );
+        )
+        .with_combiner(Combiner::new(
+            flow.combine,
+            flow.compression,
+            flow.max_record_bytes,
+            shard_map(&flow, &client, &tasks, &shutdown).await,
+        ));
         let sink = Sink {
             flow: Arc::from(flow.name.as_str()),
             stream: flow.destination.to_string(),
@@ -290,6 +375,11 @@ where
                 .max_retry_duration
                 .map(|limit| (limit, Arc::clone(&dead_letters))),
             metrics: flow_metrics,
+            compression: flow.compression,
+            billing: match flow.destination.kind {
+                DestinationKind::Kinesis => Billing::KinesisPutUnits,
+                DestinationKind::Firehose => Billing::FirehoseUnits,
+            },
             acks: acks.clone(),
         };
         tasks.spawn(source.run());

@@ -14,6 +14,8 @@ pub mod names {
     pub const RECORDS_READ: &str = "kinship_records_read_total";
     pub const BYTES_READ: &str = "kinship_bytes_read_total";
     pub const RECORDS_SENT: &str = "kinship_records_sent_total";
+    pub const RECORDS_PUT: &str = "kinship_service_records_sent_total";
+    pub const BILLING_UNITS: &str = "kinship_billing_units_total";
     pub const BYTES_SENT: &str = "kinship_bytes_sent_total";
     pub const RECORDS_FAILED: &str = "kinship_records_failed_total";
     pub const CALLS_FAILED: &str = "kinship_calls_failed_total";
@@ -31,8 +33,15 @@ pub mod names {
 pub struct FlowMetrics {
     pub records_read: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Lines the destination accepted (inside aggregated or packed records, each counts).
     pub records_sent: AtomicU64,
+    /// Records as the service counts them: one per aggregated or packed record.
+    pub records_put: AtomicU64,
+    /// Bytes of record data accepted, as sent (after aggregation and compression).
     pub bytes_sent: AtomicU64,
+    /// Billing units of the accepted records: 25 KiB PUT payload units for Kinesis, 5 KiB
+    /// units for Firehose.
+    pub billing_units: AtomicU64,
     /// Records the service refused inside a call that succeeded; each is sent again.
     pub records_failed: AtomicU64,
     /// Calls that failed whole; each is sent again.
@@ -82,6 +91,7 @@ pub struct Totals {
     pub records_read: u64,
     pub bytes_read: u64,
     pub records_sent: u64,
+    pub records_put: u64,
     pub bytes_sent: u64,
     pub records_failed: u64,
     pub calls_failed: u64,
@@ -122,6 +132,7 @@ impl Metrics {
             totals.records_read += get(&flow.records_read);
             totals.bytes_read += get(&flow.bytes_read);
             totals.records_sent += get(&flow.records_sent);
+            totals.records_put += get(&flow.records_put);
             totals.bytes_sent += get(&flow.bytes_sent);
             totals.records_failed += get(&flow.records_failed);
             totals.calls_failed += get(&flow.calls_failed);
@@ -143,6 +154,16 @@ impl Metrics {
         parts.join(",")
     }
 
+    /// `app=12,web=0`: billing units per flow.
+    pub fn billing_units_by_flow(&self) -> String {
+        let parts: Vec<String> = self
+            .flows
+            .iter()
+            .map(|(name, flow)| format!("{name}={}", flow.billing_units.load(Ordering::Relaxed)))
+            .collect();
+        parts.join(",")
+    }
+
     /// Logs one progress line.
     pub fn log_progress(&self) {
         let totals = self.totals();
@@ -150,6 +171,8 @@ impl Metrics {
             records_parsed = totals.records_read,
             bytes_parsed = totals.bytes_read,
             records_sent = totals.records_sent,
+            records_put = totals.records_put,
+            billing_units = %self.billing_units_by_flow(),
             records_failed = totals.records_failed,
             calls_retried = totals.calls_failed,
             records_retried = totals.records_retried,

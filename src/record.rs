@@ -76,9 +76,26 @@ pub struct OutRecord {
     pub offset: u64,
     /// Which of its batch's `ranges` holds its file.
     pub range: u32,
+    /// Routes the record to a shard instead of its partition key (an aggregated record goes to
+    /// the shard its user records' keys hash to).
+    pub explicit_hash_key: Option<Box<str>>,
+    /// Lines (user records) the record carries: 1, or more when aggregated or packed.
+    pub lines: u32,
 }
 
 impl OutRecord {
+    /// A record carrying one line, routed by its partition key.
+    pub fn line(data: Bytes, partition_key: String, offset: u64, range: u32) -> Self {
+        Self {
+            data,
+            partition_key,
+            offset,
+            range,
+            explicit_hash_key: None,
+            lines: 1,
+        }
+    }
+
     /// Size as Kinesis counts it: the data plus the partition key.
     pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()

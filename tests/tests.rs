@@ -1,5 +1,6 @@
 mod support;
 
+mod aggregation;
 mod aws_emulated;
 mod cli;
 mod delivery;

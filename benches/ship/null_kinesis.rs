@@ -1,14 +1,17 @@
-//! A Kinesis endpoint that accepts every record and keeps nothing but counts: the agent under
-//! test must be the only thing that limits the measurement.
+//! A Kinesis and Firehose endpoint that accepts every record and keeps nothing but counts: the
+//! agent under test must be the only thing that limits the measurement.
 //!
-//! It speaks just enough of the JSON 1.1 protocol for an agent built on the AWS SDK:
-//! `PutRecords` and `DescribeStreamSummary`. Signatures are not checked.
+//! It speaks just enough of the JSON 1.1 protocols for an agent built on the AWS SDK: Kinesis
+//! `PutRecords`, `DescribeStreamSummary` and `ListShards` (a stream of `shards` even shards),
+//! Firehose `PutRecordBatch` and `DescribeDeliveryStream`. Signatures are not checked. It
+//! counts service records and the lines they carry, undoing the agent's aggregation, packing
+//! and compression only when the bench turned them on (see [`crate::record_lines`]).
 
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,92 +22,150 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use memchr::memmem;
+use md5::{Digest, Md5};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
+use crate::put_request::{self, Entry};
+use crate::record_lines::Encoding;
 use crate::Context;
 
 const JSON_1_1: &str = "application/x-amz-json-1.1";
 const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
 const DESCRIBE_STREAM_SUMMARY: &str = "Kinesis_20131202.DescribeStreamSummary";
-/// The service's own limit; a larger batch is an agent bug the bench must not hide.
+const LIST_SHARDS: &str = "Kinesis_20131202.ListShards";
+const PUT_RECORD_BATCH: &str = "Firehose_20150804.PutRecordBatch";
+const DESCRIBE_DELIVERY_STREAM: &str = "Firehose_20150804.DescribeDeliveryStream";
+/// The services' own limits; a larger batch or record is an agent bug the bench must not hide.
 const MAX_RECORDS_PER_REQUEST: usize = 500;
+/// Kinesis: a record's data plus partition key (a stream's default), and a whole call.
+const KINESIS_MAX_RECORD_BYTES: u64 = 1024 * 1024;
+const KINESIS_MAX_REQUEST_BYTES: u64 = 5 * 1024 * 1024;
+/// Firehose: a record's data, and a whole call.
+const FIREHOSE_MAX_RECORD_BYTES: u64 = 1000 * 1024;
+const FIREHOSE_MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
+/// What each service bills a record in: Kinesis 25 KiB PUT payload units (data plus partition
+/// key), Firehose 5 KiB increments (data); every record is at least one unit.
+const KINESIS_BILLING_UNIT: u64 = 25 * 1024;
+const FIREHOSE_BILLING_UNIT: u64 = 5 * 1024;
+/// `ListShards` pages, as the service's default `MaxResults`.
+const SHARDS_PER_PAGE: usize = 1000;
+/// The most shards the endpoint pretends to have.
+pub const MAX_SHARDS: u32 = 10_000;
 
-/// The SDK writes compact JSON and record data is base64, so these byte strings appear exactly
-/// once per record and nowhere else.
-static PARTITION_KEY_FIELD: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"PartitionKey\""));
-static DATA_FIELD: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"Data\":\""));
-
-/// What the endpoint has received since the last reset.
+/// What the endpoint has received since the last reset. Only records the endpoint accepted
+/// count, not those it refused as throttled or in rejected requests.
 #[derive(Default)]
 pub struct Stats {
+    lines: AtomicU64,
     records: AtomicU64,
     data_bytes: AtomicU64,
+    billing_units: AtomicU64,
     put_requests: AtomicU64,
     describe_requests: AtomicU64,
+    list_shards_requests: AtomicU64,
     rejected_requests: AtomicU64,
     refused_records: AtomicU64,
+    malformed_records: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Lines (user records) in the accepted records.
+    pub lines: u64,
+    /// Records as the service counts them.
     pub records: u64,
-    /// Decoded bytes of record data.
+    /// Decoded bytes of record data, as sent (aggregated, packed, compressed).
     pub data_bytes: u64,
+    /// What the records are billed as (see [`KINESIS_BILLING_UNIT`], [`FIREHOSE_BILLING_UNIT`]).
+    pub billing_units: u64,
+    /// `PutRecords` and `PutRecordBatch` calls accepted.
     pub put_requests: u64,
+    /// `DescribeStreamSummary` and `DescribeDeliveryStream` calls.
     pub describe_requests: u64,
+    pub list_shards_requests: u64,
     /// Requests answered with an error: unknown operations and invalid batches.
     pub rejected_requests: u64,
     /// Records answered with a per-record error (and so not counted as received).
     pub refused_records: u64,
+    /// Records not in the form the bench's mode says (see [`crate::record_lines::Lines`]).
+    pub malformed_records: u64,
 }
 
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} records, {} bytes of data, {} PutRecords, {} DescribeStreamSummary, {} rejected",
+            "{} lines in {} records, {} bytes of data, {} billing units, {} put calls, \
+             {} describe calls, {} ListShards, {} rejected, {} malformed records",
+            self.lines,
             self.records,
             self.data_bytes,
+            self.billing_units,
             self.put_requests,
             self.describe_requests,
-            self.rejected_requests
+            self.list_shards_requests,
+            self.rejected_requests,
+            self.malformed_records
         )
     }
 }
 
 impl Stats {
-    pub fn records(&self) -> u64 {
-        self.records.load(Ordering::Relaxed)
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Snapshot {
-            records: self.records(),
-            data_bytes: self.data_bytes.load(Ordering::Relaxed),
-            put_requests: self.put_requests.load(Ordering::Relaxed),
-            describe_requests: self.describe_requests.load(Ordering::Relaxed),
-            rejected_requests: self.rejected_requests.load(Ordering::Relaxed),
-            refused_records: self.refused_records.load(Ordering::Relaxed),
+            lines: get(&self.lines),
+            records: get(&self.records),
+            data_bytes: get(&self.data_bytes),
+            billing_units: get(&self.billing_units),
+            put_requests: get(&self.put_requests),
+            describe_requests: get(&self.describe_requests),
+            list_shards_requests: get(&self.list_shards_requests),
+            rejected_requests: get(&self.rejected_requests),
+            refused_records: get(&self.refused_records),
+            malformed_records: get(&self.malformed_records),
         }
     }
 
     pub fn reset(&self) {
         for counter in [
+            &self.lines,
             &self.records,
             &self.data_bytes,
+            &self.billing_units,
             &self.put_requests,
             &self.describe_requests,
+            &self.list_shards_requests,
             &self.rejected_requests,
             &self.refused_records,
+            &self.malformed_records,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
+
+    fn add(counter: &AtomicU64, value: u64) {
+        if value > 0 {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How the endpoint behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Percent of records refused as throttled, to show retries add no duplicates.
+    pub fail_percent: f64,
+    /// Open shards of the Kinesis stream, with even hash key ranges.
+    pub shards: u32,
+    /// What the agent does to lines, which the endpoint undoes to count them.
+    pub encoding: Encoding,
 }
 
 /// A running endpoint; it serves until the runtime it was started on shuts down.
@@ -114,8 +175,8 @@ pub struct NullKinesis {
 }
 
 impl NullKinesis {
-    /// Serves on `port` (0: any free one), refusing `fail_percent` % of records as throttled.
-    pub fn start(runtime: &Runtime, port: u16, fail_percent: f64) -> Result<NullKinesis, String> {
+    /// Serves on `port` (0: any free one).
+    pub fn start(runtime: &Runtime, port: u16, options: Options) -> Result<NullKinesis, String> {
         let listener = runtime
             .block_on(TcpListener::bind(("127.0.0.1", port)))
             .context(format!(
@@ -124,13 +185,19 @@ impl NullKinesis {
         let addr = listener
             .local_addr()
             .context("reading the endpoint's address")?;
+        let answers = || {
+            (0..=MAX_RECORDS_PER_REQUEST)
+                .map(|_| OnceLock::new())
+                .collect()
+        };
         let state = Arc::new(State {
             stats: Arc::default(),
-            put_responses: (0..=MAX_RECORDS_PER_REQUEST)
-                .map(|_| OnceLock::new())
-                .collect(),
-            refuse_per_million: (fail_percent * 10_000.0) as u64,
+            kinesis_answers: answers(),
+            firehose_answers: answers(),
+            refuse_per_million: (options.fail_percent * 10_000.0) as u64,
             draws: AtomicU64::new(0),
+            shards: options.shards.clamp(1, MAX_SHARDS),
+            encoding: options.encoding,
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
@@ -148,12 +215,41 @@ impl NullKinesis {
 
 struct State {
     stats: Arc<Stats>,
-    /// Response bodies by record count: built once, then shared for every batch of that size.
-    put_responses: Vec<OnceLock<Bytes>>,
+    /// Answers by record count when every record is stored on shard 0: built once, then shared
+    /// for every call of that size.
+    kinesis_answers: Vec<OnceLock<Bytes>>,
+    firehose_answers: Vec<OnceLock<Bytes>>,
     /// Records refused per million, chosen by a deterministic sequence of draws.
     refuse_per_million: u64,
     draws: AtomicU64,
+    shards: u32,
+    encoding: Encoding,
     created: u64,
+}
+
+impl State {
+    /// The shard whose even hash key range holds `hash`.
+    fn shard_of(&self, hash: u128) -> u32 {
+        let width = u128::MAX / u128::from(self.shards);
+        (hash / width).min(u128::from(self.shards - 1)) as u32
+    }
+
+    /// Shard `index`'s hash key range.
+    fn shard_range(&self, index: u32) -> (u128, u128) {
+        let width = u128::MAX / u128::from(self.shards);
+        let start = u128::from(index) * width;
+        let end = if index + 1 == self.shards {
+            u128::MAX
+        } else {
+            start + width - 1
+        };
+        (start, end)
+    }
+
+    fn reject(&self, kind: &str, message: &str) -> Response<Full<Bytes>> {
+        self.stats.rejected_requests.fetch_add(1, Ordering::Relaxed);
+        error_response(kind, message)
+    }
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
@@ -201,81 +297,247 @@ async fn handle(
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     Ok(match target {
-        PUT_RECORDS => put_records(&state, &body),
+        PUT_RECORDS => put(&state, Api::Kinesis, &body),
+        PUT_RECORD_BATCH => put(&state, Api::Firehose, &body),
         DESCRIBE_STREAM_SUMMARY => describe_stream_summary(&state, &body),
-        other => {
-            state
-                .stats
-                .rejected_requests
-                .fetch_add(1, Ordering::Relaxed);
-            error_response(
-                "UnknownOperationException",
-                &format!("the null Kinesis endpoint does not implement X-Amz-Target {other:?}"),
-            )
-        }
+        DESCRIBE_DELIVERY_STREAM => describe_delivery_stream(&state, &body),
+        LIST_SHARDS => list_shards(&state, &body),
+        other => state.reject(
+            "UnknownOperationException",
+            &format!("the null Kinesis endpoint does not implement X-Amz-Target {other:?}"),
+        ),
     })
 }
 
-fn put_records(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
-    let records = PARTITION_KEY_FIELD.find_iter(body).count();
-    if records == 0 || records > MAX_RECORDS_PER_REQUEST {
-        state
-            .stats
-            .rejected_requests
-            .fetch_add(1, Ordering::Relaxed);
-        return error_response(
-            "ValidationException",
-            &format!("1 validation error detected: {records} records; a request takes 1 to {MAX_RECORDS_PER_REQUEST}"),
-        );
-    }
-    let stats = &state.stats;
-    stats.put_requests.fetch_add(1, Ordering::Relaxed);
-    if state.refuse_per_million > 0 {
-        return put_records_refusing_some(state, body, records);
-    }
-    stats
-        .data_bytes
-        .fetch_add(data_bytes(body, |_| true), Ordering::Relaxed);
-    stats.records.fetch_add(records as u64, Ordering::Relaxed);
-    let body = state.put_responses[records].get_or_init(|| put_records_body(records));
-    json_response(StatusCode::OK, body.clone())
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    Kinesis,
+    Firehose,
 }
 
-/// Answers like a throttled shard: a successful call in which some records carry
-/// `ProvisionedThroughputExceededException`. Only the accepted records count as received.
-fn put_records_refusing_some(state: &State, body: &[u8], records: usize) -> Response<Full<Bytes>> {
-    let refused: Vec<bool> = (0..records)
-        .map(|_| {
-            let draw = split_mix(state.draws.fetch_add(1, Ordering::Relaxed));
-            draw % 1_000_000 < state.refuse_per_million
-        })
-        .collect();
-    let refused_count = refused.iter().filter(|&&r| r).count();
-    let stats = &state.stats;
-    stats
-        .refused_records
-        .fetch_add(refused_count as u64, Ordering::Relaxed);
-    stats
-        .records
-        .fetch_add((records - refused_count) as u64, Ordering::Relaxed);
-    stats
-        .data_bytes
-        .fetch_add(data_bytes(body, |index| !refused[index]), Ordering::Relaxed);
-    let mut answer = format!("{{\"FailedRecordCount\":{refused_count},\"Records\":[");
-    for (index, &is_refused) in refused.iter().enumerate() {
-        if index > 0 {
-            answer.push(',');
-        }
-        if is_refused {
-            answer.push_str("{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":\"Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.\"}");
-        } else {
-            answer.push_str(&format!(
-                "{{\"SequenceNumber\":\"4960{index:052}\",\"ShardId\":\"shardId-000000000000\"}}"
-            ));
+impl Api {
+    fn max_record_bytes(self) -> u64 {
+        match self {
+            Api::Kinesis => KINESIS_MAX_RECORD_BYTES,
+            Api::Firehose => FIREHOSE_MAX_RECORD_BYTES,
         }
     }
-    answer.push_str("]}");
-    json_response(StatusCode::OK, Bytes::from(answer))
+
+    fn max_request_bytes(self) -> u64 {
+        match self {
+            Api::Kinesis => KINESIS_MAX_REQUEST_BYTES,
+            Api::Firehose => FIREHOSE_MAX_REQUEST_BYTES,
+        }
+    }
+
+    fn billing_units(self, record: &RecordSize) -> u64 {
+        let (bytes, unit) = match self {
+            Api::Kinesis => (record.size(), KINESIS_BILLING_UNIT),
+            Api::Firehose => (record.data_bytes, FIREHOSE_BILLING_UNIT),
+        };
+        bytes.div_ceil(unit).max(1)
+    }
+}
+
+/// A record's sizes, worked out from the request alone.
+struct RecordSize {
+    data_bytes: u64,
+    key_bytes: u64,
+}
+
+impl RecordSize {
+    /// What the service's size limits count: data plus partition key.
+    fn size(&self) -> u64 {
+        self.data_bytes + self.key_bytes
+    }
+}
+
+/// `PutRecords` or `PutRecordBatch`: checks the call against the service's limits, then counts
+/// the records it accepts and the lines in them.
+fn put(state: &State, api: Api, body: &[u8]) -> Response<Full<Bytes>> {
+    let entries = match put_request::entries(body) {
+        Ok(entries) => entries,
+        Err(message) => return state.reject("SerializationException", &message),
+    };
+    let count = entries.len();
+    if count == 0 || count > MAX_RECORDS_PER_REQUEST {
+        return state.reject(
+            "ValidationException",
+            &format!("1 validation error detected: {count} records; a request takes 1 to {MAX_RECORDS_PER_REQUEST}"),
+        );
+    }
+    let mut sizes = Vec::with_capacity(count);
+    for (index, entry) in entries.iter().enumerate() {
+        let key_bytes = match (api, entry.partition_key) {
+            (Api::Kinesis, Some(key)) => key.len() as u64,
+            (Api::Kinesis, None) => {
+                return state.reject(
+                    "ValidationException",
+                    &format!("1 validation error detected: Value null at 'records.{}.member.partitionKey' failed to satisfy constraint: Member must not be null", index + 1),
+                )
+            }
+            (Api::Firehose, _) => 0,
+        };
+        let record = RecordSize {
+            data_bytes: base64_decoded_len(entry.data),
+            key_bytes,
+        };
+        if record.size() > api.max_record_bytes() {
+            return state.reject(
+                "ValidationException",
+                &format!(
+                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {} (it has {} bytes)",
+                    index + 1,
+                    api.max_record_bytes(),
+                    record.size()
+                ),
+            );
+        }
+        sizes.push(record);
+    }
+    let request_bytes: u64 = sizes.iter().map(RecordSize::size).sum();
+    if request_bytes > api.max_request_bytes() {
+        return state.reject(
+            "InvalidArgumentException",
+            &format!(
+                "Records size exceeds {} MB limit ({request_bytes} bytes)",
+                api.max_request_bytes() >> 20
+            ),
+        );
+    }
+    let shards = match shards_of(state, api, &entries) {
+        Ok(shards) => shards,
+        Err(message) => return state.reject("ValidationException", &message),
+    };
+    let stats = &state.stats;
+    stats.put_requests.fetch_add(1, Ordering::Relaxed);
+    let refused: Option<Vec<bool>> = (state.refuse_per_million > 0).then(|| {
+        (0..count)
+            .map(|_| {
+                let draw = split_mix(state.draws.fetch_add(1, Ordering::Relaxed));
+                draw % 1_000_000 < state.refuse_per_million
+            })
+            .collect()
+    });
+    let is_refused = |index: usize| refused.as_ref().is_some_and(|refused| refused[index]);
+    let (mut lines, mut records, mut data_bytes, mut billing_units, mut malformed) =
+        (0, 0, 0, 0, 0);
+    for (index, (entry, record)) in entries.iter().zip(&sizes).enumerate() {
+        if is_refused(index) {
+            continue;
+        }
+        records += 1;
+        data_bytes += record.data_bytes;
+        billing_units += api.billing_units(record);
+        if state.encoding.is_plain() {
+            lines += 1;
+        } else {
+            let carried = state.encoding.lines(entry.data);
+            lines += carried.count;
+            malformed += u64::from(carried.malformed);
+        }
+    }
+    let refused_count = count as u64 - records;
+    Stats::add(&stats.refused_records, refused_count);
+    Stats::add(&stats.malformed_records, malformed);
+    Stats::add(&stats.data_bytes, data_bytes);
+    Stats::add(&stats.billing_units, billing_units);
+    Stats::add(&stats.records, records);
+    // Lines last: the bench stops waiting once they are all in, and reads the rest after.
+    Stats::add(&stats.lines, lines);
+    let body = match (api, &refused, &shards) {
+        (Api::Kinesis, None, None) => state.kinesis_answers[count]
+            .get_or_init(|| kinesis_answer(count, |_| Some(0)))
+            .clone(),
+        (Api::Firehose, None, _) => state.firehose_answers[count]
+            .get_or_init(|| firehose_answer(count, |_| true))
+            .clone(),
+        (Api::Kinesis, _, _) => kinesis_answer(count, |index| {
+            (!is_refused(index)).then(|| shards.as_ref().map_or(0, |shards| shards[index]))
+        }),
+        (Api::Firehose, _, _) => firehose_answer(count, |index| !is_refused(index)),
+    };
+    json_response(StatusCode::OK, body)
+}
+
+/// The shard each Kinesis record is stored on, when the stream has more than one: the one its
+/// explicit hash key falls in, else the one the MD5 of its partition key does.
+fn shards_of(state: &State, api: Api, entries: &[Entry]) -> Result<Option<Vec<u32>>, String> {
+    if api != Api::Kinesis {
+        return Ok(None);
+    }
+    let mut shards = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let hash = match entry.explicit_hash_key {
+            Some(key) => Some(key.text().parse::<u128>().map_err(|_| {
+                format!("1 validation error detected: Value at 'records.{}.member.explicitHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{{0,38}})", index + 1)
+            })?),
+            None => None,
+        };
+        if state.shards > 1 {
+            let hash = hash.unwrap_or_else(|| {
+                let key = entry
+                    .partition_key
+                    .map(|key| key.text())
+                    .unwrap_or_default();
+                u128::from_be_bytes(Md5::digest(key.as_bytes()).into())
+            });
+            shards.push(state.shard_of(hash));
+        }
+    }
+    Ok((state.shards > 1).then_some(shards))
+}
+
+/// A `PutRecords` answer; `stored_on(index)` is the shard record `index` went to, or `None`
+/// when it was refused as throttled.
+fn kinesis_answer(records: usize, stored_on: impl Fn(usize) -> Option<u32>) -> Bytes {
+    let failed = (0..records)
+        .filter(|&index| stored_on(index).is_none())
+        .count();
+    let mut body = String::with_capacity(40 + records * 100);
+    body.push_str(&format!("{{\"FailedRecordCount\":{failed},\"Records\":["));
+    for index in 0..records {
+        if index > 0 {
+            body.push(',');
+        }
+        match stored_on(index) {
+            // Real sequence numbers are 56 decimal digits; the same length keeps parsing honest.
+            Some(shard) => body.push_str(&format!(
+                "{{\"SequenceNumber\":\"4960{index:052}\",\"ShardId\":\"{}\"}}",
+                shard_id(shard)
+            )),
+            None => body.push_str("{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":\"Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.\"}"),
+        }
+    }
+    body.push_str("]}");
+    Bytes::from(body)
+}
+
+/// A `PutRecordBatch` answer; `stored(index)` is false for a record refused as throttled.
+fn firehose_answer(records: usize, stored: impl Fn(usize) -> bool) -> Bytes {
+    let failed = (0..records).filter(|&index| !stored(index)).count();
+    let mut body = String::with_capacity(64 + records * 96);
+    body.push_str(&format!(
+        "{{\"FailedPutCount\":{failed},\"Encrypted\":false,\"RequestResponses\":["
+    ));
+    for index in 0..records {
+        if index > 0 {
+            body.push(',');
+        }
+        if stored(index) {
+            body.push_str(&format!("{{\"RecordId\":\"{index:064x}\"}}"));
+        } else {
+            body.push_str(
+                "{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}",
+            );
+        }
+    }
+    body.push_str("]}");
+    Bytes::from(body)
+}
+
+fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
 }
 
 /// SplitMix64: a well-spread pseudo-random value from a counter, so every run refuses the
@@ -285,26 +547,6 @@ fn split_mix(counter: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Decoded bytes of the `"Data"` values of the records `counted` selects (by index), worked out
-/// from the base64 length alone.
-fn data_bytes(body: &[u8], counted: impl Fn(usize) -> bool) -> u64 {
-    let mut total = 0;
-    let mut rest = body;
-    let mut index = 0;
-    while let Some(at) = DATA_FIELD.find(rest) {
-        let value = &rest[at + DATA_FIELD.needle().len()..];
-        let Some(end) = memchr::memchr(b'"', value) else {
-            break;
-        };
-        if counted(index) {
-            total += base64_decoded_len(&value[..end]);
-        }
-        index += 1;
-        rest = &value[end..];
-    }
-    total
 }
 
 fn base64_decoded_len(encoded: &[u8]) -> u64 {
@@ -317,28 +559,12 @@ fn base64_decoded_len(encoded: &[u8]) -> u64 {
     (encoded.len() / 4 * 3).saturating_sub(padding) as u64
 }
 
-fn put_records_body(records: usize) -> Bytes {
-    let mut body = String::with_capacity(40 + records * 100);
-    body.push_str("{\"FailedRecordCount\":0,\"Records\":[");
-    for index in 0..records {
-        if index > 0 {
-            body.push(',');
-        }
-        // Real sequence numbers are 56 decimal digits; the same length keeps parsing honest.
-        body.push_str(&format!(
-            "{{\"SequenceNumber\":\"4960{index:052}\",\"ShardId\":\"shardId-000000000000\"}}"
-        ));
-    }
-    body.push_str("]}");
-    Bytes::from(body)
-}
-
 fn describe_stream_summary(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
     state
         .stats
         .describe_requests
         .fetch_add(1, Ordering::Relaxed);
-    let name = requested_stream_name(body);
+    let name = requested_stream_name(body, "StreamName", "StreamARN");
     let summary = serde_json::json!({
         "StreamDescriptionSummary": {
             "StreamName": name,
@@ -349,20 +575,85 @@ fn describe_stream_summary(state: &State, body: &[u8]) -> Response<Full<Bytes>> 
             "StreamCreationTimestamp": state.created,
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
             "EncryptionType": "NONE",
-            "OpenShardCount": 1,
+            "OpenShardCount": state.shards,
             "ConsumerCount": 0,
         }
     });
     json_response(StatusCode::OK, Bytes::from(summary.to_string()))
 }
 
-/// The stream a request names, by `StreamName` or by the last part of its `StreamARN`.
-fn requested_stream_name(body: &[u8]) -> String {
+fn describe_delivery_stream(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    state
+        .stats
+        .describe_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let name = requested_stream_name(body, "DeliveryStreamName", "DeliveryStreamARN");
+    let description = serde_json::json!({
+        "DeliveryStreamDescription": {
+            "DeliveryStreamName": name,
+            "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{name}"),
+            "DeliveryStreamStatus": "ACTIVE",
+            "DeliveryStreamType": "DirectPut",
+            "VersionId": "1",
+            "CreateTimestamp": state.created,
+            "Destinations": [],
+            "HasMoreDestinations": false,
+        }
+    });
+    json_response(StatusCode::OK, Bytes::from(description.to_string()))
+}
+
+/// The stream's shards, `SHARDS_PER_PAGE` (or `MaxResults`) at a time; a continued listing's
+/// `NextToken` is where it goes on from.
+fn list_shards(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    state
+        .stats
+        .list_shards_requests
+        .fetch_add(1, Ordering::Relaxed);
     let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if let Some(name) = request["StreamName"].as_str() {
+    let first = match request["NextToken"].as_str() {
+        Some(token) => match token
+            .strip_prefix("shards-from-")
+            .and_then(|from| from.parse::<u32>().ok())
+        {
+            Some(from) => from,
+            None => {
+                return state.reject(
+                    "InvalidArgumentException",
+                    &format!("NextToken {token:?} is not one this endpoint gave"),
+                )
+            }
+        },
+        None => 0,
+    };
+    let page = request["MaxResults"]
+        .as_u64()
+        .map_or(SHARDS_PER_PAGE, |max| max.clamp(1, 10_000) as usize);
+    let end = state.shards.min(first.saturating_add(page as u32));
+    let shards: Vec<serde_json::Value> = (first..end)
+        .map(|index| {
+            let (start, end) = state.shard_range(index);
+            serde_json::json!({
+                "ShardId": shard_id(index),
+                "HashKeyRange": {"StartingHashKey": start.to_string(), "EndingHashKey": end.to_string()},
+                "SequenceNumberRange": {"StartingSequenceNumber": format!("49{:054}", index)},
+            })
+        })
+        .collect();
+    let mut answer = serde_json::json!({ "Shards": shards });
+    if end < state.shards {
+        answer["NextToken"] = format!("shards-from-{end}").into();
+    }
+    json_response(StatusCode::OK, Bytes::from(answer.to_string()))
+}
+
+/// The stream a request names, by its name field or by the last part of its ARN field.
+fn requested_stream_name(body: &[u8], name_field: &str, arn_field: &str) -> String {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(name) = request[name_field].as_str() {
         return name.to_owned();
     }
-    request["StreamARN"]
+    request[arn_field]
         .as_str()
         .and_then(|arn| arn.rsplit('/').next())
         .unwrap_or("bench")

@@ -26,8 +26,14 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Lines that arrived more than once, as far as counts tell: lines received beyond those
+    /// written.
     pub fn duplicates(&self) -> u64 {
-        self.received.records.saturating_sub(self.lines)
+        self.received.lines.saturating_sub(self.lines)
+    }
+
+    fn line_gigabytes(&self) -> f64 {
+        self.line_bytes as f64 / GB
     }
 }
 
@@ -46,21 +52,37 @@ const ROWS: &[Row] = &[
     row("MB/s", 1, |f| f.line_bytes as f64 / MB / f.elapsed_seconds),
     row("agent CPU (s)", 2, |f| f.agent_cpu_seconds),
     row("agent CPU s per GB", 1, |f| {
-        f.agent_cpu_seconds / (f.line_bytes as f64 / GB)
+        f.agent_cpu_seconds / f.line_gigabytes()
     }),
     row("agent peak RSS (MiB)", 1, |f| f.peak_rss_bytes as f64 / MIB),
-    row("records received", 0, |f| f.received.records as f64),
+    row("lines received", 0, |f| f.received.lines as f64),
     row("duplicates", 0, |f| f.duplicates() as f64),
+    row("service records received", 0, |f| f.received.records as f64),
+    row("lines per service record", 1, |f| {
+        f.received.lines as f64 / f.received.records.max(1) as f64
+    }),
+    row("service records per GB", 0, |f| {
+        f.received.records as f64 / f.line_gigabytes()
+    }),
+    row("billing units per GB", 0, |f| {
+        f.received.billing_units as f64 / f.line_gigabytes()
+    }),
     row("data received (GB)", 3, |f| {
         f.received.data_bytes as f64 / GB
     }),
-    row("PutRecords calls", 0, |f| f.received.put_requests as f64),
-    row("records per call", 1, records_per_call),
+    row("put calls", 0, |f| f.received.put_requests as f64),
+    row("service records per call", 1, records_per_call),
+    row("ListShards calls", 0, |f| {
+        f.received.list_shards_requests as f64
+    }),
     row("records refused (retried)", 0, |f| {
         f.received.refused_records as f64
     }),
     row("rejected requests", 0, |f| {
         f.received.rejected_requests as f64
+    }),
+    row("malformed records", 0, |f| {
+        f.received.malformed_records as f64
     }),
     row("null server CPU (s)", 2, |f| f.server_cpu_seconds),
 ];
@@ -82,7 +104,7 @@ fn records_per_call(figures: &Figures) -> f64 {
     figures.received.records as f64 / figures.received.put_requests.max(1) as f64
 }
 
-const LABEL_WIDTH: usize = 22;
+const LABEL_WIDTH: usize = 27;
 const COLUMN_WIDTH: usize = 13;
 
 /// Prints one column per run, then the median of each figure when there is more than one run.

@@ -109,6 +109,29 @@ impl PartitionKey {
     }
 }
 
+/// How records are combined before they are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Combine {
+    /// One line per record.
+    #[default]
+    None,
+    /// KPL aggregation (Kinesis): many lines per record, grouped by the shard their keys hash to.
+    Kpl,
+    /// Firehose line packing: whole lines joined into records of at most `record_bytes`.
+    Pack { record_bytes: usize },
+}
+
+/// How record payloads are compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    /// gzip (RFC 1952), level 1: most of the saving for a fraction of the CPU of level 6.
+    Gzip,
+    /// Zstandard frames, level 3.
+    Zstd,
+}
+
 /// What happens to a record longer than the record limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Oversize {
@@ -148,6 +171,8 @@ pub struct FlowConfig {
     pub aws: AwsSettings,
     /// Batches are written to `dry_run_output` instead of being sent.
     pub dry_run: bool,
+    pub combine: Combine,
+    pub compression: Compression,
     pub initial_position: InitialPosition,
     pub partition_key: PartitionKey,
     /// `explicit_hash_key: spread`: records go evenly over the shards, whatever their keys.
@@ -186,7 +211,9 @@ pub struct FlowConfig {
 impl FlowConfig {
     /// The most bytes of a record (newline included) that fit in one record beside its key.
     pub fn max_line_bytes(&self) -> usize {
-        self.max_record_bytes - self.partition_key.max_len()
+        self.max_record_bytes
+            - self.partition_key.max_len()
+            - self.compression.margin(self.max_record_bytes)
     }
 }
 
@@ -312,6 +339,14 @@ fn serde_problem(error: &serde_yaml::Error) -> Problem {
         key,
         message,
     }
+}
+
+/// The raw keys that decide how records are combined and compressed.
+struct RawCombining {
+    aggregation: Option<String>,
+    pack_records: Option<bool>,
+    pack_record_bytes: Option<u64>,
+    compression: Option<String>,
 }
 
 struct Checker<'a> {
@@ -480,6 +515,12 @@ impl Checker<'_> {
                 }
                 files
             }
+        };
+        let raw_combining = RawCombining {
+            aggregation: raw.aggregation.clone(),
+            pack_records: raw.pack_records,
+            pack_record_bytes: raw.pack_record_bytes,
+            compression: raw.compression.clone(),
         };
         let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
         let firehose = destination
@@ -680,6 +721,20 @@ impl Checker<'_> {
                 "is longer than 256 bytes",
             );
         }
+        let (combine, compression) = self.combining(
+            key,
+            &raw_combining,
+            firehose,
+            explicit_hash_key,
+            max_record_bytes,
+        );
+        // Combined records fill up to the record limit; calls of more than one such record
+        // would only hold more memory, so they are one record limit unless set.
+        let max_batch_bytes = if combine != Combine::None && raw.max_batch_bytes.is_none() {
+            max_record_bytes
+        } else {
+            max_batch_bytes
+        };
         let destination = destination?;
         if self.problems.len() != before {
             return None;
@@ -690,6 +745,8 @@ impl Checker<'_> {
             destination,
             aws,
             dry_run: raw.dry_run.unwrap_or(false),
+            combine,
+            compression,
             record_limit_set,
             initial_position,
             partition_key,
@@ -715,6 +772,84 @@ impl Checker<'_> {
             oversize_records,
             truncated_record_terminator,
         })
+    }
+
+    /// `aggregation` (Kinesis), `pack_records` and `pack_record_bytes` (Firehose), `compression`.
+    fn combining(
+        &mut self,
+        key: &str,
+        raw: &RawCombining,
+        firehose: bool,
+        spread: bool,
+        max_record_bytes: usize,
+    ) -> (Combine, Compression) {
+        let aggregation = match raw.aggregation.as_deref() {
+            None | Some("none") => false,
+            Some("kpl") if firehose => {
+                self.problem(
+                    &format!("{key}.aggregation"),
+                    "applies to Kinesis streams only; for Firehose, use pack_records",
+                );
+                false
+            }
+            Some("kpl") => true,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.aggregation"),
+                    format!("`{other}` is not one of none, kpl"),
+                );
+                false
+            }
+        };
+        if aggregation && spread {
+            self.problem(
+                &format!("{key}.explicit_hash_key"),
+                "cannot be spread with aggregation: kpl, which routes each aggregated record to the shard of its records' keys",
+            );
+        }
+        let pack = raw.pack_records.unwrap_or(false);
+        if pack && !firehose {
+            self.problem(
+                &format!("{key}.pack_records"),
+                "applies to Firehose streams only; for Kinesis, use aggregation: kpl",
+            );
+        }
+        let record_bytes = match raw.pack_record_bytes {
+            None => max_record_bytes,
+            Some(_) if !pack => {
+                self.problem(
+                    &format!("{key}.pack_record_bytes"),
+                    "is set without pack_records: true",
+                );
+                max_record_bytes
+            }
+            Some(value) => self.number(
+                &format!("{key}.pack_record_bytes"),
+                Some(value),
+                max_record_bytes,
+                limits::MIN_RECORD_BYTES..=max_record_bytes,
+            ),
+        };
+        let compression = match raw.compression.as_deref() {
+            None | Some("none") => Compression::None,
+            Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.compression"),
+                    format!("`{other}` is not one of none, gzip, zstd"),
+                );
+                Compression::None
+            }
+        };
+        let combine = if aggregation {
+            Combine::Kpl
+        } else if pack && firehose {
+            Combine::Pack { record_bytes }
+        } else {
+            Combine::None
+        };
+        (combine, compression)
     }
 
     fn exclude(&mut self, key: &str, raw: Option<raw::OneOrMany>) -> Vec<glob::Pattern> {
@@ -1460,5 +1595,56 @@ flows:
         ));
         assert!(!config.flows[0].dry_run);
         assert_eq!(config.dry_run_output, None);
+    }
+
+    #[test]
+    fn aggregation_packing_and_compression_are_checked_against_the_destination() {
+        let config = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n    aggregation: kpl\n    compression: zstd\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n    pack_records: true\n    pack_record_bytes: 65536\n    compression: gzip\n\
+             \x20 - name: c\n    files: /var/log/*.log\n    firehose_stream: c\n    pack_records: true\n"
+        ));
+        let flows = &config.flows;
+        assert_eq!(flows[0].combine, Combine::Kpl);
+        assert_eq!(flows[0].compression, Compression::Zstd);
+        // Calls of combined records are one record limit unless set.
+        assert_eq!(flows[0].max_batch_bytes, 1024 * 1024);
+        assert_eq!(flows[1].max_batch_bytes, 1000 * 1024);
+        // Room is kept for compression to grow what does not compress.
+        assert_eq!(
+            flows[0].max_line_bytes(),
+            1024 * 1024 - 20 - (1024 * 1024 / 128 + 256)
+        );
+        assert_eq!(
+            flows[1].combine,
+            Combine::Pack {
+                record_bytes: 65536
+            }
+        );
+        assert_eq!(flows[1].compression, Compression::Gzip);
+        assert_eq!(
+            flows[2].combine,
+            Combine::Pack {
+                record_bytes: 1000 * 1024
+            }
+        );
+        assert_eq!(flows[2].compression, Compression::None);
+        let wrong = problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    aggregation: kpl\n    explicit_hash_key: spread\n    pack_records: true\n    compression: lz4\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n    aggregation: kpl\n    pack_record_bytes: 4096\n\
+             \x20 - name: c\n    files: /var/log/*.log\n    firehose_stream: c\n    pack_records: true\n    pack_record_bytes: 2000000\n    aggregation: maybe\n"
+        ));
+        assert_eq!(
+            wrong,
+            [
+                "/etc/k.yaml:6:5: flows[0].explicit_hash_key: cannot be spread with aggregation: kpl, which routes each aggregated record to the shard of its records' keys",
+                "/etc/k.yaml:7:5: flows[0].pack_records: applies to Firehose streams only; for Kinesis, use aggregation: kpl",
+                "/etc/k.yaml:8:5: flows[0].compression: `lz4` is not one of none, gzip, zstd",
+                "/etc/k.yaml:12:5: flows[1].aggregation: applies to Kinesis streams only; for Firehose, use pack_records",
+                "/etc/k.yaml:13:5: flows[1].pack_record_bytes: is set without pack_records: true",
+                "/etc/k.yaml:19:5: flows[2].aggregation: `maybe` is not one of none, kpl",
+                "/etc/k.yaml:18:5: flows[2].pack_record_bytes: 2000000 is out of range; it must be from 1024 to 1024000",
+            ]
+        );
     }
 }

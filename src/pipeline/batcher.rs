@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::combine::Combiner;
 use super::partition_key::KeyChooser;
 use crate::budget::RECORD_OVERHEAD;
 use crate::record::{Batch, FileRange, Lines, OutRecord};
@@ -23,6 +24,8 @@ pub struct BatchLimits {
 pub struct BatchBuilder {
     limits: BatchLimits,
     keys: KeyChooser,
+    /// Aggregation, packing or compression, when the flow asks for any.
+    combiner: Option<Combiner>,
     current: Batch,
 }
 
@@ -31,8 +34,20 @@ impl BatchBuilder {
         Self {
             limits,
             keys,
+            combiner: None,
             current: Batch::default(),
         }
+    }
+
+    /// Combines lines into fewer records (or compresses them) before batching.
+    pub fn with_combiner(mut self, combiner: Option<Combiner>) -> Self {
+        self.combiner = combiner;
+        self
+    }
+
+    /// Records in the current batch, open groups of lines included.
+    fn records(&self) -> usize {
+        self.current.records.len() + self.combiner.as_ref().map_or(0, Combiner::open_groups)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,27 +72,42 @@ impl BatchBuilder {
                 .slice(span.data_start as usize..span.data_end as usize);
             let partition_key = self.keys.key_for(&data, &lines.file, start);
             let record_cost = data.len() + RECORD_OVERHEAD;
-            let mut record = OutRecord {
-                data,
-                partition_key,
-                offset: start,
-                range: 0,
-            };
-            let size = record.size();
-            let batch = &self.current;
-            if batch.records.len() >= self.limits.max_records
-                || (!batch.records.is_empty() && batch.bytes + size > self.limits.max_bytes)
+            let mut record = OutRecord::line(data, partition_key, start, 0);
+            let mut plan = self
+                .combiner
+                .as_ref()
+                .map(|combiner| combiner.plan(&record));
+            let (new_records, new_bytes) = plan.as_ref().map_or((1, record.size()), |plan| {
+                (plan.new_records, plan.new_bytes)
+            });
+            let records = self.records();
+            let max_bytes = self
+                .limits
+                .max_bytes
+                .saturating_sub(self.combiner.as_ref().map_or(0, Combiner::margin));
+            if records + new_records > self.limits.max_records
+                || (records > 0 && self.current.bytes + new_bytes > max_bytes)
             {
                 self.current
                     .reserved
                     .merge(lines.reserved.take(std::mem::take(&mut cost)));
                 full.push(self.take());
+                // The batch is new: where the line goes may have changed.
+                plan = self
+                    .combiner
+                    .as_ref()
+                    .map(|combiner| combiner.plan(&record));
             }
             self.cover(&lines, start, span.file_end);
             let batch = &mut self.current;
             record.range = u32::try_from(batch.ranges.len().saturating_sub(1)).unwrap_or(u32::MAX);
-            batch.bytes += size;
-            batch.records.push(record);
+            match (&mut self.combiner, plan) {
+                (Some(combiner), Some(plan)) => combiner.add(plan, record, batch),
+                _ => {
+                    batch.bytes += record.size();
+                    batch.records.push(record);
+                }
+            }
             cost += record_cost;
             start = span.file_end;
         }
@@ -101,6 +131,9 @@ impl BatchBuilder {
 
     /// The partial batch, leaving an empty one.
     pub fn take(&mut self) -> Batch {
+        if let Some(combiner) = &mut self.combiner {
+            combiner.close_all(&mut self.current);
+        }
         std::mem::take(&mut self.current)
     }
 }

@@ -152,12 +152,16 @@ mod tests {
                 partition_key: "k".into(),
                 offset: 0,
                 range: 0,
+                explicit_hash_key: None,
+                lines: 1,
             },
             OutRecord {
                 data: Bytes::from_static(b"\xff\xfe\n"),
                 partition_key: "k".into(),
                 offset: 6,
                 range: 0,
+                explicit_hash_key: None,
+                lines: 1,
             },
         ];
         letters

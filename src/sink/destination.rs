@@ -8,7 +8,8 @@ use super::firehose::FirehoseClient;
 use super::kinesis::KinesisClient;
 use super::{PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::aws::{FlowClients, Identity};
-use crate::config::{DestinationKind, FlowConfig};
+use crate::config::{Combine, DestinationKind, FlowConfig};
+use crate::pipeline::shards::ShardMap;
 use crate::record::OutRecord;
 
 pub enum DestinationClient {
@@ -43,6 +44,7 @@ impl DestinationClient {
                 clients.region.clone(),
                 flow.explicit_hash_key,
                 clients.identity.clone(),
+                (flow.combine == Combine::Kpl).then(ShardMap::new),
             ))),
             DestinationKind::Firehose => Some(Self::Firehose(FirehoseClient::new(
                 clients.firehose.clone()?,
@@ -70,6 +72,20 @@ impl PutRecords for DestinationClient {
             Self::Firehose(client) => client.describe().await,
             Self::DryRun(client) => client.describe().await,
             Self::Unavailable(flow) => Err(unavailable(flow)),
+        }
+    }
+
+    fn shards(&self) -> Option<Arc<ShardMap>> {
+        match self {
+            Self::Kinesis(client) => client.shards(),
+            _ => None,
+        }
+    }
+
+    async fn refresh_shards(&self) -> Result<usize, PutError> {
+        match self {
+            Self::Kinesis(client) => client.refresh_shards().await,
+            _ => Ok(0),
         }
     }
 

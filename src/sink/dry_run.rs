@@ -155,12 +155,16 @@ mod tests {
                 partition_key: "k1".into(),
                 offset: 0,
                 range: 0,
+                explicit_hash_key: None,
+                lines: 1,
             },
             OutRecord {
                 data: Bytes::from_static(b"\xff\xfe\n"),
                 partition_key: "k2".into(),
                 offset: 6,
                 range: 0,
+                explicit_hash_key: None,
+                lines: 1,
             },
         ];
         let failures = client.put_records(&records).await.expect("written");

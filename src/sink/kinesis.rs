@@ -2,6 +2,7 @@
 //! `DescribeStreamSummary` for the start-up check, with errors sorted by what to do about them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -12,6 +13,7 @@ use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::aws::{Identity, IdentityProbe};
 use crate::config::Destination;
+use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
 
 pub struct KinesisClient {
@@ -21,6 +23,8 @@ pub struct KinesisClient {
     stream_arn: Option<String>,
     region: String,
     identity: Option<IdentityProbe>,
+    /// The stream's shards, kept for flows that aggregate.
+    shards: Option<Arc<ShardMap>>,
     /// Set with `explicit_hash_key: spread`: records are numbered for [`spread_hash_key`].
     spread: Option<AtomicU64>,
 }
@@ -42,6 +46,7 @@ impl KinesisClient {
         region: String,
         spread: bool,
         identity: Option<IdentityProbe>,
+        shards: Option<Arc<ShardMap>>,
     ) -> Self {
         Self {
             client,
@@ -49,6 +54,7 @@ impl KinesisClient {
             stream_arn: stream.arn.clone(),
             region,
             identity,
+            shards,
             spread: spread.then(|| AtomicU64::new(fastrand::u64(..))),
         }
     }
@@ -66,10 +72,13 @@ impl PutRecords for KinesisClient {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
-            let explicit_hash_key = self
-                .spread
-                .as_ref()
-                .map(|next| spread_hash_key(next.fetch_add(1, Ordering::Relaxed)));
+            let explicit_hash_key = match &record.explicit_hash_key {
+                Some(key) => Some(key.to_string()),
+                None => self
+                    .spread
+                    .as_ref()
+                    .map(|next| spread_hash_key(next.fetch_add(1, Ordering::Relaxed))),
+            };
             let entry = PutRecordsRequestEntry::builder()
                 .data(Blob::new(record.data.to_vec()))
                 .partition_key(record.partition_key.clone())
@@ -89,6 +98,9 @@ impl PutRecords for KinesisClient {
             .send()
             .await
             .map_err(|error| self.classify(&error))?;
+        if let Some(map) = &self.shards {
+            check_routing(map, records, output.records());
+        }
         refused_records(
             records.len(),
             output
@@ -96,6 +108,59 @@ impl PutRecords for KinesisClient {
                 .iter()
                 .map(|result| (result.error_code(), result.error_message())),
         )
+    }
+
+    fn shards(&self) -> Option<Arc<ShardMap>> {
+        self.shards.clone()
+    }
+
+    async fn refresh_shards(&self) -> Result<usize, PutError> {
+        let Some(map) = &self.shards else {
+            return Ok(0);
+        };
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let request = match &next_token {
+                // A continued listing names nothing but the token.
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self
+                    .client
+                    .list_shards()
+                    .set_stream_name(self.stream_arn.is_none().then(|| self.stream_name.clone()))
+                    .set_stream_arn(self.stream_arn.clone()),
+            };
+            let output = request
+                .send()
+                .await
+                .map_err(|error| self.classify(&error))?;
+            for shard in output.shards() {
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|range| range.ending_sequence_number().is_none());
+                let range = shard.hash_key_range();
+                let bounds = range.and_then(|range| {
+                    Some((
+                        range.starting_hash_key().parse::<u128>().ok()?,
+                        range.ending_hash_key().parse::<u128>().ok()?,
+                    ))
+                });
+                if let (true, Some((start, end))) = (open, bounds) {
+                    shards.push(Shard {
+                        id: shard.shard_id().to_owned(),
+                        start,
+                        end,
+                    });
+                }
+            }
+            next_token = output.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                break;
+            }
+        }
+        let count = shards.len();
+        map.replace(shards);
+        Ok(count)
     }
 
     async fn describe(&self) -> Result<StreamStatus, PutError> {
@@ -129,6 +194,30 @@ impl PutRecords for KinesisClient {
     }
 }
 
+/// Asks for the shard map to be learnt again when the service put an aggregated record on
+/// another shard than the map says (the stream was resharded).
+fn check_routing(
+    map: &ShardMap,
+    records: &[OutRecord],
+    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+) {
+    let shards = map.snapshot();
+    let moved = records.iter().zip(results).any(|(record, result)| {
+        let (Some(key), Some(stored_on)) = (&record.explicit_hash_key, result.shard_id()) else {
+            return false;
+        };
+        let expected = key
+            .parse::<u128>()
+            .ok()
+            .and_then(|hash| shard_for(&shards, hash))
+            .and_then(|index| shards.get(index));
+        expected.is_some_and(|shard| shard.id != stored_on)
+    });
+    if moved {
+        map.request_refresh();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +239,67 @@ mod tests {
         }
         assert_eq!(spread_hash_key(0), "0");
         assert!(spread_hash_key(u64::MAX).len() <= 39);
+    }
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    use bytes::Bytes;
+
+    fn stored_on(shard: &str) -> PutRecordsResultEntry {
+        PutRecordsResultEntry::builder()
+            .shard_id(shard)
+            .sequence_number("1")
+            .build()
+    }
+
+    fn aggregate(hash_key: u128) -> OutRecord {
+        OutRecord {
+            explicit_hash_key: Some(hash_key.to_string().into_boxed_str()),
+            lines: 10,
+            ..OutRecord::line(Bytes::from_static(b"x"), "k".into(), 0, 0)
+        }
+    }
+
+    #[test]
+    fn a_record_stored_on_an_unexpected_shard_asks_for_the_map_again() {
+        let map = ShardMap::new();
+        map.replace(vec![
+            Shard {
+                id: "shardId-000000000000".into(),
+                start: 0,
+                end: u128::MAX / 2,
+            },
+            Shard {
+                id: "shardId-000000000001".into(),
+                start: u128::MAX / 2 + 1,
+                end: u128::MAX,
+            },
+        ]);
+        let records = [aggregate(0), aggregate(u128::MAX / 2 + 1)];
+        check_routing(
+            &map,
+            &records,
+            &[
+                stored_on("shardId-000000000000"),
+                stored_on("shardId-000000000001"),
+            ],
+        );
+        assert!(
+            !map.refresh_pending(),
+            "no refresh while records land where expected"
+        );
+        // After a split, the second half moved to a new shard.
+        check_routing(
+            &map,
+            &records,
+            &[
+                stored_on("shardId-000000000000"),
+                stored_on("shardId-000000000002"),
+            ],
+        );
+        assert!(map.refresh_pending(), "a refresh was asked for");
     }
 }

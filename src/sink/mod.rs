@@ -26,7 +26,9 @@ use bytes::Bytes;
 
 use crate::aws::Identity;
 use crate::budget::RECORD_OVERHEAD;
+use crate::config::Compression;
 use crate::metrics::FlowMetrics;
+use crate::pipeline::shards::ShardMap;
 use crate::record::{Ack, Batch, FileRange, OutRecord};
 pub use backoff::{Backoff, LogLimiter, RetryPolicy};
 use dead_letter::{DeadLetters, Letters};
@@ -149,6 +151,16 @@ pub trait PutRecords: Send + Sync + 'static {
     fn identity(&self) -> impl Future<Output = Result<Option<Identity>, PutError>> + Send {
         async { Ok(None) }
     }
+
+    /// The stream's shard map, kept by clients of flows that aggregate.
+    fn shards(&self) -> Option<Arc<ShardMap>> {
+        None
+    }
+
+    /// Learns the stream's open shards again; returns how many there are.
+    fn refresh_shards(&self) -> impl Future<Output = Result<usize, PutError>> + Send {
+        async { Ok(0) }
+    }
 }
 
 /// One flow's sink.
@@ -163,7 +175,46 @@ pub struct Sink<P> {
     /// Records still refused after this long are written to `dead_letters` and acknowledged.
     pub give_up: Option<(Duration, Arc<DeadLetters>)>,
     pub metrics: Arc<FlowMetrics>,
+    /// How the destination bills records, for the cost counters.
+    pub billing: Billing,
+    /// Each record's data is compressed so before its batch is first sent.
+    pub compression: Compression,
     pub acks: mpsc::Sender<Ack>,
+}
+
+/// Compresses the data of each of `records` (in place); nothing when compression is off.
+pub fn compress_records(records: &mut [OutRecord], compression: Compression) {
+    if compression == Compression::None {
+        return;
+    }
+    for record in records {
+        record.data = Bytes::from(compression.apply(record.data.to_vec()));
+    }
+}
+
+/// How a destination bills each record it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Billing {
+    /// Kinesis Data Streams: PUT payload units of 25 KiB (data plus partition key), rounded up.
+    KinesisPutUnits,
+    /// Firehose Direct PUT: each record rounded up to a multiple of 5 KiB.
+    FirehoseUnits,
+}
+
+/// Kinesis's PUT payload unit.
+pub const KINESIS_PUT_UNIT: usize = 25 * 1024;
+/// Firehose's billing increment.
+pub const FIREHOSE_BILLING_UNIT: usize = 5 * 1024;
+
+impl Billing {
+    /// The units `record` is billed as.
+    pub fn units(self, record: &OutRecord) -> u64 {
+        let (size, unit) = match self {
+            Billing::KinesisPutUnits => (record.size(), KINESIS_PUT_UNIT),
+            Billing::FirehoseUnits => (record.data.len(), FIREHOSE_BILLING_UNIT),
+        };
+        size.div_ceil(unit).max(1) as u64
+    }
 }
 
 /// State shared by the calls of one flow.
@@ -174,6 +225,7 @@ struct Shared<P> {
     retry: RetryPolicy,
     give_up: Option<(Duration, Arc<DeadLetters>)>,
     metrics: Arc<FlowMetrics>,
+    billing: Billing,
     limiters: Mutex<HashMap<&'static str, LogLimiter>>,
     failing: AtomicBool,
     pacer: Pacer,
@@ -219,6 +271,7 @@ impl<P: PutRecords> Sink<P> {
             retry: self.retry,
             give_up: self.give_up,
             metrics: self.metrics,
+            billing: self.billing,
             limiters: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
             pacer: Pacer::new(),
@@ -250,7 +303,12 @@ impl<P: PutRecords> Sink<P> {
             let call_shared = Arc::clone(&shared);
             let acks = self.acks.clone();
             let in_flight = Arc::clone(&in_flight);
+            let compression = self.compression;
             calls.spawn(async move {
+                // Compressed here, in the flow's concurrent calls, rather than in its one
+                // batcher.
+                let mut batch = batch;
+                compress_records(&mut batch.records, compression);
                 let ranges = deliver(&call_shared, &in_flight, first_slot, batch).await;
                 drop(held);
                 let _ = acks.send(Ack::Delivered(ranges)).await;
@@ -342,8 +400,7 @@ async fn deliver<P: PutRecords>(
                     accepted: part.len(),
                     throttled: 0,
                 });
-                let bytes = part.iter().map(|record| record.data.len()).sum();
-                record_sent(shared, part.len(), bytes);
+                record_sent(shared, part.iter());
                 backoff = Backoff::new(shared.retry);
             }
             Ok(failures) => {
@@ -380,12 +437,14 @@ async fn deliver<P: PutRecords>(
                             .sum(),
                     );
                 drop(reserved.take(accepted_cost));
-                let failed_bytes: usize = failed_records.iter().map(|r| r.data.len()).sum();
-                let bytes: usize = part.iter().map(|record| record.data.len()).sum();
+                let refused: std::collections::HashSet<usize> =
+                    failures.iter().map(|failure| failure.index).collect();
                 record_sent(
                     shared,
-                    part.len() - failed_records.len(),
-                    bytes - failed_bytes,
+                    part.iter()
+                        .enumerate()
+                        .filter(|(index, _)| !refused.contains(index))
+                        .map(|(_, record)| record),
                 );
                 let first = &failures[0];
                 if throttled < failures.len() {
@@ -506,9 +565,20 @@ fn count_throttled<P>(shared: &Shared<P>, records: u64) {
     }
 }
 
-fn record_sent<P>(shared: &Shared<P>, records: usize, bytes: usize) {
-    FlowMetrics::add(&shared.metrics.records_sent, records as u64);
-    FlowMetrics::add(&shared.metrics.bytes_sent, bytes as u64);
+/// Counts `accepted` records: the lines they carry, the records themselves, their bytes, and
+/// the units the destination bills them as.
+fn record_sent<'a, P>(shared: &Shared<P>, accepted: impl Iterator<Item = &'a OutRecord>) {
+    let (mut lines, mut records, mut bytes, mut units) = (0u64, 0u64, 0u64, 0u64);
+    for record in accepted {
+        lines += u64::from(record.lines);
+        records += 1;
+        bytes += record.data.len() as u64;
+        units += shared.billing.units(record);
+    }
+    FlowMetrics::add(&shared.metrics.records_sent, lines);
+    FlowMetrics::add(&shared.metrics.records_put, records);
+    FlowMetrics::add(&shared.metrics.bytes_sent, bytes);
+    FlowMetrics::add(&shared.metrics.billing_units, units);
     if shared.failing.swap(false, Ordering::Relaxed) {
         info!(flow = %shared.flow, destination = %shared.stream, "The stream accepts records again.");
     }

@@ -97,6 +97,8 @@ fn batch(data: &[&'static str], start: u64) -> Batch {
                 partition_key: "k".into(),
                 offset,
                 range: 0,
+                explicit_hash_key: None,
+                lines: 1,
             };
             offset += d.len() as u64;
             record
@@ -145,6 +147,8 @@ fn start_giving_up(
         },
         give_up,
         metrics: Arc::clone(&metrics),
+        billing: Billing::KinesisPutUnits,
+        compression: crate::config::Compression::None,
         acks: acks_sender,
     };
     let task = tokio::spawn(sink.run(batches_received));

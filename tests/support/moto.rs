@@ -36,6 +36,9 @@ use serde_json::Value;
 use super::emulator::{self, Installed, ServerLaunch, ServerProcess};
 
 pub const VERSION: &str = "5.2.5";
+/// The KPL deaggregator from awslabs (PyPI), installed beside moto: an independent reader of
+/// the aggregated records kinship writes.
+pub const KINESIS_AGG: &str = "aws-kinesis-agg==1.2.3";
 pub const REGION: &str = "us-east-1";
 /// The account moto answers for (its default, unless `MOTO_ACCOUNT_ID` is set, which the
 /// harness prevents).
@@ -69,7 +72,7 @@ pub fn install() -> PathBuf {
     emulator::install_once(
         &INSTALLED,
         "moto",
-        &format!("moto[server]=={VERSION}\n"),
+        &format!("moto[server]=={VERSION}\n{KINESIS_AGG}\n"),
         |dir| venv_python(dir).exists(),
         build_venv,
     )
@@ -96,13 +99,14 @@ fn build_venv(staging: &Path) -> Result<(), String> {
             "--no-input",
             "--disable-pip-version-check",
         ])
-        .arg(format!("moto[server]=={VERSION}"));
+        .arg(format!("moto[server]=={VERSION}"))
+        .arg(KINESIS_AGG);
     emulator::run_logged(pip_command, &log_path, PIP_DEADLINE, needs)?;
 
     let mut check = Command::new(&python);
     check.args([
         "-c",
-        "import boto3, moto, moto.server; print(moto.__version__, end='')",
+        "import boto3, moto, moto.server, aws_kinesis_agg.deaggregator; print(moto.__version__, end='')",
     ]);
     let output = check
         .stdin(Stdio::null())
