@@ -17,6 +17,7 @@ use crate::aws::{AwsClients, ClientError, FlowClients};
 use crate::budget::MemoryBudget;
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
 use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
+use crate::exporter;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::shards::{Shard, ShardMap};
@@ -40,6 +41,11 @@ pub enum AppError {
     State(#[from] StoreError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("cannot listen for metrics on {address} (metrics.listen): {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot open the dry-run output {path}: {source}")]
     DryRunOutput {
         path: String,
@@ -289,6 +295,24 @@ where
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
     ));
+    let stop_exporter = CancellationToken::new();
+    let exporter = match &config.metrics {
+        Some(settings) => {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| AppError::MetricsListen {
+                    address: settings.listen,
+                    source,
+                })?;
+            Some(tokio::spawn(exporter::serve(
+                listener,
+                Arc::clone(&metrics),
+                settings.stuck_after,
+                stop_exporter.clone(),
+            )))
+        }
+        None => None,
+    };
     let mut checkpoints_by_flow: HashMap<String, HashMap<FileId, KnownOffset>> = HashMap::new();
     let mut truncated_by_flow: HashMap<String, Vec<(CopyFrom, PathBuf)>> = HashMap::new();
     for saved in &loaded.checkpoints {
@@ -324,6 +348,7 @@ where
     let open_files = OpenFiles::new(config.max_open_files);
     let budget = MemoryBudget::new(config.memory_budget);
     metrics.watch_memory(&budget);
+    metrics.watch_open_files(&open_files);
     let dead_letters = DeadLetters::in_dir(&config.state_dir);
     for (mut flow, client) in flows {
         if start_over {
@@ -411,6 +436,10 @@ where
     stop_progress.cancel();
     let _ = progress.await;
     metrics.log_progress();
+    stop_exporter.cancel();
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     finished.map_err(|error| AppError::Task(error.to_string()))?;
     info!("Stopped.");
     Ok(())

@@ -10,6 +10,7 @@ pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod exporter;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kinship::cli::{Cli, Command};
-use kinship::config::{Config, ConfigError};
+use kinship::config::{Config, ConfigError, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
             warn_if_secrets_readable(&loaded, |message| eprintln!("kinship: warning: {message}"));
             if online {
-                init_logging();
+                init_logging(&loaded);
                 check_online(&loaded)
             } else {
                 ExitCode::SUCCESS
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging();
+            init_logging(&loaded);
             warn_if_secrets_readable(
                 &loaded,
                 |message| warn!(path = %loaded.source.display(), "{message}"),
@@ -154,13 +154,26 @@ fn report_config_error(problem: &ConfigError) {
     }
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Logs to standard error at the config's level (`RUST_LOG` overrides it), in its format.
+fn init_logging(config: &Config) {
+    let from_environment = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| EnvFilter::try_new(value).ok());
+    let filter = from_environment
+        .or_else(|| EnvFilter::try_new(&config.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// Threads for blocking work: file reads, stats and opens, and name lookups. Each is short;

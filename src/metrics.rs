@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::MemoryBudget;
+use crate::source::OpenFiles;
 
 /// Metric names, as exporters will publish them.
 pub mod names {
@@ -26,6 +27,62 @@ pub mod names {
     pub const RECORDS_TRUNCATED: &str = "kinship_records_truncated_total";
     pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
     pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
+    pub const PUT_LATENCY: &str = "kinship_put_latency_seconds";
+    pub const CALLS_IN_FLIGHT: &str = "kinship_calls_in_flight";
+    pub const OPEN_FILES: &str = "kinship_open_files";
+    pub const CHECKPOINT_AGE: &str = "kinship_checkpoint_age_seconds";
+    pub const UPTIME: &str = "kinship_uptime_seconds";
+}
+
+/// Upper bounds, in seconds, of the put latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of call latencies: counts per bucket (not cumulative), their sum and count.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Calls slower than the largest bucket.
+    over: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        match LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            Some(index) => self.buckets[index].fetch_add(1, Ordering::Relaxed),
+            None => self.over.fetch_add(1, Ordering::Relaxed),
+        };
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (the last for `+Inf`), and the sum in seconds.
+    pub fn cumulative(&self) -> (Vec<u64>, f64) {
+        let mut running = 0;
+        let mut counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|bucket| {
+                running += bucket.load(Ordering::Relaxed);
+                running
+            })
+            .collect();
+        counts.push(running + self.over.load(Ordering::Relaxed));
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (counts, sum)
+    }
+}
+
+/// Counts a call in flight while held.
+pub struct InFlight<'a>(&'a AtomicI64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counters of one flow. Every component of the flow adds to them; the progress line reads them.
@@ -56,11 +113,20 @@ pub struct FlowMetrics {
     pub bytes_acknowledged: AtomicU64,
     /// Bytes in the followed files that the tailers have not read yet.
     pub bytes_unread: AtomicI64,
+    /// Put calls waiting for their answer.
+    pub calls_in_flight: AtomicI64,
+    pub put_latency: LatencyHistogram,
 }
 
 impl FlowMetrics {
     pub fn add(counter: &AtomicU64, amount: u64) {
         counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// Counts a call in flight until the result is dropped.
+    pub fn call_started(&self) -> InFlight<'_> {
+        self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.calls_in_flight)
     }
 
     /// How far behind the files acknowledged delivery is: bytes not read yet plus bytes read
@@ -83,6 +149,10 @@ pub struct Metrics {
     flows: Vec<(String, Arc<FlowMetrics>)>,
     started: Instant,
     memory: OnceLock<Arc<MemoryBudget>>,
+    open_files: OnceLock<Arc<OpenFiles>>,
+    /// When the checkpoint store was last known up to date on disk, in milliseconds since
+    /// `started`.
+    checkpoint_saved_ms: AtomicU64,
 }
 
 /// Totals over every flow at one instant.
@@ -110,7 +180,42 @@ impl Metrics {
                 .collect(),
             started: Instant::now(),
             memory: OnceLock::new(),
+            open_files: OnceLock::new(),
+            checkpoint_saved_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Shows the files open over all flows.
+    pub fn watch_open_files(&self, open_files: &Arc<OpenFiles>) {
+        let _ = self.open_files.set(Arc::clone(open_files));
+    }
+
+    /// The checkpoint store is up to date on disk now (it wrote, or had nothing new).
+    pub fn checkpoints_saved(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.checkpoint_saved_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Seconds since the checkpoint store was last known up to date on disk.
+    pub fn checkpoint_age(&self) -> f64 {
+        let now = self.started.elapsed().as_millis() as f64;
+        (now - self.checkpoint_saved_ms.load(Ordering::Relaxed) as f64).max(0.0) / 1000.0
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = (&str, &Arc<FlowMetrics>)> {
+        self.flows.iter().map(|(name, flow)| (name.as_str(), flow))
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn memory_used(&self) -> usize {
+        self.memory.get().map_or(0, |budget| budget.used())
+    }
+
+    pub fn open_files(&self) -> usize {
+        self.open_files.get().map_or(0, |files| files.open_now())
     }
 
     /// Shows the memory budget's use in the progress line.

@@ -8,6 +8,7 @@ mod destinations;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;
+mod metrics_endpoint;
 mod moto_selftest;
 mod rotation;
 mod tailing;

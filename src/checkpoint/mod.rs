@@ -46,6 +46,9 @@ pub async fn run(
                     expire(&mut tracker, expiry);
                 }
                 failing = save(&store, &mut tracker, failing).await;
+                if !failing {
+                    metrics.checkpoints_saved();
+                }
             }
             _ = stop.cancelled() => {
                 // Take what already arrived; whatever is still in flight is read again next time.

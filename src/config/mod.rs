@@ -47,6 +47,11 @@ pub struct Config {
     pub dry_run_output: Option<PathBuf>,
     /// Whether the file holds a secret access key (it should then be readable by its owner only).
     pub holds_secret_keys: bool,
+    /// The Prometheus endpoint, when asked for.
+    pub metrics: Option<MetricsSettings>,
+    /// A log filter (`info`, `debug`, `kinship=debug,info`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    pub log_format: LogFormat,
     pub flows: Vec<FlowConfig>,
 }
 
@@ -108,6 +113,28 @@ impl PartitionKey {
         }
     }
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `TIME LEVEL target: message field=value …`
+    #[default]
+    Human,
+    /// One JSON object per line, with the fields as keys.
+    Json,
+}
+
+/// The Prometheus endpoint: `/metrics` and `/health`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+    /// A flow behind its files whose acknowledged bytes have not moved for this long is stuck,
+    /// and `/health` says so.
+    pub stuck_after: Duration,
+}
+
+/// Where the metrics endpoint listens unless told: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9720";
 
 /// How records are combined before they are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -385,6 +412,42 @@ impl Checker<'_> {
             Some(path) => Some(PathBuf::from(path)),
         };
         let mut holds_secret_keys = top_aws.holds_secret;
+        let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            self.problem(
+                "log_level",
+                format!("`{log_level}` is not a log level or filter such as info, debug or kinship=debug,info ({error})"),
+            );
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem("log_format", format!("`{other}` is not one of human, json"));
+                LogFormat::Human
+            }
+        };
+        let metrics = raw.metrics.map(|raw| {
+            let text = raw
+                .listen
+                .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+            let listen = text.parse().unwrap_or_else(|_| {
+                self.problem(
+                    "metrics.listen",
+                    format!("`{text}` is not an address and port such as 127.0.0.1:9720"),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9720))
+            });
+            let stuck_after = self.duration(
+                "metrics.stuck_after",
+                raw.stuck_after,
+                Duration::from_secs(60),
+            );
+            MetricsSettings {
+                listen,
+                stuck_after,
+            }
+        });
         let shutdown_grace = self.duration(
             "shutdown_grace",
             raw.shutdown_grace,
@@ -456,6 +519,9 @@ impl Checker<'_> {
             memory_budget,
             dry_run_output,
             holds_secret_keys,
+            metrics,
+            log_level,
+            log_format,
             flows,
         }
     }
@@ -1644,6 +1710,37 @@ flows:
                 "/etc/k.yaml:13:5: flows[1].pack_record_bytes: is set without pack_records: true",
                 "/etc/k.yaml:19:5: flows[2].aggregation: `maybe` is not one of none, kpl",
                 "/etc/k.yaml:18:5: flows[2].pack_record_bytes: 2000000 is out of range; it must be from 1024 to 1024000",
+            ]
+        );
+    }
+
+    #[test]
+    fn logging_and_metrics_keys_are_read_and_checked() {
+        let config = parse(&format!(
+            "log_level: kinship=debug,warn\nlog_format: json\nmetrics:\n  stuck_after: 5s\n{FLOW}    kinesis_stream: a\n"
+        ));
+        assert_eq!(config.log_level, "kinship=debug,warn");
+        assert_eq!(config.log_format, LogFormat::Json);
+        let metrics = config.metrics.expect("metrics block");
+        assert_eq!(metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert_eq!(metrics.stuck_after, Duration::from_secs(5));
+        let defaults = parse(&format!("{FLOW}    kinesis_stream: a\n"));
+        assert_eq!(
+            (
+                defaults.log_level.as_str(),
+                defaults.log_format,
+                defaults.metrics
+            ),
+            ("info", LogFormat::Human, None)
+        );
+        assert_eq!(
+            problems(&format!(
+                "log_level: 'kinship=loud'\nlog_format: xml\nmetrics:\n  listen: everywhere\n{FLOW}    kinesis_stream: a\n"
+            )),
+            [
+                "/etc/k.yaml:1:1: log_level: `kinship=loud` is not a log level or filter such as info, debug or kinship=debug,info (error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5)",
+                "/etc/k.yaml:2:1: log_format: `xml` is not one of human, json",
+                "/etc/k.yaml:4:3: metrics.listen: `everywhere` is not an address and port such as 127.0.0.1:9720",
             ]
         );
     }

@@ -16,6 +16,9 @@ pub struct RawConfig {
     pub max_open_files: Option<u64>,
     pub memory_budget: Option<u64>,
     pub dry_run_output: Option<String>,
+    pub metrics: Option<RawMetrics>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
     pub flows: Option<Vec<RawFlow>>,
 }
 
@@ -114,4 +117,11 @@ impl OneOrMany {
             OneOrMany::Many(many) => many,
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+    pub stuck_after: Option<String>,
 }

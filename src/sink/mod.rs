@@ -379,7 +379,11 @@ async fn deliver<P: PutRecords>(
                 Some(slot) => Some(slot),
                 None => Arc::clone(in_flight).acquire_owned().await.ok(),
             };
-            shared.client.put_records(&part).await
+            let _in_flight = shared.metrics.call_started();
+            let started = tokio::time::Instant::now();
+            let answer = shared.client.put_records(&part).await;
+            shared.metrics.put_latency.observe(started.elapsed());
+            answer
         };
         let result = match answer {
             // One record the endpoint will never take: only the operator can fix that.

@@ -98,6 +98,7 @@ impl TailSettings {
 const READS_AT_ONCE: usize = 8;
 
 /// The agent-wide budget of open files and of read buffers, shared by every flow.
+#[derive(Debug)]
 pub struct OpenFiles {
     permits: Arc<Semaphore>,
     max_open_files: usize,
@@ -134,7 +135,7 @@ impl OpenFiles {
     }
 
     /// How many files are open now, over all flows.
-    fn open_now(&self) -> usize {
+    pub fn open_now(&self) -> usize {
         self.max_open_files
             .saturating_sub(self.permits.available_permits())
     }

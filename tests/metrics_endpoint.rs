@@ -1,0 +1,190 @@
+//! The Prometheus endpoint, scraped while the real agent ships to the fault server: counters
+//! match what was shipped, and `/health` turns unhealthy while the endpoint is down and the
+//! files grow, then healthy again once lines flow.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::agent::Agent;
+use crate::support::fault_kinesis::{FaultKinesis, Faults};
+use crate::support::files::open_log;
+use crate::support::inproc::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `GET path` over HTTP/1.0: the status code and the body.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The value of the sample line `name` (with its labels) in a scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+fn lines(range: std::ops::Range<usize>) -> Vec<u8> {
+    range
+        .map(|i| format!("{i:06} GET /metrics/{i} 200\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    open_log(path).write_all(bytes).expect("append");
+}
+
+#[test]
+fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
+    let server = FaultKinesis::start(Faults::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let log = logs.join("app.log");
+    let port = free_port();
+    let config = dir.path().join("kinship.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nprogress_interval: 1s\nmetrics:\n  listen: 127.0.0.1:{port}\n  stuck_after: 2s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: metered\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 100ms\n    retry_max_backoff: 500ms\n",
+            state = dir.path().join("state").display(),
+            endpoint = server.endpoint(),
+            logs = logs.display(),
+        ),
+    )
+    .expect("config");
+    let first = lines(0..3000);
+    append(&log, &first);
+    let mut agent = Agent::start(&config, dir.path());
+    agent.wait_for_log("Metrics endpoint listening", DEADLINE);
+    assert!(wait_until(DEADLINE, || server.accepted_len() >= 3000));
+    // Acknowledgements reach the counters a moment after the records reach the server.
+    let mut scrape = String::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            scrape = get(port, "/metrics")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            sample(&scrape, "kinship_bytes_behind{flow=\"app\"}") == Some(0.0)
+        }),
+        "{scrape}"
+    );
+    let count = |name: &str| sample(&scrape, &format!("{name}{{flow=\"app\"}}"));
+    assert_eq!(count("kinship_records_read_total"), Some(3000.0));
+    assert_eq!(count("kinship_records_sent_total"), Some(3000.0));
+    assert_eq!(count("kinship_bytes_read_total"), Some(first.len() as f64));
+    assert_eq!(
+        count("kinship_bytes_acknowledged_total"),
+        Some(first.len() as f64)
+    );
+    assert_eq!(count("kinship_records_failed_total"), Some(0.0));
+    assert_eq!(count("kinship_billing_units_total"), Some(3000.0));
+    let calls = count("kinship_put_latency_seconds_count").expect("latency count");
+    assert!(calls >= 6.0, "3,000 records need at least 6 calls: {calls}");
+    assert_eq!(
+        sample(
+            &scrape,
+            "kinship_put_latency_seconds_bucket{flow=\"app\",le=\"+Inf\"}"
+        ),
+        Some(calls)
+    );
+    assert_eq!(sample(&scrape, "kinship_open_files"), Some(1.0));
+    let (status, body) = get(port, "/health").expect("health");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert_eq!(get(port, "/nothing").map(|(status, _)| status), Some(404));
+
+    // The endpoint goes away while the file grows: the flow is stuck after 2 s.
+    server.set_down(true);
+    append(&log, &lines(3000..4000));
+    let mut health = (0, String::new());
+    assert!(
+        wait_until(DEADLINE, || {
+            health = get(port, "/health").unwrap_or_default();
+            health.0 == 503
+        }),
+        "{health:?}"
+    );
+    assert!(health.1.contains("\"status\":\"stuck\""), "{}", health.1);
+    assert!(health.1.contains("\"flow\":\"app\""), "{}", health.1);
+    assert!(health.1.contains("\"stuck\":true"), "{}", health.1);
+
+    // Back up: the lines flow and the flow is healthy again.
+    server.set_down(false);
+    assert!(wait_until(DEADLINE, || get(port, "/health")
+        .is_some_and(|(status, _)| status == 200)));
+    assert!(wait_until(DEADLINE, || server.accepted_len() >= 4000));
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
+    let server = FaultKinesis::start(Faults::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    append(&logs.join("app.log"), &lines(0..100));
+    let config = dir.path().join("kinship.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nlog_format: json\nlog_level: warn,kinship::app=debug\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: logged\n    initial_position: start_of_file\n    max_batch_age: 100ms\n",
+            state = dir.path().join("state").display(),
+            endpoint = server.endpoint(),
+            logs = logs.display(),
+        ),
+    )
+    .expect("config");
+    // Without RUST_LOG, the config's level applies.
+    let mut agent = Agent::start_with(&config, dir.path(), None, &[], &[("RUST_LOG", "")]);
+    agent.wait_for_log("kinship is running.", DEADLINE);
+    assert!(wait_until(DEADLINE, || server.accepted_len() >= 100));
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success());
+    let output = agent.output();
+    let events: Vec<serde_json::Value> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let running = events
+        .iter()
+        .find(|event| event["message"] == "kinship is running.")
+        .expect("the running line");
+    assert_eq!(running["level"], "INFO");
+    assert_eq!(
+        running["flows"], 1,
+        "fields are keys of the object: {running}"
+    );
+    assert_eq!(running["target"], "kinship::app");
+    // kinship::app logs at debug and above; everything else only at warn and above.
+    for event in &events {
+        let app = event["target"] == "kinship::app";
+        let level = event["level"].as_str().unwrap_or_default();
+        assert!(app || matches!(level, "WARN" | "ERROR"), "{event}");
+    }
+    assert!(
+        !events.iter().any(|event| event["message"] == "Progress."),
+        "the progress line is INFO from kinship::metrics"
+    );
+}
