@@ -23,6 +23,7 @@ use crate::pipeline::combine::Combiner;
 use crate::pipeline::shards::{Shard, ShardMap};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::{CopyFrom, FileId};
+use crate::service;
 use crate::sink::check::{self, CheckFailed, CheckPassed};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::destination::DestinationClient;
@@ -422,8 +423,17 @@ where
         stop_progress.clone(),
     ));
     info!(flows = config.flows.len(), "kinship is running.");
+    service::notify(&format!(
+        "READY=1\nSTATUS=Shipping {} flow(s).",
+        config.flows.len()
+    ));
+    let stop_watchdog = CancellationToken::new();
+    if let Some(interval) = service::watchdog_interval() {
+        tokio::spawn(service::feed_watchdog(interval, stop_watchdog.clone()));
+    }
 
     shutdown.cancelled().await;
+    service::notify("STOPPING=1\nSTATUS=Shutting down: sending what was read.");
     info!(grace = ?config.shutdown_grace, "Shutting down: reading stopped; sending what was read.");
     if tokio::time::timeout(config.shutdown_grace, tasks.wait())
         .await
@@ -437,6 +447,7 @@ where
     let _ = progress.await;
     metrics.log_progress();
     stop_exporter.cancel();
+    stop_watchdog.cancel();
     if let Some(exporter) = exporter {
         let _ = exporter.await;
     }

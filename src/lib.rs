@@ -14,5 +14,6 @@ pub mod exporter;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
+pub mod service;
 pub mod sink;
 pub mod source;

@@ -11,5 +11,6 @@ mod harness_selftest;
 mod metrics_endpoint;
 mod moto_selftest;
 mod rotation;
+mod service;
 mod tailing;
 mod tailing_model;
