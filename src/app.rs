@@ -105,7 +105,7 @@ impl Destinations {
     /// missing (a flow not in the config these were built from).
     pub fn client_for(&self, flow: &FlowConfig) -> DestinationClient {
         DestinationClient::for_flow(flow, self.clients.get(&flow.name), self.dry_run.as_ref())
-            .unwrap_or_else(|| DestinationClient::Unavailable(flow.name.clone()))
+            .unwrap_or_else(|| DestinationClient::unavailable(&flow.name))
     }
 }
 
@@ -115,28 +115,42 @@ pub async fn check_online(
     config: &Config,
 ) -> Result<Vec<(String, Destination, Result<CheckPassed, CheckFailed>)>, AppError> {
     let destinations = Destinations::build(config).await?;
+    let mut checks = spawn_checks(
+        config
+            .flows
+            .iter()
+            .map(|flow| (flow, Arc::new(destinations.client_for(flow)))),
+    );
+    let mut outcomes: Vec<Option<Result<CheckPassed, CheckFailed>>> =
+        config.flows.iter().map(|_| None).collect();
+    while let Some(done) = checks.join_next().await {
+        let (index, outcome) = done.map_err(|error| AppError::Task(error.to_string()))?;
+        if let Some(slot) = outcomes.get_mut(index) {
+            *slot = Some(outcome);
+        }
+    }
+    Ok(config
+        .flows
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(flow, outcome)| Some((flow.name.clone(), flow.destination.clone(), outcome?)))
+        .collect())
+}
+
+/// Starts the checks of every flow that sends to AWS, each tagged with its flow's index.
+fn spawn_checks<'a, P: PutRecords>(
+    flows: impl Iterator<Item = (&'a FlowConfig, Arc<P>)>,
+) -> JoinSet<(usize, Result<CheckPassed, CheckFailed>)> {
     let mut checks = JoinSet::new();
-    for (index, flow) in config.flows.iter().enumerate() {
+    for (index, (flow, client)) in flows.enumerate() {
         if flow.dry_run {
             continue;
         }
-        let client = destinations.client_for(flow);
         let kind = flow.destination.kind;
         let deadline = check::deadline(flow);
-        checks.spawn(async move { (index, check::check(&client, kind, deadline).await) });
+        checks.spawn(async move { (index, check::check(client.as_ref(), kind, deadline).await) });
     }
-    let mut outcomes = Vec::new();
-    while let Some(done) = checks.join_next().await {
-        let (index, outcome) = done.map_err(|error| AppError::Task(error.to_string()))?;
-        if let Some(flow) = config.flows.get(index) {
-            outcomes.push((index, flow.name.clone(), flow.destination.clone(), outcome));
-        }
-    }
-    outcomes.sort_by_key(|(index, ..)| *index);
-    Ok(outcomes
-        .into_iter()
-        .map(|(_, name, destination, outcome)| (name, destination, outcome))
-        .collect())
+    checks
 }
 
 /// How often an aggregating flow learns its stream's shards again, besides when a record lands
@@ -222,16 +236,11 @@ async fn check_destinations<P: PutRecords>(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    let mut checks = JoinSet::new();
-    for (index, (flow, client)) in flows.iter().enumerate() {
-        if flow.dry_run {
-            continue;
-        }
-        let client = Arc::clone(client);
-        let kind = flow.destination.kind;
-        let deadline = check::deadline(flow);
-        checks.spawn(async move { (index, check::check(client.as_ref(), kind, deadline).await) });
-    }
+    let mut checks = spawn_checks(
+        flows
+            .iter()
+            .map(|(flow, client)| (flow, Arc::clone(client))),
+    );
     loop {
         let done = tokio::select! {
             _ = shutdown.cancelled() => return,

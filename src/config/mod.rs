@@ -583,10 +583,10 @@ impl Checker<'_> {
             }
         };
         let raw_combining = RawCombining {
-            aggregation: raw.aggregation.clone(),
+            aggregation: raw.aggregation,
             pack_records: raw.pack_records,
             pack_record_bytes: raw.pack_record_bytes,
-            compression: raw.compression.clone(),
+            compression: raw.compression,
         };
         let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
         let firehose = destination

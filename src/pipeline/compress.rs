@@ -20,22 +20,24 @@ impl Compression {
         }
     }
 
-    /// `data`, compressed; as it is when compression is off.
-    pub fn apply(self, data: Vec<u8>) -> Vec<u8> {
+    /// `data`, compressed; a copy of it when compression is off.
+    pub fn apply(self, data: &[u8]) -> Vec<u8> {
         match self {
-            Compression::None => data,
+            Compression::None => data.to_vec(),
             Compression::Gzip => {
                 let mut encoder = GzEncoder::new(
                     Vec::with_capacity(data.len() / 4 + 64),
                     flate2::Compression::fast(),
                 );
                 // Writing to a Vec cannot fail.
-                match encoder.write_all(&data).and_then(|()| encoder.finish()) {
+                match encoder.write_all(data).and_then(|()| encoder.finish()) {
                     Ok(compressed) => compressed,
-                    Err(_) => data,
+                    Err(_) => data.to_vec(),
                 }
             }
-            Compression::Zstd => zstd::bulk::compress(&data, ZSTD_LEVEL).unwrap_or(data),
+            Compression::Zstd => {
+                zstd::bulk::compress(data, ZSTD_LEVEL).unwrap_or_else(|_| data.to_vec())
+            }
         }
     }
 }
@@ -61,7 +63,7 @@ mod tests {
     #[test]
     fn both_formats_round_trip_and_shrink_log_lines() {
         let data = lines();
-        let gzip = Compression::Gzip.apply(data.clone());
+        let gzip = Compression::Gzip.apply(&data);
         let mut unzipped = Vec::new();
         flate2::read::GzDecoder::new(&gzip[..])
             .read_to_end(&mut unzipped)
@@ -73,7 +75,7 @@ mod tests {
             gzip.len(),
             data.len()
         );
-        let zstd = Compression::Zstd.apply(data.clone());
+        let zstd = Compression::Zstd.apply(&data);
         assert_eq!(zstd::stream::decode_all(&zstd[..]).expect("unzstd"), data);
         assert!(
             zstd.len() * 4 < data.len(),
@@ -81,7 +83,7 @@ mod tests {
             zstd.len(),
             data.len()
         );
-        assert_eq!(Compression::None.apply(data.clone()), data);
+        assert_eq!(Compression::None.apply(&data), data);
     }
 
     #[test]
@@ -90,7 +92,7 @@ mod tests {
         for size in [1usize, 100, 5000, 1024 * 1024] {
             let data: Vec<u8> = (0..size).map(|_| random.u8(..)).collect();
             for kind in [Compression::Gzip, Compression::Zstd] {
-                let compressed = kind.apply(data.clone());
+                let compressed = kind.apply(&data);
                 assert!(
                     compressed.len() <= size + kind.margin(size.max(1024 * 1024)),
                     "{kind:?} {size}: {}",

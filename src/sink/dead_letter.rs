@@ -39,10 +39,32 @@ struct Entry<'a> {
     offset: u64,
     id: String,
     error: &'a str,
+    #[serde(flatten)]
+    data: RecordData<'a>,
+}
+
+/// A record's bytes in JSON: `data` when they are UTF-8 text, else `data_base64`.
+#[derive(Serialize)]
+pub struct RecordData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
+}
+
+impl<'a> RecordData<'a> {
+    pub fn of(bytes: &'a [u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self {
+                data: Some(text),
+                data_base64: None,
+            },
+            Err(_) => Self {
+                data: None,
+                data_base64: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            },
+        }
+    }
 }
 
 /// The records to write and what they were refused for.
@@ -77,13 +99,6 @@ impl DeadLetters {
             let Some(range) = letters.ranges.get(record.range as usize) else {
                 continue;
             };
-            let (data, data_base64) = match std::str::from_utf8(&record.data) {
-                Ok(text) => (Some(text), None),
-                Err(_) => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(&record.data)),
-                ),
-            };
             let entry = Entry {
                 time,
                 flow: letters.flow,
@@ -92,8 +107,7 @@ impl DeadLetters {
                 offset: record.offset,
                 id: record_id(&range.file, record.offset),
                 error: letters.error,
-                data,
-                data_base64,
+                data: RecordData::of(&record.data),
             };
             serde_json::to_writer(&mut text, &entry).map_err(io::Error::other)?;
             text.push(b'\n');

@@ -7,12 +7,18 @@ use super::dry_run::{DryRunClient, DryRunOutput};
 use super::firehose::FirehoseClient;
 use super::kinesis::KinesisClient;
 use super::{PutError, PutRecords, RecordFailure, StreamStatus};
-use crate::aws::{FlowClients, Identity};
+use crate::aws::{FlowClients, Identity, IdentityProbe};
 use crate::config::{Combine, DestinationKind, FlowConfig};
 use crate::pipeline::shards::ShardMap;
 use crate::record::OutRecord;
 
-pub enum DestinationClient {
+/// A flow's destination, and the identity check of its credentials (none in a dry run).
+pub struct DestinationClient {
+    service: Service,
+    identity: Option<IdentityProbe>,
+}
+
+enum Service {
     Kinesis(KinesisClient),
     Firehose(FirehoseClient),
     DryRun(DryRunClient),
@@ -21,6 +27,15 @@ pub enum DestinationClient {
 }
 
 impl DestinationClient {
+    /// A client for flow `name` whose every call fails (a flow not in the config the clients
+    /// were built from).
+    pub fn unavailable(name: &str) -> Self {
+        Self {
+            service: Service::Unavailable(name.to_owned()),
+            identity: None,
+        }
+    }
+
     /// The client for `flow`: the dry-run writer when the flow is in dry-run mode (it needs
     /// no AWS clients), else the service client built from `clients`.
     pub fn for_flow(
@@ -30,71 +45,74 @@ impl DestinationClient {
     ) -> Option<Self> {
         if flow.dry_run {
             let output = dry_run?;
-            return Some(Self::DryRun(DryRunClient::new(
-                &flow.name,
-                &flow.destination,
-                Arc::clone(output),
-            )));
+            return Some(Self {
+                service: Service::DryRun(DryRunClient::new(
+                    &flow.name,
+                    &flow.destination,
+                    Arc::clone(output),
+                )),
+                identity: None,
+            });
         }
         let clients = clients?;
-        match flow.destination.kind {
-            DestinationKind::Kinesis => Some(Self::Kinesis(KinesisClient::new(
+        let service = match flow.destination.kind {
+            DestinationKind::Kinesis => Service::Kinesis(KinesisClient::new(
                 clients.kinesis.clone()?,
                 &flow.destination,
                 clients.region.clone(),
                 flow.explicit_hash_key,
-                clients.identity.clone(),
                 (flow.combine == Combine::Kpl).then(ShardMap::new),
-            ))),
-            DestinationKind::Firehose => Some(Self::Firehose(FirehoseClient::new(
+            )),
+            DestinationKind::Firehose => Service::Firehose(FirehoseClient::new(
                 clients.firehose.clone()?,
                 &flow.destination,
                 clients.region.clone(),
-                clients.identity.clone(),
-            ))),
-        }
+            )),
+        };
+        Some(Self {
+            service,
+            identity: clients.identity.clone(),
+        })
     }
 }
 
 impl PutRecords for DestinationClient {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
-        match self {
-            Self::Kinesis(client) => client.put_records(records).await,
-            Self::Firehose(client) => client.put_records(records).await,
-            Self::DryRun(client) => client.put_records(records).await,
-            Self::Unavailable(flow) => Err(unavailable(flow)),
+        match &self.service {
+            Service::Kinesis(client) => client.put_records(records).await,
+            Service::Firehose(client) => client.put_records(records).await,
+            Service::DryRun(client) => client.put_records(records).await,
+            Service::Unavailable(flow) => Err(unavailable(flow)),
         }
     }
 
     async fn describe(&self) -> Result<StreamStatus, PutError> {
-        match self {
-            Self::Kinesis(client) => client.describe().await,
-            Self::Firehose(client) => client.describe().await,
-            Self::DryRun(client) => client.describe().await,
-            Self::Unavailable(flow) => Err(unavailable(flow)),
+        match &self.service {
+            Service::Kinesis(client) => client.describe().await,
+            Service::Firehose(client) => client.describe().await,
+            Service::DryRun(client) => client.describe().await,
+            Service::Unavailable(flow) => Err(unavailable(flow)),
         }
     }
 
     fn shards(&self) -> Option<Arc<ShardMap>> {
-        match self {
-            Self::Kinesis(client) => client.shards(),
+        match &self.service {
+            Service::Kinesis(client) => client.shards(),
             _ => None,
         }
     }
 
     async fn refresh_shards(&self) -> Result<usize, PutError> {
-        match self {
-            Self::Kinesis(client) => client.refresh_shards().await,
+        match &self.service {
+            Service::Kinesis(client) => client.refresh_shards().await,
             _ => Ok(0),
         }
     }
 
     async fn identity(&self) -> Result<Option<Identity>, PutError> {
-        match self {
-            Self::Kinesis(client) => client.identity().await,
-            Self::Firehose(client) => client.identity().await,
-            Self::DryRun(client) => client.identity().await,
-            Self::Unavailable(flow) => Err(unavailable(flow)),
+        match &self.identity {
+            Some(probe) => probe.identity().await.map(Some),
+            None => Ok(None),
         }
     }
 }

@@ -7,9 +7,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use serde::Serialize;
 
+use super::dead_letter::RecordData;
 use super::{PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::record::OutRecord;
@@ -73,10 +73,8 @@ struct BatchLine<'a> {
 struct RecordLine<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     partition_key: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_base64: Option<String>,
+    #[serde(flatten)]
+    data: RecordData<'a>,
 }
 
 impl PutRecords for DryRunClient {
@@ -91,19 +89,9 @@ impl PutRecords for DryRunClient {
                 .unwrap_or(&self.destination.name),
             records: records
                 .iter()
-                .map(|record| match std::str::from_utf8(&record.data) {
-                    Ok(text) => RecordLine {
-                        partition_key: &record.partition_key,
-                        data: Some(text),
-                        data_base64: None,
-                    },
-                    Err(_) => RecordLine {
-                        partition_key: &record.partition_key,
-                        data: None,
-                        data_base64: Some(
-                            base64::engine::general_purpose::STANDARD.encode(&record.data),
-                        ),
-                    },
+                .map(|record| RecordLine {
+                    partition_key: &record.partition_key,
+                    data: RecordData::of(&record.data),
                 })
                 .collect(),
         };

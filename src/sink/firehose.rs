@@ -9,7 +9,6 @@ use aws_sdk_firehose::types::{DeliveryStreamType, Record};
 
 use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
-use crate::aws::{Identity, IdentityProbe};
 use crate::config::Destination;
 use crate::record::OutRecord;
 
@@ -18,21 +17,14 @@ pub struct FirehoseClient {
     /// `PutRecordBatch` takes the name only; an ARN in the config gave the name and region.
     stream_name: String,
     region: String,
-    identity: Option<IdentityProbe>,
 }
 
 impl FirehoseClient {
-    pub fn new(
-        client: aws_sdk_firehose::Client,
-        stream: &Destination,
-        region: String,
-        identity: Option<IdentityProbe>,
-    ) -> Self {
+    pub fn new(client: aws_sdk_firehose::Client, stream: &Destination, region: String) -> Self {
         Self {
             client,
             stream_name: stream.name.clone(),
             region,
-            identity,
         }
     }
 
@@ -100,12 +92,5 @@ impl PutRecords for FirehoseClient {
             open_shards: None,
             max_record_bytes: None,
         })
-    }
-
-    async fn identity(&self) -> Result<Option<Identity>, PutError> {
-        match &self.identity {
-            Some(probe) => probe.identity().await.map(Some),
-            None => Ok(None),
-        }
     }
 }

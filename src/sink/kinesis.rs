@@ -11,7 +11,6 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
-use crate::aws::{Identity, IdentityProbe};
 use crate::config::Destination;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
@@ -22,7 +21,6 @@ pub struct KinesisClient {
     stream_name: String,
     stream_arn: Option<String>,
     region: String,
-    identity: Option<IdentityProbe>,
     /// The stream's shards, kept for flows that aggregate.
     shards: Option<Arc<ShardMap>>,
     /// Set with `explicit_hash_key: spread`: records are numbered for [`spread_hash_key`].
@@ -45,7 +43,6 @@ impl KinesisClient {
         stream: &Destination,
         region: String,
         spread: bool,
-        identity: Option<IdentityProbe>,
         shards: Option<Arc<ShardMap>>,
     ) -> Self {
         Self {
@@ -53,7 +50,6 @@ impl KinesisClient {
             stream_name: stream.name.clone(),
             stream_arn: stream.arn.clone(),
             region,
-            identity,
             shards,
             spread: spread.then(|| AtomicU64::new(fastrand::u64(..))),
         }
@@ -184,13 +180,6 @@ impl PutRecords for KinesisClient {
                 .and_then(|kib| usize::try_from(kib).ok())
                 .map(|kib| kib * 1024),
         })
-    }
-
-    async fn identity(&self) -> Result<Option<Identity>, PutError> {
-        match &self.identity {
-            Some(probe) => probe.identity().await.map(Some),
-            None => Ok(None),
-        }
     }
 }
 

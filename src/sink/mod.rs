@@ -188,7 +188,7 @@ pub fn compress_records(records: &mut [OutRecord], compression: Compression) {
         return;
     }
     for record in records {
-        record.data = Bytes::from(compression.apply(record.data.to_vec()));
+        record.data = Bytes::from(compression.apply(&record.data));
     }
 }
 
