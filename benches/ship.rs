@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
 //! [--idle S] [--keep-going] [--fail-percent P] [--firehose] [--aggregation kpl] [--pack]
-//! [--compression gzip|zstd] [--shards N]`
+//! [--compression gzip|zstd] [--shards N] [--processor filter|redact|add_metadata]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
 
@@ -54,6 +54,7 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                                    [--idle S] [--keep-going] [--fail-percent P]
                                    [--firehose] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
+                                   [--processor filter|redact|add_metadata]...
        cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
 
@@ -75,6 +76,9 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --aggregation kpl  Kinesis only: aggregation: kpl, many lines a record in the KPL format
   --pack         Firehose only: pack_records: true, lines joined into records of up to 1,000 KiB
   --compression gzip|zstd  compression: each record's data compressed (default none)
+  --processor P  run processor P on every line (repeat for several, in order): filter (an
+                 include every line matches and an exclude none does), redact (every built-in
+                 detector), add_metadata (fields, host, file, timestamp, in the envelope)
   --shards N     Kinesis only: the stream's open shards, with even hash key ranges, as
                  DescribeStreamSummary and ListShards give them (default 1; above 1, the
                  endpoint hashes every partition key to answer with each record's shard)
@@ -115,6 +119,39 @@ struct Args {
     encoding: Encoding,
     /// The Kinesis stream's open shards.
     shards: u32,
+    /// Processors the flow runs, in order (each keeps every line, one record a line).
+    processors: Vec<BenchProcessor>,
+}
+
+/// A processor to measure, configured so that every line still arrives as one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BenchProcessor {
+    /// Two patterns tried on every line: an include every line matches, an exclude none does.
+    Filter,
+    /// Every built-in detector (access-log lines hold nothing they redact).
+    Redact,
+    /// Fixed fields, host, file and timestamp, in the envelope (the lines are not JSON).
+    AddMetadata,
+}
+
+impl BenchProcessor {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "filter" => Some(Self::Filter),
+            "redact" => Some(Self::Redact),
+            "add_metadata" => Some(Self::AddMetadata),
+            _ => None,
+        }
+    }
+
+    /// The processor's entry in the flow's `processors` list.
+    fn yaml(self) -> &'static str {
+        match self {
+            Self::Filter => "      - type: filter\n        include: 'HTTP/1\\.[01]\"'\n        exclude: '^#'\n",
+            Self::Redact => "      - type: redact\n        builtin: [email, us_ssn, card_number, aws_access_key_id, aws_secret_key, bearer_token]\n",
+            Self::AddMetadata => "      - type: add_metadata\n        fields: {env: bench}\n        host: true\n        file: true\n        timestamp: true\n        envelope: true\n",
+        }
+    }
 }
 
 impl Args {
@@ -133,6 +170,7 @@ impl Args {
             firehose: false,
             encoding: Encoding::default(),
             shards: 1,
+            processors: Vec::new(),
         };
         let mut shards_given = false;
         while let Some(arg) = raw.next() {
@@ -171,6 +209,13 @@ impl Args {
                     let text = value()?;
                     args.encoding.compression = Compression::parse(&text)
                         .ok_or(format!("--compression: {text:?} is not gzip, zstd or none"))?;
+                }
+                "--processor" => {
+                    let text = value()?;
+                    args.processors
+                        .push(BenchProcessor::parse(&text).ok_or(format!(
+                            "--processor: {text:?} is not filter, redact or add_metadata"
+                        ))?);
                 }
                 "--pack" => args.encoding.combining = Combining::Pack,
                 "--firehose" => args.firehose = true,
@@ -524,6 +569,12 @@ flows:
     }
     if args.encoding.compression != Compression::None {
         text += &format!("    compression: {}\n", args.encoding.compression.name());
+    }
+    if !args.processors.is_empty() {
+        text += "    processors:\n";
+        for processor in &args.processors {
+            text += processor.yaml();
+        }
     }
     if let Some(max_open_files) = args.max_open_files {
         text += &format!("max_open_files: {max_open_files}\n");

@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::parse(&config_path, &config_text)?;
 
     let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(kinship::app::run(config, shutdown.clone()));
+    let agent = tokio::spawn(kinship::app::run(config, shutdown.clone(), None));
     let records = kinesalite::read_all(&client, STREAM, LINES, Duration::from_secs(60)).await;
     shutdown.cancel();
     agent.await??;

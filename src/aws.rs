@@ -31,6 +31,8 @@ const CREDENTIALS_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 pub enum ClientError {
     #[error("flow `{flow}`: no AWS region is set; set aws.region in the config (for every flow, or in the flow's own aws block), or AWS_REGION in the environment")]
     NoRegion { flow: String },
+    #[error("cloudwatch: no AWS region is set; set aws.region or cloudwatch.aws.region in the config, or AWS_REGION in the environment")]
+    NoCloudWatchRegion,
 }
 
 /// The account and principal the credentials belong to.
@@ -197,6 +199,22 @@ impl AwsClients {
             firehose,
             identity,
         })
+    }
+
+    /// The client metrics are published through (`cloudwatch.enabled`).
+    pub async fn cloudwatch(
+        &mut self,
+        settings: &AwsSettings,
+    ) -> Result<aws_sdk_cloudwatch::Client, ClientError> {
+        let sdk = self.sdk_config(settings).await;
+        if sdk.region().is_none() {
+            return Err(ClientError::NoCloudWatchRegion);
+        }
+        let mut builder = aws_sdk_cloudwatch::config::Builder::from(&sdk);
+        if let Some(endpoint) = &settings.endpoint_url {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(aws_sdk_cloudwatch::Client::from_conf(builder.build()))
     }
 
     async fn sdk_config(&mut self, settings: &AwsSettings) -> SdkConfig {

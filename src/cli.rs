@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_CONFIG_PATH;
+use crate::config::default_paths;
 
 /// Tails log files and delivers every line to Amazon Kinesis Data Streams, at least once and in
 /// order per file.
@@ -23,7 +23,7 @@ pub enum Command {
     /// failure.
     Run {
         /// The YAML config file.
-        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+        #[arg(short, long, value_name = "PATH", default_value_os_t = default_paths().config)]
         config: PathBuf,
         /// Send nothing: write every batch as a JSON line to standard output (or the config's
         /// dry_run_output) instead. Checkpoints advance as if the batches were delivered, in
@@ -38,10 +38,49 @@ pub enum Command {
     /// sts:GetCallerIdentity, the stream through a describe call): exit 69 when any fails.
     Check {
         /// The YAML config file.
-        #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+        #[arg(short, long, value_name = "PATH", default_value_os_t = default_paths().config)]
         config: PathBuf,
         /// Also check credentials and destinations against AWS.
         #[arg(long)]
         online: bool,
     },
+    /// Manage the Windows service (Windows only): install, uninstall, start, stop.
+    ///
+    /// Exit status: 0 on success, 64 when the config is invalid or this is not Windows, 1 on any
+    /// other failure. Hidden elsewhere; on Linux, use the systemd unit in packaging/systemd.
+    #[command(hide = cfg!(not(windows)))]
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Register kinship with the Service Control Manager: started at boot, restarted on failure.
+    /// The config is checked first.
+    Install {
+        /// The YAML config file the service runs with.
+        #[arg(short, long, value_name = "PATH", default_value_os_t = default_paths().config)]
+        config: PathBuf,
+        /// The account the service runs as: the virtual account `NT SERVICE\kinship` (grant it
+        /// read access to the logs it tails), or LocalSystem, LocalService.
+        #[arg(long, value_name = "NAME", default_value = DEFAULT_SERVICE_ACCOUNT)]
+        account: String,
+    },
+    /// Stop the service if it runs, and remove it.
+    Uninstall,
+    /// Start the service and wait until it runs.
+    Start,
+    /// Stop the service and wait until it has sent what it read.
+    Stop,
+    /// Run as the service: the command line the Service Control Manager starts.
+    #[command(hide = true)]
+    Run {
+        #[arg(short, long, value_name = "PATH", default_value_os_t = default_paths().config)]
+        config: PathBuf,
+    },
+}
+
+/// The account `service install` registers the service with.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = r"NT SERVICE\kinship";

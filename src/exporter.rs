@@ -2,6 +2,7 @@
 //! `GET /health`, which answers 503 while a flow is stuck (behind its files, with nothing
 //! acknowledged for `stuck_after`) and 200 otherwise, with a JSON body naming each flow's state.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -38,7 +39,8 @@ struct Progress {
 pub struct Health {
     metrics: Arc<Metrics>,
     stuck_after: Duration,
-    progress: Mutex<Vec<Progress>>,
+    /// By flow name; a flow started by a reload is first seen at its first sample.
+    progress: Mutex<HashMap<String, Progress>>,
 }
 
 /// One flow's health.
@@ -56,9 +58,13 @@ impl Health {
         let now = Instant::now();
         let progress = metrics
             .flows()
-            .map(|(_, flow)| Progress {
-                acknowledged: flow.bytes_acknowledged.load(Ordering::Relaxed),
-                since: now,
+            .into_iter()
+            .map(|(name, flow)| {
+                let seen = Progress {
+                    acknowledged: flow.bytes_acknowledged.load(Ordering::Relaxed),
+                    since: now,
+                };
+                (name, seen)
             })
             .collect();
         Self {
@@ -75,11 +81,16 @@ impl Health {
             .progress
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.metrics
-            .flows()
-            .zip(progress.iter_mut())
-            .map(|((name, flow), seen)| {
+        let flows = self.metrics.flows();
+        progress.retain(|name, _| flows.iter().any(|(flow, _)| flow == name));
+        flows
+            .into_iter()
+            .map(|(name, flow)| {
                 let acknowledged = flow.bytes_acknowledged.load(Ordering::Relaxed);
+                let seen = progress.entry(name.clone()).or_insert(Progress {
+                    acknowledged,
+                    since: now,
+                });
                 let behind = flow.bytes_behind();
                 if acknowledged != seen.acknowledged || behind == 0 {
                     seen.acknowledged = acknowledged;
@@ -87,7 +98,7 @@ impl Health {
                 }
                 let idle = now.duration_since(seen.since);
                 FlowHealth {
-                    flow: name.to_owned(),
+                    flow: name,
                     bytes_behind: behind,
                     idle_seconds: idle.as_secs(),
                     stuck: behind > 0 && idle >= self.stuck_after,
@@ -205,6 +216,8 @@ const FLOW_COUNTERS: &[FlowCounter] = &[
     (names::RECORDS_THROTTLED, "Records refused for throttling.", |f| get(&f.records_throttled)),
     (names::RECORDS_DEAD_LETTERED, "Records given up after max_retry_duration and written to the dead-letter file.", |f| get(&f.records_dead_lettered)),
     (names::RECORDS_TRUNCATED, "Lines longer than the record limit, cut to fit.", |f| get(&f.records_truncated)),
+    (names::RECORDS_FILTERED, "Records a filter processor left out (acknowledged, never sent).", |f| get(&f.records_filtered)),
+    (names::RECORDS_UNPARSABLE, "Records a processor could not convert (sent as read or dropped, per on_error).", |f| get(&f.records_unparsable)),
     (names::BYTES_ACKNOWLEDGED, "Bytes of files delivered and acknowledged.", |f| get(&f.bytes_acknowledged)),
 ];
 
@@ -215,7 +228,7 @@ fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
 /// Every metric in the Prometheus text format.
 pub fn render(metrics: &Metrics) -> String {
     let mut out = String::with_capacity(8192);
-    let flows: Vec<(&str, &Arc<FlowMetrics>)> = metrics.flows().collect();
+    let flows: Vec<(String, Arc<FlowMetrics>)> = metrics.flows();
     for (name, help, value) in FLOW_COUNTERS {
         header(&mut out, name, help, "counter");
         for (flow, counters) in &flows {
@@ -241,6 +254,23 @@ pub fn render(metrics: &Metrics) -> String {
             escape(flow),
             counters.bytes_behind()
         );
+    }
+    header(
+        &mut out,
+        names::FILE_BYTES_UNREAD,
+        "Bytes of each followed file not read yet (its part of bytes_behind that is still in the file).",
+        "gauge",
+    );
+    for (flow, counters) in &flows {
+        let flow = escape(flow);
+        for (path, unread) in counters.files_unread() {
+            let _ = writeln!(
+                out,
+                "{}{{flow=\"{flow}\",file=\"{}\"}} {unread}",
+                names::FILE_BYTES_UNREAD,
+                escape(&path.to_string_lossy())
+            );
+        }
     }
     header(
         &mut out,
@@ -352,6 +382,17 @@ mod tests {
         assert!(text.contains("kinship_put_latency_seconds_bucket{flow=\"app\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("kinship_put_latency_seconds_count{flow=\"app\"} 3\n"));
         assert!(text.contains("kinship_open_files 0\n"));
+        let followed = app.follow_file(std::path::Path::new("/logs/a \"b\".log"));
+        followed.set(500);
+        let with_file = render(&metrics);
+        assert!(
+            with_file.contains(
+                "kinship_file_bytes_unread{flow=\"app\",file=\"/logs/a \\\"b\\\".log\"} 500\n"
+            ),
+            "{with_file}"
+        );
+        drop(followed);
+        assert!(!render(&metrics).contains("kinship_file_bytes_unread{"));
         // Every sample line is NAME{LABELS} VALUE or NAME VALUE, with a number.
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use kinship::cli::{Cli, Command};
 use kinship::config::{Config, ConfigError, LogFormat};
+use kinship::logfile::LogFile;
+use kinship::reload::Reloading;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -33,7 +36,9 @@ fn main() -> ExitCode {
             println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
             warn_if_secrets_readable(&loaded, |message| eprintln!("kinship: warning: {message}"));
             if online {
-                init_logging(&loaded);
+                if !init_logging(&loaded) {
+                    return ExitCode::from(EXIT_FAILURE);
+                }
                 check_online(&loaded)
             } else {
                 ExitCode::SUCCESS
@@ -47,19 +52,58 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(&loaded);
+            if !init_logging(&loaded) {
+                return ExitCode::from(EXIT_FAILURE);
+            }
             warn_if_secrets_readable(
                 &loaded,
                 |message| warn!(path = %loaded.source.display(), "{message}"),
             );
             if dry_run {
-                for flow in &mut loaded.flows {
-                    flow.dry_run = true;
-                }
+                all_dry_run(&mut loaded);
                 info!("Dry run: batches are written, not sent; checkpoints advance.");
             }
-            run(loaded)
+            run(loaded, dry_run, CancellationToken::new())
         }
+        Command::Service { action } => service(action),
+    }
+}
+
+/// `kinship service …`: managing and running the Windows service.
+#[cfg(windows)]
+fn service(action: kinship::cli::ServiceAction) -> ExitCode {
+    use kinship::service::windows::{self, ServiceError};
+    match windows::command(action, run_as_service) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServiceError::Config(problem)) => {
+            report_config_error(&problem);
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(failure) => {
+            eprintln!("kinship: {failure}");
+            ExitCode::from(failure.exit_status())
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn service(_action: kinship::cli::ServiceAction) -> ExitCode {
+    eprintln!("kinship: {}", kinship::service::WINDOWS_ONLY);
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// The agent as the Windows service runs it: as `kinship run`, stopped by the service's stop
+/// request instead of a signal, and logging to a file.
+#[cfg(windows)]
+fn run_as_service(config: Config, shutdown: CancellationToken) -> u8 {
+    if !init_logging(&config) {
+        return EXIT_FAILURE;
+    }
+    info!(config = %config.source.display(), "Running as the Windows service.");
+    if run(config, false, shutdown) == ExitCode::SUCCESS {
+        0
+    } else {
+        EXIT_FAILURE
     }
 }
 
@@ -154,8 +198,9 @@ fn report_config_error(problem: &ConfigError) {
     }
 }
 
-/// Logs to standard error at the config's level (`RUST_LOG` overrides it), in its format.
-fn init_logging(config: &Config) {
+/// Logs to standard error, or to the config's `log_file`, at the config's level (`RUST_LOG`
+/// overrides it), in its format. False, once it said why, when the log file cannot be opened.
+fn init_logging(config: &Config) -> bool {
     let from_environment = std::env::var(EnvFilter::DEFAULT_ENV)
         .ok()
         .filter(|value| !value.trim().is_empty())
@@ -163,24 +208,51 @@ fn init_logging(config: &Config) {
     let filter = from_environment
         .or_else(|| EnvFilter::try_new(&config.log_level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let settings = &config.log_file;
+    let (writer, ansi) = match &settings.path {
+        Some(path) => match LogFile::open(path, settings.max_bytes, settings.keep) {
+            Ok(file) => (BoxMakeWriter::new(file), false),
+            Err(failure) => {
+                eprintln!(
+                    "kinship: cannot open the log file {} (log_file): {failure}",
+                    path.display()
+                );
+                return false;
+            }
+        },
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log_format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Human => builder.with_ansi(ansi).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .init(),
     }
+    true
 }
 
 /// Threads for blocking work: file reads, stats and opens, and name lookups. Each is short;
 /// with thousands of files followed, more threads would only add switching between them.
 const BLOCKING_THREADS: usize = 16;
 
-fn run(config: Config) -> ExitCode {
+/// `--dry-run`: every flow writes its batches instead of sending them.
+/// Nothing is published to CloudWatch either.
+fn all_dry_run(config: &mut Config) {
+    for flow in &mut config.flows {
+        flow.dry_run = true;
+    }
+    config.cloudwatch = None;
+}
+
+fn run(config: Config, dry_run: bool, shutdown: CancellationToken) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
@@ -192,10 +264,15 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let shutdown = CancellationToken::new();
+    let reloading = Reloading::new(move |config| {
+        if dry_run {
+            all_dry_run(config);
+        }
+    });
     let outcome = runtime.block_on(async {
         tokio::spawn(watch_signals(shutdown.clone()));
-        kinship::app::run(config, shutdown).await
+        tokio::spawn(watch_hangups(reloading.trigger.clone()));
+        kinship::app::run(config, shutdown, Some(reloading)).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match outcome {
@@ -222,6 +299,27 @@ async fn watch_signals(shutdown: CancellationToken) {
     );
     std::process::exit(i32::from(EXIT_FAILURE));
 }
+
+/// Each SIGHUP asks for the config to be read again (a request already waiting covers it).
+#[cfg(unix)]
+async fn watch_hangups(reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(failure) => {
+            error!(%failure, "Cannot listen for SIGHUP; the config cannot be reloaded.");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        info!(signal = "SIGHUP", "Signal received; reloading the config.");
+        let _ = reload.try_send(());
+    }
+}
+
+/// Windows has no SIGHUP: the config is reloaded with `watch_config` there.
+#[cfg(not(unix))]
+async fn watch_hangups(_reload: tokio::sync::mpsc::Sender<()>) {}
 
 #[cfg(unix)]
 struct Signals {

@@ -1,7 +1,9 @@
 //! The agent's counters, named in one place, and the periodic progress line.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,8 +27,11 @@ pub mod names {
     pub const RECORDS_DEAD_LETTERED: &str = "kinship_records_dead_lettered_total";
     pub const MEMORY_USED: &str = "kinship_memory_budget_used_bytes";
     pub const RECORDS_TRUNCATED: &str = "kinship_records_truncated_total";
+    pub const RECORDS_FILTERED: &str = "kinship_records_filtered_total";
+    pub const RECORDS_UNPARSABLE: &str = "kinship_records_unparsable_total";
     pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
     pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
+    pub const FILE_BYTES_UNREAD: &str = "kinship_file_bytes_unread";
     pub const PUT_LATENCY: &str = "kinship_put_latency_seconds";
     pub const CALLS_IN_FLIGHT: &str = "kinship_calls_in_flight";
     pub const OPEN_FILES: &str = "kinship_open_files";
@@ -88,6 +93,8 @@ impl Drop for InFlight<'_> {
 /// Counters of one flow. Every component of the flow adds to them; the progress line reads them.
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
+    /// The flow's destination as CloudWatch's `Destination` dimension shows it.
+    pub destination: String,
     pub records_read: AtomicU64,
     pub bytes_read: AtomicU64,
     /// Lines the destination accepted (inside aggregated or packed records, each counts).
@@ -110,15 +117,76 @@ pub struct FlowMetrics {
     /// Records given up after `max_retry_duration` and written to the dead-letter file.
     pub records_dead_lettered: AtomicU64,
     pub records_truncated: AtomicU64,
+    /// Records a `filter` processor left out (acknowledged, never sent).
+    pub records_filtered: AtomicU64,
+    /// Records a converter could not parse (sent as read or dropped, per `on_error`).
+    pub records_unparsable: AtomicU64,
     pub bytes_acknowledged: AtomicU64,
     /// Bytes in the followed files that the tailers have not read yet.
     pub bytes_unread: AtomicI64,
     /// Put calls waiting for their answer.
     pub calls_in_flight: AtomicI64,
+    /// The files being followed, each with its unread bytes.
+    followed: Mutex<BTreeMap<u64, (PathBuf, Arc<AtomicI64>)>>,
+    next_followed: AtomicU64,
     pub put_latency: LatencyHistogram,
 }
 
+/// One followed file's unread bytes, listed in its flow's metrics until dropped.
+#[derive(Debug)]
+pub struct FileGauge {
+    metrics: Arc<FlowMetrics>,
+    key: u64,
+    unread: Arc<AtomicI64>,
+}
+
+impl FileGauge {
+    pub fn set(&self, unread: i64) {
+        self.unread.store(unread, Ordering::Relaxed);
+    }
+}
+
+impl Drop for FileGauge {
+    fn drop(&mut self) {
+        self.metrics
+            .followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.key);
+    }
+}
+
 impl FlowMetrics {
+    /// Lists `path` among the files followed until the gauge returned is dropped.
+    pub fn follow_file(self: &Arc<Self>, path: &Path) -> FileGauge {
+        let key = self.next_followed.fetch_add(1, Ordering::Relaxed);
+        let unread = Arc::new(AtomicI64::new(0));
+        self.followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, (path.to_owned(), Arc::clone(&unread)));
+        FileGauge {
+            metrics: Arc::clone(self),
+            key,
+            unread,
+        }
+    }
+
+    /// Each followed file and its unread bytes, in the order they were followed.
+    pub fn files_unread(&self) -> Vec<(PathBuf, u64)> {
+        self.followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .map(|(path, unread)| {
+                (
+                    path.clone(),
+                    unread.load(Ordering::Relaxed).max(0).unsigned_abs(),
+                )
+            })
+            .collect()
+    }
+
     pub fn add(counter: &AtomicU64, amount: u64) {
         counter.fetch_add(amount, Ordering::Relaxed);
     }
@@ -146,7 +214,8 @@ impl FlowMetrics {
 /// Every flow's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    flows: Vec<(String, Arc<FlowMetrics>)>,
+    /// Each running flow's counters, in start order; a reload adds and removes flows.
+    flows: RwLock<Vec<(String, Arc<FlowMetrics>)>>,
     started: Instant,
     memory: OnceLock<Arc<MemoryBudget>>,
     open_files: OnceLock<Arc<OpenFiles>>,
@@ -169,15 +238,19 @@ pub struct Totals {
     pub records_throttled: u64,
     pub records_dead_lettered: u64,
     pub records_truncated: u64,
+    pub records_filtered: u64,
+    pub records_unparsable: u64,
 }
 
 impl Metrics {
     pub fn new<'a>(flow_names: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            flows: flow_names
-                .into_iter()
-                .map(|name| (name.to_owned(), Arc::new(FlowMetrics::default())))
-                .collect(),
+            flows: RwLock::new(
+                flow_names
+                    .into_iter()
+                    .map(|name| (name.to_owned(), Arc::new(FlowMetrics::default())))
+                    .collect(),
+            ),
             started: Instant::now(),
             memory: OnceLock::new(),
             open_files: OnceLock::new(),
@@ -202,8 +275,41 @@ impl Metrics {
         (now - self.checkpoint_saved_ms.load(Ordering::Relaxed) as f64).max(0.0) / 1000.0
     }
 
-    pub fn flows(&self) -> impl Iterator<Item = (&str, &Arc<FlowMetrics>)> {
-        self.flows.iter().map(|(name, flow)| (name.as_str(), flow))
+    /// Every flow's name and counters, in start order, at this instant.
+    pub fn flows(&self) -> Vec<(String, Arc<FlowMetrics>)> {
+        self.read_flows().clone()
+    }
+
+    fn read_flows(&self) -> std::sync::RwLockReadGuard<'_, Vec<(String, Arc<FlowMetrics>)>> {
+        self.flows
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Gives `name` new counters (a flow started, or started again with a changed config:
+    /// its counters begin at zero) and returns them.
+    pub fn start_flow(&self, name: &str, destination: &str) -> Arc<FlowMetrics> {
+        let counters = Arc::new(FlowMetrics {
+            destination: destination.to_owned(),
+            ..FlowMetrics::default()
+        });
+        let mut flows = self
+            .flows
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match flows.iter_mut().find(|(flow, _)| flow == name) {
+            Some((_, slot)) => *slot = Arc::clone(&counters),
+            None => flows.push((name.to_owned(), Arc::clone(&counters))),
+        }
+        counters
+    }
+
+    /// Forgets a flow that a reload removed.
+    pub fn remove_flow(&self, name: &str) {
+        self.flows
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|(flow, _)| flow != name);
     }
 
     pub fn uptime(&self) -> Duration {
@@ -224,7 +330,7 @@ impl Metrics {
     }
 
     pub fn flow(&self, name: &str) -> Option<Arc<FlowMetrics>> {
-        self.flows
+        self.read_flows()
             .iter()
             .find(|(flow, _)| flow == name)
             .map(|(_, metrics)| Arc::clone(metrics))
@@ -232,7 +338,7 @@ impl Metrics {
 
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
-        for (_, flow) in &self.flows {
+        for (_, flow) in self.read_flows().iter() {
             let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             totals.records_read += get(&flow.records_read);
             totals.bytes_read += get(&flow.bytes_read);
@@ -245,6 +351,8 @@ impl Metrics {
             totals.records_throttled += get(&flow.records_throttled);
             totals.records_dead_lettered += get(&flow.records_dead_lettered);
             totals.records_truncated += get(&flow.records_truncated);
+            totals.records_filtered += get(&flow.records_filtered);
+            totals.records_unparsable += get(&flow.records_unparsable);
         }
         totals
     }
@@ -252,7 +360,7 @@ impl Metrics {
     /// `app=0,web=1234`: bytes behind per flow.
     pub fn behind_by_flow(&self) -> String {
         let parts: Vec<String> = self
-            .flows
+            .read_flows()
             .iter()
             .map(|(name, flow)| format!("{name}={}", flow.bytes_behind()))
             .collect();
@@ -262,7 +370,7 @@ impl Metrics {
     /// `app=12,web=0`: billing units per flow.
     pub fn billing_units_by_flow(&self) -> String {
         let parts: Vec<String> = self
-            .flows
+            .read_flows()
             .iter()
             .map(|(name, flow)| format!("{name}={}", flow.billing_units.load(Ordering::Relaxed)))
             .collect();
@@ -284,6 +392,8 @@ impl Metrics {
             records_throttled = totals.records_throttled,
             records_dead_lettered = totals.records_dead_lettered,
             records_truncated = totals.records_truncated,
+            records_filtered = totals.records_filtered,
+            records_unparsable = totals.records_unparsable,
             memory_used = self.memory.get().map_or(0, |budget| budget.used()),
             bytes_behind = %self.behind_by_flow(),
             uptime_s = self.started.elapsed().as_secs(),

@@ -233,3 +233,59 @@ fn a_role_assumed_through_sts_sends_records_and_check_online_names_it() {
         .collect();
     assert_eq!(data, expected);
 }
+
+/// Sums every data point of each Kinesis Agent metric for one `Destination`, in moto.
+const CLOUDWATCH_SUMS: &str = r#"
+import datetime
+cloudwatch = client("cloudwatch")
+now = datetime.datetime.now(datetime.timezone.utc)
+sums = {}
+for name in ["BytesSent", "RecordSendAttempts", "RecordSendErrors", "RecordsSent", "ServiceErrors"]:
+    answer = cloudwatch.get_metric_statistics(
+        Namespace=ARGS[0], MetricName=name,
+        Dimensions=[{"Name": "Destination", "Value": ARGS[1]}],
+        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(hours=1),
+        Period=60, Statistics=["Sum", "SampleCount"])
+    points = answer["Datapoints"]
+    sums[name] = [sum(p["Sum"] for p in points), sum(p["SampleCount"] for p in points)]
+reply(sums)
+"#;
+
+#[test]
+fn metrics_are_published_to_cloudwatch_under_the_kinesis_agent_names() {
+    let moto = Moto::start();
+    moto.create_kinesis_stream("watched", 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("logs/app.log");
+    let lines = write_lines(&log, "watched", 0..1500);
+    let bytes: usize = lines.iter().map(Vec::len).sum();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "state_dir: {state}\nprogress_interval: 1s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  sts_endpoint_url: {endpoint}\ncloudwatch:\n  interval: 1s\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: watched\n    initial_position: start_of_file\n    max_batch_age: 200ms\n",
+            state = dir.path().join("state").display(),
+            endpoint = moto.endpoint(),
+            logs = log.parent().expect("log dir").display(),
+        ),
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    wait_sent(&agent, 1500);
+    agent.wait_for_log("Publishing metrics to CloudWatch.", DEADLINE);
+    // The last counts are published as the agent stops.
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+    let sums = moto.python(
+        CLOUDWATCH_SUMS,
+        &["AWSKinesisAgent", "KinesisStream:watched"],
+    );
+    let sum = |name: &str| sums[name][0].as_f64().unwrap_or(f64::NAN);
+    assert_eq!(sum("RecordsSent"), 1500.0, "{sums}\n{}", agent.output());
+    assert_eq!(sum("RecordSendAttempts"), 1500.0, "{sums}");
+    assert_eq!(sum("BytesSent"), bytes as f64, "{sums}");
+    assert_eq!(sum("RecordSendErrors"), 0.0, "{sums}");
+    assert_eq!(sum("ServiceErrors"), 0.0, "{sums}");
+    // One point per metric at each publish, zeros included, so alarms on a quiet flow work.
+    let samples = sums["RecordsSent"][1].as_f64().unwrap_or(0.0);
+    assert!(samples >= 1.0, "{sums}");
+    assert_eq!(sums["ServiceErrors"][1].as_f64(), Some(samples), "{sums}");
+}

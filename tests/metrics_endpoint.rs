@@ -109,6 +109,17 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
         Some(calls)
     );
     assert_eq!(sample(&scrape, "kinship_open_files"), Some(1.0));
+    assert_eq!(
+        sample(
+            &scrape,
+            &format!(
+                "kinship_file_bytes_unread{{flow=\"app\",file=\"{}\"}}",
+                log.display()
+            )
+        ),
+        Some(0.0),
+        "{scrape}"
+    );
     let (status, body) = get(port, "/health").expect("health");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");

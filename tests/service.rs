@@ -75,6 +75,16 @@ fn the_agent_tells_systemd_it_is_ready_alive_and_stopping() {
         }
     }
     assert!(pings >= 3, "{pings} watchdog pings in a second");
+    // `systemctl reload` sends SIGHUP: reloading, then ready again.
+    agent.signal("HUP");
+    assert_eq!(
+        next_state(&socket, &mut pings),
+        "RELOADING=1\nSTATUS=Reloading the config."
+    );
+    assert_eq!(
+        next_state(&socket, &mut pings),
+        "READY=1\nSTATUS=Shipping 1 flow(s)."
+    );
     agent.signal("TERM");
     let stopping = next_state(&socket, &mut pings);
     assert_eq!(
@@ -91,6 +101,18 @@ fn the_packaged_unit_passes_systemd_analyze_verify_and_is_hardened() {
     assert!(
         text.contains("Type=notify") && text.contains("WatchdogSec="),
         "{text}"
+    );
+    // A reload checks the config before the agent reads it.
+    let reloads: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("ExecReload="))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "ExecReload=/usr/bin/kinship check --config /etc/kinship/kinship.yaml",
+            "ExecReload=/bin/kill -HUP $MAINPID"
+        ]
     );
     // verify checks that the binary exists: point the unit at the one just built.
     let dir = tempfile::tempdir().expect("temp dir");

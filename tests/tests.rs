@@ -10,6 +10,8 @@ mod faults;
 mod harness_selftest;
 mod metrics_endpoint;
 mod moto_selftest;
+mod processing;
+mod reload;
 mod rotation;
 mod service;
 mod tailing;

@@ -7,7 +7,7 @@ pub mod tracker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
@@ -16,12 +16,23 @@ use crate::record::Ack;
 pub use store::{CheckpointStore, Loaded, StoreError};
 pub use tracker::{AckTracker, Checkpoint};
 
+/// A request to release a stopped flow's readings and hand back its checkpoints (see
+/// [`AckTracker::release_flow`]). It is answered once every acknowledgement sent before it
+/// has been applied.
+#[derive(Debug)]
+pub struct Release {
+    pub flow: String,
+    pub reply: oneshot::Sender<Vec<Checkpoint>>,
+}
+
 /// Applies acknowledgements until every sender is gone or `stop` fires, writing changed state
 /// every `interval`; writes once more at the end. A failed write is logged and retried.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     store: CheckpointStore,
     mut tracker: AckTracker,
     mut acks: mpsc::Receiver<Ack>,
+    mut releases: mpsc::Receiver<Release>,
     interval: Duration,
     expiry: Duration,
     metrics: Arc<Metrics>,
@@ -36,6 +47,14 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
+            Some(release) = releases.recv() => {
+                // Every acknowledgement the flow sent before it stopped is queued by now.
+                while let Ok(ack) = acks.try_recv() {
+                    apply(&mut tracker, ack, &metrics);
+                }
+                let checkpoints = tracker.release_flow(&release.flow);
+                let _ = release.reply.send(checkpoints);
+            }
             ack = acks.recv() => match ack {
                 Some(ack) => apply(&mut tracker, ack, &metrics),
                 None => break,

@@ -2,7 +2,7 @@
 //! directory, fsync, rename over the old file, fsync the directory), so a crash at any instant
 //! leaves either the old state or the new one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -237,7 +237,7 @@ impl CheckpointStore {
 
 #[cfg(unix)]
 fn sync_directory(directory: &Path) -> io::Result<()> {
-    File::open(directory)?.sync_all()
+    fs::File::open(directory)?.sync_all()
 }
 
 // Windows cannot open a directory as a file; its rename is made durable by the file's flush.

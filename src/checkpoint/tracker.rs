@@ -365,6 +365,28 @@ impl AckTracker {
         }
     }
 
+    /// Forgets every reading of `flow`'s files (its tailers have stopped: a reload stopped the
+    /// flow) and returns its checkpoints, from which the flow resumes if it starts again.
+    /// Acknowledgements still to come for those readings no longer count.
+    pub fn release_flow(&mut self, flow: &str) -> Vec<Checkpoint> {
+        let released: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, progress)| *progress.file.flow == *flow)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in released {
+            self.live.remove(&key);
+            self.continued_by
+                .retain(|earlier, target| *earlier != key && *target != key);
+        }
+        self.saved
+            .values()
+            .filter(|saved| saved.flow == flow)
+            .cloned()
+            .collect()
+    }
+
     /// The checkpoints to write, if anything changed since the last call.
     pub fn take_changes(&mut self) -> Option<Vec<Checkpoint>> {
         if !std::mem::take(&mut self.changed) {
@@ -428,6 +450,42 @@ mod tests {
         // The first call finishes last: everything up to 300 is now delivered.
         assert_eq!(delivered(&mut tracker, vec![range(&a, 0, 100)]), 300);
         assert_eq!(tracker.checkpoint("app", id), Some(300));
+    }
+
+    #[test]
+    fn a_released_flow_keeps_its_checkpoints_and_ignores_late_acknowledgements() {
+        let a = file(1, 10);
+        let other = Arc::new(SourceFile {
+            flow: Arc::from("web"),
+            ..(*file(2, 20)).clone()
+        });
+        let mut tracker = AckTracker::new(Vec::new());
+        for (f, offset) in [(&a, 0), (&other, 0)] {
+            tracker.apply(Ack::Opened {
+                file: Arc::clone(f),
+                offset,
+            });
+        }
+        delivered(&mut tracker, vec![range(&a, 0, 100)]);
+        delivered(&mut tracker, vec![range(&other, 0, 50)]);
+        // [200, 300) was delivered, [100, 200) never will be: the flow stopped.
+        delivered(&mut tracker, vec![range(&a, 200, 300)]);
+        let released = tracker.release_flow("app");
+        assert_eq!(released.len(), 1);
+        assert_eq!((released[0].id, released[0].offset), (a.id, 100));
+        // A late acknowledgement of the stopped reading moves nothing.
+        assert_eq!(delivered(&mut tracker, vec![range(&a, 100, 200)]), 0);
+        assert_eq!(tracker.checkpoint("app", a.id), Some(100));
+        // The flow started again reads from 100, as a new reading.
+        let again = file(3, 10);
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&again),
+            offset: 100,
+        });
+        assert_eq!(delivered(&mut tracker, vec![range(&again, 100, 250)]), 150);
+        assert_eq!(tracker.checkpoint("app", a.id), Some(250));
+        // Other flows are untouched.
+        assert_eq!(delivered(&mut tracker, vec![range(&other, 50, 60)]), 10);
     }
 
     #[test]

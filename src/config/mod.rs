@@ -4,6 +4,8 @@
 mod aws;
 pub mod limits;
 mod locate;
+pub mod paths;
+mod processing;
 mod raw;
 
 use std::fmt;
@@ -14,17 +16,22 @@ pub use aws::{
     arn_region, AssumeRole, AwsSettings, CredentialSource, Destination, DestinationKind, Secret,
 };
 use locate::KeyPositions;
-use raw::{RawConfig, RawFlow};
+pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};
+use raw::{RawCloudWatch, RawConfig, RawFlow};
 
-/// Where the packaged service looks for its configuration.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/kinship/kinship.yaml";
-const DEFAULT_STATE_DIR: &str = "/var/lib/kinship";
 /// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
 /// once the network's sockets and the agent's own files are counted.
 const DEFAULT_MAX_OPEN_FILES: usize = 768;
 /// The memory budget's bounds: room for a few reads, and 16 GiB.
 const MIN_MEMORY_BUDGET: usize = 1024 * 1024;
 const MAX_MEMORY_BUDGET: usize = 16 * 1024 * 1024 * 1024;
+/// `log_file_max_bytes`: 10 MiB unless set, from 64 KiB to 1 GiB.
+const DEFAULT_LOG_FILE_BYTES: usize = 10 * 1024 * 1024;
+const MIN_LOG_FILE_BYTES: usize = 64 * 1024;
+const MAX_LOG_FILE_BYTES: usize = 1024 * 1024 * 1024;
+/// `log_file_keep`: rotated log files kept, 5 unless set, at most 1,000.
+const DEFAULT_LOG_FILES_KEPT: usize = 5;
+const MAX_LOG_FILES_KEPT: usize = 1000;
 /// Durations such as `ignore_older` and `checkpoint_expiry` may be this long.
 const LONGEST_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
@@ -52,7 +59,24 @@ pub struct Config {
     /// A log filter (`info`, `debug`, `kinship=debug,info`); `RUST_LOG` overrides it.
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Where logs go instead of standard error, and how that file is rotated.
+    pub log_file: LogFileSettings,
+    /// Whether a change to the config file reloads it, as SIGHUP does.
+    pub watch_config: bool,
+    /// Publishing metrics to CloudWatch, when enabled.
+    pub cloudwatch: Option<CloudWatchSettings>,
     pub flows: Vec<FlowConfig>,
+}
+
+/// The log file: `log_file`, `log_file_max_bytes` and `log_file_keep`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFileSettings {
+    /// `None` for standard error (the Windows service then uses its default log file).
+    pub path: Option<PathBuf>,
+    /// A file is rotated before it grows past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept beside the current one.
+    pub keep: usize,
 }
 
 /// Where reading starts in a file that has no checkpoint yet.
@@ -124,6 +148,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Publishing the agent's metrics to CloudWatch (`PutMetricData`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudWatchSettings {
+    pub namespace: String,
+    pub interval: Duration,
+    /// The top-level `aws` block, with the `cloudwatch.aws` block over it.
+    pub aws: AwsSettings,
+}
+
+/// The Kinesis Agent's namespace, so dashboards and alarms built for it keep working.
+pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "AWSKinesisAgent";
+
 /// The Prometheus endpoint: `/metrics` and `/health`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsSettings {
@@ -185,7 +221,7 @@ impl PartialEq for Pattern {
 
 impl Eq for Pattern {}
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FlowConfig {
     pub name: String,
     pub files: Vec<String>,
@@ -233,6 +269,10 @@ pub struct FlowConfig {
     pub oversize_records: Oversize,
     /// Ends a record cut by `oversize_records: truncate`.
     pub truncated_record_terminator: String,
+    /// Applied in order to every record between the file and the batch.
+    pub processors: Vec<crate::processors::Processor>,
+    /// What a converter does with a record it cannot parse.
+    pub on_error: crate::processors::OnError,
 }
 
 impl FlowConfig {
@@ -393,12 +433,15 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, path: &Path, raw: RawConfig) -> Config {
-        let state_dir = raw
-            .state_dir
-            .unwrap_or_else(|| DEFAULT_STATE_DIR.to_owned());
-        if state_dir.trim().is_empty() {
-            self.problem("state_dir", "must not be empty");
-        }
+        let state_dir = match raw.state_dir {
+            Some(dir) => {
+                if dir.trim().is_empty() {
+                    self.problem("state_dir", "must not be empty");
+                }
+                PathBuf::from(dir)
+            }
+            None => default_paths().state_dir,
+        };
         let top_aws = self.aws_block("aws", raw.aws, false);
         let dry_run_output = match raw.dry_run_output.as_deref() {
             None | Some("-") => None,
@@ -426,6 +469,13 @@ impl Checker<'_> {
                 self.problem("log_format", format!("`{other}` is not one of human, json"));
                 LogFormat::Human
             }
+        };
+        let log_file = self.log_file(raw.log_file, raw.log_file_max_bytes, raw.log_file_keep);
+        let cloudwatch = match raw.cloudwatch {
+            Some(block) if block.enabled != Some(false) => {
+                Some(self.cloudwatch(block, &top_aws, &mut holds_secret_keys))
+            }
+            _ => None,
         };
         let metrics = raw.metrics.map(|raw| {
             let text = raw
@@ -510,7 +560,7 @@ impl Checker<'_> {
         }
         Config {
             source: path.to_owned(),
-            state_dir: PathBuf::from(state_dir),
+            state_dir,
             shutdown_grace,
             checkpoint_interval,
             progress_interval,
@@ -522,7 +572,85 @@ impl Checker<'_> {
             metrics,
             log_level,
             log_format,
+            log_file,
+            watch_config: raw.watch_config.unwrap_or(false),
+            cloudwatch,
             flows,
+        }
+    }
+
+    fn log_file(
+        &mut self,
+        path: Option<String>,
+        max_bytes: Option<u64>,
+        keep: Option<u64>,
+    ) -> LogFileSettings {
+        let path = match path {
+            Some(path) if path.trim().is_empty() => {
+                self.problem(
+                    "log_file",
+                    "must not be empty; leave it out to log to standard error",
+                );
+                None
+            }
+            path => path.map(PathBuf::from),
+        };
+        let max_bytes = self.number(
+            "log_file_max_bytes",
+            max_bytes,
+            DEFAULT_LOG_FILE_BYTES,
+            MIN_LOG_FILE_BYTES..=MAX_LOG_FILE_BYTES,
+        );
+        let keep = self.number(
+            "log_file_keep",
+            keep,
+            DEFAULT_LOG_FILES_KEPT,
+            0..=MAX_LOG_FILES_KEPT,
+        );
+        LogFileSettings {
+            path,
+            max_bytes: max_bytes as u64,
+            keep,
+        }
+    }
+
+    fn cloudwatch(
+        &mut self,
+        raw: RawCloudWatch,
+        top_aws: &aws::AwsBlock,
+        holds_secret_keys: &mut bool,
+    ) -> CloudWatchSettings {
+        let namespace = raw
+            .namespace
+            .unwrap_or_else(|| DEFAULT_CLOUDWATCH_NAMESPACE.to_owned());
+        if namespace.is_empty() || namespace.len() > 255 {
+            self.problem(
+                "cloudwatch.namespace",
+                "must be from 1 to 255 characters long",
+            );
+        } else if namespace.starts_with("AWS/") {
+            self.problem(
+                "cloudwatch.namespace",
+                format!("`{namespace}` starts with AWS/, which is reserved for AWS services"),
+            );
+        }
+        let interval = self.duration("cloudwatch.interval", raw.interval, Duration::from_secs(60));
+        if interval < Duration::from_secs(1) {
+            self.problem("cloudwatch.interval", "must be at least 1s");
+        }
+        let own = match raw.aws {
+            Some(block) => self.aws_block(
+                "cloudwatch.aws",
+                block,
+                top_aws.allows_insecure_http().unwrap_or(false),
+            ),
+            None => aws::AwsBlock::default(),
+        };
+        *holds_secret_keys |= own.holds_secret;
+        CloudWatchSettings {
+            namespace,
+            interval,
+            aws: own.over(top_aws),
         }
     }
 
@@ -735,6 +863,7 @@ impl Checker<'_> {
             )
         });
         let exclude = self.exclude(key, raw.exclude);
+        let (processors, on_error) = self.processors(key, raw.processors, raw.on_error);
         let ignore_older = raw.ignore_older.map(|text| {
             self.long_duration(&format!("{key}.ignore_older"), Some(text), Duration::ZERO)
         });
@@ -837,6 +966,8 @@ impl Checker<'_> {
             file_footer_pattern,
             oversize_records,
             truncated_record_terminator,
+            processors,
+            on_error,
         })
     }
 
@@ -1741,6 +1872,140 @@ flows:
                 "/etc/k.yaml:1:1: log_level: `kinship=loud` is not a log level or filter such as info, debug or kinship=debug,info (error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5)",
                 "/etc/k.yaml:2:1: log_format: `xml` is not one of human, json",
                 "/etc/k.yaml:4:3: metrics.listen: `everywhere` is not an address and port such as 127.0.0.1:9720",
+            ]
+        );
+    }
+
+    #[test]
+    fn processors_are_read_and_checked() {
+        let config = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n    on_error: drop\n    processors:\n      - type: filter\n        include: ERROR\n      - type: redact\n        builtin: [email]\n        patterns:\n          - pattern: 'pw=\\S+'\n            replacement: 'pw=*'\n      - type: add_metadata\n        fields: {{env: prod, tier: 2}}\n        timestamp: true\n"
+        ));
+        let flow = &config.flows[0];
+        assert_eq!(flow.on_error, crate::processors::OnError::Drop);
+        assert_eq!(flow.processors.len(), 3);
+        match &flow.processors[2] {
+            crate::processors::Processor::AddMetadata(add) => {
+                assert_eq!(
+                    add.fields,
+                    vec![
+                        ("env".to_owned(), serde_json::json!("prod")),
+                        ("tier".to_owned(), serde_json::json!(2))
+                    ]
+                );
+                assert!(add.timestamp && !add.envelope && add.host.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    kinesis_stream: a\n    on_error: retry\n    processors:\n      - type: filter\n        include: '(oops'\n      - type: filter\n      - type: redact\n        builtin: [email, phone]\n"
+            )),
+            [
+                "/etc/k.yaml:5:5: flows[0].on_error: `retry` is not one of send_raw, drop",
+                "/etc/k.yaml:8:9: flows[0].processors[0].include[0]: `(oops` is not a valid regular expression: unclosed group",
+                "/etc/k.yaml:9:9: flows[0].processors[1]: a filter needs include or exclude patterns",
+                "/etc/k.yaml:11:26: flows[0].processors[2].builtin[1]: `phone` is not one of email, us_ssn, card_number, aws_access_key_id, aws_secret_key, bearer_token",
+            ]
+        );
+        let converters = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n    processors:\n      - type: single_line\n        escape_newlines: true\n      - type: csv_to_json\n        field_names: [a, b]\n        delimiter: '\\t'\n      - type: log_to_json\n        format: combined_apache\n"
+        ));
+        assert_eq!(
+            converters.flows[0].processors[..2],
+            [
+                crate::processors::Processor::SingleLine(crate::processors::SingleLine {
+                    trim: true,
+                    separator: "\\n".into()
+                }),
+                crate::processors::Processor::CsvToJson(crate::processors::CsvToJson {
+                    field_names: vec!["a".into(), "b".into()],
+                    delimiter: b'\t'
+                }),
+            ]
+        );
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    kinesis_stream: a\n    processors:\n      - type: csv_to_json\n        delimiter: ';;'\n      - type: log_to_json\n        format: nginx\n      - type: log_to_json\n        pattern: '(a)(b)'\n        field_names: [one]\n"
+            )),
+            [
+                "/etc/k.yaml:6:9: flows[0].processors[0].field_names: is required: one name per column",
+                "/etc/k.yaml:9:9: flows[0].processors[1].format: `nginx` is not one of common_apache, combined_apache, apache_error, syslog, rfc3339_syslog",
+                "/etc/k.yaml:12:9: flows[0].processors[2].field_names: names 1 fields, but the pattern has 2 groups",
+            ]
+        );
+        let unknown = problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    processors:\n      - type: to_xml\n"
+        ));
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert!(
+            unknown[0].contains("flows[0].processors") && unknown[0].contains("to_xml"),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
+    fn cloudwatch_publishing_is_off_unless_asked_for_and_checked() {
+        assert_eq!(
+            parse(&format!("{FLOW}    kinesis_stream: a\n")).cloudwatch,
+            None
+        );
+        let off = parse(&format!(
+            "cloudwatch:\n  enabled: false\n{FLOW}    kinesis_stream: a\n"
+        ));
+        assert_eq!(off.cloudwatch, None);
+        let on = parse(&format!(
+            "aws:\n  region: eu-west-1\ncloudwatch:\n  interval: 30s\n  aws:\n    endpoint_url: https://monitoring.example.com\n{FLOW}    kinesis_stream: a\n"
+        ));
+        let settings = on.cloudwatch.expect("cloudwatch on");
+        assert_eq!(settings.namespace, DEFAULT_CLOUDWATCH_NAMESPACE);
+        assert_eq!(settings.interval, Duration::from_secs(30));
+        assert_eq!(settings.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            settings.aws.endpoint_url.as_deref(),
+            Some("https://monitoring.example.com")
+        );
+        assert_eq!(
+            problems(&format!(
+                "cloudwatch:\n  namespace: AWS/Kinesis\n  interval: 10ms\n{FLOW}    kinesis_stream: a\n"
+            )),
+            [
+                "/etc/k.yaml:2:3: cloudwatch.namespace: `AWS/Kinesis` starts with AWS/, which is reserved for AWS services",
+                "/etc/k.yaml:3:3: cloudwatch.interval: must be at least 1s",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_log_file_keys_are_read_and_checked() {
+        let config = parse(&format!(
+            "log_file: 'C:\\ProgramData\\kinship\\logs\\kinship.log'\nlog_file_max_bytes: 1048576\nlog_file_keep: 0\n{FLOW}    kinesis_stream: a\n"
+        ));
+        assert_eq!(
+            config.log_file,
+            LogFileSettings {
+                path: Some(PathBuf::from(r"C:\ProgramData\kinship\logs\kinship.log")),
+                max_bytes: 1024 * 1024,
+                keep: 0,
+            }
+        );
+        let defaults = parse(&format!("{FLOW}    kinesis_stream: a\n"));
+        assert_eq!(
+            defaults.log_file,
+            LogFileSettings {
+                path: None,
+                max_bytes: 10 * 1024 * 1024,
+                keep: 5,
+            }
+        );
+        assert_eq!(
+            problems(&format!(
+                "log_file: ''\nlog_file_max_bytes: 100\nlog_file_keep: 5000\n{FLOW}    kinesis_stream: a\n"
+            )),
+            [
+                "/etc/k.yaml:1:1: log_file: must not be empty; leave it out to log to standard error",
+                "/etc/k.yaml:2:1: log_file_max_bytes: 100 is out of range; it must be from 65536 to 1073741824",
+                "/etc/k.yaml:3:1: log_file_keep: 5000 is out of range; it must be from 0 to 1000",
             ]
         );
     }

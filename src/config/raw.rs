@@ -19,6 +19,11 @@ pub struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub log_file: Option<String>,
+    pub log_file_max_bytes: Option<u64>,
+    pub log_file_keep: Option<u64>,
+    pub watch_config: Option<bool>,
+    pub cloudwatch: Option<RawCloudWatch>,
     pub flows: Option<Vec<RawFlow>>,
 }
 
@@ -52,6 +57,8 @@ pub struct RawAssumeRole {
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
     pub name: Option<String>,
+    pub processors: Option<Vec<RawProcessor>>,
+    pub on_error: Option<String>,
     pub files: Option<OneOrMany>,
     pub exclude: Option<OneOrMany>,
     pub ignore_older: Option<String>,
@@ -102,6 +109,49 @@ pub struct RawKeyExtraction {
     pub fallback: Option<String>,
 }
 
+/// One entry of a flow's `processors` list, chosen by its `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawProcessor {
+    SingleLine {
+        no_trim: Option<bool>,
+        escape_newlines: Option<bool>,
+        separator: Option<String>,
+    },
+    CsvToJson {
+        field_names: Option<Vec<String>>,
+        delimiter: Option<String>,
+    },
+    LogToJson {
+        format: Option<String>,
+        pattern: Option<String>,
+        field_names: Option<Vec<String>>,
+    },
+    Filter {
+        include: Option<OneOrMany>,
+        exclude: Option<OneOrMany>,
+    },
+    Redact {
+        builtin: Option<OneOrMany>,
+        replacement: Option<String>,
+        patterns: Option<Vec<RawRedactPattern>>,
+    },
+    AddMetadata {
+        timestamp: Option<bool>,
+        fields: Option<serde_yaml::Mapping>,
+        host: Option<bool>,
+        file: Option<bool>,
+        envelope: Option<bool>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedactPattern {
+    pub pattern: String,
+    pub replacement: Option<String>,
+}
+
 /// `files: /a/*.log` or `files: [/a/*.log, /b/*.log]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -117,6 +167,15 @@ impl OneOrMany {
             OneOrMany::Many(many) => many,
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudWatch {
+    pub enabled: Option<bool>,
+    pub namespace: Option<String>,
+    pub interval: Option<String>,
+    pub aws: Option<RawAws>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::combine::Combiner;
 use super::partition_key::KeyChooser;
 use crate::budget::RECORD_OVERHEAD;
+use crate::processors::{Chain, Origin};
 use crate::record::{Batch, FileRange, Lines, OutRecord};
 
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub struct BatchBuilder {
     keys: KeyChooser,
     /// Aggregation, packing or compression, when the flow asks for any.
     combiner: Option<Combiner>,
+    /// The flow's processors, when it has any.
+    processors: Option<Chain>,
     current: Batch,
 }
 
@@ -35,6 +38,7 @@ impl BatchBuilder {
             limits,
             keys,
             combiner: None,
+            processors: None,
             current: Batch::default(),
         }
     }
@@ -42,6 +46,12 @@ impl BatchBuilder {
     /// Combines lines into fewer records (or compresses them) before batching.
     pub fn with_combiner(mut self, combiner: Option<Combiner>) -> Self {
         self.combiner = combiner;
+        self
+    }
+
+    /// Runs each record through `processors` before it is keyed and batched.
+    pub fn with_processors(mut self, processors: Option<Chain>) -> Self {
+        self.processors = processors;
         self
     }
 
@@ -70,8 +80,21 @@ impl BatchBuilder {
             let data = lines
                 .data
                 .slice(span.data_start as usize..span.data_end as usize);
-            let partition_key = self.keys.key_for(&data, &lines.file, start);
+            // The budget was taken for the record as read.
             let record_cost = data.len() + RECORD_OVERHEAD;
+            let data = match &mut self.processors {
+                None => data,
+                Some(chain) => match chain.apply(data, Origin { file: &lines.file }) {
+                    Some(processed) => processed,
+                    None => {
+                        // Left out: covered, so it is acknowledged in order.
+                        self.cover(&lines, start, span.file_end);
+                        start = span.file_end;
+                        continue;
+                    }
+                },
+            };
+            let partition_key = self.keys.key_for(&data, &lines.file, start);
             let mut record = OutRecord::line(data, partition_key, start, 0);
             let mut plan = self
                 .combiner

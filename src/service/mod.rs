@@ -1,22 +1,33 @@
-//! Telling the service manager how the agent is doing.
+//! Telling the service manager how the agent is doing, and the Windows service.
 //!
 //! Under systemd with `Type=notify`, `NOTIFY_SOCKET` names a datagram socket: kinship sends
 //! `READY=1` once its start-up checks ran and its flows started, `STOPPING=1` when a shutdown
 //! begins, `STATUS=…` lines, and `WATCHDOG=1` every half `WatchdogSec` while its runtime is
 //! responsive. Without `NOTIFY_SOCKET`, all of this does nothing.
+//!
+//! Under the Windows Service Control Manager, `READY=1` reports the service running; stop
+//! requests and the statuses around them are [`control`], carried to Windows by `windows`.
+
+pub mod control;
+#[cfg(windows)]
+pub mod windows;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+
+/// What `kinship service …` answers where there is no Windows service to manage.
+pub const WINDOWS_ONLY: &str = "`kinship service` manages the Windows service, on Windows only; on Linux use the systemd unit in packaging/systemd";
 
 /// Sends `state` (`READY=1`, `STOPPING=1`, `STATUS=…`) to the service manager, if there is one.
 pub fn notify(state: &str) {
     #[cfg(unix)]
     if let Err(failure) = unix::notify(state) {
-        debug!(%failure, "Cannot notify the service manager.");
+        tracing::debug!(%failure, "Cannot notify the service manager.");
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    windows::notify(state);
+    #[cfg(not(any(unix, windows)))]
     let _ = state;
 }
 

@@ -2,6 +2,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::path::Path;
 
 use crate::record::{FileId, Head};
 
@@ -12,6 +13,18 @@ pub fn file_id(metadata: &Metadata) -> FileId {
         device: metadata.dev(),
         inode: metadata.ino(),
     }
+}
+
+/// The identity of the file at `path`, whose `metadata` was just read.
+#[cfg(unix)]
+pub fn id_at(_path: &Path, metadata: &Metadata) -> io::Result<FileId> {
+    Ok(file_id(metadata))
+}
+
+/// The identity of an open file.
+#[cfg(unix)]
+pub fn id_of(file: &File) -> io::Result<FileId> {
+    Ok(file_id(&file.metadata()?))
 }
 
 /// How many names the file still has; 0 once it was deleted while open.
@@ -32,19 +45,22 @@ pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize>
     }
 }
 
-// Windows gives no stable file index through std yet; until the service issue brings the
-// Win32 call, a file is known by its creation time and size class, which survives renames.
-#[cfg(not(unix))]
-pub fn file_id(metadata: &Metadata) -> FileId {
-    let created = metadata
-        .created()
-        .ok()
-        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_nanos() as u64);
-    FileId {
-        device: 0,
-        inode: created,
-    }
+// Windows: the volume serial number and the file index (GetFileInformationByHandle), which
+// survive renames, as device and inode do. std does not offer them yet, and the creation time
+// cannot stand in: a file created under a name just renamed away inherits its creation time
+// (file system tunnelling), which is exactly what log rotation does.
+#[cfg(windows)]
+pub fn id_at(path: &Path, _metadata: &Metadata) -> io::Result<FileId> {
+    id_of(&File::open(path)?)
+}
+
+#[cfg(windows)]
+pub fn id_of(file: &File) -> io::Result<FileId> {
+    let information = winapi_util::file::information(file)?;
+    Ok(FileId {
+        device: information.volume_serial_number(),
+        inode: information.file_index(),
+    })
 }
 
 #[cfg(not(unix))]

@@ -916,7 +916,9 @@ fn scan(patterns: &[String], exclude: &[glob::Pattern]) -> Vec<Candidate> {
             if !metadata.is_file() {
                 continue;
             }
-            let id = identity::file_id(&metadata);
+            let Ok(id) = identity::id_at(&path, &metadata) else {
+                continue;
+            };
             if seen.insert(id) {
                 found.push(Candidate {
                     path,
@@ -933,7 +935,7 @@ fn scan(patterns: &[String], exclude: &[glob::Pattern]) -> Vec<Candidate> {
 /// Opens `path` if it is still the file `id`.
 fn open_checked(path: &Path, id: FileId) -> std::io::Result<Option<std::fs::File>> {
     let file = std::fs::File::open(path)?;
-    let opened = identity::file_id(&file.metadata()?);
+    let opened = identity::id_of(&file)?;
     Ok((opened == id).then_some(file))
 }
 

@@ -18,7 +18,7 @@ use super::identity::{self, Lead};
 use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
 use crate::budget::RECORD_OVERHEAD;
 use crate::config::Oversize;
-use crate::metrics::FlowMetrics;
+use crate::metrics::{FileGauge, FlowMetrics};
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, SourceFile};
 
 /// Bytes read from a file at a time.
@@ -172,6 +172,7 @@ pub async fn follow(
         .assemble
         .is_needed()
         .then(|| Assembler::new(settings.assemble.clone(), offset));
+    let unread = Unread::new(&shared.metrics, &path);
     let mut tailer = Tailer {
         source: new_source(&shared, id, head, &path),
         lead,
@@ -179,7 +180,7 @@ pub async fn follow(
         path,
         framer: Framer::new(settings.frame.clone(), offset),
         assembler,
-        unread: Unread::new(&shared.metrics),
+        unread,
         oversize_logged: None,
         footer_logged: false,
         idle_polls: 0,
@@ -576,7 +577,9 @@ impl Tailer {
         let path = self.path.clone();
         blocking(move || {
             let metadata = file.metadata()?;
-            let path_id = std::fs::metadata(&path).ok().map(|m| identity::file_id(&m));
+            let path_id = std::fs::metadata(&path)
+                .and_then(|m| identity::id_at(&path, &m))
+                .ok();
             Ok(FileState {
                 size: metadata.len(),
                 links: identity::link_count(&metadata),
@@ -802,16 +805,19 @@ fn new_source(
     })
 }
 
-/// This file's share of the flow's unread-bytes gauge, taken back when the tailer ends.
+/// This file's share of the flow's unread-bytes gauge, taken back when the tailer ends, and
+/// its own gauge in the flow's list of followed files.
 struct Unread {
     metrics: Arc<FlowMetrics>,
+    file: FileGauge,
     current: i64,
 }
 
 impl Unread {
-    fn new(metrics: &Arc<FlowMetrics>) -> Self {
+    fn new(metrics: &Arc<FlowMetrics>, path: &std::path::Path) -> Self {
         Self {
             metrics: Arc::clone(metrics),
+            file: metrics.follow_file(path),
             current: 0,
         }
     }
@@ -821,6 +827,7 @@ impl Unread {
         self.metrics
             .bytes_unread
             .fetch_add(unread - self.current, Ordering::Relaxed);
+        self.file.set(unread);
         self.current = unread;
     }
 
@@ -830,6 +837,7 @@ impl Unread {
         self.metrics
             .bytes_unread
             .fetch_add(next - self.current, Ordering::Relaxed);
+        self.file.set(next);
         self.current = next;
     }
 }

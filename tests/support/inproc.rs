@@ -76,7 +76,8 @@ impl InProcess {
         let done = runtime.spawn(kinship::app::run_with(
             config,
             shutdown.clone(),
-            move |_flow| MemoryStream(Arc::clone(&accepted)),
+            None,
+            move |_flow: &kinship::config::FlowConfig| MemoryStream(Arc::clone(&accepted)),
         ));
         InProcess {
             runtime,

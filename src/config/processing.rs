@@ -1,0 +1,287 @@
+//! Checks each flow's `processors` list and builds the processors it names.
+
+use super::raw::{RawProcessor, RawRedactPattern};
+use super::Checker;
+use crate::processors::log::{LogFormat, Parser};
+use crate::processors::metadata::{self, AddMetadata};
+use crate::processors::redact::{Builtin, Rule};
+use crate::processors::{CsvToJson, Filter, LogToJson, OnError, Processor, Redact, SingleLine};
+
+/// What a redaction writes in place of what it found, unless told otherwise.
+pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
+
+impl Checker<'_> {
+    pub(super) fn processors(
+        &mut self,
+        flow_key: &str,
+        raw: Option<Vec<RawProcessor>>,
+        on_error: Option<String>,
+    ) -> (Vec<Processor>, OnError) {
+        let on_error = match on_error.as_deref() {
+            None | Some("send_raw") => OnError::SendRaw,
+            Some("drop") => OnError::Drop,
+            Some(other) => {
+                self.problem(
+                    &format!("{flow_key}.on_error"),
+                    format!("`{other}` is not one of send_raw, drop"),
+                );
+                OnError::SendRaw
+            }
+        };
+        let processors = raw
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, raw)| {
+                self.processor(&format!("{flow_key}.processors[{index}]"), raw)
+            })
+            .collect();
+        (processors, on_error)
+    }
+
+    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<Processor> {
+        match raw {
+            RawProcessor::SingleLine {
+                no_trim,
+                escape_newlines,
+                separator,
+            } => {
+                let separator = match (escape_newlines, separator) {
+                    (Some(true), Some(_)) => {
+                        self.problem(
+                            &format!("{key}.separator"),
+                            "give separator or escape_newlines, not both",
+                        );
+                        return None;
+                    }
+                    (Some(true), None) => "\\n".to_owned(),
+                    (_, separator) => separator.unwrap_or_default(),
+                };
+                Some(Processor::SingleLine(SingleLine {
+                    trim: !no_trim.unwrap_or(false),
+                    separator,
+                }))
+            }
+            RawProcessor::CsvToJson {
+                field_names,
+                delimiter,
+            } => {
+                let field_names = self.field_names(key, field_names)?;
+                let delimiter = match delimiter.as_deref() {
+                    None => b',',
+                    Some("\\t") => b'\t',
+                    Some(text) if text.len() == 1 && text != "\"" && text != "\n" => {
+                        text.as_bytes()[0]
+                    }
+                    Some(text) => {
+                        self.problem(
+                            &format!("{key}.delimiter"),
+                            format!("`{text}` is not one character (such as , ; | or \\t for a tab), other than a quote or a newline"),
+                        );
+                        return None;
+                    }
+                };
+                Some(Processor::CsvToJson(CsvToJson {
+                    field_names,
+                    delimiter,
+                }))
+            }
+            RawProcessor::LogToJson {
+                format,
+                pattern,
+                field_names,
+            } => {
+                let (parser, default_names) = match (format, pattern) {
+                    (Some(_), Some(_)) => {
+                        self.problem(key, "give format or pattern, not both");
+                        return None;
+                    }
+                    (None, None) => {
+                        self.problem(
+                            &format!("{key}.format"),
+                            "is required (or a pattern with field_names)",
+                        );
+                        return None;
+                    }
+                    (Some(name), None) => match LogFormat::named(&name) {
+                        Some(known) => (Parser::Format(known), Some(known.field_names())),
+                        None => {
+                            let known: Vec<&str> =
+                                LogFormat::ALL.iter().map(|(name, _)| *name).collect();
+                            self.problem(
+                                &format!("{key}.format"),
+                                format!("`{name}` is not one of {}", known.join(", ")),
+                            );
+                            return None;
+                        }
+                    },
+                    (None, Some(text)) => match Parser::pattern(&text) {
+                        Ok(parser) => (parser, None),
+                        Err(error) => {
+                            let message = error.to_string();
+                            let reason =
+                                message.lines().last().unwrap_or_default().trim().to_owned();
+                            self.problem(
+                                &format!("{key}.pattern"),
+                                format!(
+                                    "`{text}` is not a valid regular expression: {}",
+                                    reason.strip_prefix("error: ").unwrap_or(&reason)
+                                ),
+                            );
+                            return None;
+                        }
+                    },
+                };
+                let field_names = match (field_names, default_names) {
+                    (Some(names), _) => names,
+                    (None, Some(defaults)) => {
+                        defaults.iter().map(|name| (*name).to_owned()).collect()
+                    }
+                    (None, None) => {
+                        self.problem(
+                            &format!("{key}.field_names"),
+                            "is required with a pattern, one name per group",
+                        );
+                        return None;
+                    }
+                };
+                if field_names.len() != parser.groups() {
+                    self.problem(
+                        &format!("{key}.field_names"),
+                        format!(
+                            "names {} fields, but the pattern has {} groups",
+                            field_names.len(),
+                            parser.groups()
+                        ),
+                    );
+                    return None;
+                }
+                Some(Processor::LogToJson(LogToJson {
+                    parser,
+                    field_names,
+                }))
+            }
+            RawProcessor::Filter { include, exclude } => {
+                if include.is_none() && exclude.is_none() {
+                    self.problem(key, "a filter needs include or exclude patterns");
+                    return None;
+                }
+                let mut compile = |name: &str, list: Option<super::raw::OneOrMany>| {
+                    list.map(super::raw::OneOrMany::into_vec)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(index, text)| {
+                            self.pattern(&format!("{key}.{name}[{index}]"), text)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let include = compile("include", include);
+                let exclude = compile("exclude", exclude);
+                Some(Processor::Filter(Filter { include, exclude }))
+            }
+            RawProcessor::Redact {
+                builtin,
+                replacement,
+                patterns,
+            } => {
+                let replacement = replacement.unwrap_or_else(|| DEFAULT_REPLACEMENT.to_owned());
+                let mut rules = Vec::new();
+                for (index, name) in builtin
+                    .map(super::raw::OneOrMany::into_vec)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
+                    match Builtin::named(&name) {
+                        Some(kind) => rules.push(Rule::Builtin {
+                            kind,
+                            replacement: replacement.clone(),
+                        }),
+                        None => {
+                            let known: Vec<&str> =
+                                Builtin::ALL.iter().map(|(name, _)| *name).collect();
+                            self.problem(
+                                &format!("{key}.builtin[{index}]"),
+                                format!("`{name}` is not one of {}", known.join(", ")),
+                            );
+                        }
+                    }
+                }
+                for (
+                    index,
+                    RawRedactPattern {
+                        pattern,
+                        replacement: own,
+                    },
+                ) in patterns.unwrap_or_default().into_iter().enumerate()
+                {
+                    if let Some(pattern) =
+                        self.pattern(&format!("{key}.patterns[{index}].pattern"), pattern)
+                    {
+                        rules.push(Rule::Custom {
+                            pattern,
+                            replacement: own.unwrap_or_else(|| replacement.clone()),
+                        });
+                    }
+                }
+                if rules.is_empty() {
+                    self.problem(key, "a redact processor needs builtin or patterns");
+                    return None;
+                }
+                Some(Processor::Redact(Redact { rules }))
+            }
+            RawProcessor::AddMetadata {
+                timestamp,
+                fields,
+                host,
+                file,
+                envelope,
+            } => {
+                let mut converted = Vec::new();
+                for (name, value) in fields.unwrap_or_default() {
+                    let Some(name) = name.as_str().map(ToOwned::to_owned) else {
+                        self.problem(&format!("{key}.fields"), "field names must be strings");
+                        continue;
+                    };
+                    match serde_json::to_value(&value) {
+                        Ok(value) => converted.push((name, value)),
+                        Err(error) => self.problem(
+                            &format!("{key}.fields.{name}"),
+                            format!("cannot be written as JSON: {error}"),
+                        ),
+                    }
+                }
+                Some(Processor::AddMetadata(AddMetadata {
+                    timestamp: timestamp.unwrap_or(false),
+                    fields: converted,
+                    host: host.unwrap_or(false).then(metadata::host_name),
+                    file: file.unwrap_or(false),
+                    envelope: envelope.unwrap_or(false),
+                }))
+            }
+        }
+    }
+
+    /// A converter's `field_names`: required, not empty, each unique.
+    fn field_names(&mut self, key: &str, names: Option<Vec<String>>) -> Option<Vec<String>> {
+        let names = names.unwrap_or_default();
+        if names.is_empty() {
+            self.problem(
+                &format!("{key}.field_names"),
+                "is required: one name per column",
+            );
+            return None;
+        }
+        for (index, name) in names.iter().enumerate() {
+            if names[..index].contains(name) {
+                self.problem(
+                    &format!("{key}.field_names[{index}]"),
+                    format!("`{name}` is named twice"),
+                );
+                return None;
+            }
+        }
+        Some(names)
+    }
+}

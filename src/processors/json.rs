@@ -1,0 +1,43 @@
+//! A JSON object written key by key, in order: what the converters produce.
+
+use bytes::Bytes;
+
+/// A field's value: text, or `null` for a missing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Text(&'a str),
+    Null,
+}
+
+/// `{"key":value,…}` built in the order fields are pushed.
+#[derive(Debug, Default)]
+pub struct Object {
+    text: String,
+}
+
+impl Object {
+    pub fn push(&mut self, key: &str, value: Value<'_>) {
+        self.text.push(if self.text.is_empty() { '{' } else { ',' });
+        push_string(&mut self.text, key);
+        self.text.push(':');
+        match value {
+            Value::Text(text) => push_string(&mut self.text, text),
+            Value::Null => self.text.push_str("null"),
+        }
+    }
+
+    /// The object followed by `line_end`, as a record.
+    pub fn into_record(mut self, line_end: &[u8]) -> Bytes {
+        if self.text.is_empty() {
+            self.text.push('{');
+        }
+        self.text.push('}');
+        let mut bytes = self.text.into_bytes();
+        bytes.extend_from_slice(line_end);
+        Bytes::from(bytes)
+    }
+}
+
+fn push_string(out: &mut String, text: &str) {
+    out.push_str(&serde_json::Value::from(text).to_string());
+}

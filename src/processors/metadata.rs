@@ -1,0 +1,199 @@
+//! `add_metadata`: adds fields to each record: a timestamp, fixed fields, the host name and
+//! the file the record was read from. A JSON object record gets them as its last keys, its
+//! own bytes otherwise untouched; with `envelope`, any record is wrapped as
+//! `{"ts":…,"metadata":{…},"data":"…"}` (the record as a string), as the Kinesis Agent's
+//! ADDMETADATA writes it.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{split_line_end, Origin, Outcome};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddMetadata {
+    /// Add the time the record was processed (RFC 3339, UTC, milliseconds).
+    pub timestamp: bool,
+    /// Fixed fields, in the order written.
+    pub fields: Vec<(String, serde_json::Value)>,
+    /// The host name to add, when asked for (resolved once, at start).
+    pub host: Option<String>,
+    /// Add the path of the file the record was read from.
+    pub file: bool,
+    /// Wrap the record instead of adding keys to it.
+    pub envelope: bool,
+}
+
+/// Key names of the added fields.
+pub const TIMESTAMP_KEY: &str = "timestamp";
+pub const HOST_KEY: &str = "host";
+pub const FILE_KEY: &str = "file";
+
+impl AddMetadata {
+    pub fn apply(&self, record: Bytes, origin: Origin<'_>) -> Outcome {
+        let now = self
+            .timestamp
+            .then(|| humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+        self.apply_at(record, origin, now.as_deref())
+    }
+
+    fn apply_at(&self, record: Bytes, origin: Origin<'_>, now: Option<&str>) -> Outcome {
+        let (body, line_end) = split_line_end(&record);
+        let mut added = String::new();
+        for (key, value) in &self.fields {
+            push_field(&mut added, key, &value.to_string());
+        }
+        if let Some(host) = &self.host {
+            push_field(&mut added, HOST_KEY, &json_string(host));
+        }
+        if self.file {
+            push_field(
+                &mut added,
+                FILE_KEY,
+                &json_string(&origin.file.path.to_string_lossy()),
+            );
+        }
+        let mut out = Vec::with_capacity(body.len() + added.len() + 64);
+        if self.envelope {
+            out.extend_from_slice(b"{");
+            if let Some(now) = now {
+                out.extend_from_slice(format!("\"ts\":{},", json_string(now)).as_bytes());
+            }
+            out.extend_from_slice(format!("\"metadata\":{{{added}}},\"data\":").as_bytes());
+            // Always as a string, JSON or not, as the Kinesis Agent writes it.
+            out.extend_from_slice(json_string(&String::from_utf8_lossy(body)).as_bytes());
+            out.push(b'}');
+        } else {
+            if let Some(now) = now {
+                push_field(&mut added, TIMESTAMP_KEY, &json_string(now));
+            }
+            let Some(object) = parse_json(body).filter(|value| value.get().starts_with('{')) else {
+                return Outcome::Unparsable(
+                    "add_metadata adds keys to JSON objects; this record is not one (set envelope: true to wrap any record)".into(),
+                );
+            };
+            let text = object.get();
+            let inner = text[1..text.len() - 1].trim();
+            out.push(b'{');
+            out.extend_from_slice(inner.as_bytes());
+            if !inner.is_empty() && !added.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(added.as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(line_end);
+        Outcome::Keep(Bytes::from(out))
+    }
+}
+
+/// Appends `"key":value` to a list of JSON members.
+fn push_field(members: &mut String, key: &str, value: &str) {
+    if !members.is_empty() {
+        members.push(',');
+    }
+    members.push_str(&json_string(key));
+    members.push(':');
+    members.push_str(value);
+}
+
+/// The record as one JSON value, surrounding spaces removed, or `None`.
+fn parse_json(body: &[u8]) -> Option<&RawValue> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    serde_json::from_str::<&RawValue>(text).ok()
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// This host's name: from the kernel on Linux, from the environment elsewhere.
+pub fn host_name() -> String {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    from_kernel
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processors::testing;
+
+    const NOW: &str = "2024-05-06T07:08:09.123Z";
+
+    fn add(processor: &AddMetadata, line: &'static str) -> Outcome {
+        let file = testing::file("/var/log/app.log");
+        processor.apply_at(
+            Bytes::from_static(line.as_bytes()),
+            Origin { file: &file },
+            processor.timestamp.then_some(NOW),
+        )
+    }
+
+    fn every() -> AddMetadata {
+        AddMetadata {
+            timestamp: true,
+            fields: vec![
+                ("env".into(), serde_json::json!("prod")),
+                ("shard".into(), serde_json::json!(3)),
+            ],
+            host: Some("web-1".into()),
+            file: true,
+            envelope: false,
+        }
+    }
+
+    fn text(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Keep(bytes) => String::from_utf8(bytes.to_vec()).expect("utf-8"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_objects_get_the_fields_as_last_keys() {
+        assert_eq!(
+            text(add(&every(), "{\"b\":1, \"a\":[2]}\n")),
+            "{\"b\":1, \"a\":[2],\"env\":\"prod\",\"shard\":3,\"host\":\"web-1\",\"file\":\"/var/log/app.log\",\"timestamp\":\"2024-05-06T07:08:09.123Z\"}\n"
+        );
+        assert_eq!(
+            text(add(&every(), " {} \r\n")),
+            "{\"env\":\"prod\",\"shard\":3,\"host\":\"web-1\",\"file\":\"/var/log/app.log\",\"timestamp\":\"2024-05-06T07:08:09.123Z\"}\r\n"
+        );
+        assert!(matches!(
+            add(&every(), "plain text\n"),
+            Outcome::Unparsable(_)
+        ));
+        assert!(matches!(add(&every(), "[1,2]\n"), Outcome::Unparsable(_)));
+    }
+
+    #[test]
+    fn the_envelope_wraps_any_record() {
+        let envelope = AddMetadata {
+            envelope: true,
+            ..every()
+        };
+        assert_eq!(
+            text(add(&envelope, "GET /x \"q\"\n")),
+            "{\"ts\":\"2024-05-06T07:08:09.123Z\",\"metadata\":{\"env\":\"prod\",\"shard\":3,\"host\":\"web-1\",\"file\":\"/var/log/app.log\"},\"data\":\"GET /x \\\"q\\\"\"}\n"
+        );
+        assert_eq!(
+            text(add(&envelope, "{\"a\":1}\n")),
+            "{\"ts\":\"2024-05-06T07:08:09.123Z\",\"metadata\":{\"env\":\"prod\",\"shard\":3,\"host\":\"web-1\",\"file\":\"/var/log/app.log\"},\"data\":\"{\\\"a\\\":1}\"}\n"
+        );
+        let bare = AddMetadata {
+            timestamp: false,
+            fields: vec![],
+            host: None,
+            file: false,
+            envelope: true,
+        };
+        assert_eq!(text(add(&bare, "x")), "{\"metadata\":{},\"data\":\"x\"}");
+    }
+}
