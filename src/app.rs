@@ -494,6 +494,11 @@ impl Flows {
             },
             acks: self.acks.clone(),
         };
+        for processor in &flow.processors {
+            if let processors::Processor::AddEc2Metadata(add) = processor {
+                tasks.spawn(add.clone().keep_fresh(flow.name.clone(), stop.clone()));
+            }
+        }
         let aborts = vec![
             tasks.spawn(source.run()).abort_handle(),
             tasks

@@ -37,12 +37,26 @@ pub enum Command {
     /// With --online, also run every flow's start-up checks against AWS (credentials through
     /// sts:GetCallerIdentity, the stream through a describe call): exit 69 when any fails.
     Check {
-        /// The YAML config file.
+        /// The YAML config file, or a Kinesis Agent agent.json.
         #[arg(short, long, value_name = "PATH", default_value_os_t = default_paths().config)]
         config: PathBuf,
         /// Also check credentials and destinations against AWS.
         #[arg(long)]
         online: bool,
+    },
+    /// Print the YAML config equivalent to a Kinesis Agent agent.json (and the flows of agent.d/
+    /// beside it), with a comment wherever kinship's meaning differs and the keys it does
+    /// without listed first. `kinship run --config agent.json` reads it the same way.
+    ///
+    /// Exit status: 0 when printed; 64 when the agent.json has a key kinship cannot honour
+    /// (each printed as FILE:LINE: KEY: MESSAGE).
+    Migrate {
+        /// The Kinesis Agent's config file.
+        #[arg(
+            value_name = "AGENT_JSON",
+            default_value = "/etc/aws-kinesis/agent.json"
+        )]
+        agent_json: PathBuf,
     },
     /// Manage the Windows service (Windows only): install, uninstall, start, stop.
     ///

@@ -25,6 +25,16 @@ const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Migrate { agent_json } => match Config::migrate_agent_json(&agent_json) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => {
+                report_config_error(&problem);
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Check { config, online } => {
             let loaded = match Config::load(&config) {
                 Ok(loaded) => loaded,
@@ -34,6 +44,9 @@ fn main() -> ExitCode {
                 }
             };
             println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
+            for warning in &loaded.migration_warnings {
+                eprintln!("kinship: warning: {warning}");
+            }
             warn_if_secrets_readable(&loaded, |message| eprintln!("kinship: warning: {message}"));
             if online {
                 if !init_logging(&loaded) {
@@ -59,6 +72,9 @@ fn main() -> ExitCode {
                 &loaded,
                 |message| warn!(path = %loaded.source.display(), "{message}"),
             );
+            for warning in &loaded.migration_warnings {
+                warn!(path = %loaded.source.display(), "Kinesis Agent key not carried over: {warning}");
+            }
             if dry_run {
                 all_dry_run(&mut loaded);
                 info!("Dry run: batches are written, not sent; checkpoints advance.");

@@ -1,5 +1,6 @@
 mod support;
 
+mod agent_json;
 mod aggregation;
 mod aws_emulated;
 mod cli;

@@ -1,6 +1,7 @@
 //! The agent's configuration: the YAML file read into raw serde types, then validated into
 //! types that cannot be wrong. Every problem is reported at once, each with file, line and key.
 
+mod agent_json;
 mod aws;
 pub mod limits;
 mod locate;
@@ -65,6 +66,8 @@ pub struct Config {
     pub watch_config: bool,
     /// Publishing metrics to CloudWatch, when enabled.
     pub cloudwatch: Option<CloudWatchSettings>,
+    /// Keys of a Kinesis Agent agent.json that kinship does without, each with why.
+    pub migration_warnings: Vec<String>,
     pub flows: Vec<FlowConfig>,
 }
 
@@ -345,7 +348,61 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        if agent_json::looks_like_agent_json(path, &text) {
+            return Config::from_agent_json(path, &text);
+        }
         Config::parse(path, &text)
+    }
+
+    /// Reads a Kinesis Agent agent.json (and the flows of agent.d/ beside it) as the YAML
+    /// `kinship migrate` prints for it.
+    pub fn from_agent_json(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let migration =
+            agent_json::migrate(path, text).map_err(|problems| ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })?;
+        let mut config = Config::parse(path, &migration.yaml).map_err(|error| match error {
+            // Lines of the translation mean nothing in the agent.json: name the keys only.
+            ConfigError::Invalid { path, problems } => ConfigError::Invalid {
+                path,
+                problems: problems
+                    .into_iter()
+                    .map(|problem| Problem {
+                        line: None,
+                        column: None,
+                        message: format!(
+                            "{} (as translated; see kinship migrate)",
+                            problem.message
+                        ),
+                        ..problem
+                    })
+                    .collect(),
+            },
+            other => other,
+        })?;
+        config.migration_warnings = migration.warnings;
+        Ok(config)
+    }
+
+    /// The YAML `kinship migrate` prints for the agent.json at `path`: every key kinship does
+    /// without listed first as comments.
+    pub fn migrate_agent_json(path: &Path) -> Result<String, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let migration =
+            agent_json::migrate(path, &text).map_err(|problems| ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })?;
+        let mut out = String::new();
+        for warning in &migration.warnings {
+            out.push_str(&format!("# Not carried over: {warning}\n"));
+        }
+        out.push_str(&migration.yaml);
+        Ok(out)
     }
 
     /// Validates `text` as if read from `path` (which only names the file in messages).
@@ -575,6 +632,7 @@ impl Checker<'_> {
             log_file,
             watch_config: raw.watch_config.unwrap_or(false),
             cloudwatch,
+            migration_warnings: Vec::new(),
             flows,
         }
     }

@@ -2,6 +2,9 @@
 
 use super::raw::{RawProcessor, RawRedactPattern};
 use super::Checker;
+use std::time::Duration;
+
+use crate::processors::ec2::{AddEc2Metadata, Ec2Settings};
 use crate::processors::log::{LogFormat, Parser};
 use crate::processors::metadata::{self, AddMetadata};
 use crate::processors::redact::{Builtin, Rule};
@@ -230,6 +233,27 @@ impl Checker<'_> {
                     return None;
                 }
                 Some(Processor::Redact(Redact { rules }))
+            }
+            RawProcessor::AddEc2Metadata {
+                refresh,
+                tags,
+                endpoint,
+            } => {
+                let refresh = self.long_duration(
+                    &format!("{key}.refresh"),
+                    refresh,
+                    Duration::from_secs(3600),
+                );
+                if refresh < Duration::from_secs(60) {
+                    self.problem(&format!("{key}.refresh"), "must be at least 1m");
+                }
+                Some(Processor::AddEc2Metadata(AddEc2Metadata::new(
+                    Ec2Settings {
+                        refresh,
+                        tags: tags.unwrap_or(false),
+                        endpoint,
+                    },
+                )))
             }
             RawProcessor::AddMetadata {
                 timestamp,

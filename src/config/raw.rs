@@ -136,6 +136,11 @@ pub enum RawProcessor {
         replacement: Option<String>,
         patterns: Option<Vec<RawRedactPattern>>,
     },
+    AddEc2Metadata {
+        refresh: Option<String>,
+        tags: Option<bool>,
+        endpoint: Option<String>,
+    },
     AddMetadata {
         timestamp: Option<bool>,
         fields: Option<serde_yaml::Mapping>,

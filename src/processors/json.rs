@@ -26,6 +26,20 @@ impl Object {
         }
     }
 
+    /// The members alone, without braces (to add to another object).
+    pub fn into_members(self) -> String {
+        self.text.get(1..).unwrap_or_default().to_owned()
+    }
+
+    /// The object as text.
+    pub fn into_text(mut self) -> String {
+        if self.text.is_empty() {
+            self.text.push('{');
+        }
+        self.text.push('}');
+        self.text
+    }
+
     /// The object followed by `line_end`, as a record.
     pub fn into_record(mut self, line_end: &[u8]) -> Bytes {
         if self.text.is_empty() {

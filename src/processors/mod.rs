@@ -2,6 +2,7 @@
 //! file and the batch. A processor keeps a record (as it is or changed) or drops it; a dropped
 //! record is still acknowledged, so it never holds its file's checkpoint back.
 
+pub mod ec2;
 pub mod filter;
 mod json;
 pub mod log;
@@ -19,6 +20,7 @@ use tracing::warn;
 use crate::metrics::FlowMetrics;
 use crate::record::SourceFile;
 
+pub use ec2::AddEc2Metadata;
 pub use filter::Filter;
 pub use log::LogToJson;
 pub use metadata::AddMetadata;
@@ -34,6 +36,7 @@ pub enum Processor {
     Filter(Filter),
     Redact(Redact),
     AddMetadata(AddMetadata),
+    AddEc2Metadata(AddEc2Metadata),
 }
 
 /// What a converter does with a record it cannot parse.
@@ -70,6 +73,7 @@ impl Processor {
             Processor::Filter(filter) => filter.apply(record),
             Processor::Redact(redact) => Outcome::Keep(redact.apply(record)),
             Processor::AddMetadata(add) => add.apply(record, origin),
+            Processor::AddEc2Metadata(add) => add.apply(record),
         }
     }
 }
