@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
 //! [--idle S] [--keep-going] [--fail-percent P] [--firehose] [--aggregation kpl] [--pack]
-//! [--compression gzip|zstd] [--shards N] [--processor filter|redact|add_metadata]...`
+//! [--compression gzip|zstd] [--shards N] [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
 
@@ -54,7 +54,7 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                                    [--idle S] [--keep-going] [--fail-percent P]
                                    [--firehose] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
-                                   [--processor filter|redact|add_metadata]...
+                                   [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...
        cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
 
@@ -78,7 +78,8 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --compression gzip|zstd  compression: each record's data compressed (default none)
   --processor P  run processor P on every line (repeat for several, in order): filter (an
                  include every line matches and an exclude none does), redact (every built-in
-                 detector), add_metadata (fields, host, file, timestamp, in the envelope)
+                 detector), add_metadata (fields, host, file, timestamp, in the envelope),
+                 log_to_json (combined_apache), csv_to_json (split at spaces)
   --shards N     Kinesis only: the stream's open shards, with even hash key ranges, as
                  DescribeStreamSummary and ListShards give them (default 1; above 1, the
                  endpoint hashes every partition key to answer with each record's shard)
@@ -132,6 +133,10 @@ enum BenchProcessor {
     Redact,
     /// Fixed fields, host, file and timestamp, in the envelope (the lines are not JSON).
     AddMetadata,
+    /// Each line parsed as an Apache combined-format line into a JSON object.
+    LogToJson,
+    /// Each line split at spaces (quoted fields kept whole) into a JSON object.
+    CsvToJson,
 }
 
 impl BenchProcessor {
@@ -140,6 +145,8 @@ impl BenchProcessor {
             "filter" => Some(Self::Filter),
             "redact" => Some(Self::Redact),
             "add_metadata" => Some(Self::AddMetadata),
+            "log_to_json" => Some(Self::LogToJson),
+            "csv_to_json" => Some(Self::CsvToJson),
             _ => None,
         }
     }
@@ -150,6 +157,8 @@ impl BenchProcessor {
             Self::Filter => "      - type: filter\n        include: 'HTTP/1\\.[01]\"'\n        exclude: '^#'\n",
             Self::Redact => "      - type: redact\n        builtin: [email, us_ssn, card_number, aws_access_key_id, aws_secret_key, bearer_token]\n",
             Self::AddMetadata => "      - type: add_metadata\n        fields: {env: bench}\n        host: true\n        file: true\n        timestamp: true\n        envelope: true\n",
+            Self::LogToJson => "      - type: log_to_json\n        format: combined_apache\n",
+            Self::CsvToJson => "      - type: csv_to_json\n        delimiter: ' '\n        field_names: [host, ident, user, time, zone, request, status, bytes, referer, agent]\n",
         }
     }
 }
@@ -214,7 +223,7 @@ impl Args {
                     let text = value()?;
                     args.processors
                         .push(BenchProcessor::parse(&text).ok_or(format!(
-                            "--processor: {text:?} is not filter, redact or add_metadata"
+                            "--processor: {text:?} is not filter, redact, add_metadata, log_to_json or csv_to_json"
                         ))?);
                 }
                 "--pack" => args.encoding.combining = Combining::Pack,

@@ -232,7 +232,7 @@ impl Checker<'_> {
                     self.problem(key, "a redact processor needs builtin or patterns");
                     return None;
                 }
-                Some(Processor::Redact(Redact { rules }))
+                Some(Processor::Redact(Redact::new(rules)))
             }
             RawProcessor::AddEc2Metadata {
                 refresh,

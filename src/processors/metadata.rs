@@ -62,7 +62,11 @@ impl AddMetadata {
             }
             out.extend_from_slice(format!("\"metadata\":{{{added}}},\"data\":").as_bytes());
             // Always as a string, JSON or not, as the Kinesis Agent writes it.
-            out.extend_from_slice(json_string(&String::from_utf8_lossy(body)).as_bytes());
+            if serde_json::to_writer(&mut out, &String::from_utf8_lossy(body)).is_err() {
+                return Outcome::Unparsable(
+                    "add_metadata: the record cannot be written as JSON".into(),
+                );
+            }
             out.push(b'}');
         } else {
             if let Some(now) = now {
@@ -105,7 +109,7 @@ fn parse_json(body: &[u8]) -> Option<&RawValue> {
 }
 
 fn json_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// This host's name: from the kernel on Linux, from the environment elsewhere.

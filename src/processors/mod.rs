@@ -231,12 +231,10 @@ mod tests {
         let mut chain = Chain::new(
             "app",
             vec![
-                Processor::Redact(Redact {
-                    rules: vec![redact::Rule::Custom {
-                        pattern: pattern("secret=\\S+"),
-                        replacement: "secret=***".into(),
-                    }],
-                }),
+                Processor::Redact(Redact::new(vec![redact::Rule::Custom {
+                    pattern: pattern("secret=\\S+"),
+                    replacement: "secret=***".into(),
+                }])),
                 // Sees the redacted text.
                 Processor::Filter(Filter {
                     include: vec![],
@@ -265,12 +263,10 @@ mod tests {
     #[test]
     fn an_unparsable_record_goes_on_as_it_was_before_the_failing_processor() {
         let steps = vec![
-            Processor::Redact(Redact {
-                rules: vec![redact::Rule::Builtin {
-                    kind: redact::Builtin::Email,
-                    replacement: "[REDACTED]".into(),
-                }],
-            }),
+            Processor::Redact(Redact::new(vec![redact::Rule::Builtin {
+                kind: redact::Builtin::Email,
+                replacement: "[REDACTED]".into(),
+            }])),
             Processor::AddMetadata(AddMetadata {
                 timestamp: false,
                 fields: vec![("env".into(), serde_json::json!("prod"))],

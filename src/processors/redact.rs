@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use regex::bytes::{Captures, Regex};
+use regex::bytes::{Captures, Regex, RegexSet};
 
 use crate::config::Pattern;
 
@@ -153,15 +153,45 @@ pub enum Rule {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Redact {
     pub rules: Vec<Rule>,
+    /// Every built-in rule's pattern, tried in one pass over the record: a record none of them
+    /// matches (most records) skips the built-in rules.
+    builtins: Option<RegexSet>,
+}
+
+impl PartialEq for Redact {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
 }
 
 impl Redact {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        let patterns: Vec<&str> = rules
+            .iter()
+            .filter_map(|rule| match rule {
+                Rule::Builtin { kind, .. } => Some(kind.regex().as_str()),
+                Rule::Custom { .. } => None,
+            })
+            .collect();
+        let builtins = (!patterns.is_empty())
+            .then(|| RegexSet::new(patterns).ok())
+            .flatten();
+        Self { rules, builtins }
+    }
+
     pub fn apply(&self, record: Bytes) -> Bytes {
+        let any_builtin = self
+            .builtins
+            .as_ref()
+            .is_none_or(|set| set.is_match(&record));
         let mut current = record;
         for rule in &self.rules {
+            if !any_builtin && matches!(rule, Rule::Builtin { .. }) {
+                continue;
+            }
             if let Some(changed) = apply_rule(rule, &current) {
                 current = Bytes::from(changed);
             }
@@ -213,12 +243,10 @@ mod tests {
     use super::*;
 
     fn builtin(kind: Builtin, line: &str) -> String {
-        let redact = Redact {
-            rules: vec![Rule::Builtin {
-                kind,
-                replacement: "[REDACTED]".into(),
-            }],
-        };
+        let redact = Redact::new(vec![Rule::Builtin {
+            kind,
+            replacement: "[REDACTED]".into(),
+        }]);
         String::from_utf8(redact.apply(Bytes::from(line.to_owned())).to_vec()).expect("utf-8")
     }
 
@@ -284,15 +312,13 @@ mod tests {
 
     #[test]
     fn custom_patterns_with_groups_and_untouched_records() {
-        let redact = Redact {
-            rules: vec![Rule::Custom {
-                pattern: Pattern {
-                    text: "(user)=\\w+".into(),
-                    regex: Regex::new("(user)=\\w+").expect("regex"),
-                },
-                replacement: "$1=<hidden>".into(),
-            }],
-        };
+        let redact = Redact::new(vec![Rule::Custom {
+            pattern: Pattern {
+                text: "(user)=\\w+".into(),
+                regex: Regex::new("(user)=\\w+").expect("regex"),
+            },
+            replacement: "$1=<hidden>".into(),
+        }]);
         assert_eq!(
             redact.apply(Bytes::from_static(b"user=jane ok\n")),
             Bytes::from_static(b"user=<hidden> ok\n")
