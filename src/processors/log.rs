@@ -98,9 +98,9 @@ impl LogFormat {
 
 // The building blocks of the formats, ASCII only, as the Kinesis Agent's patterns are.
 /// A host name or an IP address.
-const IPORHOST: &str = r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?:\.?|\b)|[0-9.]+)";
+const IPORHOST: &str = r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|[0-9.]+)";
 const USER: &str = r"[a-zA-Z0-9._-]+";
-const MONTH: &str = r"\b(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|Sep(?:tember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\b";
+const MONTH: &str = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|Sep(?:tember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
 const MONTHDAY: &str = r"(?:0[1-9]|[12][0-9]|3[01]|[1-9])";
 const DAY: &str = r"(?:Mon(?:day)?|Tue(?:sday)?|Wed(?:nesday)?|Thu(?:rsday)?|Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?)";
 const YEAR: &str = r"[1-9][0-9]*";
