@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::json::{Object, Value};
+use super::json::{self, Object, Value};
 use super::{split_line_end, Outcome};
 
 /// How a flow's `add_ec2_metadata` reads the metadata.
@@ -63,21 +63,12 @@ impl AddEc2Metadata {
             return Outcome::Keep(record);
         };
         let (body, line_end) = split_line_end(&record);
-        let Some(inner) = object_members(body) else {
-            return Outcome::Unparsable(
+        match json::add_members(body, &members, line_end) {
+            Some(out) => Outcome::Keep(Bytes::from(out)),
+            None => Outcome::Unparsable(
                 "add_ec2_metadata adds keys to JSON objects; this record is not one".into(),
-            );
-        };
-        let mut out = Vec::with_capacity(body.len() + members.len() + 4);
-        out.push(b'{');
-        out.extend_from_slice(inner.as_bytes());
-        if !inner.is_empty() {
-            out.push(b',');
+            ),
         }
-        out.extend_from_slice(members.as_bytes());
-        out.push(b'}');
-        out.extend_from_slice(line_end);
-        Outcome::Keep(Bytes::from(out))
     }
 
     /// Reads the metadata now, then again every `refresh` (every minute while it fails), until
@@ -207,15 +198,6 @@ async fn read_tags(client: &ImdsClient) -> Result<String, String> {
         tags.push(key, Value::Text(value));
     }
     Ok(tags.into_text())
-}
-
-/// The members of a JSON object record (between its braces, trimmed), or `None`.
-fn object_members(body: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(body).ok()?.trim();
-    let value: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
-    let text = value.get();
-    text.starts_with('{')
-        .then(|| text[1..text.len() - 1].trim())
 }
 
 #[cfg(test)]

@@ -53,5 +53,33 @@ impl Object {
 }
 
 fn push_string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    out.push_str(&string(text));
+}
+
+/// `text` as a JSON string, quotes included.
+pub fn string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// `body`, a JSON object (surrounding spaces allowed), with `members` (`"k":v,…`) added as its
+/// last keys and its own bytes otherwise untouched, then `line_end`; `None` if `body` is not a
+/// JSON object.
+pub fn add_members(body: &[u8], members: &str, line_end: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    let value: &serde_json::value::RawValue = serde_json::from_str(text).ok()?;
+    let text = value.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let inner = text[1..text.len() - 1].trim();
+    let mut out = Vec::with_capacity(inner.len() + members.len() + line_end.len() + 3);
+    out.push(b'{');
+    out.extend_from_slice(inner.as_bytes());
+    if !inner.is_empty() && !members.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(members.as_bytes());
+    out.push(b'}');
+    out.extend_from_slice(line_end);
+    Some(out)
 }

@@ -7,8 +7,8 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 
+use super::json;
 use super::{split_line_end, Origin, Outcome};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -45,48 +45,39 @@ impl AddMetadata {
             push_field(&mut added, key, &value.to_string());
         }
         if let Some(host) = &self.host {
-            push_field(&mut added, HOST_KEY, &json_string(host));
+            push_field(&mut added, HOST_KEY, &json::string(host));
         }
         if self.file {
             push_field(
                 &mut added,
                 FILE_KEY,
-                &json_string(&origin.file.path.to_string_lossy()),
+                &json::string(&origin.file.path.to_string_lossy()),
             );
         }
-        let mut out = Vec::with_capacity(body.len() + added.len() + 64);
-        if self.envelope {
-            out.extend_from_slice(b"{");
+        if !self.envelope {
             if let Some(now) = now {
-                out.extend_from_slice(format!("\"ts\":{},", json_string(now)).as_bytes());
+                push_field(&mut added, TIMESTAMP_KEY, &json::string(now));
             }
-            out.extend_from_slice(format!("\"metadata\":{{{added}}},\"data\":").as_bytes());
-            // Always as a string, JSON or not, as the Kinesis Agent writes it.
-            if serde_json::to_writer(&mut out, &String::from_utf8_lossy(body)).is_err() {
-                return Outcome::Unparsable(
-                    "add_metadata: the record cannot be written as JSON".into(),
-                );
-            }
-            out.push(b'}');
-        } else {
-            if let Some(now) = now {
-                push_field(&mut added, TIMESTAMP_KEY, &json_string(now));
-            }
-            let Some(object) = parse_json(body).filter(|value| value.get().starts_with('{')) else {
-                return Outcome::Unparsable(
+            return match json::add_members(body, &added, line_end) {
+                Some(out) => Outcome::Keep(Bytes::from(out)),
+                None => Outcome::Unparsable(
                     "add_metadata adds keys to JSON objects; this record is not one (set envelope: true to wrap any record)".into(),
-                );
+                ),
             };
-            let text = object.get();
-            let inner = text[1..text.len() - 1].trim();
-            out.push(b'{');
-            out.extend_from_slice(inner.as_bytes());
-            if !inner.is_empty() && !added.is_empty() {
-                out.push(b',');
-            }
-            out.extend_from_slice(added.as_bytes());
-            out.push(b'}');
         }
+        let mut out = Vec::with_capacity(body.len() + added.len() + 64);
+        out.push(b'{');
+        if let Some(now) = now {
+            out.extend_from_slice(format!("\"ts\":{},", json::string(now)).as_bytes());
+        }
+        out.extend_from_slice(format!("\"metadata\":{{{added}}},\"data\":").as_bytes());
+        // Always as a string, JSON or not, as the Kinesis Agent writes it.
+        if serde_json::to_writer(&mut out, &String::from_utf8_lossy(body)).is_err() {
+            return Outcome::Unparsable(
+                "add_metadata: the record cannot be written as JSON".into(),
+            );
+        }
+        out.push(b'}');
         out.extend_from_slice(line_end);
         Outcome::Keep(Bytes::from(out))
     }
@@ -97,19 +88,9 @@ fn push_field(members: &mut String, key: &str, value: &str) {
     if !members.is_empty() {
         members.push(',');
     }
-    members.push_str(&json_string(key));
+    members.push_str(&json::string(key));
     members.push(':');
     members.push_str(value);
-}
-
-/// The record as one JSON value, surrounding spaces removed, or `None`.
-fn parse_json(body: &[u8]) -> Option<&RawValue> {
-    let text = std::str::from_utf8(body).ok()?.trim();
-    serde_json::from_str::<&RawValue>(text).ok()
-}
-
-fn json_string(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// This host's name: from the kernel on Linux, from the environment elsewhere.
