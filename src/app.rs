@@ -362,6 +362,7 @@ fn resume_points(checkpoints: &[Checkpoint]) -> HashMap<String, Resume> {
                 offset: saved.offset,
                 head: saved.head,
                 path: Some(saved.path.clone()),
+                original: None,
             },
         );
     }

@@ -67,6 +67,16 @@ pub struct CopyFrom {
     pub offset: u64,
 }
 
+/// The file a copy was made of (copytruncate), found while the file's reading before the
+/// truncation may still have records in flight. Those records hold the same bytes as the start
+/// of the copy, so the copy's checkpoint stays where the original's delivery has reached until
+/// every one of them is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Original {
+    /// The key ([`SourceFile::key`]) of the original's reading before the truncation.
+    pub reading: u64,
+}
+
 /// A record ready for the destination.
 #[derive(Clone, Debug)]
 pub struct OutRecord {
@@ -125,8 +135,14 @@ pub struct Batch {
 #[derive(Debug)]
 pub enum Ack {
     /// A tailer starts reading `file` at `offset`; nothing before it will be sent. If an earlier
-    /// reading of the same file still has records in flight, this reading continues it.
-    Opened { file: Arc<SourceFile>, offset: u64 },
+    /// reading of the same file still has records in flight, this reading continues it. For a
+    /// copy of a truncated file, `original` names that file: what of it was delivered is where
+    /// the copy's checkpoint stands until the rest is.
+    Opened {
+        file: Arc<SourceFile>,
+        offset: u64,
+        original: Option<Original>,
+    },
     /// The file was truncated (or replaced): `file` reads it again from `offset` (0 unless it is
     /// a copy that continues another file), and whatever the earlier
     /// reading still has in flight no longer counts toward the file's checkpoint. `before` is

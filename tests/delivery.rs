@@ -339,6 +339,8 @@ fn an_unreachable_endpoint_is_reported_and_nothing_is_lost() {
             && error_line.contains("destination=Kinesis stream `gone`"),
         "{error_line}"
     );
+    // The check fails before the file is read; the lines are in hand once a send has failed.
+    agent.wait_for_log("Cannot deliver records", EXIT_DEADLINE);
     agent.signal("TERM");
     let status = agent.wait_exit(EXIT_DEADLINE);
     assert!(status.success(), "{}", agent.output());

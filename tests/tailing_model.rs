@@ -353,3 +353,69 @@ fn a_copy_found_while_still_empty_is_recognised_once_written() {
     world.wait_delivered();
     world.check().expect("every line once");
 }
+
+/// Found by the model: a copy found while records of its original were still in flight was
+/// checkpointed at once where the original was read to, so a kill before those records were
+/// delivered lost them. The copy's checkpoint must wait for them.
+#[test]
+fn a_copy_made_while_its_original_is_in_flight_loses_nothing_to_a_kill() {
+    let mut world = World::new();
+    world.accepted.hold();
+    world.apply(&Op::Append(120));
+    let in_flight = wait_until(DELIVERY_DEADLINE, || {
+        world.accepted.offered_while_held() > 0
+    });
+    assert!(in_flight, "no call was made\n{}", world.report());
+    world.apply(&Op::CopyTruncate);
+    let copy_name = world.dir.path().join("app.log.1").display().to_string();
+    // Tests running beside this one clear the shared log capture, so the checkpoint file,
+    // not the log, tells when the copy is followed.
+    let checkpointed = wait_until(DELIVERY_DEADLINE, || {
+        fs::read_to_string(world.dir.path().join("state/checkpoints.json"))
+            .is_ok_and(|text| text.contains(&copy_name))
+    });
+    assert!(
+        checkpointed,
+        "the copy was not checkpointed\n{}",
+        world.report()
+    );
+    world.apply(&Op::Kill);
+    world.accepted.release();
+    world.apply(&Op::Start);
+    world.apply(&Op::Append(10));
+    world.check().expect("every line delivered");
+}
+
+/// Found by the model: a file deleted while empty left a checkpoint (offset 0, no head) behind;
+/// a copy made later got its inode number and was taken for that file, so all of it was sent
+/// again. A copy is recognised as a copy even when its inode number has such a checkpoint.
+#[test]
+fn a_copy_given_the_inode_of_a_file_deleted_while_empty_is_still_a_copy() {
+    use std::os::unix::fs::MetadataExt;
+
+    let mut world = World::new();
+    world.apply(&Op::Append(100));
+    world.wait_delivered();
+    world.apply(&Op::Stop);
+    world.apply(&Op::CopyTruncate);
+    let copy = world.dir.path().join("app.log.1");
+    let metadata = fs::metadata(&copy).expect("the copy");
+    // The checkpoint an empty file deleted before the stop would have left, had the copy been
+    // given its inode.
+    let state = world.dir.path().join("state/checkpoints.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&state).expect("read checkpoints"))
+            .expect("checkpoints are JSON");
+    let files = saved["files"].as_array_mut().expect("a list of files");
+    files.push(serde_json::json!({
+        "flow": "model",
+        "device": metadata.dev(),
+        "inode": metadata.ino(),
+        "path": world.dir.path().join("app.log.gone").display().to_string(),
+        "offset": 0,
+    }));
+    fs::write(&state, saved.to_string()).expect("write checkpoints");
+    world.apply(&Op::Start);
+    world.apply(&Op::Append(10));
+    world.check().expect("every line once");
+}

@@ -2,12 +2,12 @@
 //! run of delivered ranges, so a record still being retried holds its file's checkpoint back,
 //! however many later calls finished first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::record::{Ack, CopyFrom, FileId, FileRange, Head, SourceFile};
+use crate::record::{Ack, CopyFrom, FileId, FileRange, Head, Original, SourceFile};
 
 /// One file's saved position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +52,23 @@ struct Progress {
     /// Set for the earlier reading of a truncated file: its late acknowledgements only move
     /// the saved `copy_from` offset, up to this offset.
     superseded: Option<u64>,
+    /// Set for a copy of a file truncated while its records were in flight.
+    behind: Option<Behind>,
+}
+
+/// A copy's reading that starts where its original was read to, while records of the
+/// original's reading are still in flight. They hold the copy's first bytes: until they are
+/// delivered, the copy's checkpoint is what of them was, so a crash reads them again from the
+/// copy instead of losing them.
+#[derive(Clone, Copy, Debug)]
+struct Behind {
+    /// The key of the original's reading.
+    original: u64,
+    /// How far the original's records were delivered: the copy's checkpoint meanwhile.
+    delivered: u64,
+    /// Where the copy's reading started: once the original's delivery reaches it, the copy's
+    /// checkpoint is its own.
+    until: u64,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +77,8 @@ pub struct AckTracker {
     live: HashMap<u64, Progress>,
     /// Keys of earlier readings that a later reading of the same file continues.
     continued_by: HashMap<u64, u64>,
+    /// Keys of copies' readings whose checkpoints wait for their originals' (see [`Behind`]).
+    waiting_copies: HashSet<u64>,
     /// The positions to save, by flow and identity.
     saved: BTreeMap<(String, FileId), Checkpoint>,
     changed: bool,
@@ -75,6 +94,7 @@ impl AckTracker {
         Self {
             live: HashMap::new(),
             continued_by: HashMap::new(),
+            waiting_copies: HashSet::new(),
             saved,
             changed: false,
         }
@@ -83,8 +103,12 @@ impl AckTracker {
     /// Applies one event; returns how many bytes became newly delivered at the watermark.
     pub fn apply(&mut self, ack: Ack) -> u64 {
         match ack {
-            Ack::Opened { file, offset } => {
-                self.opened(file, offset);
+            Ack::Opened {
+                file,
+                offset,
+                original,
+            } => {
+                self.opened(file, offset, original);
                 0
             }
             Ack::Restarted {
@@ -164,7 +188,7 @@ impl AckTracker {
         forgotten
     }
 
-    fn opened(&mut self, file: Arc<SourceFile>, offset: u64) {
+    fn opened(&mut self, file: Arc<SourceFile>, offset: u64, original: Option<Original>) {
         // A continuation only if the earlier reading's file still exists (an inode reused
         // after a delete is another file) and reading resumes at or past its watermark.
         let earlier = self
@@ -179,7 +203,11 @@ impl AckTracker {
             .map(|(key, _)| *key);
         let Some(mut progress) = earlier.and_then(|key| self.live.remove(&key)) else {
             self.forget_readings_of(&file);
+            let key = file.key;
             self.start_reading(file, offset);
+            if let Some(original) = original {
+                self.wait_for_original(key, original, offset);
+            }
             return;
         };
         // The file was released and found again while records of its earlier reading were in
@@ -191,6 +219,20 @@ impl AckTracker {
             }
         }
         self.continued_by.insert(earlier, file.key);
+        for copy in &self.waiting_copies {
+            if let Some(behind) = self
+                .live
+                .get_mut(copy)
+                .and_then(|other| other.behind.as_mut())
+                .filter(|behind| behind.original == earlier)
+            {
+                behind.original = file.key;
+            }
+        }
+        if progress.behind.is_some() {
+            self.waiting_copies.remove(&earlier);
+            self.waiting_copies.insert(file.key);
+        }
         progress.file = Arc::clone(&file);
         if let Some(saved) = self.saved.get_mut(&(file.flow.to_string(), file.id)) {
             saved.path.clone_from(&file.path);
@@ -228,6 +270,7 @@ impl AckTracker {
                     progress.superseded = before.map(|b| b.offset);
                 }
             } else {
+                self.original_delivered(key);
                 self.live.remove(&key);
                 self.continued_by.retain(|_, target| *target != key);
             }
@@ -269,6 +312,7 @@ impl AckTracker {
                 ahead: BTreeMap::new(),
                 forget_at: None,
                 superseded: None,
+                behind: None,
             },
         );
     }
@@ -324,6 +368,7 @@ impl AckTracker {
             // A truncated file's earlier reading: its copy may continue further now.
             let reached = progress.watermark.min(limit);
             let head = progress.file.head;
+            self.original_delivered(key);
             if reached >= limit {
                 self.live.remove(&key);
                 self.continued_by.retain(|_, target| *target != key);
@@ -341,12 +386,91 @@ impl AckTracker {
             return 0;
         }
         if let Some(saved) = self.saved.get_mut(&identity) {
-            saved.offset = progress.watermark;
+            saved.offset = progress
+                .behind
+                .map_or(progress.watermark, |behind| behind.delivered);
             saved.path.clone_from(&progress.file.path);
         }
         self.changed = true;
+        // Acknowledgements for a truncated file's reading may come before the truncation is
+        // known here: a copy found meanwhile waits for them too.
+        self.original_delivered(key);
         self.forget_if_done(key);
         advanced
+    }
+
+    /// A copy's reading `copy` started at `offset`, where `original` was read to: if records
+    /// of the original's reading are still in flight, the copy's checkpoint waits for them.
+    fn wait_for_original(&mut self, copy: u64, original: Original, offset: u64) {
+        // The reading before the truncation: superseded, or not yet known to be truncated
+        // (the truncation and the copy are told by different tailers). Gone if it was
+        // delivered in full.
+        let original = self.current_key(original.reading);
+        let Some(delivered) = self
+            .live
+            .get(&original)
+            .filter(|_| original != copy)
+            .map(|progress| progress.watermark)
+        else {
+            return;
+        };
+        if delivered >= offset {
+            return;
+        }
+        let Some(progress) = self.live.get_mut(&copy) else {
+            return;
+        };
+        progress.behind = Some(Behind {
+            original,
+            delivered,
+            until: offset,
+        });
+        self.waiting_copies.insert(copy);
+        let identity = (progress.file.flow.to_string(), progress.file.id);
+        if let Some(saved) = self.saved.get_mut(&identity) {
+            saved.offset = delivered;
+            self.changed = true;
+        }
+    }
+
+    /// The reading `original` was delivered further (or is done): copies waiting for it move
+    /// their checkpoints along, and take their own once it reaches where they started.
+    fn original_delivered(&mut self, original: u64) {
+        if self.waiting_copies.is_empty() {
+            return;
+        }
+        let Some(delivered) = self.live.get(&original).map(|progress| progress.watermark) else {
+            return;
+        };
+        let done = self
+            .live
+            .get(&original)
+            .is_some_and(|progress| progress.forget_at.is_some_and(|end| delivered >= end));
+        let mut moved = Vec::new();
+        let live = &mut self.live;
+        self.waiting_copies.retain(|copy| {
+            let Some(progress) = live.get_mut(copy) else {
+                return false; // The copy's reading is over.
+            };
+            let Some(behind) = progress.behind.as_mut().filter(|b| b.original == original) else {
+                return true;
+            };
+            let (offset, waiting) = if done || delivered >= behind.until {
+                progress.behind = None;
+                (progress.watermark, false)
+            } else {
+                behind.delivered = behind.delivered.max(delivered);
+                (behind.delivered, true)
+            };
+            moved.push(((progress.file.flow.to_string(), progress.file.id), offset));
+            waiting
+        });
+        for (identity, offset) in moved {
+            if let Some(saved) = self.saved.get_mut(&identity) {
+                saved.offset = offset;
+                self.changed = true;
+            }
+        }
     }
 
     fn forget_if_done(&mut self, key: u64) {
@@ -358,6 +482,7 @@ impl AckTracker {
             .is_some_and(|end| progress.watermark >= end)
         {
             let identity = (progress.file.flow.to_string(), progress.file.id);
+            self.original_delivered(key);
             self.live.remove(&key);
             self.continued_by.retain(|_, target| *target != key);
             self.saved.remove(&identity);
@@ -442,6 +567,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         let id = a.id;
         assert_eq!(delivered(&mut tracker, vec![range(&a, 200, 300)]), 0);
@@ -464,6 +590,7 @@ mod tests {
             tracker.apply(Ack::Opened {
                 file: Arc::clone(f),
                 offset,
+                original: None,
             });
         }
         delivered(&mut tracker, vec![range(&a, 0, 100)]);
@@ -481,6 +608,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&again),
             offset: 100,
+            original: None,
         });
         assert_eq!(delivered(&mut tracker, vec![range(&again, 100, 250)]), 150);
         assert_eq!(tracker.checkpoint("app", a.id), Some(250));
@@ -495,6 +623,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 1000,
+            original: None,
         });
         // Batch 1 covers [1000, 1500) and is being retried; batches 2..=5 finish.
         for start in (1500..3500).step_by(500) {
@@ -512,10 +641,12 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         tracker.apply(Ack::Opened {
             file: Arc::clone(&b),
             offset: 50,
+            original: None,
         });
         delivered(
             &mut tracker,
@@ -537,6 +668,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&old),
             offset: 0,
+            original: None,
         });
         delivered(&mut tracker, vec![range(&old, 0, 500)]);
         // Read to 900 when truncated; [500, 900) still in flight.
@@ -565,6 +697,101 @@ mod tests {
         assert_eq!(copy_from(&tracker), Some(CopyFrom { head, offset: 900 }));
     }
 
+    /// The original read to 900, of which `delivered` was delivered when it was truncated, and
+    /// its copy found and read from 900: `truncation_first` says whether the tracker hears of
+    /// the truncation before the copy's opening (the two come from different tailers, in
+    /// either order).
+    fn copy_of_a_truncated_file(
+        delivered_before: u64,
+        truncation_first: bool,
+    ) -> (AckTracker, Arc<SourceFile>, Arc<SourceFile>) {
+        let head = Head { len: 64, hash: 77 };
+        let old = Arc::new(SourceFile {
+            head: Some(head),
+            ..(*file(1, 10)).clone()
+        });
+        let copy = Arc::new(SourceFile {
+            head: Some(head),
+            ..(*file(3, 11)).clone()
+        });
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&old),
+            offset: 0,
+            original: None,
+        });
+        delivered(&mut tracker, vec![range(&old, 0, delivered_before)]);
+        let truncation = Ack::Restarted {
+            file: file(2, 10),
+            offset: 0,
+            before: Some(CopyFrom { head, offset: 900 }),
+        };
+        let copy_opened = Ack::Opened {
+            file: Arc::clone(&copy),
+            offset: 900,
+            original: Some(Original { reading: old.key }),
+        };
+        if truncation_first {
+            tracker.apply(truncation);
+            tracker.apply(copy_opened);
+        } else {
+            tracker.apply(copy_opened);
+            tracker.apply(truncation);
+        }
+        (tracker, old, copy)
+    }
+
+    #[test]
+    fn a_copy_found_while_its_original_has_records_in_flight_is_checkpointed_where_they_are() {
+        for truncation_first in [true, false] {
+            let (mut tracker, old, copy) = copy_of_a_truncated_file(500, truncation_first);
+            // Killed now, the copy must be read again from 500: [500, 900) is only in flight.
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
+            // The copy's own records delivered first do not move it past the original's.
+            delivered(&mut tracker, vec![range(&copy, 900, 1000)]);
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
+            delivered(&mut tracker, vec![range(&old, 500, 700)]);
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(700));
+            delivered(&mut tracker, vec![range(&old, 700, 900)]);
+            assert_eq!(
+                tracker.checkpoint("app", copy.id),
+                Some(1000),
+                "once the original's records are delivered, the copy's own count"
+            );
+            delivered(&mut tracker, vec![range(&copy, 1000, 1100)]);
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(1100));
+        }
+    }
+
+    #[test]
+    fn a_copy_whose_original_was_delivered_already_starts_where_it_was_read_to() {
+        for truncation_first in [true, false] {
+            let (mut tracker, _, copy) = copy_of_a_truncated_file(900, truncation_first);
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(900));
+            delivered(&mut tracker, vec![range(&copy, 900, 950)]);
+            assert_eq!(tracker.checkpoint("app", copy.id), Some(950));
+        }
+    }
+
+    #[test]
+    fn a_copy_reopened_while_waiting_for_its_original_keeps_waiting() {
+        let (mut tracker, old, copy) = copy_of_a_truncated_file(500, true);
+        delivered(&mut tracker, vec![range(&copy, 900, 1000)]);
+        // Parked for another file's turn and opened again under a new key.
+        let reopened = Arc::new(SourceFile {
+            key: 4,
+            ..(*copy).clone()
+        });
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&reopened),
+            offset: 1000,
+            original: None,
+        });
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
+        delivered(&mut tracker, vec![range(&old, 500, 900)]);
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(1000));
+    }
+
     #[test]
     fn the_latest_truncations_of_a_file_are_all_kept_for_their_copies() {
         let first = file(1, 10);
@@ -572,6 +799,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&first),
             offset: 0,
+            original: None,
         });
         let truncations = MAX_COPIES_KEPT as u64 + 2;
         for number in 1..=truncations {
@@ -599,12 +827,14 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&first),
             offset: 0,
+            original: None,
         });
         delivered(&mut tracker, vec![range(&first, 0, 100)]);
         // Released at 300 with [100, 300) in flight, then found again and read on from 300.
         tracker.apply(Ack::Opened {
             file: Arc::clone(&again),
             offset: 300,
+            original: None,
         });
         assert_eq!(
             tracker.checkpoint("app", again.id),
@@ -625,6 +855,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&deleted),
             offset: 0,
+            original: None,
         });
         tracker.apply(Ack::Closed {
             file: Arc::clone(&deleted),
@@ -633,6 +864,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&reused),
             offset: 0,
+            original: None,
         });
         delivered(&mut tracker, vec![range(&deleted, 0, 500)]);
         assert_eq!(
@@ -651,6 +883,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         tracker.apply(Ack::Closed {
             file: Arc::clone(&a),
@@ -685,6 +918,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         let written = tracker.take_changes().expect("changed");
         assert_eq!(written.len(), 2);
@@ -725,6 +959,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         let expired = tracker.expire(now + 3 * day, Duration::from_secs(7 * day));
         assert_eq!(expired.len(), 1);
@@ -769,6 +1004,7 @@ mod tests {
         tracker.apply(Ack::Opened {
             file: Arc::clone(&a),
             offset: 0,
+            original: None,
         });
         let longer = Arc::new(SourceFile {
             key: a.key,

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::budget::MemoryBudget;
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, CopyFrom, FileId, Head, Lines};
+use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original};
 use identity::Lead;
 use tailer::{blocking, Finished, Opened, Start};
 
@@ -42,6 +42,8 @@ pub struct KnownOffset {
     pub offset: u64,
     pub head: Option<Head>,
     pub path: Option<PathBuf>,
+    /// Set for a copy of a file truncated while this process read it.
+    pub original: Option<Original>,
 }
 
 /// What the tailers of one flow need.
@@ -226,6 +228,9 @@ struct Truncation {
     offset: u64,
     path: Arc<Path>,
     at: Instant,
+    /// `None` for a truncation known from a checkpoint: its reading is over, and `offset` is
+    /// what of it was delivered.
+    original: Option<Original>,
 }
 
 #[derive(Debug, Default)]
@@ -277,8 +282,16 @@ impl FlowShared {
         }
     }
 
-    /// Records that the file `id` was truncated after being read to `offset`.
-    fn note_truncation(&self, id: FileId, first: FirstBytes, offset: u64, path: &Path) {
+    /// Records that the file `id` was truncated after being read to `offset`, by the reading
+    /// `reading` of this process if it was.
+    fn note_truncation(
+        &self,
+        id: FileId,
+        first: FirstBytes,
+        offset: u64,
+        path: &Path,
+        reading: Option<u64>,
+    ) {
         let Ok(mut copies) = self.copies.lock() else {
             return;
         };
@@ -293,6 +306,7 @@ impl FlowShared {
                 offset,
                 path: Arc::from(path),
                 at: Instant::now(),
+                original: reading.map(|reading| Original { reading }),
             });
         }
     }
@@ -339,6 +353,7 @@ impl FlowShared {
                 of: CopyOf::Truncated {
                     offset: t.offset,
                     path: t.path.clone(),
+                    original: t.original,
                 },
             });
         let followed = copies.reached.values().chain(copies.opening.values());
@@ -366,7 +381,11 @@ struct CopyCandidate {
 #[derive(Clone, Debug)]
 enum CopyOf {
     /// A file truncated lately: the copy holds what was not read of it before the truncation.
-    Truncated { offset: u64, path: Arc<Path> },
+    Truncated {
+        offset: u64,
+        path: Arc<Path>,
+        original: Option<Original>,
+    },
     /// A file still followed: perhaps about to be truncated; decided at a later scan.
     Followed { path: Arc<Path> },
 }
@@ -437,6 +456,7 @@ impl Source {
                         offset: copy.offset,
                         path: Arc::from(path),
                         at: Instant::now(),
+                        original: None,
                     })
                     .collect(),
                 ..CopyTracking::default()
@@ -578,8 +598,13 @@ impl Discovery {
                     // recognised.
                     self.known.remove(&candidate.id);
                     let first = FirstBytes::head_only(known.head);
-                    self.shared
-                        .note_truncation(candidate.id, first, known.offset, &candidate.path);
+                    self.shared.note_truncation(
+                        candidate.id,
+                        first,
+                        known.offset,
+                        &candidate.path,
+                        None,
+                    );
                     self.replaced.insert(candidate.id, known);
                     None
                 }
@@ -589,11 +614,30 @@ impl Discovery {
             // A new file's first bytes, as read to decide where it starts.
             let mut new_first = None;
             let start = match (known, self.ignored.get(&candidate.id)) {
+                // Saved while its file was empty, the checkpoint cannot tell that file, grown
+                // since, from a later file given the same inode (a copy, say, made after the
+                // first was deleted): if this one is the copy of a truncated file, it is that.
+                (Some(known), _)
+                    if known.head.is_none() && known.offset == 0 && candidate.size > 0 =>
+                {
+                    match self.new_file_start(&candidate).await {
+                        Some((Start::At(copy), first)) => {
+                            new_first = first;
+                            Start::At(copy)
+                        }
+                        Some((_, first)) => {
+                            new_first = first;
+                            Start::At(known)
+                        }
+                        None => continue, // Decided at a later scan.
+                    }
+                }
                 (Some(known), _) => Start::At(known),
                 (None, Some(&size)) => Start::At(KnownOffset {
                     offset: size,
                     head: None,
                     path: None,
+                    original: None,
                 }),
                 (None, None) => match self.new_file_start(&candidate).await {
                     Some((start, first)) => {
@@ -839,6 +883,7 @@ impl Discovery {
         if let CopyOf::Truncated {
             offset,
             path: origin,
+            original,
         } = &best
         {
             let offset = (*offset).min(size);
@@ -847,6 +892,7 @@ impl Discovery {
                 offset,
                 head: Some(head),
                 path: None,
+                original: *original,
             }));
         }
         let origin = best.path();

@@ -19,7 +19,7 @@ use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
 use crate::budget::RECORD_OVERHEAD;
 use crate::config::Oversize;
 use crate::metrics::{FileGauge, FlowMetrics};
-use crate::record::{Ack, CopyFrom, FileId, Head, Lines, SourceFile};
+use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original, SourceFile};
 
 /// Bytes read from a file at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -149,11 +149,23 @@ pub async fn follow(
     // of it made before, if one turns up, continues where it was read to, even after a restart.
     let earlier = match &start {
         Start::At(known) if replaced || known.offset > size => {
-            shared.note_truncation(id, FirstBytes::head_only(known.head), known.offset, &path);
+            shared.note_truncation(
+                id,
+                FirstBytes::head_only(known.head),
+                known.offset,
+                &path,
+                None,
+            );
             Some(known)
         }
         // Discovery noted this one when it found it.
         _ => replaced_known.as_ref(),
+    };
+    // A copy of a file truncated while this process read it: reading starts where that file
+    // was read to.
+    let original = match &start {
+        Start::At(known) if !replaced && known.offset <= size => known.original,
+        _ => None,
     };
     let truncated_before = earlier.and_then(|known| {
         known.head.map(|head| CopyFrom {
@@ -189,7 +201,7 @@ pub async fn follow(
         _permit: permit,
     };
     shared.note_reached(id, FirstBytes::read(head, lead), offset, &tailer.path);
-    if !tailer.announce(offset, truncated_before).await {
+    if !tailer.announce(offset, truncated_before, original).await {
         return tailer.finish(false);
     }
     tailer.unread.set(size.saturating_sub(offset));
@@ -384,7 +396,12 @@ impl Tailer {
     /// Tells the checkpoint store where reading starts (and, for a file found truncated, what
     /// it was before, so a copy of it can continue even after a restart); false if shutting
     /// down.
-    async fn announce(&self, offset: u64, truncated_before: Option<CopyFrom>) -> bool {
+    async fn announce(
+        &self,
+        offset: u64,
+        truncated_before: Option<CopyFrom>,
+        original: Option<Original>,
+    ) -> bool {
         let ack = match truncated_before {
             Some(before) => Ack::Restarted {
                 file: Arc::clone(&self.source),
@@ -394,6 +411,7 @@ impl Tailer {
             None => Ack::Opened {
                 file: Arc::clone(&self.source),
                 offset,
+                original,
             },
         };
         self.shared.acks.send(ack).await.is_ok()
@@ -685,8 +703,13 @@ impl Tailer {
             "File was truncated; reading it again from the start."
         );
         let before = self.source.head;
-        self.shared
-            .note_truncation(self.source.id, self.first_bytes(), reached, &self.path);
+        self.shared.note_truncation(
+            self.source.id,
+            self.first_bytes(),
+            reached,
+            &self.path,
+            Some(self.source.key),
+        );
         let file = Arc::clone(&self.file);
         let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
         let (head, lead) =
@@ -774,6 +797,7 @@ impl Tailer {
                 offset: self.resume_offset(),
                 head: self.source.head,
                 path: Some(self.path.clone()),
+                original: None,
             }),
             parked,
         }

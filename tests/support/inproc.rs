@@ -4,6 +4,7 @@
 //! killed process would be.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,15 @@ use kinship::record::OutRecord;
 use kinship::sink::{PutError, PutRecords, RecordFailure, StreamStatus};
 use tokio_util::sync::CancellationToken;
 
-/// Every record the destination accepted, in the order it accepted them.
+/// Every record the destination accepted, in the order it accepted them. While held, calls
+/// wait unanswered (as calls in flight do) until released.
 #[derive(Default)]
 pub struct Accepted {
     records: Mutex<Vec<Vec<u8>>>,
+    held: AtomicBool,
+    released: tokio::sync::Notify,
+    /// Records in calls that arrived while held.
+    offered_while_held: AtomicUsize,
 }
 
 impl Accepted {
@@ -24,6 +30,22 @@ impl Accepted {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Makes calls wait unanswered from now on.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers the waiting calls and those to come.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
+    }
+
+    /// Records in calls that arrived while held.
+    pub fn offered_while_held(&self) -> usize {
+        self.offered_while_held.load(Ordering::SeqCst)
     }
 
     pub fn len(&self) -> usize {
@@ -38,6 +60,18 @@ struct MemoryStream(Arc<Accepted>);
 
 impl PutRecords for MemoryStream {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
+        if self.0.held.load(Ordering::SeqCst) {
+            self.0
+                .offered_while_held
+                .fetch_add(records.len(), Ordering::SeqCst);
+            loop {
+                let released = self.0.released.notified();
+                if !self.0.held.load(Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
+        }
         let mut accepted = self
             .0
             .records
