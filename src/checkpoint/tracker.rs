@@ -322,12 +322,17 @@ impl AckTracker {
         self.forget_readings_of_except(file, &[]);
     }
 
-    /// Drops every reading of `file`'s identity but those in `keep`.
+    /// Drops every reading of `file`'s identity but those in `keep` and those of it before a
+    /// truncation: they end once their records are delivered, which moves their copies on.
     fn forget_readings_of_except(&mut self, file: &SourceFile, keep: &[u64]) {
         let stale: Vec<u64> = self
             .live
             .iter()
-            .filter(|(key, progress)| same_file(&progress.file, file) && !keep.contains(key))
+            .filter(|(key, progress)| {
+                same_file(&progress.file, file)
+                    && progress.superseded.is_none()
+                    && !keep.contains(key)
+            })
             .map(|(key, _)| *key)
             .collect();
         for key in stale {
@@ -771,6 +776,25 @@ mod tests {
             delivered(&mut tracker, vec![range(&copy, 900, 950)]);
             assert_eq!(tracker.checkpoint("app", copy.id), Some(950));
         }
+    }
+
+    #[test]
+    fn a_copy_waiting_for_its_original_moves_on_after_the_original_is_truncated_again() {
+        let (mut tracker, old, copy) = copy_of_a_truncated_file(500, true);
+        // The reading after the first truncation is truncated in turn.
+        let second = Arc::new(SourceFile {
+            head: Some(Head { len: 64, hash: 78 }),
+            ..(*file(2, 10)).clone()
+        });
+        tracker.apply(Ack::Restarted {
+            file: file(4, 10),
+            offset: 0,
+            before: second.head.map(|head| CopyFrom { head, offset: 0 }),
+        });
+        delivered(&mut tracker, vec![range(&copy, 900, 1000)]);
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
+        delivered(&mut tracker, vec![range(&old, 500, 900)]);
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(1000));
     }
 
     #[test]

@@ -334,6 +334,19 @@ impl FlowShared {
         }
     }
 
+    /// Paths of the files being followed.
+    fn followed_paths(&self) -> Vec<Arc<Path>> {
+        let Ok(copies) = self.copies.lock() else {
+            return Vec::new();
+        };
+        copies
+            .reached
+            .values()
+            .chain(copies.opening.values())
+            .map(|reached| reached.path.clone())
+            .collect()
+    }
+
     /// Heads (and leads, where known) of files followed or truncated lately, to compare a new
     /// file with.
     fn copy_candidates(&self) -> Vec<CopyCandidate> {
@@ -483,6 +496,7 @@ impl Source {
             waiting_count: 0,
             catch_up: Arc::new(CatchUpState::default()),
             first_scan: true,
+            now_holding: None,
         };
         let mut tailers: JoinSet<Finished> = JoinSet::new();
         loop {
@@ -539,10 +553,13 @@ struct Discovery {
     waiting_count: usize,
     catch_up: Arc<CatchUpState>,
     first_scan: bool,
+    /// What the followed files start with on disk, once read in this scan.
+    now_holding: Option<Arc<Vec<CopyCandidate>>>,
 }
 
 impl Discovery {
     async fn scan(&mut self, tailers: &mut JoinSet<Finished>, data_watch: &watch::Receiver<()>) {
+        self.now_holding = None;
         let patterns = self.flow.files.clone();
         let exclude = self.flow.exclude.clone();
         let found = blocking(move || scan(&patterns, &exclude))
@@ -774,11 +791,11 @@ impl Discovery {
         candidate: &Candidate,
     ) -> Option<(Start, Option<FirstBytes>)> {
         let path = candidate.path.clone();
-        let fingerprint_bytes = self.shared.settings.fingerprint_bytes;
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes as u64;
         let read = blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
             let file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
-            Ok((identity::read_start(&file, fingerprint_bytes as u64)?, size))
+            Ok((identity::read_start(&file, fingerprint_bytes)?, size))
         })
         .await
         .and_then(|result| result);
@@ -789,8 +806,44 @@ impl Discovery {
             identity::head_of_bytes(&first_bytes),
             Lead::of(&first_bytes),
         );
-        let start = self.copy_start(candidate, &first_bytes, size)?;
+        let now_holding = self.followed_files_now().await;
+        let now_holding = now_holding
+            .iter()
+            .filter(|held| *held.of.path() != *candidate.path)
+            .cloned()
+            .collect();
+        let start = self.copy_start(candidate, &first_bytes, size, now_holding)?;
         Some((start, Some(first)))
+    }
+
+    /// What the followed files start with on disk now, read once a scan (when a new file is
+    /// to be compared): a file truncated and written again, then copied, before its tailer
+    /// saw the truncation, has a copy that starts like none of the heads its tailer noted.
+    async fn followed_files_now(&mut self) -> Arc<Vec<CopyCandidate>> {
+        if let Some(now_holding) = &self.now_holding {
+            return Arc::clone(now_holding);
+        }
+        let followed = self.shared.followed_paths();
+        let fingerprint_bytes = self.shared.settings.fingerprint_bytes as u64;
+        let now_holding = blocking(move || {
+            followed
+                .into_iter()
+                .filter_map(|path| {
+                    let file = std::fs::File::open(&path).ok()?;
+                    let start = identity::read_start(&file, fingerprint_bytes).ok()?;
+                    Some(CopyCandidate {
+                        head: Some(identity::head_of_bytes(&start)?),
+                        lead: None,
+                        of: CopyOf::Followed { path },
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let now_holding = Arc::new(now_holding);
+        self.now_holding = Some(Arc::clone(&now_holding));
+        now_holding
     }
 
     /// Where a file that is neither followed nor known starts reading.
@@ -810,6 +863,7 @@ impl Discovery {
         candidate: &Candidate,
         first_bytes: &[u8],
         size: u64,
+        now_holding: Vec<CopyCandidate>,
     ) -> Option<Start> {
         let (candidate_id, candidate_path) = (candidate.id, &candidate.path);
         let fresh = self.fresh_start();
@@ -817,6 +871,7 @@ impl Discovery {
         // Taken after reading the new file: an original truncated before its copy was read is
         // then known as truncated, or else still followed.
         let mut candidates = self.shared.copy_candidates();
+        candidates.extend(now_holding);
         // Files with a checkpoint not opened yet may have been copied and truncated while the
         // agent was stopped: wait for their tailers to tell.
         candidates.extend(self.known.values().filter_map(|known| {

@@ -129,9 +129,12 @@ impl InProcess {
         self.runtime.shutdown_timeout(Duration::from_secs(5));
     }
 
-    /// Drops the agent at once, as SIGKILL would: nothing more is sent or written.
+    /// Drops the agent at once, as SIGKILL would: nothing more is sent or written. A file
+    /// operation already under way on a blocking thread (a checkpoint write, say) is let
+    /// finish, as if the kill came just after it: left running, it would race the next agent
+    /// on the same files, which no killed process can do.
     pub fn kill(self) {
-        self.runtime.shutdown_background();
+        self.runtime.shutdown_timeout(Duration::from_secs(10));
     }
 }
 
