@@ -755,7 +755,6 @@ pub async fn run_with<C: ClientFactory>(
                     reloading.trigger.clone(),
                     shutdown.clone(),
                 ));
-                info!(path = %config.source.display(), "Watching the config file; a change reloads it.");
             }
             loop {
                 tokio::select! {

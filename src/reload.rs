@@ -8,7 +8,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, FlowConfig};
 
@@ -159,8 +159,9 @@ pub async fn watch_file(path: PathBuf, requests: mpsc::Sender<()>, stop: Cancell
         warn!(path = %path.display(), %failure, "Cannot watch the config file (watch_config); reload with SIGHUP instead.");
         return;
     }
-    debug!(path = %path.display(), "Watching the config file.");
     let mut last = read(&path).await;
+    // Logged once a change would be seen: the watch is set and the content to compare with read.
+    info!(path = %path.display(), "Watching the config file; a change reloads it.");
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -35,7 +35,8 @@ fn write_agent_config(dir: &Path, moto: &Moto) -> std::path::PathBuf {
             index % 60
         ));
     }
-    // The last record is complete once the next one starts.
+    // The last record is complete once the next one starts, or once the file has been idle
+    // for multiline_flush_timeout (5 s by default).
     app.push_str("2024-02-03 05:00:00 end\n");
     fs::write(logs.join("app.log"), app).expect("app log");
     let endpoint = moto.endpoint();
@@ -104,14 +105,18 @@ fn expected_web() -> Vec<String> {
 }
 
 fn expected_app() -> Vec<String> {
-    (0..30)
+    let mut expected: Vec<String> = (0..30)
         .map(|index| {
             format!(
                 "2024-02-03 04:05:{:02} job {index} failedat step {index}at main\n",
                 index % 60
             )
         })
-        .collect()
+        .collect();
+    // Sent once the file has been idle for multiline_flush_timeout: waited for, so that the
+    // result does not depend on how soon the agent is stopped.
+    expected.push("2024-02-03 05:00:00 end\n".to_owned());
+    expected
 }
 
 /// Runs the agent on `config` until both streams hold what they should; returns what they hold.
@@ -124,7 +129,7 @@ fn ship(moto: &Moto, config: &Path, dir: &Path) -> (Vec<String>, Vec<String>, St
             .collect()
     };
     let done = wait_until(DEADLINE, || {
-        read("web").len() >= 50 && read("app").len() >= 30
+        read("web").len() >= 50 && read("app").len() >= 31
     });
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());

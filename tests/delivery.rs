@@ -66,7 +66,13 @@ fn lines_appended_in_bursts_arrive_exactly_once_in_file_order() {
         &server.endpoint,
         "bursts",
         &log.display().to_string(),
-        &["max_in_flight: 1", "max_batch_age: 200ms"],
+        // The file is created by the first burst, which the first scan may find already
+        // written: read it from its start whenever it is found.
+        &[
+            "max_in_flight: 1",
+            "max_batch_age: 200ms",
+            "initial_position: start_of_file",
+        ],
         &[],
     );
     let mut agent = Agent::start(&config, dir.path());
@@ -423,15 +429,15 @@ fn a_file_deleted_while_followed_is_read_to_its_end_and_released() {
     let expected = lines(0..3000);
     append(&log, &expected[..1000].concat());
     agent.wait_for_log("Following file.", EXIT_DEADLINE);
-    // Keep a handle open as a writer would, delete the name, and go on writing.
+    // Keep a handle open as a writer would, delete the name, and go on writing (at once: the
+    // file is released once idle at its end for scan_interval).
+    let rest = expected[1000..].concat();
     let mut writer = OpenOptions::new()
         .append(true)
         .open(&log)
         .expect("open writer");
     std::fs::remove_file(&log).expect("delete");
-    writer
-        .write_all(&expected[1000..].concat())
-        .expect("write after delete");
+    writer.write_all(&rest).expect("write after delete");
     drop(writer);
     let output = agent.wait_for_log(
         "File was deleted and is read to its end; releasing it.",
