@@ -62,7 +62,7 @@ struct Progress {
 /// copy instead of losing them.
 #[derive(Clone, Copy, Debug)]
 struct Behind {
-    /// The key of the original's reading.
+    /// The key of the original's reading (or of an earlier reading it continues).
     original: u64,
     /// How far the original's records were delivered: the copy's checkpoint meanwhile.
     delivered: u64,
@@ -219,16 +219,6 @@ impl AckTracker {
             }
         }
         self.continued_by.insert(earlier, file.key);
-        for copy in &self.waiting_copies {
-            if let Some(behind) = self
-                .live
-                .get_mut(copy)
-                .and_then(|other| other.behind.as_mut())
-                .filter(|behind| behind.original == earlier)
-            {
-                behind.original = file.key;
-            }
-        }
         if progress.behind.is_some() {
             self.waiting_copies.remove(&earlier);
             self.waiting_copies.insert(file.key);
@@ -444,20 +434,29 @@ impl AckTracker {
         if self.waiting_copies.is_empty() {
             return;
         }
-        let Some(delivered) = self.live.get(&original).map(|progress| progress.watermark) else {
+        let Some((delivered, done)) = self.live.get(&original).map(|progress| {
+            let delivered = progress.watermark;
+            (
+                delivered,
+                progress.forget_at.is_some_and(|end| delivered >= end),
+            )
+        }) else {
             return;
         };
-        let done = self
-            .live
-            .get(&original)
-            .is_some_and(|progress| progress.forget_at.is_some_and(|end| delivered >= end));
         let mut moved = Vec::new();
-        let live = &mut self.live;
+        let (live, continued_by) = (&mut self.live, &self.continued_by);
         self.waiting_copies.retain(|copy| {
             let Some(progress) = live.get_mut(copy) else {
                 return false; // The copy's reading is over.
             };
-            let Some(behind) = progress.behind.as_mut().filter(|b| b.original == original) else {
+            let waits_for_this = |behind: &&mut Behind| {
+                continued_by
+                    .get(&behind.original)
+                    .copied()
+                    .unwrap_or(behind.original)
+                    == original
+            };
+            let Some(behind) = progress.behind.as_mut().filter(waits_for_this) else {
                 return true;
             };
             let (offset, waiting) = if done || delivered >= behind.until {
@@ -795,6 +794,40 @@ mod tests {
         assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
         delivered(&mut tracker, vec![range(&old, 500, 900)]);
         assert_eq!(tracker.checkpoint("app", copy.id), Some(1000));
+    }
+
+    #[test]
+    fn a_copy_follows_its_original_reopened_under_a_new_key() {
+        let head = Head { len: 64, hash: 77 };
+        let old = Arc::new(SourceFile {
+            head: Some(head),
+            ..(*file(1, 10)).clone()
+        });
+        let copy = file(3, 11);
+        let mut tracker = AckTracker::new(Vec::new());
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&old),
+            offset: 0,
+            original: None,
+        });
+        delivered(&mut tracker, vec![range(&old, 0, 500)]);
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(&copy),
+            offset: 900,
+            original: Some(Original { reading: old.key }),
+        });
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(500));
+        // The original, parked and opened again before its truncation is known here.
+        tracker.apply(Ack::Opened {
+            file: Arc::new(SourceFile {
+                key: 5,
+                ..(*old).clone()
+            }),
+            offset: 900,
+            original: None,
+        });
+        delivered(&mut tracker, vec![range(&old, 500, 900)]);
+        assert_eq!(tracker.checkpoint("app", copy.id), Some(900));
     }
 
     #[test]
