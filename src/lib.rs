@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod processors;
 pub mod record;
 pub mod reload;
+pub mod secrets;
 pub mod service;
 pub mod sink;
 pub mod source;

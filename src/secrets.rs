@@ -1,0 +1,306 @@
+//! Secret values and how they may be shown: access key ids as their first and last four
+//! characters, secret keys, session tokens and external ids never; and values that look like
+//! one of those, quoted in an error message, as a short prefix only.
+//!
+//! Every secret kinship holds is registered here (from the config, the environment and each
+//! credentials provider as it refreshes) so that the logging set-up can mask it in every line,
+//! whatever a dependency chose to print.
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+
+use aho_corasick::AhoCorasick;
+
+/// What an access key id is shown as: its kind (`AKIA`, `ASIA`, …) and its last four.
+const KEY_ID_SHOWN_CHARS: usize = 4;
+/// What a masked secret is shown as.
+pub const MASK: &str = "<redacted>";
+/// Values shorter than this are not masked in logs: masking `abc` would mask every `abc`.
+/// Real keys, secrets and tokens are far longer.
+const MIN_MASKED_LEN: usize = 8;
+/// A value this long or longer, made of token characters, is quoted as a prefix in messages.
+const MIN_SECRET_LIKE_LEN: usize = 16;
+
+/// Whether `value` has the shape of an AWS access key id: four capital letters naming its kind,
+/// then capital letters and digits, 16 to 128 characters in all.
+pub fn looks_like_access_key_id(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    (16..=128).contains(&bytes.len())
+        && bytes[..4].iter().all(u8::is_ascii_uppercase)
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit())
+        && bytes.iter().any(u8::is_ascii_digit)
+}
+
+/// Whether `value` could be a key, a secret or a token: an access key id, or a long run of
+/// base64 or token characters mixing letters with digits or symbols. URLs, paths, names with
+/// spaces and short words are not.
+pub fn looks_like_secret(value: &str) -> bool {
+    if looks_like_access_key_id(value) {
+        return true;
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() < MIN_SECRET_LIKE_LEN {
+        return false;
+    }
+    let token_chars = bytes
+        .iter()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"/+=_-".contains(byte));
+    let has_upper = bytes.iter().any(u8::is_ascii_uppercase);
+    let has_lower = bytes.iter().any(u8::is_ascii_lowercase);
+    let has_digit = bytes.iter().any(u8::is_ascii_digit);
+    let has_base64_symbol = bytes.iter().any(|byte| b"/+".contains(byte));
+    token_chars && (has_base64_symbol || (has_upper && has_lower && has_digit))
+}
+
+/// `value` as an error message may quote it: whole, unless it looks like a secret; then its
+/// first four characters and its length.
+pub fn quoted(value: &str) -> Cow<'_, str> {
+    if looks_like_secret(value) {
+        let head: String = value.chars().take(KEY_ID_SHOWN_CHARS).collect();
+        Cow::Owned(format!("{head}… ({} characters)", value.chars().count()))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// An access key id as logs show it: `AKIA…WXYZ`.
+pub fn key_id_shown(access_key_id: &str) -> String {
+    let chars: Vec<char> = access_key_id.chars().collect();
+    if chars.len() <= 2 * KEY_ID_SHOWN_CHARS {
+        return MASK.to_owned();
+    }
+    let head: String = chars[..KEY_ID_SHOWN_CHARS].iter().collect();
+    let tail: String = chars[chars.len() - KEY_ID_SHOWN_CHARS..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// The secrets known so far and the automaton that finds them.
+#[derive(Default)]
+struct Known {
+    /// Each secret with what it is shown as, longest first so that a secret containing another
+    /// is replaced whole.
+    values: Vec<(String, String)>,
+    finder: Option<Arc<AhoCorasick>>,
+}
+
+/// Every secret value this process holds, for masking output.
+pub struct Registry {
+    known: RwLock<Known>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub const fn new() -> Self {
+        Self {
+            known: RwLock::new(Known {
+                values: Vec::new(),
+                finder: None,
+            }),
+        }
+    }
+
+    /// Registers a value that must never be shown. A value with the shape of an access key id
+    /// is shown as one (whatever field it was found in: a secret key pasted under
+    /// `access_key_id` is masked whole).
+    pub fn register(&self, value: &str) {
+        let value = value.trim();
+        if value.len() < MIN_MASKED_LEN {
+            return;
+        }
+        let shown = if looks_like_access_key_id(value) {
+            key_id_shown(value)
+        } else {
+            MASK.to_owned()
+        };
+        let Ok(mut known) = self.known.write() else {
+            return;
+        };
+        if known.values.iter().any(|(known, _)| known == value) {
+            return;
+        }
+        known.values.push((value.to_owned(), shown));
+        known
+            .values
+            .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        let patterns: Vec<&str> = known
+            .values
+            .iter()
+            .map(|(value, _)| value.as_str())
+            .collect();
+        known.finder = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(patterns)
+            .ok()
+            .map(Arc::new);
+    }
+
+    /// How many distinct secrets are known.
+    pub fn len(&self) -> usize {
+        self.known.read().map_or(0, |known| known.values.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `text` with every known secret replaced by what it may be shown as.
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Ok(known) = self.known.read() else {
+            return Cow::Borrowed(text);
+        };
+        let Some(finder) = &known.finder else {
+            return Cow::Borrowed(text);
+        };
+        let mut out: Option<String> = None;
+        let mut copied = 0;
+        for found in finder.find_iter(text) {
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[copied..found.start()]);
+            out.push_str(&known.values[found.pattern().as_usize()].1);
+            copied = found.end();
+        }
+        match out {
+            Some(mut out) => {
+                out.push_str(&text[copied..]);
+                Cow::Owned(out)
+            }
+            None => Cow::Borrowed(text),
+        }
+    }
+
+    /// Like [`Registry::mask`], for bytes that may not be UTF-8 (a secret is always UTF-8, so
+    /// the bytes around it are copied as they are).
+    pub fn mask_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let Ok(known) = self.known.read() else {
+            return Cow::Borrowed(bytes);
+        };
+        let Some(finder) = &known.finder else {
+            return Cow::Borrowed(bytes);
+        };
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        for found in finder.find_iter(bytes) {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[copied..found.start()]);
+            out.extend_from_slice(known.values[found.pattern().as_usize()].1.as_bytes());
+            copied = found.end();
+        }
+        match out {
+            Some(mut out) => {
+                out.extend_from_slice(&bytes[copied..]);
+                Cow::Owned(out)
+            }
+            None => Cow::Borrowed(bytes),
+        }
+    }
+}
+
+/// The process's registry: what the logging set-up masks.
+pub static SECRETS: Registry = Registry::new();
+
+/// Registers `value` with the process's registry.
+pub fn register(value: &str) {
+    SECRETS.register(value);
+}
+
+/// `text` with every secret this process holds masked.
+pub fn mask(text: &str) -> Cow<'_, str> {
+    SECRETS.mask(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_key_ids_are_recognised_by_shape() {
+        assert!(looks_like_access_key_id("AKIAIOSFODNN7EXAMPLE"));
+        assert!(looks_like_access_key_id("ASIAKINSHIPTESTKEY01"));
+        assert!(!looks_like_access_key_id(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+        ));
+        assert!(!looks_like_access_key_id("AKIA"));
+        assert!(!looks_like_access_key_id("SHORTNAME"));
+        assert!(!looks_like_access_key_id("ALLCAPITALSNODIGITS"));
+    }
+
+    #[test]
+    fn secret_like_values_are_quoted_as_a_prefix_and_others_whole() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert_eq!(quoted(secret), "wJal… (40 characters)");
+        assert_eq!(quoted("AKIAIOSFODNN7EXAMPLE"), "AKIA… (20 characters)");
+        assert_eq!(
+            quoted("FwoGZXIvYXdzEBYaDH7tokenTOKEN123"),
+            "FwoG… (32 characters)"
+        );
+        for plain in [
+            "eu-west-1",
+            "http://127.0.0.1:4567",
+            "application-logs",
+            "/var/log/app/*.log",
+            "arn:aws:iam::123456789012:role/kinship",
+            "5 minutes",
+        ] {
+            assert_eq!(quoted(plain), plain);
+        }
+    }
+
+    #[test]
+    fn key_ids_show_their_kind_and_last_four() {
+        assert_eq!(key_id_shown("AKIAIOSFODNN7EXAMPLE"), "AKIA…MPLE");
+        assert_eq!(key_id_shown("AKIA1234"), MASK);
+    }
+
+    #[test]
+    fn registered_secrets_are_masked_wherever_they_appear() {
+        let registry = Registry::new();
+        assert_eq!(registry.mask("nothing known yet"), "nothing known yet");
+        registry.register("AKIAIOSFODNN7EXAMPLE");
+        registry.register("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        registry.register("short");
+        assert_eq!(registry.len(), 2);
+        let line = r#"Credentials { access_key_id: "AKIAIOSFODNN7EXAMPLE", secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } short"#;
+        assert_eq!(
+            registry.mask(line),
+            r#"Credentials { access_key_id: "AKIA…MPLE", secret: "<redacted>" } short"#
+        );
+        assert!(matches!(registry.mask("clean"), Cow::Borrowed(_)));
+        let mut expected = b"\xffAKIA".to_vec();
+        expected.extend_from_slice("…".as_bytes());
+        expected.extend_from_slice(b"MPLE\xfe");
+        assert_eq!(
+            registry
+                .mask_bytes(b"\xffAKIAIOSFODNN7EXAMPLE\xfe")
+                .as_ref(),
+            expected.as_slice()
+        );
+    }
+
+    #[test]
+    fn a_secret_pasted_as_a_key_id_is_masked_whole() {
+        let registry = Registry::new();
+        // Swapped in the config: the secret under access_key_id is still a secret.
+        registry.register("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+        registry.register("AKIAIOSFODNN7EXAMPLE");
+        let masked = registry.mask("access_key_id: \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"");
+        assert_eq!(masked, "access_key_id: \"<redacted>\"");
+    }
+
+    #[test]
+    fn a_secret_containing_another_is_masked_whole() {
+        let registry = Registry::new();
+        registry.register("tokenpart");
+        registry.register("longer-tokenpart-secret");
+        assert_eq!(
+            registry.mask("a longer-tokenpart-secret and tokenpart"),
+            "a <redacted> and <redacted>"
+        );
+    }
+}
