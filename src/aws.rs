@@ -12,7 +12,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sdk_kinesis::config::SharedHttpClient;
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -21,6 +21,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder as HttpClientBuilder, Connector};
 
 use crate::config::{AwsSettings, CredentialSource, DestinationKind, FlowConfig};
+use crate::secrets;
 use crate::sink::PutError;
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
@@ -304,7 +305,7 @@ async fn build_sdk_config(settings: &AwsSettings, http: SharedHttpClient) -> Sdk
             ));
         }
     }
-    let base = loader.load().await;
+    let base = registering_credentials(loader.load().await);
     let Some(role) = &settings.assume_role else {
         return base;
     };
@@ -322,6 +323,44 @@ async fn build_sdk_config(settings: &AwsSettings, http: SharedHttpClient) -> Sdk
     }
     let provider = provider.build().await;
     base.into_builder()
-        .credentials_provider(SharedCredentialsProvider::new(provider))
+        .credentials_provider(SharedCredentialsProvider::new(RegisteringCredentials(
+            SharedCredentialsProvider::new(provider),
+        )))
         .build()
+}
+
+/// `config` with its credentials provider wrapped so that every credential it provides is
+/// registered as a secret before anything else sees it.
+fn registering_credentials(config: SdkConfig) -> SdkConfig {
+    let Some(inner) = config.credentials_provider() else {
+        return config;
+    };
+    config
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(RegisteringCredentials(
+            inner,
+        )))
+        .build()
+}
+
+/// A credentials provider that registers each credential it provides (keys from a profile, an
+/// assumed role, instance or container credentials, as each is renewed) for masking in logs.
+#[derive(Debug)]
+struct RegisteringCredentials(SharedCredentialsProvider);
+
+impl ProvideCredentials for RegisteringCredentials {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            let credentials = self.0.provide_credentials().await?;
+            secrets::register(credentials.access_key_id());
+            secrets::register(credentials.secret_access_key());
+            if let Some(token) = credentials.session_token() {
+                secrets::register(token);
+            }
+            Ok(credentials)
+        })
+    }
 }

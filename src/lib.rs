@@ -13,6 +13,7 @@ pub mod cloudwatch;
 pub mod config;
 pub mod exporter;
 pub mod logfile;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod processors;

@@ -1,17 +1,14 @@
 //! The `kinship` binary: parses the command line, runs the agent, maps failures to exit codes.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use kinship::cli::{Cli, Command};
-use kinship::config::{Config, ConfigError, LogFormat};
-use kinship::logfile::LogFile;
+use kinship::config::{Config, ConfigError};
 use kinship::reload::Reloading;
+use kinship::secrets::mask;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,9 +40,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            kinship::logging::register_known_secrets(&loaded);
             println!("{}: valid ({} flows)", config.display(), loaded.flows.len());
             for warning in &loaded.migration_warnings {
-                eprintln!("kinship: warning: {warning}");
+                eprintln!("kinship: warning: {}", mask(warning));
             }
             warn_if_secrets_readable(&loaded, |message| eprintln!("kinship: warning: {message}"));
             if online {
@@ -158,7 +156,7 @@ fn check_online(config: &Config) -> ExitCode {
     let outcomes = match runtime.block_on(kinship::app::check_online(config)) {
         Ok(outcomes) => outcomes,
         Err(failure) => {
-            eprintln!("kinship: {failure}");
+            eprintln!("kinship: {}", mask(&failure.to_string()));
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
@@ -178,11 +176,17 @@ fn check_online(config: &Config) -> ExitCode {
                     ),
                     (None, None) => "not described".to_owned(),
                 };
-                println!("flow `{flow}`: {destination}: ok ({who}; {what})");
+                println!(
+                    "{}",
+                    mask(&format!("flow `{flow}`: {destination}: ok ({who}; {what})"))
+                );
             }
             Err(failure) => {
                 failed += 1;
-                println!("flow `{flow}`: {destination}: FAILED: {failure}");
+                println!(
+                    "{}",
+                    mask(&format!("flow `{flow}`: {destination}: FAILED: {failure}"))
+                );
             }
         }
     }
@@ -214,45 +218,16 @@ fn report_config_error(problem: &ConfigError) {
     }
 }
 
-/// Logs to standard error, or to the config's `log_file`, at the config's level (`RUST_LOG`
-/// overrides it), in its format. False, once it said why, when the log file cannot be opened.
+/// Sets up logging (with every secret masked); false, once it said why, when the log file
+/// cannot be opened.
 fn init_logging(config: &Config) -> bool {
-    let from_environment = std::env::var(EnvFilter::DEFAULT_ENV)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
-        .and_then(|value| EnvFilter::try_new(value).ok());
-    let filter = from_environment
-        .or_else(|| EnvFilter::try_new(&config.log_level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let settings = &config.log_file;
-    let (writer, ansi) = match &settings.path {
-        Some(path) => match LogFile::open(path, settings.max_bytes, settings.keep) {
-            Ok(file) => (BoxMakeWriter::new(file), false),
-            Err(failure) => {
-                eprintln!(
-                    "kinship: cannot open the log file {} (log_file): {failure}",
-                    path.display()
-                );
-                return false;
-            }
-        },
-        None => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-        ),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match config.log_format {
-        LogFormat::Human => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+    match kinship::logging::init(config) {
+        Ok(()) => true,
+        Err(failure) => {
+            eprintln!("kinship: {failure}");
+            false
+        }
     }
-    true
 }
 
 /// Threads for blocking work: file reads, stats and opens, and name lookups. Each is short;
@@ -281,6 +256,7 @@ fn run(config: Config, dry_run: bool, shutdown: CancellationToken) -> ExitCode {
         }
     };
     let reloading = Reloading::new(move |config| {
+        kinship::logging::register_known_secrets(config);
         if dry_run {
             all_dry_run(config);
         }

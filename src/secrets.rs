@@ -7,9 +7,10 @@
 //! whatever a dependency chose to print.
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use aho_corasick::AhoCorasick;
+use regex::{Captures, Regex};
 
 /// What an access key id is shown as: its kind (`AKIA`, `ASIA`, …) and its last four.
 const KEY_ID_SHOWN_CHARS: usize = 4;
@@ -202,6 +203,46 @@ impl Registry {
     }
 }
 
+/// Access key ids of every kind that signs requests, found by shape wherever they come from
+/// (a dependency's debug line, a credentials file the SDK read before kinship saw its keys).
+static KEY_ID_SHAPE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{12,124}\b").ok());
+
+/// A value written after a name that says it is a secret: `secret_access_key: "…"`,
+/// `"SessionToken": "…"`, `<SecretAccessKey>…</SecretAccessKey>`, `aws_session_token = …`,
+/// `x-amz-security-token: …`, `"Token": "…"`.
+static NAMED_SECRET: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)((?:aws_?)?secret_?access_?key|(?:aws_?)?session_?token|(?:x-amz-)?security[-_]?token|"token")(["']?\s*(?:=>|[:=>])\s*["']?)([A-Za-z0-9/+=]{8,})"#,
+    )
+    .ok()
+});
+
+/// `text` with every secret found by shape masked: access key ids shown as `AKIA…WXYZ`, values
+/// named as secret keys or tokens replaced whole.
+pub fn mask_shapes(text: &str) -> Cow<'_, str> {
+    let mut text = Cow::Borrowed(text);
+    if let Some(named) = NAMED_SECRET.as_ref() {
+        if named.is_match(&text) {
+            let replaced = named
+                .replace_all(&text, |found: &Captures<'_>| {
+                    format!("{}{}{MASK}", &found[1], &found[2])
+                })
+                .into_owned();
+            text = Cow::Owned(replaced);
+        }
+    }
+    if let Some(key_id) = KEY_ID_SHAPE.as_ref() {
+        if key_id.is_match(&text) {
+            let replaced = key_id
+                .replace_all(&text, |found: &Captures<'_>| key_id_shown(&found[0]))
+                .into_owned();
+            text = Cow::Owned(replaced);
+        }
+    }
+    text
+}
+
 /// The process's registry: what the logging set-up masks.
 pub static SECRETS: Registry = Registry::new();
 
@@ -210,9 +251,13 @@ pub fn register(value: &str) {
     SECRETS.register(value);
 }
 
-/// `text` with every secret this process holds masked.
+/// `text` with every secret this process holds masked, and every value with the shape of a
+/// key id or named as a secret masked too: what any output of kinship goes through.
 pub fn mask(text: &str) -> Cow<'_, str> {
-    SECRETS.mask(text)
+    match SECRETS.mask(text) {
+        Cow::Borrowed(clean) => mask_shapes(clean),
+        Cow::Owned(masked) => Cow::Owned(mask_shapes(&masked).into_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +336,46 @@ mod tests {
         registry.register("AKIAIOSFODNN7EXAMPLE");
         let masked = registry.mask("access_key_id: \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"");
         assert_eq!(masked, "access_key_id: \"<redacted>\"");
+    }
+
+    #[test]
+    fn secrets_are_found_by_shape_without_being_registered() {
+        let cases = [
+            (
+                r#"loaded base credentials creds=Credentials { provider_name: "ProfileFile", access_key_id: "AKIAPROFILEKEY000001", secret_access_key: "** redacted **" }"#,
+                r#"loaded base credentials creds=Credentials { provider_name: "ProfileFile", access_key_id: "AKIA…0001", secret_access_key: "** redacted **" }"#,
+            ),
+            (
+                "<SecretAccessKey>wJalrXUtnFEMI/K7MDENG</SecretAccessKey><SessionToken>FwoGZXIvYXdzEBYaD+x==</SessionToken>",
+                "<SecretAccessKey><redacted></SecretAccessKey><SessionToken><redacted></SessionToken>",
+            ),
+            (
+                r#"{"AccessKeyId":"ASIAEXAMPLEKEY123456","SecretAccessKey":"abcdEFGH/1234+5678","Token":"IQoJb3JpZ2luX2VjEJr"}"#,
+                r#"{"AccessKeyId":"ASIA…3456","SecretAccessKey":"<redacted>","Token":"<redacted>"}"#,
+            ),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMIK7MDENGbPxRfiCY\naws_session_token=abcdefgh1234",
+                "aws_secret_access_key = <redacted>\naws_session_token=<redacted>",
+            ),
+            (
+                "\"x-amz-security-token\": \"IQoJb3JpZ2luX2VjEJr//////\"",
+                "\"x-amz-security-token\": \"<redacted>\"",
+            ),
+            (
+                "Credential=AKIAIOSFODNN7EXAMPLE/20261204/us-east-1/kinesis/aws4_request",
+                "Credential=AKIA…MPLE/20261204/us-east-1/kinesis/aws4_request",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(mask_shapes(line), expected);
+        }
+        for clean in [
+            "Rotated file. path=/var/log/app.log records=500",
+            "session token expires in 5 minutes",
+            "shard shardId-000000000001 sequence 49590338271490256608559692538361571095921575989136588898",
+        ] {
+            assert!(matches!(mask_shapes(clean), Cow::Borrowed(_)), "{clean}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod moto_selftest;
 mod processing;
 mod reload;
 mod rotation;
+mod secrets;
 mod service;
 mod tailing;
 mod tailing_model;

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod emulator;
 pub mod fault_kinesis;
 pub mod files;
+pub mod http;
 pub mod inproc;
 pub mod kinesalite;
 pub mod moto;
