@@ -367,7 +367,12 @@ fn secrets_never_appear_in_output_and_a_readable_key_file_is_flagged() {
     }
     // Even the SDK's own trace output keeps every secret out (tests/secrets.rs runs the whole
     // matrix of levels and credential sources).
-    for secret in [SECRET_KEY, SESSION_TOKEN, EXTERNAL_ID, "AKIAKINSHIPTESTKEY01"] {
+    for secret in [
+        SECRET_KEY,
+        SESSION_TOKEN,
+        EXTERNAL_ID,
+        "AKIAKINSHIPTESTKEY01",
+    ] {
         assert!(
             !role_stderr.contains(secret),
             "`{secret}` appears in the trace output"

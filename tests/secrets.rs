@@ -243,76 +243,22 @@ fn around(text: &str, at: usize) -> String {
     text[start..end].to_owned()
 }
 
-fn matrix_setup() -> (Moto, String) {
+/// Runs `one` for every source of credentials at every level, each with a directory of its
+/// own, and checks that nothing `one` gathered (all the agent printed and wrote) holds a secret.
+fn across_the_matrix(
+    command: &str,
+    mut one: impl FnMut(&Moto, &Credentials, &str, &Path, &str) -> String,
+) {
     let moto = Moto::start();
     moto.create_kinesis_stream("matrix", 1);
     let role = moto.create_role("kinship-matrix");
-    (moto, role)
-}
-
-#[test]
-fn no_secret_reaches_the_output_of_a_run_at_any_level() {
-    let (moto, role) = matrix_setup();
     let scratch = tempfile::tempdir().expect("temp dir");
-    let credentials = cases(scratch.path(), &role);
     let mut masked_key_ids_seen = false;
-    for case in &credentials {
+    for case in &cases(scratch.path(), &role) {
         for level in LEVELS {
-            let what = format!("run, {}, {level}", case.name);
+            let what = format!("{command}, {}, {level}", case.name);
             let dir = tempfile::tempdir().expect("temp dir");
-            let log = dir.path().join("logs/app.log");
-            fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
-            let lines: String = (0..20).map(|i| format!("matrix line {i}\n")).collect();
-            fs::write(&log, &lines).expect("write log");
-            let metrics_port = free_port();
-            let to_file = level == "debug";
-            let config = write_config(dir.path(), &moto, case, level, to_file, metrics_port);
-            let env: Vec<(&str, &str)> = std::iter::once(("RUST_LOG", ""))
-                .chain(case.env.iter().map(|(name, value)| (*name, value.as_str())))
-                .collect();
-            let mut agent = Agent::start_with(&config, dir.path(), None, &[], &env);
-            let dry_run = dir.path().join("dry-run.jsonl");
-            if case.delivers {
-                let all = lines.len() as u64;
-                assert!(
-                    wait_until(DEADLINE, || saved_offset(dir.path()) == Some(all)
-                        && fs::metadata(&dry_run).is_ok_and(|meta| meta.len() > 0)),
-                    "{what}: the lines were not delivered:\n{}\n{}",
-                    agent.output(),
-                    written_files(dir.path())
-                );
-            } else {
-                let logged = || {
-                    let text = format!("{}{}", agent.output(), written_files(dir.path()));
-                    text.contains("A call failed")
-                };
-                assert!(
-                    wait_until(DEADLINE, logged),
-                    "{what}: no send was tried:\n{}",
-                    agent.output()
-                );
-            }
-            let scrape = wait_until(DEADLINE, || get(metrics_port, "/metrics").is_some())
-                .then(|| get(metrics_port, "/metrics"))
-                .flatten()
-                .map(|(_, body)| body)
-                .unwrap_or_default();
-            assert!(scrape.contains("kinship_"), "{what}: no /metrics");
-            agent.signal("TERM");
-            agent.wait_exit(DEADLINE);
-            let everything = format!(
-                "{}\n{}\n{}\n{scrape}",
-                agent.output(),
-                fs::read_to_string(&agent.stdout).unwrap_or_default(),
-                written_files(dir.path()),
-            );
-            if to_file {
-                assert!(
-                    fs::read_to_string(dir.path().join("kinship.log"))
-                        .is_ok_and(|text| text.contains("\"level\":\"DEBUG\"")),
-                    "{what}: nothing logged to log_file at debug"
-                );
-            }
+            let everything = one(&moto, case, level, dir.path(), &what);
             assert_no_secret(&everything, &what);
             masked_key_ids_seen |= everything.contains("AKIA…");
         }
@@ -320,49 +266,95 @@ fn no_secret_reaches_the_output_of_a_run_at_any_level() {
     // The SDK's own debug lines name the access key id: shown as its first and last four.
     assert!(
         masked_key_ids_seen,
-        "no masked access key id was ever shown"
+        "{command}: no masked access key id was ever shown"
     );
 }
 
 #[test]
-fn no_secret_reaches_the_output_of_check_online_at_any_level() {
-    let (moto, role) = matrix_setup();
-    let scratch = tempfile::tempdir().expect("temp dir");
-    let credentials = cases(scratch.path(), &role);
-    let mut masked_key_ids_seen = false;
-    for case in &credentials {
-        for level in LEVELS {
-            let what = format!("check --online, {}, {level}", case.name);
-            let dir = tempfile::tempdir().expect("temp dir");
-            let config = write_config(dir.path(), &moto, case, level, false, free_port());
-            let env: Vec<(&str, &str)> = std::iter::once(("RUST_LOG", level))
-                .chain(case.env.iter().map(|(name, value)| (*name, value.as_str())))
-                .collect();
-            let output = run_command_with_env(
-                &[
-                    "check",
-                    "--online",
-                    "--config",
-                    &config.display().to_string(),
-                ],
-                &env,
+fn no_secret_reaches_the_output_of_a_run_at_any_level() {
+    across_the_matrix("run", |moto, case, level, dir, what| {
+        let log = dir.join("logs/app.log");
+        fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        let lines: String = (0..20).map(|i| format!("matrix line {i}\n")).collect();
+        fs::write(&log, &lines).expect("write log");
+        let metrics_port = free_port();
+        let to_file = level == "debug";
+        let config = write_config(dir, moto, case, level, to_file, metrics_port);
+        // The level comes from the config's log_level.
+        let env: Vec<(&str, &str)> = std::iter::once(("RUST_LOG", ""))
+            .chain(case.env.iter().map(|(name, value)| (*name, value.as_str())))
+            .collect();
+        let mut agent = Agent::start_with(&config, dir, None, &[], &env);
+        let dry_run = dir.join("dry-run.jsonl");
+        if case.delivers {
+            let all = lines.len() as u64;
+            assert!(
+                wait_until(DEADLINE, || saved_offset(dir) == Some(all)
+                    && fs::metadata(&dry_run).is_ok_and(|meta| meta.len() > 0)),
+                "{what}: the lines were not delivered:\n{}\n{}",
+                agent.output(),
+                written_files(dir)
             );
-            let everything = format!(
-                "{}\n{}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-                written_files(dir.path())
+        } else {
+            let tried =
+                || format!("{}{}", agent.output(), written_files(dir)).contains("A call failed");
+            assert!(
+                wait_until(DEADLINE, tried),
+                "{what}: no send was tried:\n{}",
+                agent.output()
             );
-            if case.delivers {
-                assert_eq!(output.status.code(), Some(0), "{what}:\n{everything}");
-            }
-            assert!(everything.contains("flow `app`"), "{what}:\n{everything}");
-            assert_no_secret(&everything, &what);
-            masked_key_ids_seen |= everything.contains("AKIA…");
         }
-    }
-    assert!(
-        masked_key_ids_seen,
-        "no masked access key id was ever shown"
-    );
+        let scrape = wait_until(DEADLINE, || get(metrics_port, "/metrics").is_some())
+            .then(|| get(metrics_port, "/metrics"))
+            .flatten()
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        assert!(scrape.contains("kinship_"), "{what}: no /metrics");
+        agent.signal("TERM");
+        agent.wait_exit(DEADLINE);
+        if to_file {
+            assert!(
+                fs::read_to_string(dir.join("kinship.log"))
+                    .is_ok_and(|text| text.contains("\"level\":\"DEBUG\"")),
+                "{what}: nothing logged to log_file at debug"
+            );
+        }
+        format!(
+            "{}\n{}\n{}\n{scrape}",
+            agent.output(),
+            fs::read_to_string(&agent.stdout).unwrap_or_default(),
+            written_files(dir),
+        )
+    });
+}
+
+#[test]
+fn no_secret_reaches_the_output_of_check_online_at_any_level() {
+    across_the_matrix("check --online", |moto, case, level, dir, what| {
+        let config = write_config(dir, moto, case, level, false, free_port());
+        // The level comes from RUST_LOG, over the config's.
+        let env: Vec<(&str, &str)> = std::iter::once(("RUST_LOG", level))
+            .chain(case.env.iter().map(|(name, value)| (*name, value.as_str())))
+            .collect();
+        let output = run_command_with_env(
+            &[
+                "check",
+                "--online",
+                "--config",
+                &config.display().to_string(),
+            ],
+            &env,
+        );
+        let everything = format!(
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            written_files(dir)
+        );
+        if case.delivers {
+            assert_eq!(output.status.code(), Some(0), "{what}:\n{everything}");
+        }
+        assert!(everything.contains("flow `app`"), "{what}:\n{everything}");
+        everything
+    });
 }
