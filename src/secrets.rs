@@ -210,10 +210,10 @@ static KEY_ID_SHAPE: LazyLock<Option<Regex>> =
 
 /// A value written after a name that says it is a secret: `secret_access_key: "…"`,
 /// `"SessionToken": "…"`, `<SecretAccessKey>…</SecretAccessKey>`, `aws_session_token = …`,
-/// `x-amz-security-token: …`, `"Token": "…"`.
+/// `x-amz-security-token: …`, `x-aws-ec2-metadata-token: …`, `"Token": "…"`.
 static NAMED_SECRET: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)((?:aws_?)?secret_?access_?key|(?:aws_?)?session_?token|(?:x-amz-)?security[-_]?token|"token")(["']?\s*(?:=>|[:=>])\s*["']?)([A-Za-z0-9/+=]{8,})"#,
+        r#"(?i)((?:aws_?)?secret_?access_?key|(?:aws_?)?session_?token|(?:x-amz-)?security[-_]?token|x-aws-ec2-metadata-token|"token")(["']?\s*(?:=>|[:=>])\s*["']?)([A-Za-z0-9/+=]{8,})"#,
     )
     .ok()
 });
@@ -360,6 +360,10 @@ mod tests {
             (
                 "\"x-amz-security-token\": \"IQoJb3JpZ2luX2VjEJr//////\"",
                 "\"x-amz-security-token\": \"<redacted>\"",
+            ),
+            (
+                "\"x-aws-ec2-metadata-token\": \"AQAEAKinshipImdsToken0123456789==\"",
+                "\"x-aws-ec2-metadata-token\": \"<redacted>\"",
             ),
             (
                 "Credential=AKIAIOSFODNN7EXAMPLE/20261204/us-east-1/kinesis/aws4_request",

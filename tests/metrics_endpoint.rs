@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::support::agent::Agent;
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
-use crate::support::http::{free_port, get};
 use crate::support::files::open_log;
+use crate::support::http::{free_port, get};
 use crate::support::inproc::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(60);
