@@ -355,10 +355,10 @@ impl ProvideCredentials for RegisteringCredentials {
     {
         provider::future::ProvideCredentials::new(async move {
             let credentials = self.0.provide_credentials().await?;
-            secrets::register(credentials.access_key_id());
-            secrets::register(credentials.secret_access_key());
+            secrets::register_renewed(credentials.access_key_id());
+            secrets::register_renewed(credentials.secret_access_key());
             if let Some(token) = credentials.session_token() {
-                secrets::register(token);
+                secrets::register_renewed(token);
             }
             Ok(credentials)
         })

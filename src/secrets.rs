@@ -7,7 +7,7 @@
 //! whatever a dependency chose to print.
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{LazyLock, RwLock};
 
 use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex};
@@ -77,13 +77,31 @@ pub fn key_id_shown(access_key_id: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// The secrets known so far and the automaton that finds them.
+/// Credentials renewed at run time (an assumed role's keys, about one set an hour) are kept for
+/// masking up to this many; older ones have expired long since.
+const MAX_RENEWED: usize = 64;
+
+/// Whether a secret stays known for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// From the config, the environment or a credentials file.
+    Process,
+    /// From a credentials provider, renewed before it expires.
+    Renewed,
+}
+
+struct Entry {
+    value: String,
+    shown: String,
+    lifetime: Lifetime,
+}
+
+/// The secrets known so far, in the order they were registered, and the automaton that finds
+/// them (leftmost-longest, so a secret containing another is replaced whole).
 #[derive(Default)]
 struct Known {
-    /// Each secret with what it is shown as, longest first so that a secret containing another
-    /// is replaced whole.
-    values: Vec<(String, String)>,
-    finder: Option<Arc<AhoCorasick>>,
+    entries: Vec<Entry>,
+    finder: Option<AhoCorasick>,
 }
 
 /// Every secret value this process holds, for masking output.
@@ -101,7 +119,7 @@ impl Registry {
     pub const fn new() -> Self {
         Self {
             known: RwLock::new(Known {
-                values: Vec::new(),
+                entries: Vec::new(),
                 finder: None,
             }),
         }
@@ -110,9 +128,15 @@ impl Registry {
     /// Registers a value that must never be shown. A value with the shape of an access key id
     /// is shown as one (whatever field it was found in: a secret key pasted under
     /// `access_key_id` is masked whole).
-    pub fn register(&self, value: &str) {
+    pub fn register(&self, value: &str, lifetime: Lifetime) {
         let value = value.trim();
         if value.len() < MIN_MASKED_LEN {
+            return;
+        }
+        let Ok(mut known) = self.known.write() else {
+            return;
+        };
+        if known.entries.iter().any(|entry| entry.value == value) {
             return;
         }
         let shown = if looks_like_access_key_id(value) {
@@ -120,31 +144,34 @@ impl Registry {
         } else {
             MASK.to_owned()
         };
-        let Ok(mut known) = self.known.write() else {
-            return;
-        };
-        if known.values.iter().any(|(known, _)| known == value) {
-            return;
-        }
-        known.values.push((value.to_owned(), shown));
-        known
-            .values
-            .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        let patterns: Vec<&str> = known
-            .values
+        known.entries.push(Entry {
+            value: value.to_owned(),
+            shown,
+            lifetime,
+        });
+        let renewed = known
+            .entries
             .iter()
-            .map(|(value, _)| value.as_str())
-            .collect();
+            .filter(|entry| entry.lifetime == Lifetime::Renewed)
+            .count();
+        if renewed > MAX_RENEWED {
+            if let Some(oldest) = known
+                .entries
+                .iter()
+                .position(|entry| entry.lifetime == Lifetime::Renewed)
+            {
+                known.entries.remove(oldest);
+            }
+        }
         known.finder = AhoCorasick::builder()
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(patterns)
-            .ok()
-            .map(Arc::new);
+            .build(known.entries.iter().map(|entry| entry.value.as_str()))
+            .ok();
     }
 
     /// How many distinct secrets are known.
     pub fn len(&self) -> usize {
-        self.known.read().map_or(0, |known| known.values.len())
+        self.known.read().map_or(0, |known| known.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,7 +191,7 @@ impl Registry {
         for found in finder.find_iter(text) {
             let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
             out.push_str(&text[copied..found.start()]);
-            out.push_str(&known.values[found.pattern().as_usize()].1);
+            out.push_str(&known.entries[found.pattern().as_usize()].shown);
             copied = found.end();
         }
         match out {
@@ -190,7 +217,7 @@ impl Registry {
         for found in finder.find_iter(bytes) {
             let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
             out.extend_from_slice(&bytes[copied..found.start()]);
-            out.extend_from_slice(known.values[found.pattern().as_usize()].1.as_bytes());
+            out.extend_from_slice(known.entries[found.pattern().as_usize()].shown.as_bytes());
             copied = found.end();
         }
         match out {
@@ -246,9 +273,14 @@ pub fn mask_shapes(text: &str) -> Cow<'_, str> {
 /// The process's registry: what the logging set-up masks.
 pub static SECRETS: Registry = Registry::new();
 
-/// Registers `value` with the process's registry.
+/// Registers `value`, known for the life of the process, with the process's registry.
 pub fn register(value: &str) {
-    SECRETS.register(value);
+    SECRETS.register(value, Lifetime::Process);
+}
+
+/// Registers `value`, a credential a provider renewed, with the process's registry.
+pub fn register_renewed(value: &str) {
+    SECRETS.register(value, Lifetime::Renewed);
 }
 
 /// `text` with every secret this process holds masked, and every value with the shape of a
@@ -307,9 +339,12 @@ mod tests {
     fn registered_secrets_are_masked_wherever_they_appear() {
         let registry = Registry::new();
         assert_eq!(registry.mask("nothing known yet"), "nothing known yet");
-        registry.register("AKIAIOSFODNN7EXAMPLE");
-        registry.register("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
-        registry.register("short");
+        registry.register("AKIAIOSFODNN7EXAMPLE", Lifetime::Process);
+        registry.register(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            Lifetime::Process,
+        );
+        registry.register("short", Lifetime::Process);
         assert_eq!(registry.len(), 2);
         let line = r#"Credentials { access_key_id: "AKIAIOSFODNN7EXAMPLE", secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } short"#;
         assert_eq!(
@@ -332,8 +367,11 @@ mod tests {
     fn a_secret_pasted_as_a_key_id_is_masked_whole() {
         let registry = Registry::new();
         // Swapped in the config: the secret under access_key_id is still a secret.
-        registry.register("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
-        registry.register("AKIAIOSFODNN7EXAMPLE");
+        registry.register(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            Lifetime::Process,
+        );
+        registry.register("AKIAIOSFODNN7EXAMPLE", Lifetime::Process);
         let masked = registry.mask("access_key_id: \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"");
         assert_eq!(masked, "access_key_id: \"<redacted>\"");
     }
@@ -383,10 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn renewed_credentials_are_kept_up_to_a_bound_and_the_config_s_for_good() {
+        let registry = Registry::new();
+        registry.register("configSecret/0123456789", Lifetime::Process);
+        for renewal in 0..=MAX_RENEWED {
+            registry.register(&format!("renewedSecret/{renewal:04}"), Lifetime::Renewed);
+        }
+        assert_eq!(registry.len(), 1 + MAX_RENEWED);
+        assert_eq!(registry.mask("configSecret/0123456789"), MASK);
+        assert_eq!(registry.mask("renewedSecret/0000"), "renewedSecret/0000");
+        let newest = format!("renewedSecret/{MAX_RENEWED:04}");
+        assert_eq!(registry.mask(&newest), MASK);
+    }
+
+    #[test]
     fn a_secret_containing_another_is_masked_whole() {
         let registry = Registry::new();
-        registry.register("tokenpart");
-        registry.register("longer-tokenpart-secret");
+        registry.register("tokenpart", Lifetime::Process);
+        registry.register("longer-tokenpart-secret", Lifetime::Process);
         assert_eq!(
             registry.mask("a longer-tokenpart-secret and tokenpart"),
             "a <redacted> and <redacted>"
