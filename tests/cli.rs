@@ -74,10 +74,104 @@ fn check_names_an_unknown_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{path}:7:5: flows[0].kinesis_streams: unknown field `kinesis_streams`"
+            "{path}:7:5: flows[0].kinesis_streams: unknown key; did you mean kinesis_stream?"
         )),
         "{stderr}"
     );
+    // The misspelt key is not also reported as missing.
+    assert!(stderr.contains("the config has 1 problem(s)"), "{stderr}");
+}
+
+/// Seven different problems: wrong types, an unknown key, a value that means nothing (and
+/// looks like a secret), a duplicate flow name, a duplicate key.
+const SEVEN_PROBLEMS: &str = "\
+state_dir: /var/lib/kinship
+aws:
+  region: 42
+  endpoint_url: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+flows:
+  - name: app
+    files: /var/log/app/*.log
+    kinesis_stream: true
+    max_batch_agee: 1s
+    max_in_flight: many
+  - name: app
+    files: /var/log/other/*.log
+    kinesis_stream: other
+    kinesis_stream: other-logs
+";
+
+#[test]
+fn check_reports_seven_problems_in_seven_lines_in_file_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(&dir, "seven.yaml", SEVEN_PROBLEMS);
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        format!("{path}:3:11: aws.region: expected a string, found `42`, which YAML reads as a number; write it in quotes (\"42\") to make it a string"),
+        format!("{path}:4:3: aws.endpoint_url: `wJal… (40 characters)` is not an http:// or https:// URL with a host"),
+        format!("{path}:8:21: flows[0].kinesis_stream: expected a string, found `true`, which YAML reads as a boolean; write it in quotes (\"true\") to make it a string"),
+        format!("{path}:9:5: flows[0].max_batch_agee: unknown key; did you mean max_batch_age?"),
+        format!("{path}:10:20: flows[0].max_in_flight: expected a whole number, found the text `many`"),
+        format!("{path}:11:5: flows[1].name: `app` is used by another flow; names must be unique"),
+        format!("{path}:14:5: flows[1].kinesis_stream: duplicate key (first written at 13:5); remove one"),
+        "kinship: the config has 7 problem(s); nothing was started".to_owned(),
+    ];
+    assert_eq!(lines, expected, "{stderr}");
+    assert!(!stderr.contains("wJalrXUtnFEMI/K7MDENG"), "{stderr}");
+}
+
+#[test]
+fn check_reports_each_mistake_of_a_flow_with_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{GOOD}    max_batch_agee: 1s\n    max_in_flight: many\n    retry_max_backoff: soon\n"
+    );
+    let path = write(&dir, "three.yaml", &text);
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{path}:8:5: flows[0].max_batch_agee: unknown key")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{path}:9:20: flows[0].max_in_flight: expected a whole number"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{path}:10:5: flows[0].retry_max_backoff: `soon` is not a duration"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[3],
+        "kinship: the config has 3 problem(s); nothing was started"
+    );
+}
+
+#[test]
+fn check_reports_a_yaml_syntax_error_alone_with_its_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(
+        &dir,
+        "broken.yaml",
+        &format!("{GOOD}    max_in_flight: many\n  - name: [unclosed\n"),
+    );
+    let output = run_command(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with(&format!("{path}:")), "{stderr}");
+    assert!(lines[0].contains(": not valid YAML: "), "{stderr}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::Problem;
+use crate::secrets;
 
 /// An agent.json turned into kinship's YAML.
 #[derive(Debug)]
@@ -565,7 +566,10 @@ fn flow_block(
             problems.push(problem(
                 text,
                 &key_of("initialPosition"),
-                format!("`{other}` is not START_OF_FILE or END_OF_FILE"),
+                format!(
+                    "`{}` is not START_OF_FILE or END_OF_FILE",
+                    secrets::quoted(other)
+                ),
             ));
             "end_of_file"
         }
@@ -581,7 +585,10 @@ fn flow_block(
             Some(other) => problems.push(problem(
                 text,
                 &key_of("partitionKeyOption"),
-                format!("`{other}` is not RANDOM or DETERMINISTIC"),
+                format!(
+                    "`{}` is not RANDOM or DETERMINISTIC",
+                    secrets::quoted(other)
+                ),
             )),
         }
     }
@@ -709,7 +716,8 @@ fn processors(
                     text,
                     &format!("{key}.jsonFormat"),
                     format!(
-                        "`{format}`: kinship writes compact JSON only; remove it or write COMPACT"
+                        "`{}`: kinship writes compact JSON only; remove it or write COMPACT",
+                        secrets::quoted(&format)
                     ),
                 ));
             }
@@ -757,7 +765,7 @@ fn processors(
                     };
                     match literal {
                         Some(literal) => lines.key(8, "delimiter", &quoted(&literal)),
-                        None => problems.push(problem(text, &format!("{key}.delimiter"), format!("`{delimiter}` is a regular expression to the Kinesis Agent; kinship takes one character"))),
+                        None => problems.push(problem(text, &format!("{key}.delimiter"), format!("`{}` is a regular expression to the Kinesis Agent; kinship takes one character", secrets::quoted(&delimiter)))),
                     }
                 }
             }
@@ -770,7 +778,7 @@ fn processors(
                     "SYSLOG" => "syslog",
                     "RFC3339SYSLOG" => "rfc3339_syslog",
                     other => {
-                        problems.push(problem(text, &format!("{key}.logFormat"), format!("`{other}` is not COMMONAPACHELOG, COMBINEDAPACHELOG, APACHEERRORLOG, SYSLOG or RFC3339SYSLOG")));
+                        problems.push(problem(text, &format!("{key}.logFormat"), format!("`{}` is not COMMONAPACHELOG, COMBINEDAPACHELOG, APACHEERRORLOG, SYSLOG or RFC3339SYSLOG", secrets::quoted(other))));
                         continue;
                     }
                 };
@@ -819,7 +827,7 @@ fn processors(
                 lines.key(8, "refresh", &format!("{}s", seconds.max(60)));
             }
             other => {
-                problems.push(problem(text, &format!("{key}.optionName"), format!("`{other}` has no kinship processor (kinship has SINGLELINE, CSVTOJSON, LOGTOJSON, ADDMETADATA, ADDEC2METADATA); remove it, or the records would change")));
+                problems.push(problem(text, &format!("{key}.optionName"), format!("`{}` has no kinship processor (kinship has SINGLELINE, CSVTOJSON, LOGTOJSON, ADDMETADATA, ADDEC2METADATA); remove it, or the records would change", secrets::quoted(other))));
             }
         }
     }
@@ -904,7 +912,7 @@ fn number_at(
         problems.push(problem(
             text,
             path,
-            format!("{value} is not a whole number"),
+            format!("{} is not a whole number", shown(value)),
         ));
     }
     parsed
@@ -933,9 +941,21 @@ fn boolean(
         _ => None,
     };
     if parsed.is_none() {
-        problems.push(problem(text, key, format!("{value} is not true or false")));
+        problems.push(problem(
+            text,
+            key,
+            format!("{} is not true or false", shown(value)),
+        ));
     }
     parsed
+}
+
+/// A JSON value as a message may quote it: a string that looks like a secret as its prefix.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("\"{}\"", secrets::quoted(text)),
+        other => secrets::quoted(&other.to_string()).into_owned(),
+    }
 }
 
 /// The text parsed as one JSON object, comments allowed.
@@ -1118,6 +1138,25 @@ mod tests {
         assert_eq!(
             endpoint_parts("http://127.0.0.1:4567", "kinesis"),
             (None, Some("http://127.0.0.1:4567".into()))
+        );
+    }
+
+    #[test]
+    fn values_that_look_like_secrets_are_not_echoed() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let text = format!(
+            r#"{{ "flows": [ {{ "filePattern": "/var/log/*.log", "kinesisStream": "a",
+              "initialPosition": "{secret}", "maxBufferSizeRecords": "{secret}" }} ] }}"#
+        );
+        let problems =
+            migrate(Path::new("/etc/aws-kinesis/agent.json"), &text).expect_err("values refused");
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`wJal… (40 characters)` is not START_OF_FILE or END_OF_FILE",
+                "\"wJal… (40 characters)\" is not a whole number",
+            ]
         );
     }
 }

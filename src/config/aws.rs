@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::raw::{RawAssumeRole, RawAws};
 use super::Checker;
+use crate::secrets::quoted;
 
 /// What an AWS setting defaults to when neither block sets it.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -276,11 +277,16 @@ impl Checker<'_> {
             if !is_region_name(region) {
                 self.problem(
                     &format!("{prefix}.region"),
-                    format!("`{region}` is not a region name such as us-east-1"),
+                    format!(
+                        "`{}` is not a region name such as us-east-1",
+                        quoted(region)
+                    ),
                 );
             }
         }
-        let allow_insecure = raw.allow_insecure_http.unwrap_or(insecure_default);
+        // An allowance written wrong was reported already: its endpoints are not also refused.
+        let allow_insecure = raw.allow_insecure_http.unwrap_or(insecure_default)
+            || self.rejected(&format!("{prefix}.allow_insecure_http"));
         for (key, url) in [
             ("endpoint_url", &raw.endpoint_url),
             ("sts_endpoint_url", &raw.sts_endpoint_url),
@@ -326,17 +332,35 @@ impl Checker<'_> {
         match url_host(url) {
             None => self.problem(
                 key,
-                format!("`{url}` is not an http:// or https:// URL with a host"),
+                format!(
+                    "`{}` is not an http:// or https:// URL with a host",
+                    quoted(url)
+                ),
             ),
             Some((false, host)) if !allow_insecure && !is_loopback_host(host) => self.problem(
                 key,
-                format!("`{url}` would send requests and signatures unencrypted to another host; use https://, or set allow_insecure_http: true"),
+                format!(
+                    "`{}` would send requests and signatures unencrypted to another host; use https://, or set allow_insecure_http: true",
+                    quoted(url)
+                ),
             ),
             Some(_) => {}
         }
     }
 
     fn credentials(&mut self, prefix: &str, raw: &RawAws) -> Option<CredentialSource> {
+        // Which keys go together cannot be judged while one of them was reported already.
+        let reported = [
+            "profile",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+        ]
+        .iter()
+        .any(|key| self.rejected(&format!("{prefix}.{key}")));
+        if reported {
+            return None;
+        }
         let keys = (
             raw.access_key_id.as_ref(),
             raw.secret_access_key.as_ref(),
@@ -410,7 +434,10 @@ impl Checker<'_> {
                 if !is_role_arn(&arn) {
                     self.problem(
                         &format!("{key}.role_arn"),
-                        format!("`{arn}` is not a role ARN such as arn:aws:iam::123456789012:role/kinship"),
+                        format!(
+                            "`{}` is not a role ARN such as arn:aws:iam::123456789012:role/kinship",
+                            quoted(&arn)
+                        ),
                     );
                 }
                 arn
@@ -426,7 +453,10 @@ impl Checker<'_> {
         if !valid_session {
             self.problem(
                 &format!("{key}.session_name"),
-                format!("`{session_name}` must be 2 to 64 letters, digits or any of +=,.@_-"),
+                format!(
+                    "`{}` must be 2 to 64 letters, digits or any of +=,.@_-",
+                    quoted(&session_name)
+                ),
             );
         }
         if let Some(external_id) = &raw.external_id {
@@ -473,6 +503,13 @@ impl Checker<'_> {
                 );
                 return None;
             }
+            // A destination key written wrong was reported already.
+            (None, None)
+                if self.rejected(&format!("{key}.kinesis_stream"))
+                    || self.rejected(&format!("{key}.firehose_stream")) =>
+            {
+                return None;
+            }
             (None, None) => {
                 self.problem(
                     &format!("{key}.kinesis_stream"),
@@ -500,7 +537,7 @@ impl Checker<'_> {
                     };
                     self.problem(
                         &field_key,
-                        format!("`{text}` is not a stream ARN such as {example}"),
+                        format!("`{}` is not a stream ARN such as {example}", quoted(&text)),
                     );
                     return None;
                 }
@@ -520,7 +557,10 @@ impl Checker<'_> {
         if !valid {
             self.problem(
                 &field_key,
-                format!("`{name}` is not a stream name (1 to {longest} letters, digits, '-', '_' or '.')"),
+                format!(
+                    "`{}` is not a stream name (1 to {longest} letters, digits, '-', '_' or '.')",
+                    quoted(&name)
+                ),
             );
             return None;
         }

@@ -1,10 +1,7 @@
-//! Finds the line and column of each key in a YAML document, so validation errors can point at
-//! the place to fix. serde_yaml reports positions only for its own errors.
+//! Where each key of the config file is written, so that validation errors can point at the
+//! place to fix. Filled in by the schema's pass over the document (one read of the YAML).
 
 use std::collections::HashMap;
-
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
 
 /// Position of a key in the file, 1-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,15 +17,18 @@ pub struct KeyPositions {
 }
 
 impl KeyPositions {
-    /// Indexes `text`; a document that does not parse yields an empty index (serde reports why).
-    pub fn index(text: &str) -> Self {
-        let mut builder = Builder::default();
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, false).is_err() {
-            return Self::default();
+    /// Records where `path` is written.
+    pub fn insert(&mut self, path: &str, position: Position) {
+        if !path.is_empty() {
+            self.positions.insert(path.to_owned(), position);
         }
-        Self {
-            positions: builder.positions,
+    }
+
+    /// Records `position` for `path` unless it has one: a mapping (a list item, say) is
+    /// pointed at by where it starts, or by its first key.
+    pub fn first(&mut self, path: &str, position: Position) {
+        if !path.is_empty() {
+            self.positions.entry(path.to_owned()).or_insert(position);
         }
     }
 
@@ -43,118 +43,5 @@ impl KeyPositions {
             let cut = candidate.rfind(['.', '['])?;
             candidate = &candidate[..cut];
         }
-    }
-}
-
-enum Frame {
-    Mapping { path: String, key: Option<String> },
-    Sequence { path: String, next_index: usize },
-}
-
-#[derive(Default)]
-struct Builder {
-    stack: Vec<Frame>,
-    positions: HashMap<String, Position>,
-}
-
-impl Builder {
-    /// Path of the value that starts now, or `None` when the event is a mapping key.
-    fn value_path(&mut self, event: &Event, mark: Marker) -> Option<String> {
-        let position = Position {
-            line: mark.line(),
-            column: mark.col() + 1,
-        };
-        match self.stack.last_mut() {
-            None => Some(String::new()),
-            Some(Frame::Mapping { path, key }) => match key.take() {
-                Some(key_name) => Some(join(path, &key_name)),
-                None => {
-                    if let Event::Scalar(name, ..) = event {
-                        let full = join(path, name);
-                        self.positions.insert(full, position);
-                        // A mapping (a list item, say) is pointed at by its first key.
-                        self.positions.entry(path.clone()).or_insert(position);
-                        *key = Some(name.clone());
-                    }
-                    None
-                }
-            },
-            Some(Frame::Sequence { path, next_index }) => {
-                let full = format!("{path}[{next_index}]");
-                *next_index += 1;
-                if !matches!(event, Event::MappingStart(..) | Event::SequenceStart(..)) {
-                    self.positions.insert(full.clone(), position);
-                }
-                Some(full)
-            }
-        }
-    }
-}
-
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, event: Event, mark: Marker) {
-        match event {
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let Some(path) = self.value_path(&event, mark) else {
-                    return;
-                };
-                let frame = if matches!(event, Event::MappingStart(..)) {
-                    Frame::Mapping { path, key: None }
-                } else {
-                    Frame::Sequence {
-                        path,
-                        next_index: 0,
-                    }
-                };
-                self.stack.push(frame);
-            }
-            Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
-            }
-            Event::Scalar(..) | Event::Alias(..) => {
-                self.value_path(&event, mark);
-            }
-            _ => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_nested_keys_and_list_items() {
-        let text = "state_dir: /x\naws:\n  region: eu-west-1\nflows:\n  - name: a\n    files: /a\n  - name: b\n    max_batch_age: 5q\n";
-        let index = KeyPositions::index(text);
-        assert_eq!(
-            index.find("state_dir"),
-            Some(Position { line: 1, column: 1 })
-        );
-        assert_eq!(
-            index.find("aws.region"),
-            Some(Position { line: 3, column: 3 })
-        );
-        assert_eq!(
-            index.find("flows[1].max_batch_age"),
-            Some(Position { line: 8, column: 5 })
-        );
-        assert_eq!(
-            index.find("flows[0].files"),
-            Some(Position { line: 6, column: 5 })
-        );
-        // A missing key points at its parent.
-        assert_eq!(
-            index.find("flows[1].kinesis_stream").map(|p| p.line),
-            Some(7)
-        );
     }
 }

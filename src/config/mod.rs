@@ -1,5 +1,7 @@
-//! The agent's configuration: the YAML file read into raw serde types, then validated into
-//! types that cannot be wrong. Every problem is reported at once, each with file, line and key.
+//! The agent's configuration: the YAML file checked against its shape (`schema`: unknown keys,
+//! duplicate keys, wrong types), read into raw serde types, then validated into types that
+//! cannot be wrong. Every problem is reported at once, in file order, each with file, line,
+//! column and key.
 
 mod agent_json;
 mod aws;
@@ -8,6 +10,7 @@ mod locate;
 pub mod paths;
 mod processing;
 mod raw;
+mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,9 @@ pub use aws::{
 use locate::KeyPositions;
 pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};
 use raw::{RawCloudWatch, RawConfig, RawFlow};
+use schema::Rejected;
+
+use crate::secrets::quoted;
 
 /// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
 /// once the network's sockets and the agent's own files are counted.
@@ -419,50 +425,71 @@ impl Config {
                 message: "the file is empty; it needs at least `flows`".into(),
             }]));
         }
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|error| invalid(vec![serde_problem(&error)]))?;
-        let positions = KeyPositions::index(text);
-        let mut checker = Checker {
-            positions: &positions,
-            problems: Vec::new(),
+        // Unknown keys, duplicate keys and wrong types first, in every mapping; then what is
+        // left is read and checked for what its values mean.
+        let document = schema::read(text).map_err(|problem| invalid(vec![problem]))?;
+        let mut problems = document.problems;
+        let config = match serde_yaml::from_value::<RawConfig>(document.value) {
+            Ok(raw) => {
+                let mut checker = Checker {
+                    positions: &document.positions,
+                    rejected: &document.rejected,
+                    problems: Vec::new(),
+                };
+                let config = checker.config(path, raw);
+                problems.extend(checker.problems);
+                Some(config)
+            }
+            // The schema's pass leaves only what the raw types take (a unit test holds the two
+            // together), so this is a bug: say so rather than panic.
+            Err(error) => {
+                problems.push(Problem {
+                    line: None,
+                    column: None,
+                    key: String::new(),
+                    message: format!(
+                        "passed the schema but could not be read ({}); please report this as a bug",
+                        quote_values_in(&error.to_string())
+                    ),
+                });
+                None
+            }
         };
-        let config = checker.config(path, raw);
-        if checker.problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(invalid(checker.problems))
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => {
+                // In file order; problems of the whole file (no position) last. The sort is
+                // stable, so problems at one place keep the order they were found in.
+                problems.sort_by_key(|problem| {
+                    (
+                        problem.line.unwrap_or(usize::MAX),
+                        problem.column.unwrap_or(0),
+                    )
+                });
+                Err(invalid(problems))
+            }
         }
     }
 }
 
-/// Turns a serde_yaml error into a problem; its message already names the key path.
-fn serde_problem(error: &serde_yaml::Error) -> Problem {
-    let text = error.to_string();
-    let message = match text.rfind(" at line ") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
-    };
-    let (mut key, message) = match message.split_once(": ") {
-        Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
-        _ => (String::new(), message),
-    };
-    // Name the unknown key itself, not only the mapping that holds it.
-    if let Some(unknown) = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        key = if key.is_empty() {
-            unknown.to_owned()
-        } else {
-            format!("{key}.{unknown}")
+/// `message` with every value serde quoted in it (`"..."` or `` `...` ``) shown as
+/// [`quoted`] shows it, so that a secret in the wrong place is not echoed.
+fn quote_values_in(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let mark = &rest[open..open + 1];
+        let Some(length) = rest[open + 1..].find(mark) else {
+            break;
         };
+        let inner = &rest[open + 1..open + 1 + length];
+        out.push_str(&rest[..open + 1]);
+        out.push_str(&quoted(inner));
+        out.push_str(mark);
+        rest = &rest[open + 2 + length..];
     }
-    Problem {
-        line: error.location().map(|location| location.line()),
-        column: error.location().map(|location| location.column()),
-        key,
-        message,
-    }
+    out.push_str(rest);
+    out
 }
 
 /// The raw keys that decide how records are combined and compressed.
@@ -475,11 +502,16 @@ struct RawCombining {
 
 struct Checker<'a> {
     positions: &'a KeyPositions,
+    /// Keys the schema's pass reported: nothing more is said of them or of their absence.
+    rejected: &'a Rejected,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
     fn problem(&mut self, key: &str, message: impl Into<String>) {
+        if self.rejected.covers(key) {
+            return;
+        }
         let position = self.positions.find(key);
         self.problems.push(Problem {
             line: position.map(|p| p.line),
@@ -487,6 +519,12 @@ impl Checker<'_> {
             key: key.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// Whether `key` was written but reported already (a wrong type, or a misspelling of it):
+    /// checks that weigh it against other keys are skipped rather than guess its value.
+    fn rejected(&self, key: &str) -> bool {
+        self.rejected.covers(key)
     }
 
     fn config(&mut self, path: &Path, raw: RawConfig) -> Config {
@@ -516,14 +554,20 @@ impl Checker<'_> {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             self.problem(
                 "log_level",
-                format!("`{log_level}` is not a log level or filter such as info, debug or kinship=debug,info ({error})"),
+                format!(
+                    "`{}` is not a log level or filter such as info, debug or kinship=debug,info ({error})",
+                    quoted(&log_level)
+                ),
             );
         }
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                self.problem("log_format", format!("`{other}` is not one of human, json"));
+                self.problem(
+                    "log_format",
+                    format!("`{}` is not one of human, json", quoted(other)),
+                );
                 LogFormat::Human
             }
         };
@@ -541,7 +585,10 @@ impl Checker<'_> {
             let listen = text.parse().unwrap_or_else(|_| {
                 self.problem(
                     "metrics.listen",
-                    format!("`{text}` is not an address and port such as 127.0.0.1:9720"),
+                    format!(
+                        "`{}` is not an address and port such as 127.0.0.1:9720",
+                        quoted(&text)
+                    ),
                 );
                 std::net::SocketAddr::from(([127, 0, 0, 1], 9720))
             });
@@ -594,22 +641,16 @@ impl Checker<'_> {
                 self.problem("flows", "is empty; list at least one flow")
             }
             Some(raw_flows) => {
+                self.duplicate_flow_names(&raw_flows);
+                // A hole is an item the schema's pass reported (not a mapping).
                 for (index, raw_flow) in raw_flows.into_iter().enumerate() {
+                    let Some(raw_flow) = raw_flow else { continue };
                     let key = format!("flows[{index}]");
                     holds_secret_keys |= raw_flow
                         .aws
                         .as_ref()
                         .is_some_and(|aws| aws.secret_access_key.is_some());
                     if let Some(flow) = self.flow(&key, raw_flow, &top_aws) {
-                        if flows.iter().any(|f: &FlowConfig| f.name == flow.name) {
-                            self.problem(
-                                &format!("{key}.name"),
-                                format!(
-                                    "`{}` is used by another flow; names must be unique",
-                                    flow.name
-                                ),
-                            );
-                        }
                         flows.push(flow);
                     }
                 }
@@ -634,6 +675,30 @@ impl Checker<'_> {
             cloudwatch,
             migration_warnings: Vec::new(),
             flows,
+        }
+    }
+
+    /// Names written by more than one flow, whatever else is wrong with those flows.
+    fn duplicate_flow_names(&mut self, raw_flows: &[Option<RawFlow>]) {
+        let mut seen: Vec<&str> = Vec::new();
+        for (index, raw_flow) in raw_flows.iter().enumerate() {
+            let Some(name) = raw_flow.as_ref().and_then(|flow| flow.name.as_deref()) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            if seen.contains(&name) {
+                self.problem(
+                    &format!("flows[{index}].name"),
+                    format!(
+                        "`{}` is used by another flow; names must be unique",
+                        quoted(name)
+                    ),
+                );
+            } else {
+                seen.push(name);
+            }
         }
     }
 
@@ -689,7 +754,10 @@ impl Checker<'_> {
         } else if namespace.starts_with("AWS/") {
             self.problem(
                 "cloudwatch.namespace",
-                format!("`{namespace}` starts with AWS/, which is reserved for AWS services"),
+                format!(
+                    "`{}` starts with AWS/, which is reserved for AWS services",
+                    quoted(&namespace)
+                ),
             );
         }
         let interval = self.duration("cloudwatch.interval", raw.interval, Duration::from_secs(60));
@@ -731,7 +799,10 @@ impl Checker<'_> {
                 if !valid {
                     self.problem(
                         &format!("{key}.name"),
-                        format!("`{name}` must be 1 to 64 letters, digits, '-', '_' or '.'"),
+                        format!(
+                            "`{}` must be 1 to 64 letters, digits, '-', '_' or '.'",
+                            quoted(&name)
+                        ),
                     );
                 }
                 name
@@ -757,11 +828,14 @@ impl Checker<'_> {
                         format!("{key}.files[{index}]")
                     };
                     if !Path::new(pattern).is_absolute() {
-                        self.problem(&file_key, format!("`{pattern}` must be an absolute path"));
+                        self.problem(
+                            &file_key,
+                            format!("`{}` must be an absolute path", quoted(pattern)),
+                        );
                     } else if let Err(error) = glob::Pattern::new(pattern) {
                         self.problem(
                             &file_key,
-                            format!("`{pattern}` is not a valid glob: {}", error.msg),
+                            format!("`{}` is not a valid glob: {}", quoted(pattern), error.msg),
                         );
                     }
                 }
@@ -774,10 +848,14 @@ impl Checker<'_> {
             pack_record_bytes: raw.pack_record_bytes,
             compression: raw.compression,
         };
+        // The service is the one whose key is written, even when its stream's name is wrong,
+        // so that keys of that service are checked as such and not also reported.
+        let written = |raw: &Option<String>, name: &str| {
+            raw.is_some() || self.rejected(&format!("{key}.{name}"))
+        };
+        let firehose = written(&raw.firehose_stream, "firehose_stream")
+            && !written(&raw.kinesis_stream, "kinesis_stream");
         let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
-        let firehose = destination
-            .as_ref()
-            .is_some_and(|d| d.kind == DestinationKind::Firehose);
         let flow_aws = match raw.aws {
             Some(block) => self.aws_block(
                 &format!("{key}.aws"),
@@ -796,7 +874,10 @@ impl Checker<'_> {
             match flow_aws.region() {
                 Some(own) if own != region => self.problem(
                     &format!("{key}.aws.region"),
-                    format!("is {own}, but the stream's ARN is in {region}; remove one"),
+                    format!(
+                        "is {}, but the stream's ARN is in {region}; remove one",
+                        quoted(own)
+                    ),
                 ),
                 _ => aws.region = Some(region.to_owned()),
             }
@@ -807,7 +888,10 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{key}.initial_position"),
-                    format!("`{other}` is not one of end_of_file, start_of_file"),
+                    format!(
+                        "`{}` is not one of end_of_file, start_of_file",
+                        quoted(other)
+                    ),
                 );
                 InitialPosition::EndOfFile
             }
@@ -841,7 +925,7 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{key}.explicit_hash_key"),
-                    format!("`{other}` is not one of none, spread"),
+                    format!("`{}` is not one of none, spread", quoted(other)),
                 );
                 false
             }
@@ -875,10 +959,14 @@ impl Checker<'_> {
             service.default_bytes_per_call,
             limits::MIN_RECORD_BYTES..=service.max_bytes_per_call,
         );
-        if max_batch_bytes < max_record_bytes {
+        let sizes_written = !self.rejected(&format!("{key}.max_batch_bytes"))
+            && !self.rejected(&format!("{key}.max_record_bytes"));
+        if sizes_written && max_batch_bytes < max_record_bytes {
             self.problem(
                 &format!("{key}.max_batch_bytes"),
-                format!("{max_batch_bytes} is smaller than max_record_bytes ({max_record_bytes}); one record must fit in a call"),
+                format!(
+                    "{max_batch_bytes} is smaller than max_record_bytes ({max_record_bytes}); one record must fit in a call"
+                ),
             );
         }
         let max_in_flight = self.number(
@@ -907,7 +995,9 @@ impl Checker<'_> {
             raw.retry_max_backoff,
             Duration::from_secs(10),
         );
-        if retry_max_backoff < retry_initial_backoff {
+        let backoffs_written = !self.rejected(&format!("{key}.retry_initial_backoff"))
+            && !self.rejected(&format!("{key}.retry_max_backoff"));
+        if backoffs_written && retry_max_backoff < retry_initial_backoff {
             self.problem(
                 &format!("{key}.retry_max_backoff"),
                 "must not be shorter than retry_initial_backoff",
@@ -960,7 +1050,7 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{key}.oversize_records"),
-                    format!("`{other}` is not one of truncate, split, skip"),
+                    format!("`{}` is not one of truncate, split, skip", quoted(other)),
                 );
                 Oversize::Truncate
             }
@@ -1051,7 +1141,7 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{key}.aggregation"),
-                    format!("`{other}` is not one of none, kpl"),
+                    format!("`{}` is not one of none, kpl", quoted(other)),
                 );
                 false
             }
@@ -1063,6 +1153,7 @@ impl Checker<'_> {
             );
         }
         let pack = raw.pack_records.unwrap_or(false);
+        let pack_rejected = self.rejected(&format!("{key}.pack_records"));
         if pack && !firehose {
             self.problem(
                 &format!("{key}.pack_records"),
@@ -1071,7 +1162,7 @@ impl Checker<'_> {
         }
         let record_bytes = match raw.pack_record_bytes {
             None => max_record_bytes,
-            Some(_) if !pack => {
+            Some(_) if !pack && !pack_rejected => {
                 self.problem(
                     &format!("{key}.pack_record_bytes"),
                     "is set without pack_records: true",
@@ -1092,7 +1183,7 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{key}.compression"),
-                    format!("`{other}` is not one of none, gzip, zstd"),
+                    format!("`{}` is not one of none, gzip, zstd", quoted(other)),
                 );
                 Compression::None
             }
@@ -1121,7 +1212,7 @@ impl Checker<'_> {
                 Ok(glob) => compiled.push(glob),
                 Err(error) => self.problem(
                     &exclude_key,
-                    format!("`{pattern}` is not a valid glob: {}", error.msg),
+                    format!("`{}` is not a valid glob: {}", quoted(&pattern), error.msg),
                 ),
             }
         }
@@ -1165,12 +1256,21 @@ impl Checker<'_> {
                 if parts.iter().any(String::is_empty) {
                     self.problem(
                         &format!("{key}.json_field"),
-                        format!("`{path}` is not a field path such as `request.id`"),
+                        format!(
+                            "`{}` is not a field path such as `request.id`",
+                            quoted(&path)
+                        ),
                     );
                     None
                 } else {
                     Some(KeyField::Json(parts))
                 }
+            }
+            // A misspelt or mistyped one was reported already.
+            _ if self.rejected(&format!("{key}.regex"))
+                || self.rejected(&format!("{key}.json_field")) =>
+            {
+                None
             }
             _ => {
                 self.problem(key, "give exactly one of `regex` and `json_field`");
@@ -1197,7 +1297,10 @@ impl Checker<'_> {
                 let reason = last_line.strip_prefix("error: ").unwrap_or(last_line);
                 self.problem(
                     key,
-                    format!("`{text}` is not a valid regular expression: {reason}"),
+                    format!(
+                        "`{}` is not a valid regular expression: {reason}",
+                        quoted(&text)
+                    ),
                 );
                 None
             }
@@ -1232,7 +1335,10 @@ impl Checker<'_> {
             Ok(duration) if duration > longest => {
                 self.problem(
                     key,
-                    format!("`{text}` is longer than the {longest_text} this setting allows"),
+                    format!(
+                        "`{}` is longer than the {longest_text} this setting allows",
+                        quoted(&text)
+                    ),
                 );
                 default
             }
@@ -1240,7 +1346,10 @@ impl Checker<'_> {
             Err(error) => {
                 self.problem(
                     key,
-                    format!("`{text}` is not a duration ({error}); write a number and a unit, such as 500ms, 5s or 1m"),
+                    format!(
+                        "`{}` is not a duration ({error}); write a number and a unit, such as 500ms, 5s or 1m",
+                        quoted(&text)
+                    ),
                 );
                 default
             }
@@ -1342,9 +1451,10 @@ flows:
     #[test]
     fn an_unknown_key_names_file_line_and_key() {
         let text = GOOD.replace("    max_batch_age: 250ms", "    max_batch_agee: 250ms");
-        let found = problems(&text);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].starts_with("/etc/k.yaml:11:5: flows[0].max_batch_agee: unknown field `max_batch_agee`, expected one of"), "{}", found[0]);
+        assert_eq!(
+            problems(&text),
+            ["/etc/k.yaml:11:5: flows[0].max_batch_agee: unknown key; did you mean max_batch_age?"]
+        );
     }
 
     #[test]
@@ -1353,14 +1463,9 @@ flows:
             "  - name: app\n",
             "  - name: app\n    max_in_flight: many\n",
         );
-        let found = problems(&text);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].starts_with(
-                "/etc/k.yaml:7:20: flows[0].max_in_flight: invalid type: string \"many\""
-            ),
-            "{}",
-            found[0]
+        assert_eq!(
+            problems(&text),
+            ["/etc/k.yaml:7:20: flows[0].max_in_flight: expected a whole number, found the text `many`"]
         );
     }
 
@@ -1389,6 +1494,8 @@ flows:
             "/etc/k.yaml:9:5: flows[0].initial_position: `middle` is not one of end_of_file, start_of_file",
             "/etc/k.yaml:7:5: flows[0].max_batch_age: must be longer than zero",
             "/etc/k.yaml:8:5: flows[0].max_batch_records: 501 is out of range; it must be from 1 to 500",
+            // The second flow's name is a duplicate even though the first flow has problems.
+            "/etc/k.yaml:10:5: flows[1].name: `app` is used by another flow; names must be unique",
             "/etc/k.yaml:12:5: flows[1].kinesis_stream: `bad/name` is not a stream name",
         ];
         for want in expected {
@@ -1410,6 +1517,220 @@ flows:
             "{}",
             found[0]
         );
+    }
+
+    /// A config with seven different problems: types, an unknown key, a duplicate key, a
+    /// duplicate flow name and values that mean nothing.
+    const SEVEN_PROBLEMS: &str = "\
+state_dir: /var/lib/kinship
+aws:
+  region: 42
+  endpoint_url: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+flows:
+  - name: app
+    files: /var/log/app/*.log
+    kinesis_stream: true
+    max_batch_agee: 1s
+    max_in_flight: many
+  - name: app
+    files: /var/log/other/*.log
+    kinesis_stream: other
+    kinesis_stream: other-logs
+";
+
+    #[test]
+    fn every_problem_of_the_file_is_reported_in_one_run_in_file_order() {
+        assert_eq!(
+            problems(SEVEN_PROBLEMS),
+            [
+                "/etc/k.yaml:3:11: aws.region: expected a string, found `42`, which YAML reads as a number; write it in quotes (\"42\") to make it a string",
+                "/etc/k.yaml:4:3: aws.endpoint_url: `wJal… (40 characters)` is not an http:// or https:// URL with a host",
+                "/etc/k.yaml:8:21: flows[0].kinesis_stream: expected a string, found `true`, which YAML reads as a boolean; write it in quotes (\"true\") to make it a string",
+                "/etc/k.yaml:9:5: flows[0].max_batch_agee: unknown key; did you mean max_batch_age?",
+                "/etc/k.yaml:10:20: flows[0].max_in_flight: expected a whole number, found the text `many`",
+                "/etc/k.yaml:11:5: flows[1].name: `app` is used by another flow; names must be unique",
+                "/etc/k.yaml:14:5: flows[1].kinesis_stream: duplicate key (first written at 13:5); remove one",
+            ]
+        );
+    }
+
+    #[test]
+    fn three_mistakes_in_one_flow_give_three_lines() {
+        let text = GOOD.replace(
+            "    max_batch_age: 250ms\n",
+            "    max_batch_agee: 1s\n    max_in_flight: many\n    retry_max_backoff: soon\n",
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(
+            found[0],
+            "/etc/k.yaml:11:5: flows[0].max_batch_agee: unknown key; did you mean max_batch_age?"
+        );
+        assert_eq!(
+            found[1],
+            "/etc/k.yaml:12:20: flows[0].max_in_flight: expected a whole number, found the text `many`"
+        );
+        assert!(
+            found[2].starts_with(
+                "/etc/k.yaml:13:5: flows[0].retry_max_backoff: `soon` is not a duration"
+            ),
+            "{}",
+            found[2]
+        );
+    }
+
+    #[test]
+    fn plain_scalars_of_the_wrong_type_are_errors_and_quoted_ones_strings() {
+        let found = problems(&format!(
+            "aws:\n  region: 42\n{FLOW}    kinesis_stream: true\n    dry_run: 'false'\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:2:11: aws.region: expected a string, found `42`, which YAML reads as a number; write it in quotes (\"42\") to make it a string",
+                "/etc/k.yaml:6:21: flows[0].kinesis_stream: expected a string, found `true`, which YAML reads as a boolean; write it in quotes (\"true\") to make it a string",
+                "/etc/k.yaml:7:14: flows[0].dry_run: expected true or false, found the quoted text `false`; write it without quotes",
+            ]
+        );
+        let config = parse(&format!(
+            "aws:\n  region: \"42\"\n{FLOW}    kinesis_stream: 'true'\n    max_in_flight: 0x10\n"
+        ));
+        assert_eq!(config.flows[0].aws.region.as_deref(), Some("42"));
+        assert_eq!(config.flows[0].destination.name, "true");
+        assert_eq!(config.flows[0].max_in_flight, 16);
+    }
+
+    #[test]
+    fn a_key_written_wrong_draws_no_follow_on_problems() {
+        // No "has no destination" for a destination of the wrong type or misspelt, and a
+        // Firehose flow's keys are not taken for a Kinesis flow's.
+        for destination in [
+            "kinesis_stream: true",
+            "kinesis_stream: [a, b]",
+            "kinesis_streem: logs",
+        ] {
+            let found = problems(&format!("{FLOW}    {destination}\n"));
+            assert_eq!(found.len(), 1, "{destination}: {found:#?}");
+        }
+        let found = problems(&format!(
+            "{FLOW}    firehose_stream: {{name: x}}\n    pack_records: true\n    pack_record_bytes: 4096\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        // A wrong-typed flag says nothing of the keys it goes with.
+        let found = problems(&format!(
+            "aws:\n  endpoint_url: http://kinesis.example.com\n  allow_insecure_http: yes\n{FLOW}    firehose_stream: a\n    pack_records: sure\n    pack_record_bytes: 4096\n    max_record_bytes: lots\n    max_batch_bytes: 2048\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:3:24: aws.allow_insecure_http: expected true or false, found the text `yes`",
+                "/etc/k.yaml:8:19: flows[0].pack_records: expected true or false, found the text `sure`",
+                "/etc/k.yaml:10:23: flows[0].max_record_bytes: expected a whole number, found the text `lots`",
+            ]
+        );
+        // A processor misspelt, or its only pattern misspelt, says only that.
+        let found = problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    processors:\n      - type: filtre\n        include: x\n      - type: filter\n        includ: x\n      - type: log_to_json\n        formt: syslog\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:6:15: flows[0].processors[0].type: `filtre` is not a processor type; did you mean filter?",
+                "/etc/k.yaml:9:9: flows[0].processors[1].includ: unknown key; did you mean include?",
+                "/etc/k.yaml:11:9: flows[0].processors[2].formt: unknown key; did you mean format?",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_flow_names_are_found_whatever_else_is_wrong() {
+        let found = problems(
+            "flows:\n  - name: app\n    files: relative.log\n    kinesis_stream: a\n  - name: app\n    files: /b/*.log\n    firehose_stream: b\n    max_in_flight: 0\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:3:5: flows[0].files: `relative.log` must be an absolute path",
+                "/etc/k.yaml:5:5: flows[1].name: `app` is used by another flow; names must be unique",
+                "/etc/k.yaml:8:5: flows[1].max_in_flight: 0 is out of range; it must be from 1 to 64",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_where_they_are_with_their_path() {
+        let found = problems(&format!(
+            "state_dir: /a\nstate_dir: /b\n{FLOW}    kinesis_stream: a\n    max_in_flight: 2\n    max_in_flight: 3\n    aws:\n      assume_role:\n        role_arn: arn:aws:iam::123456789012:role/a\n        role_arn: arn:aws:iam::123456789012:role/b\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:2:1: state_dir: duplicate key (first written at 1:1); remove one",
+                "/etc/k.yaml:8:5: flows[0].max_in_flight: duplicate key (first written at 7:5); remove one",
+                "/etc/k.yaml:12:9: flows[0].aws.assume_role.role_arn: duplicate key (first written at 11:9); remove one",
+            ]
+        );
+    }
+
+    #[test]
+    fn values_that_look_like_secrets_are_not_echoed() {
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let token = "FwoGZXIvYXdzEBYaDH7tokenTOKEN123";
+        let found = problems(&format!(
+            "aws:\n  region: {secret}\n  endpoint_url: {token}\n{FLOW}    kinesis_stream: a\n    aws:\n      region: {token}\n      endpoint_url: {secret}\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:2:3: aws.region: `wJal… (40 characters)` is not a region name such as us-east-1",
+                "/etc/k.yaml:3:3: aws.endpoint_url: `FwoG… (32 characters)` is not an http:// or https:// URL with a host",
+                "/etc/k.yaml:9:7: flows[0].aws.region: `FwoG… (32 characters)` is not a region name such as us-east-1",
+                "/etc/k.yaml:10:7: flows[0].aws.endpoint_url: `wJal… (40 characters)` is not an http:// or https:// URL with a host",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unusable_list_item_leaves_the_others_their_index() {
+        let found = problems(
+            "flows:\n  - just-a-name\n  - name: b\n    files: relative\n    kinesis_stream: b\n    processors:\n      - type: nope\n      - type: redact\n        patterns:\n          - oops\n          - pattern: '(x'\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "/etc/k.yaml:2:5: flows[0]: expected a mapping, found the text `just-a-name`",
+                "/etc/k.yaml:4:5: flows[1].files: `relative` must be an absolute path",
+                "/etc/k.yaml:7:15: flows[1].processors[0].type: `nope` is not a processor type; give one of single_line, csv_to_json, log_to_json, filter, redact, add_ec2_metadata, add_metadata",
+                "/etc/k.yaml:10:13: flows[1].processors[1].patterns[0]: expected a mapping, found the text `oops`",
+                "/etc/k.yaml:11:13: flows[1].processors[1].patterns[1].pattern: `(x` is not a valid regular expression: unclosed group",
+            ]
+        );
+        assert_eq!(
+            problems(&format!(
+                "{FLOW}    kinesis_stream: a\n    processors:\n      - type: redact\n        patterns: [{{replacement: x}}]\n"
+            )),
+            ["/etc/k.yaml:7:21: flows[0].processors[0].patterns[0].pattern: is missing; give the regular expression to redact"]
+        );
+    }
+
+    #[test]
+    fn values_serde_quotes_are_shown_as_secrets_are() {
+        assert_eq!(
+            quote_values_in(
+                "invalid type: string \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\", expected `u64` at `x"
+            ),
+            "invalid type: string \"wJal… (40 characters)\", expected `u64` at `x"
+        );
+    }
+
+    #[test]
+    fn the_packaged_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/kinship.yaml"
+        ));
+        let text = std::fs::read_to_string(path).expect("packaged config");
+        Config::parse(path, &text).unwrap_or_else(|error| panic!("{error}"));
     }
 
     #[test]
@@ -1709,8 +2030,8 @@ flows:
             [
                 "/etc/k.yaml:5:5: flows[0].partition_key: applies to Kinesis streams only; Firehose records have no partition key",
                 "/etc/k.yaml:6:5: flows[0].explicit_hash_key: applies to Kinesis streams only; Firehose records have no partition key",
-                "/etc/k.yaml:8:5: flows[0].max_record_bytes: 1048576 is out of range; it must be from 1024 to 1024000",
                 "/etc/k.yaml:7:5: flows[0].max_batch_bytes: 5242880 is out of range; it must be from 1024 to 4194304",
+                "/etc/k.yaml:8:5: flows[0].max_record_bytes: 1048576 is out of range; it must be from 1024 to 1024000",
             ]
         );
     }
@@ -1798,8 +2119,8 @@ flows:
                 "/etc/k.yaml:10:7: flows[0].aws.session_token: is set without access_key_id and secret_access_key",
                 "/etc/k.yaml:12:9: flows[0].aws.assume_role.role_arn: `arn:aws:iam::123:role/x` is not a role ARN such as arn:aws:iam::123456789012:role/kinship",
                 "/etc/k.yaml:13:9: flows[0].aws.assume_role.session_name: `has space` must be 2 to 64 letters, digits or any of +=,.@_-",
-                "/etc/k.yaml:15:9: flows[0].aws.assume_role.external_id: must be 2 to 1,224 characters",
                 "/etc/k.yaml:14:9: flows[0].aws.assume_role.duration: must be from 15m to 12h (STS's bounds for a role session)",
+                "/etc/k.yaml:15:9: flows[0].aws.assume_role.external_id: must be 2 to 1,224 characters",
                 "/etc/k.yaml:20:7: flows[1].aws.secret_access_key: is set without access_key_id; give both",
             ]
         );
@@ -1897,8 +2218,8 @@ flows:
                 "/etc/k.yaml:8:5: flows[0].compression: `lz4` is not one of none, gzip, zstd",
                 "/etc/k.yaml:12:5: flows[1].aggregation: applies to Kinesis streams only; for Firehose, use pack_records",
                 "/etc/k.yaml:13:5: flows[1].pack_record_bytes: is set without pack_records: true",
-                "/etc/k.yaml:19:5: flows[2].aggregation: `maybe` is not one of none, kpl",
                 "/etc/k.yaml:18:5: flows[2].pack_record_bytes: 2000000 is out of range; it must be from 1024 to 1024000",
+                "/etc/k.yaml:19:5: flows[2].aggregation: `maybe` is not one of none, kpl",
             ]
         );
     }

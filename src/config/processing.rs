@@ -4,6 +4,8 @@ use super::raw::{RawProcessor, RawRedactPattern};
 use super::Checker;
 use std::time::Duration;
 
+use crate::secrets::quoted;
+
 use crate::processors::ec2::{AddEc2Metadata, Ec2Settings};
 use crate::processors::log::{LogFormat, Parser};
 use crate::processors::metadata::{self, AddMetadata};
@@ -17,7 +19,7 @@ impl Checker<'_> {
     pub(super) fn processors(
         &mut self,
         flow_key: &str,
-        raw: Option<Vec<RawProcessor>>,
+        raw: Option<Vec<Option<RawProcessor>>>,
         on_error: Option<String>,
     ) -> (Vec<Processor>, OnError) {
         let on_error = match on_error.as_deref() {
@@ -26,7 +28,7 @@ impl Checker<'_> {
             Some(other) => {
                 self.problem(
                     &format!("{flow_key}.on_error"),
-                    format!("`{other}` is not one of send_raw, drop"),
+                    format!("`{}` is not one of send_raw, drop", quoted(other)),
                 );
                 OnError::SendRaw
             }
@@ -35,8 +37,9 @@ impl Checker<'_> {
             .unwrap_or_default()
             .into_iter()
             .enumerate()
+            // A hole is a processor the schema's pass reported (no type, or an unknown one).
             .filter_map(|(index, raw)| {
-                self.processor(&format!("{flow_key}.processors[{index}]"), raw)
+                self.processor(&format!("{flow_key}.processors[{index}]"), raw?)
             })
             .collect();
         (processors, on_error)
@@ -79,7 +82,10 @@ impl Checker<'_> {
                     Some(text) => {
                         self.problem(
                             &format!("{key}.delimiter"),
-                            format!("`{text}` is not one character (such as , ; | or \\t for a tab), other than a quote or a newline"),
+                            format!(
+                                "`{}` is not one character (such as , ; | or \\t for a tab), other than a quote or a newline",
+                                quoted(text)
+                            ),
                         );
                         return None;
                     }
@@ -100,10 +106,14 @@ impl Checker<'_> {
                         return None;
                     }
                     (None, None) => {
-                        self.problem(
-                            &format!("{key}.format"),
-                            "is required (or a pattern with field_names)",
-                        );
+                        let reported = self.rejected(&format!("{key}.format"))
+                            || self.rejected(&format!("{key}.pattern"));
+                        if !reported {
+                            self.problem(
+                                &format!("{key}.format"),
+                                "is required (or a pattern with field_names)",
+                            );
+                        }
                         return None;
                     }
                     (Some(name), None) => match LogFormat::named(&name) {
@@ -113,7 +123,7 @@ impl Checker<'_> {
                                 LogFormat::ALL.iter().map(|(name, _)| *name).collect();
                             self.problem(
                                 &format!("{key}.format"),
-                                format!("`{name}` is not one of {}", known.join(", ")),
+                                format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
                             );
                             return None;
                         }
@@ -127,7 +137,8 @@ impl Checker<'_> {
                             self.problem(
                                 &format!("{key}.pattern"),
                                 format!(
-                                    "`{text}` is not a valid regular expression: {}",
+                                    "`{}` is not a valid regular expression: {}",
+                                    quoted(&text),
                                     reason.strip_prefix("error: ").unwrap_or(&reason)
                                 ),
                             );
@@ -166,7 +177,11 @@ impl Checker<'_> {
             }
             RawProcessor::Filter { include, exclude } => {
                 if include.is_none() && exclude.is_none() {
-                    self.problem(key, "a filter needs include or exclude patterns");
+                    let reported = self.rejected(&format!("{key}.include"))
+                        || self.rejected(&format!("{key}.exclude"));
+                    if !reported {
+                        self.problem(key, "a filter needs include or exclude patterns");
+                    }
                     return None;
                 }
                 let mut compile = |name: &str, list: Option<super::raw::OneOrMany>| {
@@ -206,21 +221,34 @@ impl Checker<'_> {
                                 Builtin::ALL.iter().map(|(name, _)| *name).collect();
                             self.problem(
                                 &format!("{key}.builtin[{index}]"),
-                                format!("`{name}` is not one of {}", known.join(", ")),
+                                format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
                             );
                         }
                     }
                 }
-                for (
-                    index,
-                    RawRedactPattern {
+                let patterns = patterns.unwrap_or_default();
+                // A hole is a pattern the schema's pass reported (not a mapping).
+                let mut reported = patterns.iter().any(Option::is_none)
+                    || self.rejected(&format!("{key}.builtin"))
+                    || self.rejected(&format!("{key}.patterns"));
+                for (index, raw_pattern) in patterns.into_iter().enumerate() {
+                    let Some(RawRedactPattern {
                         pattern,
                         replacement: own,
-                    },
-                ) in patterns.unwrap_or_default().into_iter().enumerate()
-                {
-                    if let Some(pattern) =
-                        self.pattern(&format!("{key}.patterns[{index}].pattern"), pattern)
+                    }) = raw_pattern
+                    else {
+                        continue;
+                    };
+                    let pattern_key = format!("{key}.patterns[{index}]");
+                    let Some(pattern) = pattern else {
+                        reported = true;
+                        self.problem(
+                            &format!("{pattern_key}.pattern"),
+                            "is missing; give the regular expression to redact",
+                        );
+                        continue;
+                    };
+                    if let Some(pattern) = self.pattern(&format!("{pattern_key}.pattern"), pattern)
                     {
                         rules.push(Rule::Custom {
                             pattern,
@@ -229,7 +257,9 @@ impl Checker<'_> {
                     }
                 }
                 if rules.is_empty() {
-                    self.problem(key, "a redact processor needs builtin or patterns");
+                    if !reported {
+                        self.problem(key, "a redact processor needs builtin or patterns");
+                    }
                     return None;
                 }
                 Some(Processor::Redact(Redact::new(rules)))
@@ -271,7 +301,7 @@ impl Checker<'_> {
                     match serde_json::to_value(&value) {
                         Ok(value) => converted.push((name, value)),
                         Err(error) => self.problem(
-                            &format!("{key}.fields.{name}"),
+                            &format!("{key}.fields.{}", quoted(&name)),
                             format!("cannot be written as JSON: {error}"),
                         ),
                     }
@@ -301,7 +331,7 @@ impl Checker<'_> {
             if names[..index].contains(name) {
                 self.problem(
                     &format!("{key}.field_names[{index}]"),
-                    format!("`{name}` is named twice"),
+                    format!("`{}` is named twice", quoted(name)),
                 );
                 return None;
             }

@@ -1,5 +1,8 @@
 //! The YAML file as serde reads it, before validation: every key optional so that missing keys
-//! are reported together with every other problem, unknown keys rejected.
+//! are reported together with every other problem, unknown keys rejected. serde reads what the
+//! schema's pass (`schema.rs`) left of the document: unknown keys and wrong types are reported
+//! and left out there, and an item of a list that could not be used is a hole (`None`) so that
+//! the items after it keep their index.
 
 use serde::Deserialize;
 
@@ -24,7 +27,7 @@ pub struct RawConfig {
     pub log_file_keep: Option<u64>,
     pub watch_config: Option<bool>,
     pub cloudwatch: Option<RawCloudWatch>,
-    pub flows: Option<Vec<RawFlow>>,
+    pub flows: Option<Vec<Option<RawFlow>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,7 +60,7 @@ pub struct RawAssumeRole {
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
     pub name: Option<String>,
-    pub processors: Option<Vec<RawProcessor>>,
+    pub processors: Option<Vec<Option<RawProcessor>>>,
     pub on_error: Option<String>,
     pub files: Option<OneOrMany>,
     pub exclude: Option<OneOrMany>,
@@ -134,7 +137,7 @@ pub enum RawProcessor {
     Redact {
         builtin: Option<OneOrMany>,
         replacement: Option<String>,
-        patterns: Option<Vec<RawRedactPattern>>,
+        patterns: Option<Vec<Option<RawRedactPattern>>>,
     },
     AddEc2Metadata {
         refresh: Option<String>,
@@ -153,7 +156,7 @@ pub enum RawProcessor {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedactPattern {
-    pub pattern: String,
+    pub pattern: Option<String>,
     pub replacement: Option<String>,
 }
 
