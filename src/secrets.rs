@@ -19,8 +19,10 @@ pub const MASK: &str = "<redacted>";
 /// Values shorter than this are not masked in logs: masking `abc` would mask every `abc`.
 /// Real keys, secrets and tokens are far longer.
 const MIN_MASKED_LEN: usize = 8;
-/// A value this long or longer, made of token characters, is quoted as a prefix in messages.
-const MIN_SECRET_LIKE_LEN: usize = 16;
+/// A value this long or longer, made of token characters, is quoted as a prefix in messages
+/// (secret access keys have 40 characters, session tokens hundreds; access key ids are
+/// recognised by their own shape).
+const MIN_SECRET_LIKE_LEN: usize = 20;
 
 /// Whether `value` has the shape of an AWS access key id: four capital letters naming its kind,
 /// then capital letters and digits, 16 to 128 characters in all.
@@ -35,8 +37,8 @@ pub fn looks_like_access_key_id(value: &str) -> bool {
 }
 
 /// Whether `value` could be a key, a secret or a token: an access key id, or a long run of
-/// base64 or token characters mixing letters with digits or symbols. URLs, paths, names with
-/// spaces and short words are not.
+/// base64 or token characters mixing capitals, small letters and digits (as every secret
+/// access key and session token does). URLs, paths, names with spaces and words do not.
 pub fn looks_like_secret(value: &str) -> bool {
     if looks_like_access_key_id(value) {
         return true;
@@ -51,8 +53,7 @@ pub fn looks_like_secret(value: &str) -> bool {
     let has_upper = bytes.iter().any(u8::is_ascii_uppercase);
     let has_lower = bytes.iter().any(u8::is_ascii_lowercase);
     let has_digit = bytes.iter().any(u8::is_ascii_digit);
-    let has_base64_symbol = bytes.iter().any(|byte| b"/+".contains(byte));
-    token_chars && (has_base64_symbol || (has_upper && has_lower && has_digit))
+    token_chars && has_upper && has_lower && has_digit
 }
 
 /// `value` as an error message may quote it: whole, unless it looks like a secret; then its
@@ -322,6 +323,9 @@ mod tests {
             "http://127.0.0.1:4567",
             "application-logs",
             "/var/log/app/*.log",
+            "logs/application/web",
+            "MyStream2024Logs",
+            "kinship-audit-logs-to-s3",
             "arn:aws:iam::123456789012:role/kinship",
             "5 minutes",
         ] {
