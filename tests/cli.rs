@@ -84,22 +84,7 @@ fn check_names_an_unknown_key() {
 
 /// Seven different problems: wrong types, an unknown key, a value that means nothing (and
 /// looks like a secret), a duplicate flow name, a duplicate key.
-const SEVEN_PROBLEMS: &str = "\
-state_dir: /var/lib/kinship
-aws:
-  region: 42
-  endpoint_url: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-flows:
-  - name: app
-    files: /var/log/app/*.log
-    kinesis_stream: true
-    max_batch_agee: 1s
-    max_in_flight: many
-  - name: app
-    files: /var/log/other/*.log
-    kinesis_stream: other
-    kinesis_stream: other-logs
-";
+const SEVEN_PROBLEMS: &str = include_str!("configs/seven-problems.yaml");
 
 #[test]
 fn check_reports_seven_problems_in_seven_lines_in_file_order() {

@@ -1520,23 +1520,8 @@ flows:
     }
 
     /// A config with seven different problems: types, an unknown key, a duplicate key, a
-    /// duplicate flow name and values that mean nothing.
-    const SEVEN_PROBLEMS: &str = "\
-state_dir: /var/lib/kinship
-aws:
-  region: 42
-  endpoint_url: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-flows:
-  - name: app
-    files: /var/log/app/*.log
-    kinesis_stream: true
-    max_batch_agee: 1s
-    max_in_flight: many
-  - name: app
-    files: /var/log/other/*.log
-    kinesis_stream: other
-    kinesis_stream: other-logs
-";
+    /// duplicate flow name and values that mean nothing (`kinship check` is run on it too).
+    const SEVEN_PROBLEMS: &str = include_str!("../../tests/configs/seven-problems.yaml");
 
     #[test]
     fn every_problem_of_the_file_is_reported_in_one_run_in_file_order() {
