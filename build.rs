@@ -10,6 +10,8 @@ fn main() {
     // from an exported tree can name its commit in KINSHIP_GIT_COMMIT.
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".to_owned());
     println!("cargo:rustc-env=KINSHIP_TARGET={target}");
+    // Without these, cargo would rerun the script on any change to the package's files.
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=KINSHIP_GIT_COMMIT");
     let commit = match std::env::var("KINSHIP_GIT_COMMIT") {
         Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),
