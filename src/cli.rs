@@ -6,10 +6,22 @@ use clap::{Parser, Subcommand};
 
 use crate::config::default_paths;
 
+/// What `kinship --version` prints after the name: the version, the git commit the binary was
+/// built from (`unknown` outside a git checkout) and the target it was built for, so a report
+/// from a host says exactly which build runs there.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KINSHIP_GIT_COMMIT"),
+    ", ",
+    env!("KINSHIP_TARGET"),
+    ")"
+);
+
 /// Tails log files and delivers every line to Amazon Kinesis Data Streams, at least once and in
 /// order per file.
 #[derive(Debug, Parser)]
-#[command(name = "kinship", version, about, long_about = None)]
+#[command(name = "kinship", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -193,10 +193,37 @@ fn help_and_version() {
     assert!(text.contains("run") && text.contains("check"), "{text}");
     let run_help = String::from_utf8_lossy(&run_command(&["run", "--help"]).stdout).into_owned();
     assert!(run_help.contains("/etc/kinship/kinship.yaml"), "{run_help}");
+}
+
+#[test]
+fn version_names_the_commit_and_the_target() {
     let version = run_command(&["--version"]);
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        format!("kinship {}", env!("CARGO_PKG_VERSION"))
+    assert_eq!(version.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let rest = text
+        .strip_prefix(&format!("kinship {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("no version first: {text}"));
+    let (commit, target) = rest
+        .strip_suffix(')')
+        .and_then(|rest| rest.split_once(", "))
+        .unwrap_or_else(|| panic!("no (commit …, target): {text}"));
+    // Built from this checkout when git is at hand, `unknown` from an exported tree.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    match head {
+        Some(head) => assert_eq!(commit, head, "{text}"),
+        None => assert_eq!(commit, "unknown", "{text}"),
+    }
+    // The triple this test binary was built for (tests run on the build's own target).
+    let arch = std::env::consts::ARCH;
+    assert!(
+        target.starts_with(&format!("{arch}-")) && target.contains(std::env::consts::OS),
+        "{text}"
     );
 }
 
