@@ -287,6 +287,7 @@ impl<P: PutRecords> Sink<P> {
         while let Some(batch) = batches.recv().await {
             if batch.records.is_empty() {
                 // Only lines that are not sent (skipped): nothing to call, done at once.
+                count_delivered(&shared.metrics, &batch.ranges);
                 let _ = self.acks.send(Ack::Delivered(batch.ranges)).await;
                 continue;
             }
@@ -311,6 +312,7 @@ impl<P: PutRecords> Sink<P> {
                 compress_records(&mut batch.records, compression);
                 let ranges = deliver(&call_shared, &in_flight, first_slot, batch).await;
                 drop(held);
+                count_delivered(&call_shared.metrics, &ranges);
                 let _ = acks.send(Ack::Delivered(ranges)).await;
             });
             while let Some(done) = calls.try_join_next() {
@@ -544,6 +546,16 @@ async fn give_up<P>(
             false
         }
     }
+}
+
+/// Counts the file bytes of `ranges` as delivered: every range a batch covers is counted here
+/// once, as it was counted read once.
+fn count_delivered(metrics: &FlowMetrics, ranges: &[FileRange]) {
+    let bytes = ranges
+        .iter()
+        .map(|range| range.end.saturating_sub(range.start))
+        .sum();
+    FlowMetrics::add(&metrics.bytes_delivered, bytes);
 }
 
 /// Counts throttled records and logs, at most every ten seconds, how many there were.

@@ -232,6 +232,46 @@ async fn a_failed_call_is_retried_whole_and_acknowledged_only_when_accepted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_range_counts_as_delivered_once_when_acknowledged_however_often_it_was_sent() {
+    let client = Scripted::new(vec![
+        Reply::Fail(PutError::Transient {
+            message: "internal failure".into(),
+        }),
+        Reply::Refuse(vec!["b\n"]),
+        Reply::Accept,
+    ]);
+    let mut running = start(Arc::clone(&client), 2);
+    let delivered_bytes =
+        |running: &Running| running.metrics.bytes_delivered.load(Ordering::Relaxed);
+    running
+        .batches
+        .send(batch(&["a\n", "b\n", "cc\n"], 100))
+        .await
+        .expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(100, 107)]
+    );
+    assert_eq!(
+        client.calls().len(),
+        3,
+        "failed whole, then partly, then accepted"
+    );
+    assert_eq!(delivered_bytes(&running), 7);
+    // Only skipped lines: acknowledged without a call, and counted all the same.
+    let mut skipped = batch(&[], 107);
+    skipped.ranges[0].end = 120;
+    running.batches.send(skipped).await.expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(107, 120)]
+    );
+    assert_eq!(delivered_bytes(&running), 20);
+    drop(running.batches);
+    running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_too_large_for_the_endpoint_is_split_in_order() {
     let too_large = PutError::TooLarge {
         message: "413".into(),
