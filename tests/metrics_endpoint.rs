@@ -292,3 +292,62 @@ fn bytes_behind_follows_a_file_that_grows_while_reading_waits_for_the_memory_bud
     assert_eq!(count(&seen, "kinship_bytes_read_total"), Some(size));
     agent.stop();
 }
+
+#[test]
+fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let log = logs.join("app.log");
+    let port = free_port();
+    let config = dir.path().join("kinship.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nmetrics:\n  listen: 127.0.0.1:{port}\naws:\n  region: us-east-1\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: behind\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 50ms\n",
+            state = dir.path().join("state").display(),
+            logs = logs.display(),
+        ),
+    )
+    .expect("config");
+    append(&log, &long_lines(0..1000));
+    let accepted = Arc::new(Accepted::default());
+    accepted.hold();
+    let agent = InProcess::start(&config, &accepted);
+    let scrape = || {
+        get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let count = |scrape: &str, name: &str| sample(scrape, &format!("{name}{{flow=\"app\"}}"));
+    let mut seen = String::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            accepted.offered_while_held() > 0
+                && count(&seen, "kinship_bytes_read_total") == Some(100_000.0)
+        }),
+        "every line read and a call held: {seen}"
+    );
+    // Truncated and written again while its records are in flight: their delivery moves no
+    // checkpoint any more, yet they are delivered, and nothing stays behind once they are.
+    fs::File::create(&log).expect("truncate");
+    append(&log, &long_lines(1000..1010));
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_read_total") == Some(101_000.0)
+        }),
+        "the new lines are read: {seen}"
+    );
+    accepted.release();
+    assert!(wait_until(DEADLINE, || accepted.len() >= 1010));
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_behind") == Some(0.0)
+        }),
+        "nothing behind once delivered: {seen}"
+    );
+    agent.stop();
+}
