@@ -150,6 +150,7 @@ fn start_giving_up(
         billing: Billing::KinesisPutUnits,
         compression: crate::config::Compression::None,
         acks: acks_sender,
+        budget: crate::budget::MemoryBudget::new(64 << 20),
     };
     let task = tokio::spawn(sink.run(batches_received));
     Running {
@@ -269,6 +270,16 @@ async fn each_range_counts_as_delivered_once_when_acknowledged_however_often_it_
     assert_eq!(delivered_bytes(&running), 20);
     drop(running.batches);
     running.task.await.expect("sink");
+}
+
+#[test]
+fn a_request_is_counted_as_the_copy_and_the_base64_body_the_client_makes() {
+    let records = batch(&["abc", "abcd"], 0).records;
+    // 3 + 4 and 4 + 8 bytes of data, a key of 1 byte each.
+    assert_eq!(
+        request_bytes(&records),
+        (3 + 4 + 1) + (4 + 8 + 1) + 2 * REQUEST_RECORD_OVERHEAD
+    );
 }
 
 #[tokio::test(start_paused = true)]
