@@ -16,7 +16,7 @@ use super::assembler::Assembler;
 use super::framer::{Framed, Framer};
 use super::identity::{self, Lead};
 use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
-use crate::budget::{Reservation, RECORD_OVERHEAD};
+use crate::budget::RECORD_OVERHEAD;
 use crate::config::Oversize;
 use crate::metrics::{FileGauge, FlowMetrics};
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original, SourceFile};
@@ -555,45 +555,44 @@ impl Tailer {
             .map_or(0, |span| span.file_end - lines.file_start);
         let cost = record_bytes + records * RECORD_OVERHEAD;
         if cost > 0 && lines.reserved.bytes() < cost {
-            match self.reserve(cost).await {
+            // With the budget spent, reading stops here until delivered records free room.
+            let budget = Arc::clone(&self.shared.budget);
+            match self.wait_looking(budget.reserve(cost)).await {
                 Some(reserved) => lines.reserved = reserved,
                 None => return false,
             }
         }
         let records = records as u64;
         let handed_on = lines.file_start + bytes;
-        tokio::select! {
-            biased;
-            sent = self.shared.lines.send(lines) => {
-                if sent.is_ok() {
-                    FlowMetrics::add(&self.shared.metrics.records_read, records);
-                    FlowMetrics::add(&self.shared.metrics.bytes_read, bytes);
-                    self.unread.handed_on(handed_on);
-                }
-                sent.is_ok()
+        // With the pipeline full (its batches wait for the destination), reading stops here.
+        let queue = self.shared.lines.clone();
+        match self.wait_looking(queue.send(lines)).await {
+            Some(Ok(())) => {
+                FlowMetrics::add(&self.shared.metrics.records_read, records);
+                FlowMetrics::add(&self.shared.metrics.bytes_read, bytes);
+                self.unread.handed_on(handed_on);
+                true
             }
-            _ = self.shared.cancel.cancelled() => false,
+            Some(Err(_)) | None => false,
         }
     }
 
-    /// Waits for `cost` bytes of the memory budget; `None` if shutdown began first. With the
-    /// budget spent, reading stops here until delivered records free room, which may take as
-    /// long as the destination is down: meanwhile the file is looked at every poll interval,
-    /// so its unread bytes stay current while it grows.
-    async fn reserve(&mut self, cost: usize) -> Option<Reservation> {
-        let budget = Arc::clone(&self.shared.budget);
-        let reserved = budget.reserve(cost);
-        tokio::pin!(reserved);
+    /// Waits for `until` to be ready; `None` if shutdown began first. Reading waits so for room
+    /// in the memory budget or in the pipeline, for as long as the destination is slow or down:
+    /// meanwhile the file is looked at every poll interval, so its unread bytes stay current
+    /// while it grows.
+    async fn wait_looking<T>(&mut self, until: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(until);
         let poll_interval = self.shared.settings.poll_interval;
         let mut look = tokio::time::interval_at(Instant::now() + poll_interval, poll_interval);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
+                done = &mut until => return Some(done),
                 _ = self.shared.cancel.cancelled() => return None,
-                reservation = &mut reserved => return Some(reservation),
                 _ = look.tick() => {
-                    // Waiting for the stat does not lose the place in the budget's queue.
+                    // Waiting for the stat keeps the place in the queue being waited for.
                     if let Ok(size) = self.size().await {
                         self.unread.set_size(size);
                     }
