@@ -3,8 +3,10 @@
 //! and memory cost, and how many service records and billing units the lines took.
 //!
 //! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
-//! [--idle S] [--keep-going] [--fail-percent P] [--firehose] [--aggregation kpl] [--pack]
-//! [--compression gzip|zstd] [--shards N] [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
+//! [--idle S] [--keep-going] [--fail-percent P] [--outage S] [--memory-budget MIB] [--agent PATH]
+//! [--firehose]
+//! [--aggregation kpl] [--pack] [--compression gzip|zstd] [--shards N]
+//! [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
 
@@ -52,6 +54,7 @@ const IDLE_SETTLE: Duration = Duration::from_secs(10);
 const USAGE: &str = "\
 usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
                                    [--idle S] [--keep-going] [--fail-percent P]
+                                   [--outage S] [--memory-budget MIB] [--agent PATH]
                                    [--firehose] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
                                    [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...
@@ -71,6 +74,14 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --port P       the endpoint's port (default: any free one)
   --fail-percent P  refuse P % of records as throttled (ProvisionedThroughputExceededException,
                  or ServiceUnavailableException for Firehose)
+  --outage S     an outage, then a catch-up: for the first S seconds every put call fails
+                 (500 InternalFailure) while the input is written into the followed files as
+                 fast as the disk takes it (it is not there when the agent starts); then the
+                 endpoint accepts again. The agent's peak RSS (VmHWM) is reported at the end
+                 of the outage as well as at the end of the run
+  --memory-budget MIB  the agent's memory_budget, in MiB (default: the agent's default)
+  --agent PATH   run this kinship binary instead of the one cargo built with the bench (to
+                 compare a build kept from before a change)
   --firehose     ship to a Firehose stream (firehose_stream, PutRecordBatch) instead of a
                  Kinesis stream
   --aggregation kpl  Kinesis only: aggregation: kpl, many lines a record in the KPL format
@@ -115,6 +126,12 @@ struct Args {
     port: u16,
     /// Percent of records the endpoint refuses as throttled, to show retries add no duplicates.
     fail_percent: f64,
+    /// Seconds of simulated outage at the start, while the input is written.
+    outage_seconds: u64,
+    /// The agent's `memory_budget`, in MiB.
+    memory_budget_mib: Option<u64>,
+    /// The agent binary to run.
+    agent: PathBuf,
     /// A Firehose stream rather than a Kinesis stream.
     firehose: bool,
     encoding: Encoding,
@@ -176,6 +193,9 @@ impl Args {
             serve_only: false,
             port: 0,
             fail_percent: 0.0,
+            outage_seconds: 0,
+            memory_budget_mib: None,
+            agent: PathBuf::from(env!("CARGO_BIN_EXE_kinship")),
             firehose: false,
             encoding: Encoding::default(),
             shards: 1,
@@ -201,6 +221,9 @@ impl Args {
                 "--idle" => args.idle_seconds = number(&name, &value()?)?,
                 "--port" => args.port = number(&name, &value()?)?,
                 "--fail-percent" => args.fail_percent = number(&name, &value()?)?,
+                "--outage" => args.outage_seconds = number(&name, &value()?)?,
+                "--memory-budget" => args.memory_budget_mib = Some(number(&name, &value()?)?),
+                "--agent" => args.agent = PathBuf::from(value()?),
                 "--shards" => {
                     args.shards = number(&name, &value()?)?;
                     shards_given = true;
@@ -239,6 +262,9 @@ impl Args {
         }
         if args.lines == 0 || args.runs == 0 || args.files == 0 {
             return Err("--lines, --files and --runs must be at least 1".to_owned());
+        }
+        if args.memory_budget_mib == Some(0) {
+            return Err("--memory-budget must be at least 1 (MiB)".to_owned());
         }
         if args.files > args.lines {
             return Err("--files must not exceed --lines".to_owned());
@@ -385,8 +411,17 @@ fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis, args: 
             log.lines / inputs.len() as u64
         );
     }
-    println!("agent:    {}", env!("CARGO_BIN_EXE_kinship"));
+    println!("agent:    {}", args.agent.display());
     println!("flow:     {}", args.describe_flow());
+    if let Some(mib) = args.memory_budget_mib {
+        println!("budget:   memory_budget {mib} MiB");
+    }
+    if args.outage_seconds > 0 {
+        println!(
+            "outage:   every put call fails for the first {} s while the input is written",
+            args.outage_seconds
+        );
+    }
     println!("endpoint: {} (null endpoint in this process)", server.url());
 }
 
@@ -433,34 +468,58 @@ fn measure(
 ) -> Result<Figures, String> {
     let logs = dir.join("logs");
     fs::create_dir(&logs).context(format!("creating {}", logs.display()))?;
-    let files_glob = match inputs {
+    let (files_glob, targets) = match inputs {
         [single] => {
             let input = logs.join("access.log");
-            link_or_copy(single, &input)?;
-            input
+            (input.clone(), vec![(single.clone(), input)])
         }
         _ => {
-            for input in inputs {
-                let name = input.file_name().unwrap_or_default();
-                link_or_copy(input, &logs.join(name))?;
-            }
-            logs.join("*.log")
+            let targets = inputs
+                .iter()
+                .map(|input| {
+                    let name = input.file_name().unwrap_or_default();
+                    (input.clone(), logs.join(name))
+                })
+                .collect();
+            (logs.join("*.log"), targets)
         }
     };
+    // In an outage the files grow while the agent runs; otherwise they are whole at its start.
+    let outage = Duration::from_secs(args.outage_seconds);
+    if outage.is_zero() {
+        for (input, target) in &targets {
+            link_or_copy(input, target)?;
+        }
+    } else {
+        for (_, target) in &targets {
+            fs::File::create(target).context(format!("creating {}", target.display()))?;
+        }
+    }
     let config = write_config(dir, &files_glob, &server.url(), args)?;
     server.stats.reset();
+    server.set_failing(!outage.is_zero());
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
     let started = Instant::now();
-    let mut agent = Agent::spawn(
-        Path::new(env!("CARGO_BIN_EXE_kinship")),
-        &config,
-        dir.join("agent.log"),
-    )?;
+    let mut agent = Agent::spawn(&args.agent, &config, dir.join("agent.log"))?;
     eprintln!(
         "  agent pid {}, log {}",
         agent.pid(),
         agent.log_path.display()
     );
+    let outage_peak_rss_bytes = if outage.is_zero() {
+        None
+    } else {
+        let outage_end = simulate_outage(&mut agent, server, targets, outage, started);
+        server.set_failing(false);
+        let peak = outage_end.map_err(|message| {
+            format!(
+                "{message}\nagent log {}, last lines:\n{}",
+                agent.log_path.display(),
+                agent::log_tail(&agent.log_path, LOG_TAIL_LINES)
+            )
+        })?;
+        Some(peak)
+    };
     if let Err(message) = wait_for_lines(&mut agent, &server.stats, log.lines, started) {
         return Err(format!(
             "{message}\nagent log {}, last lines:\n{}",
@@ -495,6 +554,7 @@ fn measure(
         elapsed_seconds: elapsed.as_secs_f64(),
         agent_cpu_seconds: usage.cpu_seconds,
         peak_rss_bytes: usage.peak_rss_bytes,
+        outage_peak_rss_bytes,
         received: server.stats.snapshot(),
         server_cpu_seconds: own_cpu,
         idle_cpu_percent,
@@ -530,6 +590,73 @@ fn measure(
         );
     }
     Ok(figures)
+}
+
+/// Writes every input into its target (appending, 1 MiB at a time, as a busy application
+/// would) while the endpoint fails every call, until `outage` has passed since `started`;
+/// returns the agent's peak RSS by then.
+fn simulate_outage(
+    agent: &mut Agent,
+    server: &NullKinesis,
+    targets: Vec<(PathBuf, PathBuf)>,
+    outage: Duration,
+    started: Instant,
+) -> Result<u64, String> {
+    eprintln!(
+        "  outage: every put call fails for {} s while the input is written",
+        outage.as_secs()
+    );
+    let writer = thread::spawn(move || -> Result<(), String> {
+        for (input, target) in targets {
+            append_in_chunks(&input, &target)?;
+        }
+        Ok(())
+    });
+    while started.elapsed() < outage {
+        if let Some(status) = agent.exited()? {
+            return Err(format!("the agent exited during the outage ({status})"));
+        }
+        thread::sleep(POLL_INTERVAL.max(Duration::from_millis(50)));
+    }
+    let written = writer
+        .join()
+        .map_err(|_| "the writer thread panicked".to_owned())?;
+    if started.elapsed() > outage + Duration::from_secs(1) {
+        eprintln!(
+            "warning: writing the input took {:.1} s, longer than the outage",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    written?;
+    let usage = agent.usage()?;
+    let failed = server.stats.snapshot().failed_requests;
+    eprintln!(
+        "  outage over after {:.1} s: {failed} put calls failed, agent peak RSS {:.1} MiB; catching up",
+        started.elapsed().as_secs_f64(),
+        usage.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(usage.peak_rss_bytes)
+}
+
+fn append_in_chunks(from: &Path, to: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut input = fs::File::open(from).context(format!("opening {}", from.display()))?;
+    let mut output = fs::OpenOptions::new()
+        .append(true)
+        .open(to)
+        .context(format!("opening {}", to.display()))?;
+    let mut chunk = vec![0u8; 1024 * 1024];
+    loop {
+        let read = input
+            .read(&mut chunk)
+            .context(format!("reading {}", from.display()))?;
+        if read == 0 {
+            return Ok(());
+        }
+        output
+            .write_all(&chunk[..read])
+            .context(format!("writing {}", to.display()))?;
+    }
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
@@ -587,6 +714,9 @@ flows:
     }
     if let Some(max_open_files) = args.max_open_files {
         text += &format!("max_open_files: {max_open_files}\n");
+    }
+    if let Some(mib) = args.memory_budget_mib {
+        text += &format!("memory_budget: {}\n", mib * 1024 * 1024);
     }
     let path = dir.join("kinship.yaml");
     fs::write(&path, text).context(format!("writing {}", path.display()))?;

@@ -494,6 +494,7 @@ impl Flows {
                 DestinationKind::Firehose => Billing::FirehoseUnits,
             },
             acks: self.acks.clone(),
+            budget: Arc::clone(&self.budget),
         };
         for processor in &flow.processors {
             if let processors::Processor::AddEc2Metadata(add) = processor {

@@ -1,8 +1,13 @@
 //! The memory budget: one limit, over every flow, on the bytes of records read but not yet
-//! delivered. A tailer reserves room before it hands records on and waits while the budget is
-//! spent, so when the destination is slow or down the files on disk are the buffer and memory
-//! stays flat. The reservation travels with the records (lines → batch → call) and is given
-//! back when the records are dropped, after delivery.
+//! delivered, and of the requests that carry them. A tailer reserves room before it hands
+//! records on and waits while the budget is spent, so when the destination is slow or down the
+//! files on disk are the buffer and memory stays flat. The reservation travels with the records
+//! (lines → batch → call) and is given back when the records are dropped, after delivery.
+//!
+//! A call in progress holds its records twice: as read, kept for a retry, and as the request
+//! the client encodes from them (each record copied, then base64 in a JSON body, about 2.4
+//! times its bytes). A share of the budget is kept for those requests, apart from the records'
+//! share so that a call never waits for records that only its own delivery would free.
 
 use std::sync::Arc;
 
@@ -15,23 +20,38 @@ pub const RECORD_OVERHEAD: usize = 96;
 /// The default budget.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 
+/// One part in this many of the budget is kept for the requests of calls in progress.
+const REQUESTS_SHARE: usize = 4;
+
 #[derive(Debug)]
 pub struct MemoryBudget {
+    /// The records' share.
+    records: Pool,
+    /// The share of the requests being encoded and sent.
+    requests: Pool,
+    total: usize,
+}
+
+/// One share of the budget.
+#[derive(Debug)]
+struct Pool {
     bytes: Arc<Semaphore>,
     total: usize,
 }
 
-impl MemoryBudget {
-    pub fn new(total: usize) -> Arc<MemoryBudget> {
-        Arc::new(MemoryBudget {
+impl Pool {
+    fn new(total: usize) -> Pool {
+        // A semaphore counts at most `usize::MAX >> 3` permits.
+        let total = total.min(Semaphore::MAX_PERMITS);
+        Pool {
             bytes: Arc::new(Semaphore::new(total)),
             total,
-        })
+        }
     }
 
-    /// Waits until `bytes` fit in the budget and reserves them. A reservation larger than the
-    /// whole budget takes the whole budget, so one huge block still moves, alone.
-    pub async fn reserve(&self, bytes: usize) -> Reservation {
+    /// A reservation larger than the whole pool takes the whole pool, so that one huge block
+    /// still moves, alone.
+    async fn reserve(&self, bytes: usize) -> Reservation {
         let wanted = bytes.min(self.total);
         if wanted == 0 {
             return Reservation::none();
@@ -45,13 +65,51 @@ impl MemoryBudget {
         Reservation { permit }
     }
 
-    /// Bytes reserved now.
-    pub fn used(&self) -> usize {
+    fn used(&self) -> usize {
         self.total - self.bytes.available_permits()
+    }
+}
+
+impl MemoryBudget {
+    pub fn new(total: usize) -> Arc<MemoryBudget> {
+        let requests = total / REQUESTS_SHARE;
+        Arc::new(MemoryBudget {
+            records: Pool::new(total - requests),
+            requests: Pool::new(requests),
+            total,
+        })
+    }
+
+    /// Waits until `bytes` of records fit in the records' share and reserves them. A
+    /// reservation larger than the share takes all of it.
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        self.records.reserve(bytes).await
+    }
+
+    /// Waits until a request of `bytes` fits in the requests' share and reserves it, for as
+    /// long as the call is under way. Only calls hold this share, and a call holds nothing
+    /// else of the budget while it waits for it, so calls never wait on each other in a cycle.
+    pub async fn reserve_request(&self, bytes: usize) -> Reservation {
+        self.requests.reserve(bytes).await
+    }
+
+    /// Bytes reserved now, records and requests.
+    pub fn used(&self) -> usize {
+        self.records.used() + self.requests.used()
     }
 
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// The most bytes of records held at once.
+    pub fn records_total(&self) -> usize {
+        self.records.total
+    }
+
+    /// The most bytes of requests held at once (one larger request may take all of them).
+    pub fn requests_total(&self) -> usize {
+        self.requests.total
     }
 }
 
@@ -106,6 +164,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reservations_wait_until_bytes_are_given_back() {
         let budget = MemoryBudget::new(1000);
+        assert_eq!(
+            (budget.records_total(), budget.requests_total()),
+            (750, 250)
+        );
         let first = budget.reserve(600).await;
         assert_eq!(budget.used(), 600);
         let waiting = tokio::spawn({
@@ -113,7 +175,7 @@ mod tests {
             async move { budget.reserve(600).await.bytes() }
         });
         tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "600 more do not fit in 1000");
+        assert!(!waiting.is_finished(), "600 more do not fit in 750");
         drop(first);
         assert_eq!(waiting.await.ok(), Some(600));
         assert_eq!(budget.used(), 0, "dropped with the task");
@@ -123,8 +185,33 @@ mod tests {
     async fn a_block_larger_than_the_budget_takes_all_of_it() {
         let budget = MemoryBudget::new(100);
         let huge = budget.reserve(5000).await;
-        assert_eq!(huge.bytes(), 100);
+        assert_eq!(huge.bytes(), 75);
+        assert_eq!(budget.used(), 75);
+        let request = budget.reserve_request(5000).await;
+        assert_eq!(request.bytes(), 25);
         assert_eq!(budget.used(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_have_a_share_of_their_own_that_records_cannot_take() {
+        let budget = MemoryBudget::new(1000);
+        let records = budget.reserve(750).await;
+        // Every record's byte is held, yet a call can still encode its request.
+        let request = budget.reserve_request(200).await;
+        assert_eq!(budget.used(), 950);
+        let second = tokio::spawn({
+            let budget = Arc::clone(&budget);
+            async move { budget.reserve_request(200).await.bytes() }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !second.is_finished(),
+            "two requests of 200 do not fit in 250"
+        );
+        drop(request);
+        assert_eq!(second.await.ok(), Some(200));
+        drop(records);
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test(start_paused = true)]

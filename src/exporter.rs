@@ -243,7 +243,7 @@ pub fn render(metrics: &Metrics) -> String {
     header(
         &mut out,
         names::BYTES_BEHIND,
-        "Bytes in followed files not yet acknowledged: unread plus read but unacknowledged.",
+        "Bytes in followed files not yet delivered: not handed on yet, plus handed on but not delivered.",
         "gauge",
     );
     for (flow, counters) in &flows {
@@ -258,7 +258,7 @@ pub fn render(metrics: &Metrics) -> String {
     header(
         &mut out,
         names::FILE_BYTES_UNREAD,
-        "Bytes of each followed file not read yet (its part of bytes_behind that is still in the file).",
+        "Bytes of each followed file not handed on yet, on disk or in the tailer's buffers (its part of bytes_behind before batching).",
         "gauge",
     );
     for (flow, counters) in &flows {
@@ -324,7 +324,7 @@ pub fn render(metrics: &Metrics) -> String {
         ),
         (
             names::MEMORY_USED,
-            "Bytes of records read and not yet delivered, in the memory budget.",
+            "Bytes held in the memory budget: records read and not yet delivered, and the requests of calls under way.",
             metrics.memory_used() as f64,
         ),
         (

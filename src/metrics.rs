@@ -121,8 +121,16 @@ pub struct FlowMetrics {
     pub records_filtered: AtomicU64,
     /// Records a converter could not parse (sent as read or dropped, per `on_error`).
     pub records_unparsable: AtomicU64,
+    /// Bytes of files whose delivery moved a checkpoint forward (counted by the checkpoint
+    /// store, as its watermarks advance).
     pub bytes_acknowledged: AtomicU64,
-    /// Bytes in the followed files that the tailers have not read yet.
+    /// Bytes of files the sink acknowledged, each range once, as soon as all of its records
+    /// were accepted (or dead-lettered, or were not to be sent): the counterpart of
+    /// `bytes_read`, in the same units, whatever happens to the file afterwards (a range of a
+    /// file truncated meanwhile moves no checkpoint but was delivered all the same).
+    pub bytes_delivered: AtomicU64,
+    /// Bytes in the followed files that the tailers have not handed on yet (on disk, or in a
+    /// tailer's buffers).
     pub bytes_unread: AtomicI64,
     /// Put calls waiting for their answer.
     pub calls_in_flight: AtomicI64,
@@ -197,17 +205,20 @@ impl FlowMetrics {
         InFlight(&self.calls_in_flight)
     }
 
-    /// How far behind the files acknowledged delivery is: bytes not read yet plus bytes read
-    /// but not acknowledged.
+    /// How far behind the files acknowledged delivery is: bytes not handed on yet (still on
+    /// disk, or in a tailer's buffers) plus bytes handed on but not delivered yet (queued,
+    /// batched, in calls, being retried).
     pub fn bytes_behind(&self) -> u64 {
         let unread = self
             .bytes_unread
             .load(Ordering::Relaxed)
             .max(0)
             .unsigned_abs();
+        // Delivered is read last: a range is counted read before it can be delivered, so the
+        // difference never goes below what is really in flight.
+        let delivered = self.bytes_delivered.load(Ordering::Relaxed);
         let read = self.bytes_read.load(Ordering::Relaxed);
-        let acknowledged = self.bytes_acknowledged.load(Ordering::Relaxed);
-        unread + read.saturating_sub(acknowledged)
+        unread + read.saturating_sub(delivered)
     }
 }
 
@@ -419,12 +430,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_behind_counts_unread_and_unacknowledged_bytes() {
+    fn bytes_behind_counts_unread_and_undelivered_bytes() {
         let metrics = Metrics::new(["a", "b"]);
         let a = metrics.flow("a").expect("flow a");
         a.bytes_unread.store(100, Ordering::Relaxed);
         FlowMetrics::add(&a.bytes_read, 50);
-        FlowMetrics::add(&a.bytes_acknowledged, 20);
+        FlowMetrics::add(&a.bytes_delivered, 20);
+        // A checkpoint that moved less (a truncated file's late deliveries) changes nothing.
+        FlowMetrics::add(&a.bytes_acknowledged, 5);
         assert_eq!(a.bytes_behind(), 130);
         assert_eq!(metrics.behind_by_flow(), "a=130,b=0");
     }

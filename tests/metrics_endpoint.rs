@@ -1,17 +1,19 @@
 //! The Prometheus endpoint, scraped while the real agent ships to the fault server: counters
 //! match what was shipped, and `/health` turns unhealthy while the endpoint is down and the
-//! files grow, then healthy again once lines flow.
+//! files grow, then healthy again once lines flow. `kinship_bytes_behind` keeps up with a file
+//! that grows while reading waits for the memory budget.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::agent::Agent;
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::http::{free_port, get};
-use crate::support::inproc::wait_until;
+use crate::support::inproc::{wait_until, Accepted, InProcess};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -178,4 +180,176 @@ fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
         !events.iter().any(|event| event["message"] == "Progress."),
         "the progress line is INFO from kinship::metrics"
     );
+}
+
+/// The lines `range` of a log whose every line is 100 bytes.
+fn long_lines(range: std::ops::Range<usize>) -> Vec<u8> {
+    range
+        .map(|i| format!("{i:08} {:>90}\n", format!("GET /behind/{i} 200")))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn bytes_behind_follows_a_file_that_grows_while_reading_waits_for_the_memory_budget() {
+    // A budget of 1 MiB: the 2 MB already in the file do not fit, so reading soon waits for
+    // deliveries, which the held destination never answers.
+    behind_follows_a_growing_file_while_reading_waits("memory_budget: 1048576\n", "", 20_000);
+}
+
+#[test]
+fn bytes_behind_follows_a_file_that_grows_while_reading_waits_for_a_full_pipeline() {
+    // The default budget, but one call at a time of 10 records: the sink holds 32 batches, the
+    // queues a few read chunks, and reading waits for room in the queue long before the 8 MB
+    // already in the file would fill the budget.
+    behind_follows_a_growing_file_while_reading_waits(
+        "",
+        "    max_in_flight: 1\n    max_batch_records: 10\n",
+        80_000,
+    );
+}
+
+/// Starts an agent whose destination holds every call, on a file of `first_lines` lines that
+/// do not all fit in what the agent may hold; lets the file grow while reading waits and checks
+/// that `bytes_behind` keeps up; then lets the calls through.
+fn behind_follows_a_growing_file_while_reading_waits(
+    agent_keys: &str,
+    flow_keys: &str,
+    first_lines: usize,
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let log = logs.join("app.log");
+    let port = free_port();
+    let config = dir.path().join("kinship.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\n{agent_keys}metrics:\n  listen: 127.0.0.1:{port}\naws:\n  region: us-east-1\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: behind\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 50ms\n{flow_keys}",
+            state = dir.path().join("state").display(),
+            logs = logs.display(),
+        ),
+    )
+    .expect("config");
+    let all_lines = first_lines + 30_000;
+    append(&log, &long_lines(0..first_lines));
+    let accepted = Arc::new(Accepted::default());
+    accepted.hold();
+    let agent = InProcess::start(&config, &accepted);
+    let scrape = || {
+        get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let count = |scrape: &str, name: &str| sample(scrape, &format!("{name}{{flow=\"app\"}}"));
+    let mut seen = String::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            accepted.offered_while_held() > 0
+                && sample(&seen, "kinship_memory_budget_used_bytes").is_some_and(|used| used > 0.0)
+        }),
+        "a call is held: {seen}"
+    );
+
+    // The file grows while the tailer waits: nothing is acknowledged, so the whole file is
+    // behind, read or not.
+    append(&log, &long_lines(first_lines..all_lines));
+    let size = fs::metadata(&log).expect("log size").len() as f64;
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_behind") == Some(size)
+        }),
+        "bytes_behind reaches the file's size, {size}: {seen}"
+    );
+    let read = count(&seen, "kinship_bytes_read_total").expect("bytes read");
+    assert!(
+        read > 0.0 && read < size,
+        "reading waits: {read} of {size} read"
+    );
+    assert_eq!(
+        sample(
+            &seen,
+            &format!(
+                "kinship_file_bytes_unread{{flow=\"app\",file=\"{}\"}}",
+                log.display()
+            )
+        ),
+        Some(size - read),
+        "what was not handed on is unread: {seen}"
+    );
+
+    // Delivery resumes: every line arrives and nothing is behind any more.
+    accepted.release();
+    assert!(wait_until(DEADLINE, || accepted.len() == all_lines));
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_behind") == Some(0.0)
+        }),
+        "nothing behind once delivered: {seen}"
+    );
+    assert_eq!(count(&seen, "kinship_bytes_read_total"), Some(size));
+    agent.stop();
+}
+
+#[test]
+fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let log = logs.join("app.log");
+    let port = free_port();
+    let config = dir.path().join("kinship.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {state}\nmetrics:\n  listen: 127.0.0.1:{port}\naws:\n  region: us-east-1\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: behind\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 50ms\n",
+            state = dir.path().join("state").display(),
+            logs = logs.display(),
+        ),
+    )
+    .expect("config");
+    append(&log, &long_lines(0..1000));
+    let accepted = Arc::new(Accepted::default());
+    accepted.hold();
+    let agent = InProcess::start(&config, &accepted);
+    let scrape = || {
+        get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let count = |scrape: &str, name: &str| sample(scrape, &format!("{name}{{flow=\"app\"}}"));
+    let mut seen = String::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            accepted.offered_while_held() > 0
+                && count(&seen, "kinship_bytes_read_total") == Some(100_000.0)
+        }),
+        "every line read and a call held: {seen}"
+    );
+    // Truncated and written again while its records are in flight: their delivery moves no
+    // checkpoint any more, yet they are delivered, and nothing stays behind once they are.
+    fs::File::create(&log).expect("truncate");
+    append(&log, &long_lines(1000..1010));
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_read_total") == Some(101_000.0)
+        }),
+        "the new lines are read: {seen}"
+    );
+    accepted.release();
+    assert!(wait_until(DEADLINE, || accepted.len() >= 1010));
+    assert!(
+        wait_until(DEADLINE, || {
+            seen = scrape();
+            count(&seen, "kinship_bytes_behind") == Some(0.0)
+        }),
+        "nothing behind once delivered: {seen}"
+    );
+    agent.stop();
 }

@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +65,8 @@ pub struct Stats {
     describe_requests: AtomicU64,
     list_shards_requests: AtomicU64,
     rejected_requests: AtomicU64,
+    /// Put calls answered with a failure during a simulated outage.
+    failed_requests: AtomicU64,
     refused_records: AtomicU64,
     malformed_records: AtomicU64,
 }
@@ -87,6 +89,8 @@ pub struct Snapshot {
     pub list_shards_requests: u64,
     /// Requests answered with an error: unknown operations and invalid batches.
     pub rejected_requests: u64,
+    /// Put calls failed whole during a simulated outage (see [`NullKinesis::set_failing`]).
+    pub failed_requests: u64,
     /// Records answered with a per-record error (and so not counted as received).
     pub refused_records: u64,
     /// Records not in the form the bench's mode says (see [`crate::record_lines::Lines`]).
@@ -128,6 +132,7 @@ impl Stats {
             describe_requests: get(&self.describe_requests),
             list_shards_requests: get(&self.list_shards_requests),
             rejected_requests: get(&self.rejected_requests),
+            failed_requests: get(&self.failed_requests),
             refused_records: get(&self.refused_records),
             malformed_records: get(&self.malformed_records),
         }
@@ -143,6 +148,7 @@ impl Stats {
             &self.describe_requests,
             &self.list_shards_requests,
             &self.rejected_requests,
+            &self.failed_requests,
             &self.refused_records,
             &self.malformed_records,
         ] {
@@ -172,6 +178,7 @@ pub struct Options {
 pub struct NullKinesis {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
+    state: Arc<State>,
 }
 
 impl NullKinesis {
@@ -198,14 +205,21 @@ impl NullKinesis {
             draws: AtomicU64::new(0),
             shards: options.shards.clamp(1, MAX_SHARDS),
             encoding: options.encoding,
+            failing: AtomicBool::new(false),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs(),
         });
         let stats = Arc::clone(&state.stats);
-        runtime.spawn(accept_loop(listener, state));
-        Ok(NullKinesis { addr, stats })
+        runtime.spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(NullKinesis { addr, stats, state })
+    }
+
+    /// While `failing`, every put call is answered `500 InternalFailure`, as in an outage of
+    /// the service: nothing is accepted and the agent keeps what it read and retries.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::Relaxed);
     }
 
     pub fn url(&self) -> String {
@@ -225,6 +239,8 @@ struct State {
     shards: u32,
     encoding: Encoding,
     created: u64,
+    /// Put calls fail whole while set (see [`NullKinesis::set_failing`]).
+    failing: AtomicBool,
 }
 
 impl State {
@@ -355,6 +371,17 @@ impl RecordSize {
 /// `PutRecords` or `PutRecordBatch`: checks the call against the service's limits, then counts
 /// the records it accepts and the lines in them.
 fn put(state: &State, api: Api, body: &[u8]) -> Response<Full<Bytes>> {
+    if state.failing.load(Ordering::Relaxed) {
+        state.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({
+            "__type": "InternalFailure",
+            "message": "the null endpoint simulates an outage",
+        });
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from(body.to_string()),
+        );
+    }
     let entries = match put_request::entries(body) {
         Ok(entries) => entries,
         Err(message) => return state.reject("SerializationException", &message),

@@ -16,6 +16,8 @@ pub struct Figures {
     pub elapsed_seconds: f64,
     pub agent_cpu_seconds: f64,
     pub peak_rss_bytes: u64,
+    /// The agent's peak RSS at the end of a simulated outage, if there was one.
+    pub outage_peak_rss_bytes: Option<u64>,
     /// What the endpoint had received once the agent had exited.
     pub received: Snapshot,
     /// CPU the bench process spent meanwhile, almost all of it serving requests.
@@ -84,8 +86,17 @@ const ROWS: &[Row] = &[
     row("malformed records", 0, |f| {
         f.received.malformed_records as f64
     }),
+    row("put calls failed (outage)", 0, |f| {
+        f.received.failed_requests as f64
+    }),
     row("null server CPU (s)", 2, |f| f.server_cpu_seconds),
 ];
+
+/// Printed only when the runs simulated an outage.
+const OUTAGE_RSS_ROW: Row = row("peak RSS by outage end (MiB)", 1, |f| {
+    f.outage_peak_rss_bytes
+        .map_or(f64::NAN, |bytes| bytes as f64 / MIB)
+});
 
 /// Printed only when the runs measured it.
 const IDLE_ROW: Row = row("idle agent CPU (% core)", 2, |f| {
@@ -120,7 +131,9 @@ pub fn print_table(runs: &[(usize, Figures)]) {
     println!("{}", header.trim_end());
     let idle_measured = runs.iter().any(|(_, f)| f.idle_cpu_percent.is_some());
     let idle_row = idle_measured.then_some(&IDLE_ROW);
-    for row in ROWS.iter().chain(idle_row) {
+    let outage = runs.iter().any(|(_, f)| f.outage_peak_rss_bytes.is_some());
+    let outage_row = outage.then_some(&OUTAGE_RSS_ROW);
+    for row in ROWS.iter().chain(outage_row).chain(idle_row) {
         let values: Vec<f64> = runs
             .iter()
             .map(|(_, figures)| (row.value)(figures))

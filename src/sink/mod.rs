@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use bytes::Bytes;
 
 use crate::aws::Identity;
-use crate::budget::RECORD_OVERHEAD;
+use crate::budget::{MemoryBudget, RECORD_OVERHEAD};
 use crate::config::Compression;
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::ShardMap;
@@ -180,6 +180,8 @@ pub struct Sink<P> {
     /// Each record's data is compressed so before its batch is first sent.
     pub compression: Compression,
     pub acks: mpsc::Sender<Ack>,
+    /// The agent's memory budget: each call reserves its request in it while under way.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Compresses the data of each of `records` (in place); nothing when compression is off.
@@ -231,6 +233,7 @@ struct Shared<P> {
     pacer: Pacer,
     /// Records throttled since the last throttling line, and when that line was logged.
     throttled: Mutex<(Option<tokio::time::Instant>, u64)>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl<P> Shared<P> {
@@ -276,6 +279,7 @@ impl<P: PutRecords> Sink<P> {
             failing: AtomicBool::new(false),
             pacer: Pacer::new(),
             throttled: Mutex::new((None, 0)),
+            budget: self.budget,
         });
         // Calls in flight are bounded, and so are the batches the sink holds: a batch waiting to
         // retry a few refused records gives up its call slot, but not its place in the budget.
@@ -287,6 +291,7 @@ impl<P: PutRecords> Sink<P> {
         while let Some(batch) = batches.recv().await {
             if batch.records.is_empty() {
                 // Only lines that are not sent (skipped): nothing to call, done at once.
+                count_delivered(&shared.metrics, &batch.ranges);
                 let _ = self.acks.send(Ack::Delivered(batch.ranges)).await;
                 continue;
             }
@@ -311,6 +316,7 @@ impl<P: PutRecords> Sink<P> {
                 compress_records(&mut batch.records, compression);
                 let ranges = deliver(&call_shared, &in_flight, first_slot, batch).await;
                 drop(held);
+                count_delivered(&call_shared.metrics, &ranges);
                 let _ = acks.send(Ack::Delivered(ranges)).await;
             });
             while let Some(done) = calls.try_join_next() {
@@ -379,6 +385,9 @@ async fn deliver<P: PutRecords>(
                 Some(slot) => Some(slot),
                 None => Arc::clone(in_flight).acquire_owned().await.ok(),
             };
+            // The request the client encodes is a second copy of the records, larger than
+            // the first: it is in the budget too, until the answer came.
+            let _request = shared.budget.reserve_request(request_bytes(&part)).await;
             let _in_flight = shared.metrics.call_started();
             let started = tokio::time::Instant::now();
             let answer = shared.client.put_records(&part).await;
@@ -544,6 +553,33 @@ async fn give_up<P>(
             false
         }
     }
+}
+
+/// JSON and field names around each record's data in a request, with room for its explicit
+/// hash key.
+const REQUEST_RECORD_OVERHEAD: usize = 128;
+
+/// The memory a call's request takes while it is encoded and sent: the client copies each
+/// record's data, then writes it base64-encoded (4 bytes for 3) into the request's JSON body,
+/// which grows by doubling as it is written.
+pub fn request_bytes(records: &[OutRecord]) -> usize {
+    records
+        .iter()
+        .map(|record| {
+            let data = record.data.len();
+            data + data.div_ceil(3) * 4 + record.partition_key.len() + REQUEST_RECORD_OVERHEAD
+        })
+        .sum()
+}
+
+/// Counts the file bytes of `ranges` as delivered: every range a batch covers is counted here
+/// once, as it was counted read once.
+fn count_delivered(metrics: &FlowMetrics, ranges: &[FileRange]) {
+    let bytes = ranges
+        .iter()
+        .map(|range| range.end.saturating_sub(range.start))
+        .sum();
+    FlowMetrics::add(&metrics.bytes_delivered, bytes);
 }
 
 /// Counts throttled records and logs, at most every ten seconds, how many there were.

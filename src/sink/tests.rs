@@ -150,6 +150,7 @@ fn start_giving_up(
         billing: Billing::KinesisPutUnits,
         compression: crate::config::Compression::None,
         acks: acks_sender,
+        budget: crate::budget::MemoryBudget::new(64 << 20),
     };
     let task = tokio::spawn(sink.run(batches_received));
     Running {
@@ -229,6 +230,56 @@ async fn a_failed_call_is_retried_whole_and_acknowledged_only_when_accepted() {
     assert_eq!(running.metrics.calls_failed.load(Ordering::Relaxed), 2);
     drop(running.batches);
     running.task.await.expect("sink");
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_range_counts_as_delivered_once_when_acknowledged_however_often_it_was_sent() {
+    let client = Scripted::new(vec![
+        Reply::Fail(PutError::Transient {
+            message: "internal failure".into(),
+        }),
+        Reply::Refuse(vec!["b\n"]),
+        Reply::Accept,
+    ]);
+    let mut running = start(Arc::clone(&client), 2);
+    let delivered_bytes =
+        |running: &Running| running.metrics.bytes_delivered.load(Ordering::Relaxed);
+    running
+        .batches
+        .send(batch(&["a\n", "b\n", "cc\n"], 100))
+        .await
+        .expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(100, 107)]
+    );
+    assert_eq!(
+        client.calls().len(),
+        3,
+        "failed whole, then partly, then accepted"
+    );
+    assert_eq!(delivered_bytes(&running), 7);
+    // Only skipped lines: acknowledged without a call, and counted all the same.
+    let mut skipped = batch(&[], 107);
+    skipped.ranges[0].end = 120;
+    running.batches.send(skipped).await.expect("send");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(107, 120)]
+    );
+    assert_eq!(delivered_bytes(&running), 20);
+    drop(running.batches);
+    running.task.await.expect("sink");
+}
+
+#[test]
+fn a_request_is_counted_as_the_copy_and_the_base64_body_the_client_makes() {
+    let records = batch(&["abc", "abcd"], 0).records;
+    // 3 + 4 and 4 + 8 bytes of data, a key of 1 byte each.
+    assert_eq!(
+        request_bytes(&records),
+        (3 + 4 + 1) + (4 + 8 + 1) + 2 * REQUEST_RECORD_OVERHEAD
+    );
 }
 
 #[tokio::test(start_paused = true)]

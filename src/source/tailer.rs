@@ -184,7 +184,7 @@ pub async fn follow(
         .assemble
         .is_needed()
         .then(|| Assembler::new(settings.assemble.clone(), offset));
-    let unread = Unread::new(&shared.metrics, &path);
+    let unread = Unread::new(&shared.metrics, &path, offset);
     let mut tailer = Tailer {
         source: new_source(&shared, id, head, &path),
         lead,
@@ -204,7 +204,7 @@ pub async fn follow(
     if !tailer.announce(offset, truncated_before, original).await {
         return tailer.finish(false);
     }
-    tailer.unread.set(size.saturating_sub(offset));
+    tailer.unread.set_size(size);
     // The file's size at the last look: reads ask for what is there and no more, so an idle
     // file costs no buffer.
     let mut size_seen = size;
@@ -263,7 +263,7 @@ pub async fn follow(
                 .await;
             continue;
         }
-        tailer.unread.set(state.size - offset);
+        tailer.unread.set_size(state.size);
         if state.size > offset {
             // New bytes after a pause: make sure they still follow what was read (a
             // copytruncate can regrow the file past the old offset between two looks).
@@ -462,7 +462,6 @@ impl Tailer {
         }
         let framed = self.framer.frame(buffer, filled + read, &self.source);
         result?;
-        self.unread.add_read(read as u64);
         if !self.send_framed(framed).await {
             return Ok(ReadOutcome::Stopped);
         }
@@ -539,7 +538,7 @@ impl Tailer {
     }
 
     /// Hands `lines` on; false if shutdown began first (they are read again after the restart).
-    async fn send(&self, mut lines: Lines) -> bool {
+    async fn send(&mut self, mut lines: Lines) -> bool {
         let (records, record_bytes) = lines
             .spans
             .iter()
@@ -557,23 +556,48 @@ impl Tailer {
         let cost = record_bytes + records * RECORD_OVERHEAD;
         if cost > 0 && lines.reserved.bytes() < cost {
             // With the budget spent, reading stops here until delivered records free room.
-            tokio::select! {
-                biased;
-                reserved = self.shared.budget.reserve(cost) => lines.reserved = reserved,
-                _ = self.shared.cancel.cancelled() => return false,
+            let budget = Arc::clone(&self.shared.budget);
+            match self.wait_looking(budget.reserve(cost)).await {
+                Some(reserved) => lines.reserved = reserved,
+                None => return false,
             }
         }
         let records = records as u64;
-        tokio::select! {
-            biased;
-            sent = self.shared.lines.send(lines) => {
-                if sent.is_ok() {
-                    FlowMetrics::add(&self.shared.metrics.records_read, records);
-                    FlowMetrics::add(&self.shared.metrics.bytes_read, bytes);
-                }
-                sent.is_ok()
+        let handed_on = lines.file_start + bytes;
+        // With the pipeline full (its batches wait for the destination), reading stops here.
+        let queue = self.shared.lines.clone();
+        match self.wait_looking(queue.send(lines)).await {
+            Some(Ok(())) => {
+                FlowMetrics::add(&self.shared.metrics.records_read, records);
+                FlowMetrics::add(&self.shared.metrics.bytes_read, bytes);
+                self.unread.handed_on(handed_on);
+                true
             }
-            _ = self.shared.cancel.cancelled() => false,
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// Waits for `until` to be ready; `None` if shutdown began first. Reading waits so for room
+    /// in the memory budget or in the pipeline, for as long as the destination is slow or down:
+    /// meanwhile the file is looked at every poll interval, so its unread bytes stay current
+    /// while it grows.
+    async fn wait_looking<T>(&mut self, until: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(until);
+        let poll_interval = self.shared.settings.poll_interval;
+        let mut look = tokio::time::interval_at(Instant::now() + poll_interval, poll_interval);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut until => return Some(done),
+                _ = self.shared.cancel.cancelled() => return None,
+                _ = look.tick() => {
+                    // Waiting for the stat keeps the place in the queue being waited for.
+                    if let Ok(size) = self.size().await {
+                        self.unread.set_size(size);
+                    }
+                }
+            }
         }
     }
 
@@ -588,6 +612,12 @@ impl Tailer {
                 *trouble = Some((now, 0));
             }
         }
+    }
+
+    /// The file's size now, read on a blocking thread.
+    async fn size(&self) -> std::io::Result<u64> {
+        let file = Arc::clone(&self.file);
+        blocking(move || file.metadata().map(|metadata| metadata.len())).await?
     }
 
     async fn stat(&self) -> std::io::Result<FileState> {
@@ -726,7 +756,7 @@ impl Tailer {
         if let Some(assembler) = self.assembler.as_mut() {
             assembler.restart_at(0);
         }
-        self.unread.set(size);
+        self.unread.restart(size);
         let restarted = Ack::Restarted {
             file: Arc::clone(&self.source),
             offset: 0,
@@ -831,38 +861,59 @@ fn new_source(
 
 /// This file's share of the flow's unread-bytes gauge, taken back when the tailer ends, and
 /// its own gauge in the flow's list of followed files.
+///
+/// Unread is what of the file was not handed on yet: the bytes after the last record counted
+/// in `bytes_read`, whether still on disk or already in this tailer's buffers (a chunk waiting
+/// for the memory budget, a line without its newline yet, an open multi-line record). So
+/// unread + read − delivered counts every byte of the file once, wherever it is.
 struct Unread {
     metrics: Arc<FlowMetrics>,
     file: FileGauge,
+    /// The file's size at the last look.
+    size: u64,
+    /// Where the records handed on end.
+    handed_on: u64,
+    /// This file's share of the flow's gauge now.
     current: i64,
 }
 
 impl Unread {
-    fn new(metrics: &Arc<FlowMetrics>, path: &std::path::Path) -> Self {
+    fn new(metrics: &Arc<FlowMetrics>, path: &std::path::Path, offset: u64) -> Self {
         Self {
             metrics: Arc::clone(metrics),
             file: metrics.follow_file(path),
+            size: offset,
+            handed_on: offset,
             current: 0,
         }
     }
 
-    fn set(&mut self, unread: u64) {
+    /// The file was found `size` bytes long.
+    fn set_size(&mut self, size: u64) {
+        self.size = size;
+        self.update();
+    }
+
+    /// Records up to `offset` were handed on (and counted in `bytes_read`).
+    fn handed_on(&mut self, offset: u64) {
+        self.handed_on = self.handed_on.max(offset);
+        self.update();
+    }
+
+    /// The file was truncated to `size` and is read again from its start.
+    fn restart(&mut self, size: u64) {
+        self.handed_on = 0;
+        self.set_size(size);
+    }
+
+    fn update(&mut self) {
+        let unread = self.size.saturating_sub(self.handed_on);
         let unread = i64::try_from(unread).unwrap_or(i64::MAX);
         self.metrics
             .bytes_unread
             .fetch_add(unread - self.current, Ordering::Relaxed);
         self.file.set(unread);
         self.current = unread;
-    }
-
-    fn add_read(&mut self, read: u64) {
-        let read = i64::try_from(read).unwrap_or(i64::MAX);
-        let next = (self.current - read).max(0);
-        self.metrics
-            .bytes_unread
-            .fetch_add(next - self.current, Ordering::Relaxed);
-        self.file.set(next);
-        self.current = next;
     }
 }
 
@@ -883,4 +934,44 @@ where
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| std::io::Error::other(format!("file task failed: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauges(metrics: &FlowMetrics) -> (i64, Vec<u64>) {
+        let files = metrics
+            .files_unread()
+            .into_iter()
+            .map(|(_, unread)| unread)
+            .collect();
+        (metrics.bytes_unread.load(Ordering::Relaxed), files)
+    }
+
+    #[test]
+    fn unread_is_what_was_not_handed_on_wherever_it_is() {
+        let metrics = Arc::new(FlowMetrics::default());
+        let mut unread = Unread::new(&metrics, std::path::Path::new("/a.log"), 100);
+        unread.set_size(1000);
+        assert_eq!(gauges(&metrics), (900, vec![900]));
+        // Records to 400 handed on; the bytes read after them wait in the tailer: still unread.
+        unread.handed_on(400);
+        assert_eq!(gauges(&metrics), (600, vec![600]));
+        // The file grew while reading waited.
+        unread.set_size(5000);
+        assert_eq!(gauges(&metrics), (4600, vec![4600]));
+        // Truncated and read again from its start.
+        unread.restart(300);
+        assert_eq!(gauges(&metrics), (300, vec![300]));
+        unread.handed_on(300);
+        assert_eq!(gauges(&metrics), (0, vec![0]));
+        unread.set_size(350);
+        drop(unread);
+        assert_eq!(
+            gauges(&metrics),
+            (0, vec![]),
+            "given back when the tailer ends"
+        );
+    }
 }
