@@ -209,14 +209,18 @@ fn bytes_behind_follows_a_file_that_grows_while_reading_waits_for_a_full_pipelin
     );
 }
 
-/// Starts an agent whose destination holds every call, on a file of `first_lines` lines that
-/// do not all fit in what the agent may hold; lets the file grow while reading waits and checks
-/// that `bytes_behind` keeps up; then lets the calls through.
-fn behind_follows_a_growing_file_while_reading_waits(
-    agent_keys: &str,
-    flow_keys: &str,
-    first_lines: usize,
-) {
+/// An in-process agent whose destination holds every call until released, following
+/// `logs/app.log` (written with `first_lines` lines before it starts), with its metrics on a
+/// port of its own; `agent_keys` and `flow_keys` are added to the config.
+struct HeldAgent {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    port: u16,
+    accepted: Arc<Accepted>,
+    agent: InProcess,
+}
+
+fn start_held(agent_keys: &str, flow_keys: &str, first_lines: usize) -> HeldAgent {
     let dir = tempfile::tempdir().expect("temp dir");
     let logs = dir.path().join("logs");
     fs::create_dir_all(&logs).expect("logs");
@@ -232,17 +236,43 @@ fn behind_follows_a_growing_file_while_reading_waits(
         ),
     )
     .expect("config");
-    let all_lines = first_lines + 30_000;
     append(&log, &long_lines(0..first_lines));
     let accepted = Arc::new(Accepted::default());
     accepted.hold();
     let agent = InProcess::start(&config, &accepted);
-    let scrape = || {
-        get(port, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    };
-    let count = |scrape: &str, name: &str| sample(scrape, &format!("{name}{{flow=\"app\"}}"));
+    HeldAgent {
+        _dir: dir,
+        log,
+        port,
+        accepted,
+        agent,
+    }
+}
+
+/// The agent's scrape now, or nothing while the endpoint is not up yet.
+fn scrape_metrics(port: u16) -> String {
+    get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// A sample of flow `app`.
+fn count(scrape: &str, name: &str) -> Option<f64> {
+    sample(scrape, &format!("{name}{{flow=\"app\"}}"))
+}
+
+/// Starts an agent whose destination holds every call, on a file of `first_lines` lines that
+/// do not all fit in what the agent may hold; lets the file grow while reading waits and checks
+/// that `bytes_behind` keeps up; then lets the calls through.
+fn behind_follows_a_growing_file_while_reading_waits(
+    agent_keys: &str,
+    flow_keys: &str,
+    first_lines: usize,
+) {
+    let held = start_held(agent_keys, flow_keys, first_lines);
+    let (log, port, accepted) = (&held.log, held.port, &held.accepted);
+    let all_lines = first_lines + 30_000;
+    let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
         wait_until(DEADLINE, || {
@@ -255,8 +285,8 @@ fn behind_follows_a_growing_file_while_reading_waits(
 
     // The file grows while the tailer waits: nothing is acknowledged, so the whole file is
     // behind, read or not.
-    append(&log, &long_lines(first_lines..all_lines));
-    let size = fs::metadata(&log).expect("log size").len() as f64;
+    append(log, &long_lines(first_lines..all_lines));
+    let size = fs::metadata(log).expect("log size").len() as f64;
     assert!(
         wait_until(DEADLINE, || {
             seen = scrape();
@@ -292,36 +322,14 @@ fn behind_follows_a_growing_file_while_reading_waits(
         "nothing behind once delivered: {seen}"
     );
     assert_eq!(count(&seen, "kinship_bytes_read_total"), Some(size));
-    agent.stop();
+    held.agent.stop();
 }
 
 #[test]
 fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let logs = dir.path().join("logs");
-    fs::create_dir_all(&logs).expect("logs");
-    let log = logs.join("app.log");
-    let port = free_port();
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nmetrics:\n  listen: 127.0.0.1:{port}\naws:\n  region: us-east-1\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: behind\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 50ms\n",
-            state = dir.path().join("state").display(),
-            logs = logs.display(),
-        ),
-    )
-    .expect("config");
-    append(&log, &long_lines(0..1000));
-    let accepted = Arc::new(Accepted::default());
-    accepted.hold();
-    let agent = InProcess::start(&config, &accepted);
-    let scrape = || {
-        get(port, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    };
-    let count = |scrape: &str, name: &str| sample(scrape, &format!("{name}{{flow=\"app\"}}"));
+    let held = start_held("", "", 1000);
+    let (log, port, accepted) = (&held.log, held.port, &held.accepted);
+    let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
         wait_until(DEADLINE, || {
@@ -333,8 +341,8 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
     );
     // Truncated and written again while its records are in flight: their delivery moves no
     // checkpoint any more, yet they are delivered, and nothing stays behind once they are.
-    fs::File::create(&log).expect("truncate");
-    append(&log, &long_lines(1000..1010));
+    fs::File::create(log).expect("truncate");
+    append(log, &long_lines(1000..1010));
     assert!(
         wait_until(DEADLINE, || {
             seen = scrape();
@@ -351,5 +359,5 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
         }),
         "nothing behind once delivered: {seen}"
     );
-    agent.stop();
+    held.agent.stop();
 }
