@@ -1,11 +1,12 @@
 //! Checks the fault-injecting Kinesis server itself: that the real SDK reads its answers the way
-//! it reads the service's, that each fault shows the client what the service would show, and
-//! that what the server reports as stored is exactly what it stored. Tests of the agent under
-//! faults rely on all three.
+//! it reads the service's, that each fault shows the client what the service would show (in
+//! JSON and in CBOR), that it takes exactly the requests signed with a key it knows, over HTTP
+//! and HTTPS, and that what the server reports as stored is exactly what it stored. Tests of
+//! the agent under faults rely on all of it.
 
 use std::error::Error as _;
 use std::io::ErrorKind;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
@@ -15,12 +16,16 @@ use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput}
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use aws_sdk_kinesis::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use base64::Engine as _;
+use ciborium::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::fault_kinesis::cbor::{self, map, text_value};
+use crate::support::fault_kinesis::sigv4::{self, Signable, SIGNATURE_MISMATCH};
 use crate::support::fault_kinesis::{
-    delivery_report, losses_and_duplicates, DeliveryReport, FaultKinesis, Faults,
+    delivery_report, losses_and_duplicates, DeliveryReport, FaultKinesis, FaultStats, Faults,
 };
 
 const STREAM: &str = "fault-selftest";
@@ -32,12 +37,27 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(10);
 type PutResult = Result<PutRecordsOutput, SdkError<PutRecordsError>>;
 
 /// A client that makes exactly one attempt per call and gives up on it after
-/// [`ATTEMPT_TIMEOUT`], so each fault reaches the test as the SDK reports it.
+/// [`ATTEMPT_TIMEOUT`], so each fault reaches the test as the SDK reports it. It signs with
+/// the server's known key pair.
 fn client(server: &FaultKinesis) -> Client {
+    let known = FaultKinesis::credentials();
+    client_signing_with(
+        server,
+        Credentials::new(
+            known.access_key_id,
+            known.secret_access_key,
+            None,
+            None,
+            "tests",
+        ),
+    )
+}
+
+fn client_signing_with(server: &FaultKinesis, credentials: Credentials) -> Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .credentials_provider(credentials)
         .endpoint_url(server.endpoint())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -547,7 +567,8 @@ async fn fault_server_rate_limit_cuts_a_burst() {
     assert_eq!(server.stats().rate_limited, (500 - stored) as u64);
 }
 
-/// A raw HTTP/1.1 answer: status, headers (lowercased names) and the JSON body.
+/// A raw HTTP/1.1 answer: status, headers (lowercased names) and the body (a CBOR body read
+/// into the same JSON shape).
 struct RawAnswer {
     status: u16,
     headers: Vec<(String, String)>,
@@ -563,46 +584,177 @@ impl RawAnswer {
     }
 }
 
-/// POSTs `body` with `target` over a fresh connection and reads the answer to the end.
-async fn raw_call(server: &FaultKinesis, target: &str, body: &str) -> RawAnswer {
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+const CBOR_1_1: &str = "application/x-amz-cbor-1.1";
+
+/// How a raw request is signed.
+#[derive(Clone, Copy)]
+enum Signing<'a> {
+    /// With the server's known key pair.
+    Known,
+    /// With this access key id and secret.
+    As(&'a str, &'a str),
+    /// Signed over this body, while another is sent.
+    OverBody(&'a [u8]),
+    /// No `Authorization` header.
+    Unsigned,
+}
+
+/// A raw request to the fault server: its target, content type and body, signed as `signing`
+/// says for the service the target names.
+struct RawRequest<'a> {
+    target: &'a str,
+    content_type: &'a str,
+    body: &'a [u8],
+    signing: Signing<'a>,
+}
+
+impl RawRequest<'_> {
+    /// The request's head, for the server at `host`.
+    fn head(&self, host: &str) -> String {
+        let amz_date = sigv4::amz_date(SystemTime::now());
+        let headers = vec![
+            ("host".to_owned(), host.to_owned()),
+            ("content-type".to_owned(), self.content_type.to_owned()),
+            ("x-amz-date".to_owned(), amz_date),
+            ("x-amz-target".to_owned(), self.target.to_owned()),
+        ];
+        let service = if self.target.starts_with("Firehose_") {
+            "firehose"
+        } else {
+            "kinesis"
+        };
+        let known = FaultKinesis::credentials();
+        let (key, secret, signed_body) = match self.signing {
+            Signing::Known => (known.access_key_id, known.secret_access_key, self.body),
+            Signing::As(key, secret) => (key, secret, self.body),
+            Signing::OverBody(body) => (known.access_key_id, known.secret_access_key, body),
+            Signing::Unsigned => ("", "", self.body),
+        };
+        let mut head = String::from("POST / HTTP/1.1\r\n");
+        for (name, value) in &headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !matches!(self.signing, Signing::Unsigned) {
+            let signable = Signable {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: signed_body,
+            };
+            let authorization = sigv4::authorization_header(
+                &signable,
+                key,
+                secret,
+                "us-east-1",
+                service,
+                &["host", "content-type", "x-amz-date", "x-amz-target"],
+            );
+            head.push_str(&format!("authorization: {authorization}\r\n"));
+        }
+        head.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            self.body.len()
+        ));
+        head
+    }
+}
+
+/// Sends `request` over a fresh connection and reads whatever comes back until the server
+/// closes it: nothing at all when it leaves the call unanswered.
+async fn raw_exchange(server: &FaultKinesis, request: &RawRequest<'_>) -> Vec<u8> {
     let mut stream = TcpStream::connect(server.addr())
         .await
         .expect("connecting to the fault server");
-    let request = format!(
-        "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amz-target: {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        server.addr(),
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("sending the request");
+    let mut bytes = request.head(&server.addr().to_string()).into_bytes();
+    bytes.extend_from_slice(request.body);
+    stream.write_all(&bytes).await.expect("sending the request");
     let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .await
-        .expect("reading the answer");
-    let answer = String::from_utf8(answer).expect("the answer is UTF-8");
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
+    // A connection closed without an answer may be reset rather than closed cleanly.
+    let _ = stream.read_to_end(&mut answer).await;
+    answer
+}
+
+/// Sends `request` and parses the answer, JSON or CBOR by its content type.
+async fn raw_request(server: &FaultKinesis, request: &RawRequest<'_>) -> RawAnswer {
+    let answer = raw_exchange(server, request).await;
+    let split = answer
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
         .expect("the answer has a head and a body");
+    let head = std::str::from_utf8(&answer[..split]).expect("the head is text");
+    let body = &answer[split + 4..];
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
         .expect("a status line");
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
         .collect();
-    let body = serde_json::from_str(body).expect("the body is JSON");
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name == "content-type")
+        .map(|(_, value)| value.as_str());
+    let body = if content_type == Some(CBOR_1_1) {
+        ciborium::from_reader(body).expect("the body is CBOR")
+    } else {
+        serde_json::from_slice(body).expect("the body is JSON")
+    };
     RawAnswer {
         status,
         headers,
         body,
     }
+}
+
+/// POSTs the JSON `body` with `target`, signed with the known key pair.
+async fn raw_call(server: &FaultKinesis, target: &str, body: &str) -> RawAnswer {
+    raw_request(
+        server,
+        &RawRequest {
+            target,
+            content_type: JSON_1_1,
+            body: body.as_bytes(),
+            signing: Signing::Known,
+        },
+    )
+    .await
+}
+
+/// POSTs the CBOR `body` as `PutRecords`, signed as `signing` says.
+async fn cbor_put(server: &FaultKinesis, body: &[u8], signing: Signing<'_>) -> RawAnswer {
+    raw_request(
+        server,
+        &RawRequest {
+            target: "Kinesis_20131202.PutRecords",
+            content_type: CBOR_1_1,
+            body,
+            signing,
+        },
+    )
+    .await
+}
+
+/// A CBOR `PutRecords` body of definite lengths, as the agent's encoder writes it.
+fn cbor_put_records(records: &[Vec<u8>]) -> Vec<u8> {
+    let records = records
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            map(vec![
+                ("Data", Value::Bytes(data.clone())),
+                ("PartitionKey", Value::Text(format!("key-{}", i % 11))),
+            ])
+        })
+        .collect();
+    cbor::encode(&map(vec![
+        ("StreamName", text_value(STREAM)),
+        ("Records", Value::Array(records)),
+    ]))
 }
 
 fn firehose_batch(records: &[Vec<u8>]) -> String {
@@ -783,4 +935,501 @@ fn fault_server_serves_sync_callers_and_repeats_its_draws() {
     }
     assert_eq!(runs[0], runs[1], "the same seed fails the same records");
     assert!(!runs[0].is_empty() && runs[0].len() < 200);
+}
+
+#[tokio::test]
+async fn fault_server_reads_cbor_and_answers_partial_failures_in_cbor() {
+    let server = FaultKinesis::start(Faults {
+        record_throttle_percent: 25.0,
+        record_internal_percent: 25.0,
+        ..Faults::default()
+    });
+    let sent = payloads(200);
+
+    let answer = cbor_put(&server, &cbor_put_records(&sent), Signing::Known).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some(CBOR_1_1));
+    assert!(answer.header("x-amzn-requestid").is_some());
+    let entries = answer.body["Records"]
+        .as_array()
+        .expect("Records is a list");
+    assert_eq!(entries.len(), 200, "one answer per record, in order");
+    let mut expected_stored = Vec::new();
+    let mut failed = 0;
+    for (entry, data) in entries.iter().zip(&sent) {
+        match entry["ErrorCode"].as_str() {
+            None => {
+                assert_eq!(entry["ShardId"], "shardId-000000000000");
+                assert_eq!(entry["SequenceNumber"].as_str().map(str::len), Some(56));
+                expected_stored.push(data.clone());
+            }
+            Some("ProvisionedThroughputExceededException" | "InternalFailure") => {
+                assert!(entry["ErrorMessage"].is_string());
+                assert!(entry.get("SequenceNumber").is_none());
+                failed += 1;
+            }
+            Some(other) => panic!("unexpected error code {other}"),
+        }
+    }
+    assert_eq!(answer.body["FailedRecordCount"], failed);
+    assert!(
+        (50..=150).contains(&failed),
+        "{failed} of 200 failed at 50 %"
+    );
+    assert_eq!(server.accepted(), expected_stored);
+    let stats = server.stats();
+    assert_eq!((stats.cbor_put_calls, stats.json_put_calls), (1, 0));
+    assert_eq!(stats.put_calls, 1);
+    assert_eq!(stats.signatures_verified, 1);
+}
+
+#[tokio::test]
+async fn fault_server_reads_cbor_of_indefinite_lengths() {
+    let server = FaultKinesis::start(Faults::default());
+    // {_ "StreamName": "s", "Records": [_ {_ "Data": (_ h'6162', h'63'),
+    //   "PartitionKey": (_ "k", "ey"), "ExplicitHashKey": "7"}]}
+    let mut body = vec![0xbf];
+    body.extend(b"\x6aStreamName\x61s");
+    body.extend(b"\x67Records\x9f\xbf");
+    body.extend(b"\x64Data\x5f\x42ab\x41c\xff");
+    body.extend(b"\x6cPartitionKey\x7f\x61k\x62ey\xff");
+    body.extend(b"\x6fExplicitHashKey\x617");
+    body.extend(b"\xff\xff\xff");
+
+    let answer = cbor_put(&server, &body, Signing::Known).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["FailedRecordCount"], 0);
+    assert_eq!(server.accepted(), vec![b"abc".to_vec()]);
+
+    // Data as a text string is not a blob: the whole call is refused, in CBOR.
+    let text_data = cbor::encode(&map(vec![
+        ("StreamName", text_value("s")),
+        (
+            "Records",
+            Value::Array(vec![map(vec![
+                ("Data", text_value("abc")),
+                ("PartitionKey", text_value("k")),
+            ])]),
+        ),
+    ]));
+    let answer = cbor_put(&server, &text_data, Signing::Known).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.header("content-type"), Some(CBOR_1_1));
+    assert_eq!(answer.body["__type"], "SerializationException");
+    assert_eq!(
+        answer.header("x-amzn-errortype"),
+        Some("SerializationException")
+    );
+    let answer = cbor_put(&server, b"\xa1\x61", Signing::Known).await;
+    assert_eq!(answer.body["__type"], "SerializationException");
+    let answer = cbor_put(&server, &cbor_put_records(&[]), Signing::Known).await;
+    assert_eq!(answer.body["__type"], "ValidationException");
+    assert_eq!(server.accepted_len(), 1);
+    assert_eq!(server.stats().invalid_calls, 3);
+}
+
+/// The status, error code (body and header) of a call answered with an error.
+fn error_of(answer: &RawAnswer) -> (u16, String, Option<String>) {
+    (
+        answer.status,
+        answer.body["__type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        answer.header("x-amzn-errortype").map(str::to_owned),
+    )
+}
+
+#[tokio::test]
+async fn fault_server_injects_every_call_fault_alike_in_json_and_cbor() {
+    let sent = payloads(5);
+    let json = serde_json::json!({
+        "StreamName": STREAM,
+        "Records": sent.iter().map(|data| serde_json::json!({
+            "Data": base64::engine::general_purpose::STANDARD.encode(data),
+            "PartitionKey": "k",
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let cbor = cbor_put_records(&sent);
+    let request = |wire: &'static str| RawRequest {
+        target: "Kinesis_20131202.PutRecords",
+        content_type: wire,
+        body: if wire == CBOR_1_1 {
+            &cbor
+        } else {
+            json.as_bytes()
+        },
+        signing: Signing::Known,
+    };
+    let mut stats_by_wire = Vec::new();
+    for wire in [JSON_1_1, CBOR_1_1] {
+        let server = FaultKinesis::start(Faults {
+            call_throttle_percent: 100.0,
+            ..Faults::default()
+        });
+        let answer = raw_request(&server, &request(wire)).await;
+        assert_eq!(answer.header("content-type"), Some(wire));
+        let throttled = "ProvisionedThroughputExceededException".to_owned();
+        assert_eq!(
+            error_of(&answer),
+            (400, throttled.clone(), Some(throttled)),
+            "{wire}"
+        );
+
+        server.set_faults(Faults {
+            call_5xx_percent: 100.0,
+            ..Faults::default()
+        });
+        let first = raw_request(&server, &request(wire)).await;
+        let second = raw_request(&server, &request(wire)).await;
+        assert_eq!(
+            [error_of(&first), error_of(&second)],
+            [
+                (
+                    500,
+                    "InternalFailure".to_owned(),
+                    Some("InternalFailure".to_owned())
+                ),
+                (
+                    503,
+                    "ServiceUnavailable".to_owned(),
+                    Some("ServiceUnavailable".to_owned())
+                )
+            ],
+            "{wire}"
+        );
+        assert_eq!(server.accepted_len(), 0);
+
+        for (faults, stored) in [
+            (
+                Faults {
+                    reset_before_percent: 100.0,
+                    ..Faults::default()
+                },
+                0,
+            ),
+            (
+                Faults {
+                    reset_after_percent: 100.0,
+                    ..Faults::default()
+                },
+                5,
+            ),
+        ] {
+            server.set_faults(faults);
+            let before = server.accepted_len();
+            let answer = raw_exchange(&server, &request(wire)).await;
+            assert!(answer.is_empty(), "{wire}: an answer to a reset call");
+            assert_eq!(server.accepted_len() - before, stored, "{wire}");
+        }
+
+        server.set_faults(Faults {
+            slow_percent: 100.0,
+            slow: Duration::from_millis(300),
+            ..Faults::default()
+        });
+        let started = Instant::now();
+        let answer = raw_request(&server, &request(wire)).await;
+        assert!(started.elapsed() >= Duration::from_millis(300), "{wire}");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["FailedRecordCount"], 0);
+
+        server.set_faults(Faults {
+            stall_percent: 100.0,
+            stall: Duration::from_secs(30),
+            ..Faults::default()
+        });
+        let stalled = tokio::time::timeout(
+            Duration::from_millis(500),
+            raw_exchange(&server, &request(wire)),
+        )
+        .await;
+        assert!(stalled.is_err(), "{wire}: a stalled call was answered");
+
+        server.set_faults(Faults::default());
+        server.set_down(true);
+        assert!(
+            TcpStream::connect(server.addr()).await.is_err(),
+            "{wire}: connected during an outage"
+        );
+        server.set_down(false);
+        let answer = raw_request(&server, &request(wire)).await;
+        assert_eq!(answer.status, 200, "{wire}: after the outage");
+        assert_eq!(server.accepted_len(), 20, "{wire}");
+        let stats = server.stats();
+        assert_eq!(stats.put_calls, 8, "{wire}");
+        stats_by_wire.push(FaultStats {
+            json_put_calls: 0,
+            cbor_put_calls: 0,
+            ..stats
+        });
+    }
+    assert_eq!(
+        stats_by_wire[0], stats_by_wire[1],
+        "the same faults, counted the same, in JSON and CBOR"
+    );
+}
+
+#[test]
+fn fault_server_signer_matches_the_documented_example() {
+    // The worked example of the SigV4 documentation (IAM ListUsers, 2015-08-30).
+    let headers = vec![
+        (
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+        ),
+        ("host".to_owned(), "iam.amazonaws.com".to_owned()),
+        ("x-amz-date".to_owned(), "20150830T123600Z".to_owned()),
+    ];
+    let request = Signable {
+        method: "GET",
+        path: "/",
+        query: "Action=ListUsers&Version=2010-05-08",
+        headers: &headers,
+        body: b"",
+    };
+    let authorization = sigv4::authorization_header(
+        &request,
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        "us-east-1",
+        "iam",
+        &["content-type", "host", "x-amz-date"],
+    );
+    assert_eq!(
+        authorization,
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, \
+         Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    );
+}
+
+#[tokio::test]
+async fn fault_server_takes_good_signatures_and_refuses_the_others() {
+    let server = FaultKinesis::start(Faults::default());
+    let sent = payloads(3);
+    let body = firehose_batch(&sent).replace("DeliveryStreamName", "StreamName");
+    let body = body.replace("\"Data\"", "\"PartitionKey\":\"k\",\"Data\"");
+    let put = |signing| RawRequest {
+        target: "Kinesis_20131202.PutRecords",
+        content_type: JSON_1_1,
+        body: body.as_bytes(),
+        signing,
+    };
+
+    let answer = raw_request(&server, &put(Signing::Known)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(server.accepted(), sent);
+
+    let tampered = body.replace("\"k\"", "\"x\"");
+    let refusals = [
+        (
+            Signing::OverBody(tampered.as_bytes()),
+            "InvalidSignatureException",
+        ),
+        (
+            Signing::As(FaultKinesis::credentials().access_key_id, "wrong secret"),
+            "InvalidSignatureException",
+        ),
+        (
+            Signing::As("AKIAUNKNOWNKEY000001", "secret"),
+            "UnrecognizedClientException",
+        ),
+        (Signing::Unsigned, "MissingAuthenticationTokenException"),
+    ];
+    for (signing, code) in refusals {
+        let answer = raw_request(&server, &put(signing)).await;
+        assert_eq!(
+            error_of(&answer),
+            (400, code.to_owned(), Some(code.to_owned()))
+        );
+        assert!(answer.body["message"].is_string());
+        if code == "InvalidSignatureException" {
+            assert!(
+                answer.body["message"]
+                    .as_str()
+                    .is_some_and(|message| message.starts_with(SIGNATURE_MISMATCH)),
+                "{}",
+                answer.body
+            );
+        }
+    }
+    // Refused in the request's own format.
+    let cbor = cbor_put_records(&sent);
+    let answer = cbor_put(&server, &cbor, Signing::OverBody(b"{}")).await;
+    assert_eq!(answer.header("content-type"), Some(CBOR_1_1));
+    assert_eq!(answer.body["__type"], "InvalidSignatureException");
+
+    // A key added later is known from then on.
+    server.add_credentials("AKIAADDEDKEY00000001", "added-secret");
+    let answer = raw_request(
+        &server,
+        &put(Signing::As("AKIAADDEDKEY00000001", "added-secret")),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    assert_eq!(server.accepted_len(), 6, "refused calls store nothing");
+    let stats = server.stats();
+    assert_eq!(stats.signatures_verified, 2);
+    assert_eq!(stats.signatures_refused, 5);
+    assert_eq!(stats.put_calls, 2);
+    assert_eq!(stats.invalid_calls, 0);
+}
+
+#[tokio::test]
+async fn fault_server_verifies_the_sdks_signatures() {
+    let server = FaultKinesis::start(Faults::default());
+    let client = client(&server);
+    client
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeStreamSummary: {}", DisplayErrorContext(&e)));
+    expect_output(put(&client, &payloads(10)).await);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.signatures_verified, stats.signatures_refused),
+        (2, 0)
+    );
+    assert_eq!(stats.json_put_calls, 1);
+
+    let known = FaultKinesis::credentials();
+    let wrong_secret = client_signing_with(
+        &server,
+        Credentials::new(known.access_key_id, "not-the-secret", None, None, "tests"),
+    );
+    let error = expect_error(put(&wrong_secret, &payloads(1)).await);
+    assert_eq!(error.code(), Some("InvalidSignatureException"));
+    let unknown = client_signing_with(
+        &server,
+        Credentials::new("AKIANOBODY0000000001", "secret", None, None, "tests"),
+    );
+    let error = expect_error(put(&unknown, &payloads(1)).await);
+    assert_eq!(error.code(), Some("UnrecognizedClientException"));
+    assert_eq!(server.stats().signatures_refused, 2);
+    assert_eq!(server.accepted_len(), 10);
+}
+
+#[tokio::test]
+async fn fault_server_takes_the_keys_its_sts_issued_with_their_token() {
+    let server = FaultKinesis::start(Faults::default());
+    let known = FaultKinesis::credentials();
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                known.access_key_id,
+                known.secret_access_key,
+                None,
+                None,
+                "tests",
+            ))
+            .endpoint_url(server.endpoint())
+            .build(),
+    );
+    let assumed = sts
+        .assume_role()
+        .role_arn("arn:aws:iam::123456789012:role/fault")
+        .role_session_name("selftest")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AssumeRole: {}", DisplayErrorContext(&e)));
+    let issued = assumed.credentials().expect("credentials in the answer");
+    let with_token = client_signing_with(
+        &server,
+        Credentials::new(
+            issued.access_key_id(),
+            issued.secret_access_key(),
+            Some(issued.session_token().to_owned()),
+            None,
+            "sts",
+        ),
+    );
+    expect_output(put(&with_token, &payloads(2)).await);
+    let without_token = client_signing_with(
+        &server,
+        Credentials::new(
+            issued.access_key_id(),
+            issued.secret_access_key(),
+            None,
+            None,
+            "sts",
+        ),
+    );
+    let error = expect_error(put(&without_token, &payloads(2)).await);
+    assert_eq!(error.code(), Some("UnrecognizedClientException"));
+    assert_eq!(server.accepted_len(), 2);
+    assert_eq!(server.sts_log().signed.len(), 1, "{:?}", server.sts_log());
+}
+
+/// An HTTPS client for `server` that trusts `ca_pem` only, or the system's roots when `None`.
+fn https_client(server: &FaultKinesis, ca_pem: Option<Vec<u8>>) -> Client {
+    let trust = match ca_pem {
+        Some(pem) => TrustStore::empty().with_pem_certificate(pem),
+        None => TrustStore::default(),
+    };
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .expect("a TLS context from a valid PEM certificate"),
+        )
+        .build_https();
+    let config = client(server)
+        .config()
+        .to_builder()
+        .http_client(http_client)
+        .build();
+    Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn fault_server_serves_https_to_clients_that_trust_its_ca() {
+    let server = FaultKinesis::start_tls(Faults {
+        record_throttle_percent: 50.0,
+        ..Faults::default()
+    });
+    assert_eq!(
+        server.endpoint(),
+        format!("https://localhost:{}", server.addr().port())
+    );
+    let ca_pem = std::fs::read(server.ca_pem_path()).expect("the CA's PEM file");
+    assert!(ca_pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+
+    let trusting = https_client(&server, Some(ca_pem));
+    let output = expect_output(put(&trusting, &payloads(100)).await);
+    let failed = output.failed_record_count().unwrap_or_default() as usize;
+    assert!((1..100).contains(&failed), "{failed} of 100 failed at 50 %");
+    assert_eq!(server.accepted_len(), 100 - failed);
+    trusting
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeStreamSummary: {}", DisplayErrorContext(&e)));
+
+    let untrusting = https_client(&server, None);
+    let error = expect_error(put(&untrusting, &payloads(1)).await);
+    assert_dispatch_failure(&error, "a client without the CA");
+    let plain = Client::from_conf(
+        client(&server)
+            .config()
+            .to_builder()
+            .endpoint_url(format!("http://{}", server.addr()))
+            .build(),
+    );
+    assert!(
+        put(&plain, &payloads(1)).await.is_err(),
+        "plain HTTP served"
+    );
+    let stats = server.stats();
+    assert!(stats.tls_handshakes_failed >= 2, "{stats:?}");
+    assert_eq!(stats.put_calls, 1, "{stats:?}");
+    assert_eq!(stats.signatures_verified, 2);
 }

@@ -7,35 +7,64 @@
 //! after the client has given up, slow answers, a shard's rate limit and a full outage. Which call
 //! or record fails is drawn from a seeded random sequence, so a run can be repeated.
 //!
+//! `PutRecords` is read in AWS JSON 1.1 and in AWS CBOR 1.1 (`Content-Type:
+//! application/x-amz-cbor-1.1`) and answered in the format it came in, every fault alike; the
+//! stats count which format each put call used. The describe and list operations, which the
+//! agent makes through the AWS SDK, speak JSON; `PutRecordBatch` too, as Firehose does.
+//!
+//! Every request must carry a valid SigV4 signature (checked by [`sigv4`], code of its own) by a
+//! key the server knows: [`FaultKinesis::credentials`] (what every agent the tests start signs
+//! with), the other keys of [`KNOWN_CREDENTIALS`], keys added with
+//! [`FaultKinesis::add_credentials`], and the temporary keys its own STS `AssumeRole` issued,
+//! with their session token and until they expire. A request that fails is refused as the
+//! service refuses it, and counted.
+//!
+//! [`FaultKinesis::start_tls`] serves HTTPS (HTTP/2 or HTTP/1.1, by ALPN) instead, with a
+//! certificate for `localhost` and `127.0.0.1` from a CA made at start, whose certificate
+//! [`FaultKinesis::ca_pem_path`] names.
+//!
 //! The server runs on a runtime of its own, so sync and async tests alike can drive it, and it
-//! stops when dropped. Request signatures are not checked and record sizes are not limited; the
-//! record count per call is, as the service does.
+//! stops when dropped. Record sizes are not limited; the record count per call is, as the
+//! service does.
+
+pub mod cbor;
+pub mod sigv4;
+pub mod tls;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use ciborium::Value;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::server::conn::http1;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::{Handle, Runtime};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::cbor::{map, text_value, PutRecordsCall, RecordIn};
+use self::sigv4::{Authorization, Refusal, Signable};
+use self::tls::ThrowawayCa;
+
 const JSON_1_1: &str = "application/x-amz-json-1.1";
+const CBOR_1_1: &str = "application/x-amz-cbor-1.1";
 const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
 const DESCRIBE_STREAM_SUMMARY: &str = "Kinesis_20131202.DescribeStreamSummary";
 const LIST_SHARDS: &str = "Kinesis_20131202.ListShards";
@@ -57,6 +86,37 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// How long [`FaultKinesis::set_down`] waits for open connections to close, or for the port to
 /// become free again, before it gives up and fails the test.
 const OUTAGE_SWITCH_DEADLINE: Duration = Duration::from_secs(10);
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// What the HTTPS listener offers, the services' preference first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The key pair tests sign with: what the test harness gives every agent it starts
+/// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, see `kinesalite::env_for_agent`).
+pub const ACCESS_KEY_ID: &str = "test";
+pub const SECRET_ACCESS_KEY: &str = "test";
+
+/// Every access key the server knows from the start, with its secret: the account's users.
+/// Besides [`ACCESS_KEY_ID`], the static keys that tests write into agent configs and
+/// credentials files (`tests/destinations.rs`); a test with a key of its own adds it with
+/// [`FaultKinesis::add_credentials`]. A session token sent with one of these is signed over
+/// but not checked; the temporary keys of the server's STS must bring theirs.
+pub const KNOWN_CREDENTIALS: [(&str, &str); 4] = [
+    (ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+    (
+        "AKIAKINSHIPTESTKEY01",
+        "kinshipTestSecret/MustNeverBeLogged+0123456789",
+    ),
+    ("AKIAPROFILEKEY000001", "profile-secret"),
+    ("AKIASTATICKEY0000001", "static-secret"),
+];
+
+/// An access key id and its secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestCredentials {
+    pub access_key_id: &'static str,
+    pub secret_access_key: &'static str,
+}
 
 /// What goes wrong, in percent of calls or of records. Every field can be changed while the
 /// server runs ([`FaultKinesis::set_faults`]); the next call sees the change.
@@ -124,8 +184,18 @@ pub struct FaultStats {
     pub calls: u64,
     /// Valid `PutRecords` and `PutRecordBatch` calls, whatever their fate.
     pub put_calls: u64,
+    /// Valid put calls read as AWS JSON 1.1 and as AWS CBOR 1.1 (they add up to `put_calls`).
+    pub json_put_calls: u64,
+    pub cbor_put_calls: u64,
     /// Requests answered 400 because they were malformed, too large or of an unknown operation.
     pub invalid_calls: u64,
+    /// Requests whose SigV4 signature was checked and found good.
+    pub signatures_verified: u64,
+    /// Requests refused for their signature: none, malformed, an unknown or expired key, or a
+    /// mismatch. They are counted in `calls` and in nothing else.
+    pub signatures_refused: u64,
+    /// TLS clients that did not finish a handshake (one that does not trust the CA, say).
+    pub tls_handshakes_failed: u64,
     pub records_stored: u64,
     pub record_throttled: u64,
     pub record_internal: u64,
@@ -142,6 +212,8 @@ pub struct FaultStats {
 /// A running fault-injecting endpoint. See the module documentation.
 pub struct FaultKinesis {
     addr: SocketAddr,
+    /// The CA and acceptor of an HTTPS server; `None` for plain HTTP.
+    tls: Option<(ThrowawayCa, TlsAcceptor)>,
     shared: Arc<Shared>,
     /// The accept loop and connections while the server is up; `None` during an outage.
     listening: Mutex<Option<Listening>>,
@@ -160,6 +232,28 @@ impl FaultKinesis {
     /// Like [`FaultKinesis::start`], with the seed of the random sequence that picks the calls
     /// and records that fail.
     pub fn start_seeded(faults: Faults, seed: u64) -> FaultKinesis {
+        FaultKinesis::start_with(faults, seed, false)
+    }
+
+    /// Like [`FaultKinesis::start`], serving HTTPS (HTTP/2 or HTTP/1.1) with a certificate for
+    /// `localhost` and `127.0.0.1` from a CA made now: trust [`FaultKinesis::ca_pem_path`] and
+    /// use [`FaultKinesis::endpoint`] (`https://localhost:PORT`).
+    pub fn start_tls(faults: Faults) -> FaultKinesis {
+        FaultKinesis::start_with(faults, DEFAULT_SEED, true)
+    }
+
+    pub fn start_tls_seeded(faults: Faults, seed: u64) -> FaultKinesis {
+        FaultKinesis::start_with(faults, seed, true)
+    }
+
+    fn start_with(faults: Faults, seed: u64, https: bool) -> FaultKinesis {
+        let tls = https.then(|| {
+            let ca = ThrowawayCa::generate(&ALPN).unwrap_or_else(|error| {
+                panic!("making the fault server's TLS certificate: {error}")
+            });
+            let acceptor = ca.acceptor();
+            (ca, acceptor)
+        });
         let socket = reusable_socket(SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("binding a loopback port for the fault server");
         let addr = socket
@@ -190,6 +284,10 @@ impl FaultKinesis {
                 stats: FaultStats::default(),
                 next_sequence: 0,
                 sts: StsLog::default(),
+                identities: KNOWN_CREDENTIALS
+                    .iter()
+                    .map(|&(key, secret)| (key.to_owned(), Identity::permanent(secret)))
+                    .collect(),
             }),
             next_request: AtomicU64::new(1),
             created: SystemTime::now()
@@ -197,9 +295,11 @@ impl FaultKinesis {
                 .unwrap_or_default()
                 .as_secs(),
         });
-        let listening = serve(&handle, listener, Arc::clone(&shared));
+        let acceptor = tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+        let listening = serve(&handle, listener, Arc::clone(&shared), acceptor);
         FaultKinesis {
             addr,
+            tls,
             shared,
             listening: Mutex::new(Some(listening)),
             handle,
@@ -207,9 +307,41 @@ impl FaultKinesis {
         }
     }
 
-    /// `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`; it stays the same across outages.
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` for a server started with
+    /// [`FaultKinesis::start_tls`]: for the SDK's and the agent's `endpoint_url`. It stays the
+    /// same across outages.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The PEM file of the CA that signed an HTTPS server's certificate, for the agent's
+    /// `aws.tls.ca_file`; it lasts as long as the server. Panics for a plain HTTP server.
+    pub fn ca_pem_path(&self) -> &Path {
+        match &self.tls {
+            Some((ca, _)) => ca.ca_pem_path(),
+            None => panic!("ca_pem_path: this fault server speaks plain HTTP; start it with FaultKinesis::start_tls"),
+        }
+    }
+
+    /// The key pair tests should sign with ([`ACCESS_KEY_ID`], [`SECRET_ACCESS_KEY`]): the one
+    /// the test harness gives every agent it starts.
+    pub fn credentials() -> TestCredentials {
+        TestCredentials {
+            access_key_id: ACCESS_KEY_ID,
+            secret_access_key: SECRET_ACCESS_KEY,
+        }
+    }
+
+    /// Teaches the server another access key and its secret (a permanent key: any session
+    /// token is accepted with it); replaces the secret of a key it knew.
+    pub fn add_credentials(&self, access_key_id: &str, secret_access_key: &str) {
+        self.shared.lock().identities.insert(
+            access_key_id.to_owned(),
+            Identity::permanent(secret_access_key),
+        );
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -253,7 +385,13 @@ impl FaultKinesis {
             }
             (false, None) => {
                 let listener = self.listen_again();
-                *listening = Some(serve(&self.handle, listener, Arc::clone(&self.shared)));
+                let acceptor = self.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+                *listening = Some(serve(
+                    &self.handle,
+                    listener,
+                    Arc::clone(&self.shared),
+                    acceptor,
+                ));
             }
             (_, unchanged) => *listening = unchanged,
         }
@@ -382,6 +520,25 @@ struct State {
     stats: FaultStats,
     next_sequence: u64,
     sts: StsLog,
+    /// Secrets by access key id.
+    identities: HashMap<String, Identity>,
+}
+
+/// What the server knows of an access key.
+#[derive(Clone)]
+struct Identity {
+    secret: String,
+    /// A temporary key's session token and expiry.
+    session: Option<(String, SystemTime)>,
+}
+
+impl Identity {
+    fn permanent(secret: &str) -> Identity {
+        Identity {
+            secret: secret.to_owned(),
+            session: None,
+        }
+    }
 }
 
 /// A token bucket for one shard's records per second.
@@ -436,11 +593,16 @@ fn listen(handle: &Handle, socket: TcpSocket) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-fn serve(handle: &Handle, listener: TcpListener, shared: Arc<Shared>) -> Listening {
+fn serve(
+    handle: &Handle,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) -> Listening {
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn_on(
-        accept_loop(listener, shared, stop.clone(), tasks.clone()),
+        accept_loop(listener, shared, tls, stop.clone(), tasks.clone()),
         handle,
     );
     Listening { stop, tasks }
@@ -449,6 +611,7 @@ fn serve(handle: &Handle, listener: TcpListener, shared: Arc<Shared>) -> Listeni
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -460,7 +623,12 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _)) => {
-                tasks.spawn(serve_connection(stream, Arc::clone(&shared), stop.clone()));
+                let connection = Connection {
+                    shared: Arc::clone(&shared),
+                    stop: stop.clone(),
+                    tasks: tasks.clone(),
+                };
+                tasks.spawn(connection.serve(stream, tls.clone()));
             }
             Err(_) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -473,18 +641,86 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
-    // Answers are written in one go; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| handle(Arc::clone(&shared), request));
-    let connection = http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        // An error is a client hanging up, or a call this server chose to leave unanswered.
-        _ = connection => {}
-        // An outage: dropping the connection closes its socket, even mid-call.
-        () = stop.cancelled() => {}
+/// One accepted connection and what it needs to serve calls until an outage.
+struct Connection {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        // Answers are written in one go; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let Some(acceptor) = tls else {
+            return self.serve_http(stream, false).await;
+        };
+        let handshake = tokio::select! {
+            () = self.stop.cancelled() => return,
+            handshake = tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, acceptor.accept(stream)) => handshake,
+        };
+        match handshake {
+            Ok(Ok(stream)) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                self.serve_http(stream, h2).await;
+            }
+            _ => self.shared.lock().stats.tls_handshakes_failed += 1,
+        }
+    }
+
+    async fn serve_http<I>(self, io: I, h2: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+        let io = TokioIo::new(io);
+        // An error is a client hanging up, or a call this server chose to leave unanswered
+        // (over HTTP/2, that stream is reset). An outage drops the connection, which closes its
+        // socket, even mid-call.
+        if h2 {
+            let executor = TrackedExecutor {
+                stop: self.stop.clone(),
+                tasks: self.tasks.clone(),
+            };
+            let connection = http2::Builder::new(executor).serve_connection(io, service);
+            tokio::select! {
+                _ = connection => {}
+                () = self.stop.cancelled() => {}
+            }
+        } else {
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service);
+            tokio::select! {
+                _ = connection => {}
+                () = self.stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Runs an HTTP/2 connection's streams as tasks of the listening period, which an outage ends
+/// as it ends HTTP/1.1 calls in flight.
+#[derive(Clone)]
+struct TrackedExecutor {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl<F> hyper::rt::Executor<F> for TrackedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = future => {}
+                () = stop.cancelled() => {}
+            }
+        });
     }
 }
 
@@ -512,25 +748,44 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Unanswered> {
-    let target = request.headers().get("x-amz-target").cloned();
-    let signer = request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(signing_key)
-        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
     // A client that cannot finish sending its request gets no answer either.
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| Unanswered)?
-        .to_bytes();
+    let body = body.collect().await.map_err(|_| Unanswered)?.to_bytes();
     shared.lock().stats.calls += 1;
-    let target = target
-        .as_ref()
+    let wire = Wire::of(&parts.headers);
+    let target = parts
+        .headers
+        .get("x-amz-target")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    let is_sts = target.is_empty() && body.starts_with(b"Action=");
+    let service = if is_sts {
+        "sts"
+    } else if target.starts_with("Firehose_") {
+        "firehose"
+    } else {
+        "kinesis"
+    };
+    let signer = match authenticate(&shared, &parts, &body, service) {
+        Ok(signer) => {
+            shared.lock().stats.signatures_verified += 1;
+            signer
+        }
+        Err(refused) => {
+            shared.lock().stats.signatures_refused += 1;
+            return Ok(if is_sts {
+                sts_error(&shared, &refused)
+            } else {
+                error_response(
+                    &shared,
+                    wire,
+                    StatusCode::BAD_REQUEST,
+                    refused.code,
+                    &refused.message,
+                )
+            });
+        }
+    };
     if matches!(target, PUT_RECORDS | PUT_RECORD_BATCH) {
         shared
             .lock()
@@ -539,14 +794,15 @@ async fn handle(
             .push((signer.clone(), SystemTime::now()));
     }
     let reply = match target {
-        "" if body.starts_with(b"Action=") => Reply::Now(sts(&shared, &body, &signer)),
-        PUT_RECORDS => put_records(&shared, &body),
-        PUT_RECORD_BATCH => put_record_batch(&shared, &body),
-        DESCRIBE_STREAM_SUMMARY => Reply::Now(describe_stream_summary(&shared, &body)),
+        "" if is_sts => Reply::Now(sts(&shared, &body, &signer)),
+        PUT_RECORDS => put_records(&shared, wire, &body),
+        PUT_RECORD_BATCH => put_record_batch(&shared, wire, &body),
+        DESCRIBE_STREAM_SUMMARY => Reply::Now(describe_stream_summary(&shared, wire, &body)),
         LIST_SHARDS => Reply::Now(list_shards(&shared)),
         DESCRIBE_DELIVERY_STREAM => Reply::Now(describe_delivery_stream(&shared, &body)),
         other => Reply::Now(invalid(
             &shared,
+            wire,
             "UnknownOperationException",
             &format!("operation {other:?} is not served here"),
         )),
@@ -558,6 +814,147 @@ async fn handle(
             Ok(response)
         }
         Reply::Unanswered => Err(Unanswered),
+    }
+}
+
+/// A request refused for its signature, in the words of the JSON services.
+struct Unauthenticated {
+    code: &'static str,
+    message: String,
+}
+
+impl Unauthenticated {
+    fn new(code: &'static str, message: impl Into<String>) -> Unauthenticated {
+        Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks the request's SigV4 signature for `service` in the server's region; returns the
+/// access key id that signed it.
+fn authenticate(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<String, Unauthenticated> {
+    let Some(header) = parts.headers.get("authorization") else {
+        return Err(Unauthenticated::new(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    };
+    let authorization = header
+        .to_str()
+        .map_err(|_| "the authorization header is not ASCII".to_owned())
+        .and_then(Authorization::parse)
+        .map_err(|message| Unauthenticated::new("IncompleteSignatureException", message))?;
+    if authorization.service != service {
+        return Err(Unauthenticated::new(
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to correct service: '{service}'. (got '{}')",
+                authorization.service
+            ),
+        ));
+    }
+    if authorization.region != REGION {
+        return Err(Unauthenticated::new(
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to a valid region. (got '{}', this endpoint is {REGION})",
+                authorization.region
+            ),
+        ));
+    }
+    let identity = shared
+        .lock()
+        .identities
+        .get(&authorization.access_key_id)
+        .cloned();
+    let invalid_token = || {
+        Unauthenticated::new(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+    };
+    let identity = identity.ok_or_else(invalid_token)?;
+    if let Some((token, expires)) = &identity.session {
+        let sent = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|value| value.to_str().ok());
+        if sent != Some(token.as_str()) {
+            return Err(invalid_token());
+        }
+        if SystemTime::now() >= *expires {
+            return Err(Unauthenticated::new(
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ));
+        }
+    }
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    // HTTP/2 carries the host as `:authority`, which SigV4 signs as `host`.
+    if !parts.headers.contains_key("host") {
+        if let Some(authority) = parts.uri.authority() {
+            headers.push(("host".to_owned(), authority.as_str().to_owned()));
+        }
+    }
+    let request = Signable {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    match sigv4::verify(
+        &request,
+        &authorization,
+        &identity.secret,
+        SystemTime::now(),
+    ) {
+        Ok(()) => Ok(authorization.access_key_id),
+        Err(Refusal::Incomplete(message)) => Err(Unauthenticated::new(
+            "IncompleteSignatureException",
+            message,
+        )),
+        Err(Refusal::Mismatch(message)) => {
+            Err(Unauthenticated::new("InvalidSignatureException", message))
+        }
+    }
+}
+
+/// The format a request's body is in, and so its answer's (the describe and list operations
+/// always answer in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Json,
+    Cbor,
+}
+
+impl Wire {
+    fn of(headers: &HeaderMap) -> Wire {
+        let cbor = headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case(CBOR_1_1));
+        if cbor {
+            Wire::Cbor
+        } else {
+            Wire::Json
+        }
     }
 }
 
@@ -655,29 +1052,37 @@ fn stream_name<'a>(name: Option<&'a str>, arn: Option<&'a str>) -> Option<&'a st
     name.or_else(|| arn.and_then(|arn| arn.rsplit('/').next()))
 }
 
-fn put_records(shared: &Shared, body: &[u8]) -> Reply {
-    let request: PutRecordsRequest = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(error) => return Reply::Now(malformed(shared, &error)),
+fn put_records(shared: &Shared, wire: Wire, body: &[u8]) -> Reply {
+    let call = match wire {
+        Wire::Json => json_put_records(body),
+        Wire::Cbor => cbor::put_records(body),
     };
-    let Some(stream) = stream_name(
-        request.stream_name.as_deref(),
-        request.stream_arn.as_deref(),
-    ) else {
+    let call = match call {
+        Ok(call) => call,
+        Err(message) => {
+            return Reply::Now(invalid(shared, wire, "SerializationException", &message))
+        }
+    };
+    let Some(stream) = stream_name(call.stream_name.as_deref(), call.stream_arn.as_deref()) else {
         return Reply::Now(invalid(
             shared,
+            wire,
             "ValidationException",
             "either StreamName or StreamARN must be given",
         ));
     };
-    if let Some(response) = check_count(shared, request.records.len()) {
+    if let Some(response) = check_count(shared, wire, call.records.len()) {
         return Reply::Now(response);
     }
-    if let Some(index) = request.records.iter().position(|record| {
-        !(1..=MAX_PARTITION_KEY_CHARS).contains(&record.partition_key.chars().count())
+    if let Some(index) = call.records.iter().position(|record| {
+        !record
+            .partition_key
+            .as_ref()
+            .is_some_and(|key| (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count()))
     }) {
         return Reply::Now(invalid(
             shared,
+            wire,
             "ValidationException",
             &format!(
                 "1 validation error detected: Value at 'records.{}.member.partitionKey' failed \
@@ -687,32 +1092,67 @@ fn put_records(shared: &Shared, body: &[u8]) -> Reply {
             ),
         ));
     }
-    let data = match decode_all(request.records.iter().map(|record| &record.data)) {
-        Ok(data) => data,
-        Err(message) => return Reply::Now(invalid(shared, "SerializationException", &message)),
-    };
-    put(shared, Api::Kinesis, stream, data)
+    let stream = stream.to_owned();
+    let data = call.records.into_iter().map(|record| record.data).collect();
+    put(shared, Api::Kinesis, wire, &stream, data)
 }
 
-fn put_record_batch(shared: &Shared, body: &[u8]) -> Reply {
+/// Reads a JSON `PutRecords` body into the shape both formats share, its data decoded.
+fn json_put_records(body: &[u8]) -> Result<PutRecordsCall, String> {
+    let request: PutRecordsRequest = serde_json::from_slice(body)
+        .map_err(|error| format!("the request body is not a valid request: {error}"))?;
+    let data = decode_all(request.records.iter().map(|record| &record.data))?;
+    Ok(PutRecordsCall {
+        stream_name: request.stream_name.map(Cow::into_owned),
+        stream_arn: request.stream_arn.map(Cow::into_owned),
+        records: request
+            .records
+            .iter()
+            .zip(data)
+            .map(|(record, data)| RecordIn {
+                data,
+                partition_key: Some(record.partition_key.to_string()),
+            })
+            .collect(),
+    })
+}
+
+fn put_record_batch(shared: &Shared, wire: Wire, body: &[u8]) -> Reply {
+    if wire == Wire::Cbor {
+        return Reply::Now(invalid(
+            shared,
+            wire,
+            "SerializationException",
+            "PutRecordBatch is read only in AWS JSON 1.1 here: Firehose's API speaks nothing else",
+        ));
+    }
     let request: PutRecordBatchRequest = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(error) => return Reply::Now(malformed(shared, &error)),
     };
-    if let Some(response) = check_count(shared, request.records.len()) {
+    if let Some(response) = check_count(shared, wire, request.records.len()) {
         return Reply::Now(response);
     }
     let data = match decode_all(request.records.iter().map(|record| &record.data)) {
         Ok(data) => data,
-        Err(message) => return Reply::Now(invalid(shared, "SerializationException", &message)),
+        Err(message) => {
+            return Reply::Now(invalid(shared, wire, "SerializationException", &message))
+        }
     };
-    put(shared, Api::Firehose, &request.delivery_stream_name, data)
+    put(
+        shared,
+        Api::Firehose,
+        wire,
+        &request.delivery_stream_name,
+        data,
+    )
 }
 
-fn check_count(shared: &Shared, records: usize) -> Option<Response<Full<Bytes>>> {
+fn check_count(shared: &Shared, wire: Wire, records: usize) -> Option<Response<Full<Bytes>>> {
     (!(1..=MAX_RECORDS_PER_CALL).contains(&records)).then(|| {
         invalid(
             shared,
+            wire,
             "ValidationException",
             &format!(
                 "1 validation error detected: Value at 'records' failed to satisfy constraint: \
@@ -772,7 +1212,7 @@ enum RecordOutcome {
     Internal,
 }
 
-fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
+fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, data: Vec<Vec<u8>>) -> Reply {
     let mut state = shared.lock();
     let State {
         faults,
@@ -784,12 +1224,17 @@ fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
         ..
     } = &mut *state;
     stats.put_calls += 1;
+    match wire {
+        Wire::Json => stats.json_put_calls += 1,
+        Wire::Cbor => stats.cbor_put_calls += 1,
+    }
     let fault = draw_call_fault(faults, rng);
     match fault {
         Some(CallFault::Throttle) => {
             stats.calls_throttled += 1;
             return Reply::Now(error_response(
                 shared,
+                wire,
                 api.call_throttle_status(),
                 api.throttle_code(),
                 &format!("Rate exceeded for stream {stream} under account {ACCOUNT}."),
@@ -804,6 +1249,7 @@ fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
             };
             return Reply::Now(error_response(
                 shared,
+                wire,
                 status,
                 code,
                 "The service encountered an internal error; try again.",
@@ -850,11 +1296,20 @@ fn put(shared: &Shared, api: Api, stream: &str, data: Vec<Vec<u8>>) -> Reply {
     }
     drop(state);
 
-    let body = match api {
-        Api::Kinesis => put_records_body(stream, &outcomes),
-        Api::Firehose => put_record_batch_body(&outcomes),
+    let response = match (api, wire) {
+        (Api::Kinesis, Wire::Json) => {
+            json_response(shared, StatusCode::OK, put_records_body(stream, &outcomes))
+        }
+        (Api::Kinesis, Wire::Cbor) => cbor_response(
+            shared,
+            StatusCode::OK,
+            cbor::encode(&put_records_cbor(stream, &outcomes)),
+        ),
+        // Refused before anything was stored (see `put_record_batch`).
+        (Api::Firehose, _) => {
+            json_response(shared, StatusCode::OK, put_record_batch_body(&outcomes))
+        }
     };
-    let response = json_response(shared, StatusCode::OK, body);
     match fault {
         Some(CallFault::Stall(delay) | CallFault::Slow(delay)) => Reply::After(delay, response),
         _ => Reply::Now(response),
@@ -897,6 +1352,40 @@ fn put_records_body(stream: &str, outcomes: &[RecordOutcome]) -> String {
     body
 }
 
+/// The CBOR answer of `PutRecords`: the same members as the JSON one.
+fn put_records_cbor(stream: &str, outcomes: &[RecordOutcome]) -> Value {
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
+        .count();
+    let throttled =
+        format!("Rate exceeded for shard {SHARD_ID} in stream {stream} under account {ACCOUNT}.");
+    let records = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            RecordOutcome::Stored(sequence) => map(vec![
+                ("SequenceNumber", Value::Text(format!("49{sequence:054}"))),
+                ("ShardId", text_value(SHARD_ID)),
+            ]),
+            RecordOutcome::Throttled => map(vec![
+                (
+                    "ErrorCode",
+                    text_value("ProvisionedThroughputExceededException"),
+                ),
+                ("ErrorMessage", text_value(&throttled)),
+            ]),
+            RecordOutcome::Internal => map(vec![
+                ("ErrorCode", text_value("InternalFailure")),
+                ("ErrorMessage", text_value("Internal service failure.")),
+            ]),
+        })
+        .collect();
+    map(vec![
+        ("FailedRecordCount", Value::Integer(failed.into())),
+        ("Records", Value::Array(records)),
+    ])
+}
+
 fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
     let failed = outcomes
         .iter()
@@ -931,7 +1420,7 @@ fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
     body
 }
 
-fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+fn describe_stream_summary(shared: &Shared, wire: Wire, body: &[u8]) -> Response<Full<Bytes>> {
     let (denied, max_record_size_kib) = {
         let state = shared.lock();
         (
@@ -940,7 +1429,7 @@ fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>
         )
     };
     if denied {
-        return describe_denied(shared, "kinesis:DescribeStreamSummary");
+        return describe_denied(shared, wire, "kinesis:DescribeStreamSummary");
     }
     let request: StreamRef = serde_json::from_slice(body).unwrap_or_default();
     let name = request.name();
@@ -964,9 +1453,10 @@ fn describe_stream_summary(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>
     json_response(shared, StatusCode::OK, summary.to_string())
 }
 
-fn describe_denied(shared: &Shared, action: &str) -> Response<Full<Bytes>> {
+fn describe_denied(shared: &Shared, wire: Wire, action: &str) -> Response<Full<Bytes>> {
     error_response(
         shared,
+        wire,
         StatusCode::BAD_REQUEST,
         "AccessDeniedException",
         &format!("User: arn:aws:iam::{ACCOUNT}:user/test is not authorized to perform: {action}"),
@@ -1005,32 +1495,64 @@ fn describe_delivery_stream(shared: &Shared, body: &[u8]) -> Response<Full<Bytes
 fn malformed(shared: &Shared, error: &serde_json::Error) -> Response<Full<Bytes>> {
     invalid(
         shared,
+        Wire::Json,
         "SerializationException",
         &format!("the request body is not a valid request: {error}"),
     )
 }
 
 /// A 400 for a request the service would refuse whatever the faults.
-fn invalid(shared: &Shared, code: &str, message: &str) -> Response<Full<Bytes>> {
+fn invalid(shared: &Shared, wire: Wire, code: &str, message: &str) -> Response<Full<Bytes>> {
     shared.lock().stats.invalid_calls += 1;
-    error_response(shared, StatusCode::BAD_REQUEST, code, message)
+    error_response(shared, wire, StatusCode::BAD_REQUEST, code, message)
 }
 
+/// `{"__type": code, "message": message}` in the request's format, with the code in
+/// `x-amzn-ErrorType` too, as the services answer.
 fn error_response(
     shared: &Shared,
+    wire: Wire,
     status: StatusCode,
     code: &str,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({"__type": code, "message": message});
-    json_response(shared, status, body.to_string())
+    let mut response = match wire {
+        Wire::Json => {
+            let body = serde_json::json!({"__type": code, "message": message});
+            json_response(shared, status, body.to_string())
+        }
+        Wire::Cbor => {
+            let body = map(vec![
+                ("__type", text_value(code)),
+                ("message", text_value(message)),
+            ]);
+            cbor_response(shared, status, cbor::encode(&body))
+        }
+    };
+    if let Ok(code) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-amzn-errortype", code);
+    }
+    response
 }
 
 fn json_response(shared: &Shared, status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response(shared, status, JSON_1_1, Bytes::from(body))
+}
+
+fn cbor_response(shared: &Shared, status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    response(shared, status, CBOR_1_1, Bytes::from(body))
+}
+
+fn response(
+    shared: &Shared,
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(request_id) = HeaderValue::from_str(&shared.request_id()) {
         headers.insert("x-amzn-requestid", request_id);
     }
@@ -1040,12 +1562,6 @@ fn json_response(shared: &Shared, status: StatusCode, body: String) -> Response<
 /// `text` as a quoted JSON string.
 fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
-}
-
-/// The access key id in a SigV4 `Authorization` header (`... Credential=KEY/date/...`).
-fn signing_key(header: &str) -> Option<String> {
-    let start = header.find("Credential=")? + "Credential=".len();
-    header[start..].split('/').next().map(str::to_owned)
 }
 
 /// STS (query protocol, XML answers): `AssumeRole` issues fresh keys that last
@@ -1068,6 +1584,13 @@ fn sts(shared: &Shared, body: &[u8], signer: &str) -> Response<Full<Bytes>> {
             let expiration = SystemTime::now() + lifetime;
             let key = format!("ASIAFAULT{:011}", state.sts.issued.len());
             state.sts.issued.push((key.clone(), expiration));
+            state.identities.insert(
+                key.clone(),
+                Identity {
+                    secret: format!("fault-secret-{key}"),
+                    session: Some((format!("fault-token-{key}"), expiration)),
+                },
+            );
             format!(
                 "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>fault-secret-{key}</SecretAccessKey><SessionToken>fault-token-{key}</SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>AROAFAULT:kinship</AssumedRoleId><Arn>arn:aws:sts::{ACCOUNT}:assumed-role/fault/kinship</Arn></AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></AssumeRoleResponse>",
                 humantime::format_rfc3339_seconds(expiration)
@@ -1086,12 +1609,41 @@ fn sts(shared: &Shared, body: &[u8], signer: &str) -> Response<Full<Bytes>> {
         other => {
             return invalid(
                 shared,
+                Wire::Json,
                 "InvalidAction",
                 &format!("STS action {other:?} is not served here"),
             )
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(xml)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    response
+}
+
+/// STS (query protocol) refuses a signature with an XML error of its own codes.
+fn sts_error(shared: &Shared, refused: &Unauthenticated) -> Response<Full<Bytes>> {
+    let (status, code) = match refused.code {
+        "MissingAuthenticationTokenException" => {
+            (StatusCode::FORBIDDEN, "MissingAuthenticationToken")
+        }
+        "IncompleteSignatureException" => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
+        "UnrecognizedClientException" => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
+        "ExpiredTokenException" => (StatusCode::BAD_REQUEST, "ExpiredToken"),
+        _ => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+    };
+    let message = refused
+        .message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let xml = format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        shared.request_id()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(xml)));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
