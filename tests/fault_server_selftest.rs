@@ -1433,3 +1433,78 @@ async fn fault_server_serves_https_to_clients_that_trust_its_ca() {
     assert_eq!(stats.put_calls, 1, "{stats:?}");
     assert_eq!(stats.signatures_verified, 2);
 }
+
+/// The bench endpoint's own CBOR reader (it cannot use ciborium: it must stay cheap), checked
+/// here, where tests run, against the bodies the fault server reads.
+#[path = "../benches/ship/put_request.rs"]
+#[allow(dead_code)]
+mod bench_put_request;
+
+#[test]
+fn bench_endpoint_reads_the_cbor_the_fault_server_reads() {
+    use bench_put_request::{cbor::entries, Data};
+
+    let sent = payloads(20);
+    let mut body = cbor_put_records(&sent);
+    // An unknown member of every kind before Records is passed over: a map holding a tag, a
+    // float, an array and an indefinite text string.
+    body[0] += 1;
+    body.splice(
+        1..1,
+        b"\x65Extra\xa2\x61a\xc1\x1a\x00\x00\x00\x01\x61b\x82\xfb\x3f\xf0\0\0\0\0\0\0\x7f\x61x\xff"
+            .iter()
+            .copied(),
+    );
+    let read = entries(&body).expect("a valid body");
+    assert_eq!(read.len(), 20);
+    for (i, (entry, data)) in read.iter().zip(&sent).enumerate() {
+        assert!(matches!(&entry.data, Data::Bytes(bytes) if bytes.as_ref() == data.as_slice()));
+        assert_eq!(entry.data.decoded_len(), data.len() as u64);
+        assert_eq!(
+            entry
+                .partition_key
+                .as_ref()
+                .map(|key| key.text().into_owned()),
+            Some(format!("key-{}", i % 11))
+        );
+    }
+
+    // The indefinite-length body of `fault_server_reads_cbor_of_indefinite_lengths`.
+    let mut body = vec![0xbf];
+    body.extend(b"\x6aStreamName\x61s");
+    body.extend(b"\x67Records\x9f\xbf");
+    body.extend(b"\x64Data\x5f\x42ab\x41c\xff");
+    body.extend(b"\x6cPartitionKey\x7f\x61k\x62ey\xff");
+    body.extend(b"\x6fExplicitHashKey\x617");
+    body.extend(b"\xff\xff\xff");
+    let [entry] = &entries(&body).expect("a valid body")[..] else {
+        panic!("one record expected");
+    };
+    assert!(matches!(&entry.data, Data::Bytes(bytes) if bytes.as_ref() == b"abc"));
+    assert_eq!(
+        entry
+            .partition_key
+            .as_ref()
+            .map(|key| key.text())
+            .as_deref(),
+        Some("key")
+    );
+    assert_eq!(
+        entry
+            .explicit_hash_key
+            .as_ref()
+            .map(|key| key.text())
+            .as_deref(),
+        Some("7")
+    );
+
+    for bad in [
+        &b""[..],
+        b"\xa1\x67Records\x81\xa1\x64Data\x63abc",
+        b"\xa1\x67Records\x81\xa1\x64Data\x45ab",
+        b"\xa1\x66Stream\x61s",
+        b"\x9f\xff",
+    ] {
+        assert!(entries(bad).is_err(), "{bad:?} was read");
+    }
+}
