@@ -30,7 +30,7 @@ fn head_len(argument: u64) -> usize {
 }
 
 /// Writes the head of an item of major type `major` with `argument` in its shortest form.
-fn write_head(out: &mut Vec<u8>, major: u8, argument: u64) {
+pub(crate) fn write_head(out: &mut Vec<u8>, major: u8, argument: u64) {
     let initial = major << 5;
     match argument {
         0..=23 => out.push(initial | argument as u8),

@@ -11,6 +11,9 @@ pub mod cbor;
 pub mod json;
 pub mod response;
 
+#[cfg(test)]
+mod tests;
+
 /// How a call's body is written: AWS JSON 1.1 or AWS CBOR 1.1.
 ///
 /// Kinesis Data Streams speaks both; CBOR carries the data as raw bytes rather than base64,
