@@ -14,6 +14,11 @@ pub mod response;
 #[cfg(test)]
 mod tests;
 
+pub use response::{
+    scan_error, scan_put_record_batch, scan_put_records, PutAnswer, Refused, ScanError,
+    ServiceError,
+};
+
 /// How a call's body is written: AWS JSON 1.1 or AWS CBOR 1.1.
 ///
 /// Kinesis Data Streams speaks both; CBOR carries the data as raw bytes rather than base64,
