@@ -23,3 +23,4 @@ pub mod secrets;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod transport;
