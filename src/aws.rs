@@ -442,3 +442,87 @@ impl ProvideCredentials for RegisteringCredentials {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::transport::test_support::{TestCa, TestServer, OK};
+
+    fn settings(endpoint: String, ca_file: Option<PathBuf>) -> AwsSettings {
+        AwsSettings {
+            region: Some("eu-west-1".to_owned()),
+            endpoint_url: Some(endpoint),
+            credentials: CredentialSource::Static {
+                access_key_id: Secret::new("AKIDTLSTEST"),
+                secret_access_key: Secret::new("tls-test-secret"),
+                session_token: None,
+            },
+            check_identity: false,
+            tls_ca_file: ca_file,
+            ..AwsSettings::default()
+        }
+    }
+
+    async fn put_records(sdk: &SdkConfig, endpoint: &str) -> bool {
+        let client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(sdk)
+                .endpoint_url(endpoint)
+                .build(),
+        );
+        let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"line\n".to_vec()))
+            .partition_key("pk")
+            .build()
+            .expect("an entry");
+        client
+            .put_records()
+            .stream_name("logs")
+            .records(entry)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// The SDK clients trust `aws.tls.ca_file` as the data path's transport does.
+    #[tokio::test]
+    async fn sdk_clients_trust_the_transport_ca_file() {
+        let ca = TestCa::new();
+        let server = TestServer::start(Some(ca.server_config(&["localhost"], &[])), OK).await;
+        let endpoint = format!("https://localhost:{}", server.addr.port());
+        let mut bundle = tempfile::NamedTempFile::new().expect("a temporary file");
+        bundle.write_all(ca.pem().as_bytes()).expect("written");
+
+        let mut clients = AwsClients::new();
+        let trusting = clients
+            .sdk_config(&settings(endpoint.clone(), Some(bundle.path().to_owned())))
+            .await
+            .expect("an SDK configuration");
+        assert!(put_records(&trusting, &endpoint).await);
+        assert_eq!(server.seen().len(), 1);
+
+        let untrusting = clients
+            .sdk_config(&settings(endpoint.clone(), None))
+            .await
+            .expect("an SDK configuration");
+        assert!(!put_records(&untrusting, &endpoint).await);
+        assert_eq!(server.seen().len(), 1);
+        assert_eq!(
+            clients.sdk_http.len(),
+            2,
+            "one SDK HTTP client per CA bundle"
+        );
+
+        let missing = PathBuf::from("/nonexistent/kinship/ca.pem");
+        let error = clients
+            .sdk_config(&settings(endpoint, Some(missing.clone())))
+            .await
+            .expect_err("a missing CA file is refused");
+        assert!(
+            matches!(&error, TransportError::Config { path, .. } if *path == missing),
+            "{error}"
+        );
+    }
+}

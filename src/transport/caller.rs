@@ -37,6 +37,16 @@ pub struct AwsCaller {
     inner: Arc<CallerInner>,
 }
 
+impl std::fmt::Debug for AwsCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCaller")
+            .field("endpoint", &self.inner.credentials.endpoint.url)
+            .field("signing_name", &self.inner.signing_name)
+            .field("region", &self.inner.credentials.region)
+            .finish_non_exhaustive()
+    }
+}
+
 struct CallerInner {
     http: HttpClient,
     signing_name: &'static str,

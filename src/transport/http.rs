@@ -64,6 +64,15 @@ pub struct HttpClient {
     ca_file: Option<Arc<Path>>,
 }
 
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("request_timeout", &self.request_timeout)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A whole response: what the sink needs to tell success, throttling and errors apart.
 #[derive(Clone, Debug)]
 pub struct RawResponse {

@@ -12,7 +12,7 @@ mod error;
 mod http;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use caller::AwsCaller;
 pub use endpoint::{firehose_endpoint, kinesis_endpoint, Endpoint};

@@ -96,8 +96,7 @@ async fn a_certificate_for_another_name_is_named_as_such() {
 fn an_unreadable_or_empty_ca_file_is_a_config_error_naming_it() {
     let missing = Path::new("/nonexistent/kinship/ca.pem");
     let error = HttpClient::with_proxies(&settings(Some(missing)), no_proxies())
-        .err()
-        .expect("a missing file is refused");
+        .expect_err("a missing file is refused");
     assert!(
         matches!(&error, TransportError::Config { path, reason } if path == missing && reason.starts_with("cannot read it")),
         "{error}"
@@ -106,8 +105,7 @@ fn an_unreadable_or_empty_ca_file_is_a_config_error_naming_it() {
 
     let empty = tempfile::NamedTempFile::new().expect("a temporary file");
     let error = HttpClient::with_proxies(&settings(Some(empty.path())), no_proxies())
-        .err()
-        .expect("an empty file is refused");
+        .expect_err("an empty file is refused");
     assert!(
         matches!(&error, TransportError::Config { path, reason } if path == empty.path() && reason.contains("no certificate")),
         "{error}"
@@ -118,8 +116,7 @@ fn an_unreadable_or_empty_ca_file_is_a_config_error_naming_it() {
         .write_all(b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n")
         .expect("written");
     let error = HttpClient::with_proxies(&settings(Some(broken.path())), no_proxies())
-        .err()
-        .expect("a broken file is refused");
+        .expect_err("a broken file is refused");
     assert!(matches!(&error, TransportError::Config { .. }), "{error}");
 }
 
