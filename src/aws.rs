@@ -1,9 +1,12 @@
 //! AWS SDK clients built from each flow's settings: region, endpoints, credentials (default
-//! chain, profile, static keys, a role assumed through STS), timeouts, and proxies from the
-//! standard environment variables. Flows with equal settings share one SDK configuration and
-//! one client per service; every client shares one HTTP connection pool.
+//! chain, profile, static keys, a role assumed through STS), timeouts, extra trusted CAs
+//! (`aws.tls.ca_file`), and proxies from the standard environment variables. Flows with equal
+//! settings share one SDK configuration and one client per service; SDK clients trusting the
+//! same CAs share one HTTP connection pool, and so do the data path's own HTTP clients
+//! ([`crate::transport`]) of flows with equal connection settings.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::identity::IdentityCache;
@@ -17,12 +20,13 @@ use aws_credential_types::Credentials;
 use aws_sdk_kinesis::config::SharedHttpClient;
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder as HttpClientBuilder, Connector};
 
 use crate::config::{AwsSettings, CredentialSource, DestinationKind, FlowConfig};
 use crate::secrets;
 use crate::sink::PutError;
+use crate::transport::{self, HttpClient, HttpSettings, TransportError};
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
 /// to lapse (assumed roles last 15 minutes at least).
@@ -34,6 +38,11 @@ pub enum ClientError {
     NoRegion { flow: String },
     #[error("cloudwatch: no AWS region is set; set aws.region or cloudwatch.aws.region in the config, or AWS_REGION in the environment")]
     NoCloudWatchRegion,
+    /// The HTTP client cannot be built (`aws.tls.ca_file` unreadable or without certificates).
+    #[error("flow `{flow}`: {error}")]
+    Http { flow: String, error: TransportError },
+    #[error("cloudwatch: {0}")]
+    CloudWatchHttp(TransportError),
 }
 
 /// The account and principal the credentials belong to.
@@ -115,6 +124,12 @@ where
 #[derive(Clone)]
 pub struct FlowClients {
     pub region: String,
+    /// The flow's SDK configuration (region, credentials provider, clock), for the data
+    /// path's [`transport::AwsCaller`].
+    pub sdk: SdkConfig,
+    /// The data path's HTTP client for the flow's connection settings, shared by flows with
+    /// equal ones.
+    pub http: HttpClient,
     pub kinesis: Option<aws_sdk_kinesis::Client>,
     pub firehose: Option<aws_sdk_firehose::Client>,
     /// `None` when `check_identity` is off.
@@ -123,7 +138,10 @@ pub struct FlowClients {
 
 /// Builds and shares SDK clients.
 pub struct AwsClients {
-    http: SharedHttpClient,
+    /// The SDK's HTTP clients, by the extra CA bundle they trust.
+    sdk_http: HashMap<Option<PathBuf>, SharedHttpClient>,
+    /// The data path's HTTP clients, by connection settings.
+    transport_http: HashMap<HttpSettings, HttpClient>,
     configs: HashMap<AwsSettings, SdkConfig>,
     kinesis: HashMap<AwsSettings, aws_sdk_kinesis::Client>,
     firehose: HashMap<AwsSettings, aws_sdk_firehose::Client>,
@@ -139,7 +157,8 @@ impl Default for AwsClients {
 impl AwsClients {
     pub fn new() -> Self {
         Self {
-            http: http_client(),
+            sdk_http: HashMap::new(),
+            transport_http: HashMap::new(),
             configs: HashMap::new(),
             kinesis: HashMap::new(),
             firehose: HashMap::new(),
@@ -155,7 +174,12 @@ impl AwsClients {
     /// The clients `flow` sends and checks through.
     pub async fn for_flow(&mut self, flow: &FlowConfig) -> Result<FlowClients, ClientError> {
         let settings = &flow.aws;
-        let sdk = self.sdk_config(settings).await;
+        let http_error = |error| ClientError::Http {
+            flow: flow.name.clone(),
+            error,
+        };
+        let sdk = self.sdk_config(settings).await.map_err(http_error)?;
+        let http = self.transport_http(settings).map_err(http_error)?;
         let region =
             sdk.region()
                 .map(ToString::to_string)
@@ -196,6 +220,8 @@ impl AwsClients {
         });
         Ok(FlowClients {
             region,
+            sdk,
+            http,
             kinesis,
             firehose,
             identity,
@@ -207,7 +233,10 @@ impl AwsClients {
         &mut self,
         settings: &AwsSettings,
     ) -> Result<aws_sdk_cloudwatch::Client, ClientError> {
-        let sdk = self.sdk_config(settings).await;
+        let sdk = self
+            .sdk_config(settings)
+            .await
+            .map_err(ClientError::CloudWatchHttp)?;
         if sdk.region().is_none() {
             return Err(ClientError::NoCloudWatchRegion);
         }
@@ -218,13 +247,38 @@ impl AwsClients {
         Ok(aws_sdk_cloudwatch::Client::from_conf(builder.build()))
     }
 
-    async fn sdk_config(&mut self, settings: &AwsSettings) -> SdkConfig {
+    async fn sdk_config(&mut self, settings: &AwsSettings) -> Result<SdkConfig, TransportError> {
         if let Some(config) = self.configs.get(settings) {
-            return config.clone();
+            return Ok(config.clone());
         }
-        let config = build_sdk_config(settings, self.http.clone()).await;
+        let http = match self.sdk_http.get(&settings.tls_ca_file) {
+            Some(http) => http.clone(),
+            None => {
+                let http = http_client(settings.tls_ca_file.as_deref())?;
+                self.sdk_http
+                    .insert(settings.tls_ca_file.clone(), http.clone());
+                http
+            }
+        };
+        let config = build_sdk_config(settings, http).await;
         self.configs.insert(settings.clone(), config.clone());
-        config
+        Ok(config)
+    }
+
+    /// The data path's HTTP client for `settings`' timeouts and CA bundle.
+    fn transport_http(&mut self, settings: &AwsSettings) -> Result<HttpClient, TransportError> {
+        let http_settings = HttpSettings {
+            connect_timeout: settings.connect_timeout,
+            request_timeout: settings.request_timeout,
+            ca_file: settings.tls_ca_file.clone(),
+            http2: false,
+        };
+        if let Some(client) = self.transport_http.get(&http_settings) {
+            return Ok(client.clone());
+        }
+        let client = HttpClient::new(&http_settings)?;
+        self.transport_http.insert(http_settings, client.clone());
+        Ok(client)
     }
 }
 
@@ -244,18 +298,42 @@ fn sts_config(sdk: &SdkConfig, settings: &AwsSettings) -> aws_sdk_sts::Config {
 }
 
 /// The SDK's HTTPS client (rustls with aws-lc), with `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`
-/// honoured: the SDK's default client ignores them.
-fn http_client() -> SharedHttpClient {
-    HttpClientBuilder::new().build_with_connector_fn(|settings, components| {
-        let mut builder = Connector::builder().proxy_config(ProxyConfig::from_env());
-        builder.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            builder.set_sleep_impl(components.sleep_impl());
+/// honoured (the SDK's default client ignores them), trusting the certificates of `ca_file`
+/// beside the platform's roots.
+fn http_client(ca_file: Option<&Path>) -> Result<SharedHttpClient, TransportError> {
+    let tls_context = match ca_file {
+        None => None,
+        Some(path) => {
+            // Checked here: the SDK's TLS setup panics on a certificate it cannot use.
+            let bundle = transport::read_ca_file(path)?;
+            // Native roots only where there are some: the SDK asserts that enabled ones parse.
+            let trust = TrustStore::empty()
+                .with_native_roots(transport::native_roots_available())
+                .with_pem_certificate(bundle.pem);
+            let context = TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .map_err(|error| TransportError::Config {
+                    path: path.to_owned(),
+                    reason: format!("the SDK's TLS setup refuses it ({error})"),
+                })?;
+            Some(context)
         }
-        builder
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .build()
-    })
+    };
+    Ok(
+        HttpClientBuilder::new().build_with_connector_fn(move |settings, components| {
+            let mut builder = Connector::builder().proxy_config(ProxyConfig::from_env());
+            builder.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                builder.set_sleep_impl(components.sleep_impl());
+            }
+            let builder = builder.tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+            match &tls_context {
+                Some(context) => builder.tls_context(context.clone()).build(),
+                None => builder.build(),
+            }
+        }),
+    )
 }
 
 /// The SDK configuration for `settings`, without any service endpoint (each client sets its
@@ -362,5 +440,89 @@ impl ProvideCredentials for RegisteringCredentials {
             }
             Ok(credentials)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::transport::test_support::{TestCa, TestServer, OK};
+
+    fn settings(endpoint: String, ca_file: Option<PathBuf>) -> AwsSettings {
+        AwsSettings {
+            region: Some("eu-west-1".to_owned()),
+            endpoint_url: Some(endpoint),
+            credentials: CredentialSource::Static {
+                access_key_id: Secret::new("AKIDTLSTEST"),
+                secret_access_key: Secret::new("tls-test-secret"),
+                session_token: None,
+            },
+            check_identity: false,
+            tls_ca_file: ca_file,
+            ..AwsSettings::default()
+        }
+    }
+
+    async fn put_records(sdk: &SdkConfig, endpoint: &str) -> bool {
+        let client = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(sdk)
+                .endpoint_url(endpoint)
+                .build(),
+        );
+        let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"line\n".to_vec()))
+            .partition_key("pk")
+            .build()
+            .expect("an entry");
+        client
+            .put_records()
+            .stream_name("logs")
+            .records(entry)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// The SDK clients trust `aws.tls.ca_file` as the data path's transport does.
+    #[tokio::test]
+    async fn sdk_clients_trust_the_transport_ca_file() {
+        let ca = TestCa::new();
+        let server = TestServer::start(Some(ca.server_config(&["localhost"], &[])), OK).await;
+        let endpoint = format!("https://localhost:{}", server.addr.port());
+        let mut bundle = tempfile::NamedTempFile::new().expect("a temporary file");
+        bundle.write_all(ca.pem().as_bytes()).expect("written");
+
+        let mut clients = AwsClients::new();
+        let trusting = clients
+            .sdk_config(&settings(endpoint.clone(), Some(bundle.path().to_owned())))
+            .await
+            .expect("an SDK configuration");
+        assert!(put_records(&trusting, &endpoint).await);
+        assert_eq!(server.seen().len(), 1);
+
+        let untrusting = clients
+            .sdk_config(&settings(endpoint.clone(), None))
+            .await
+            .expect("an SDK configuration");
+        assert!(!put_records(&untrusting, &endpoint).await);
+        assert_eq!(server.seen().len(), 1);
+        assert_eq!(
+            clients.sdk_http.len(),
+            2,
+            "one SDK HTTP client per CA bundle"
+        );
+
+        let missing = PathBuf::from("/nonexistent/kinship/ca.pem");
+        let error = clients
+            .sdk_config(&settings(endpoint, Some(missing.clone())))
+            .await
+            .expect_err("a missing CA file is refused");
+        assert!(
+            matches!(&error, TransportError::Config { path, .. } if *path == missing),
+            "{error}"
+        );
     }
 }

@@ -23,4 +23,5 @@ pub mod secrets;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod transport;
 pub mod wire;

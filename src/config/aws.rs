@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawAssumeRole, RawAws};
@@ -83,6 +84,8 @@ pub struct AwsSettings {
     pub connect_timeout: Duration,
     /// Whether the start-up check calls `sts:GetCallerIdentity`.
     pub check_identity: bool,
+    /// A PEM bundle of CA certificates trusted beside the platform's roots (`aws.tls.ca_file`).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for AwsSettings {
@@ -96,6 +99,7 @@ impl Default for AwsSettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             check_identity: true,
+            tls_ca_file: None,
         }
     }
 }
@@ -226,6 +230,7 @@ impl AwsBlock {
                 .check_identity
                 .or(defaults.check_identity)
                 .unwrap_or(true),
+            tls_ca_file: None,
         }
     }
 
