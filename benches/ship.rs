@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
 //! [--idle S] [--keep-going] [--fail-percent P] [--outage S] [--memory-budget MIB] [--agent PATH]
-//! [--firehose]
+//! [--firehose] [--data-path direct|sdk|both] [--wire-format cbor|json] [--tls]
 //! [--aggregation kpl] [--pack] [--compression gzip|zstd] [--shards N]
 //! [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
@@ -36,7 +36,7 @@ use tokio::runtime::Runtime;
 
 use access_log::AccessLog;
 use agent::Agent;
-use null_kinesis::{NullKinesis, Options, Stats, MAX_SHARDS};
+use null_kinesis::{Alpn, NullKinesis, Options, Stats, MAX_SHARDS};
 use record_lines::{Combining, Compression, Encoding};
 use report::Figures;
 
@@ -55,7 +55,9 @@ const USAGE: &str = "\
 usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] [--runs N]
                                    [--idle S] [--keep-going] [--fail-percent P]
                                    [--outage S] [--memory-budget MIB] [--agent PATH]
-                                   [--firehose] [--aggregation kpl] [--pack]
+                                   [--firehose] [--data-path direct|sdk|both]
+                                   [--wire-format cbor|json] [--tls]
+                                   [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
                                    [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...
        cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
@@ -82,6 +84,13 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --memory-budget MIB  the agent's memory_budget, in MiB (default: the agent's default)
   --agent PATH   run this kinship binary instead of the one cargo built with the bench (to
                  compare a build kept from before a change)
+  --data-path P  direct (kinship's own requests), sdk (the AWS SDK's client) or both: each
+                 run measures the direct path, then the SDK path, and the medians are printed
+                 side by side with their ratio (default both)
+  --wire-format F  the direct path's wire_format: cbor or json (default: the agent's default,
+                 cbor for Kinesis; Firehose speaks json)
+  --tls          serve the endpoint over HTTPS with a throwaway CA, given to the agent as
+                 aws.tls.ca_file
   --firehose     ship to a Firehose stream (firehose_stream, PutRecordBatch) instead of a
                  Kinesis stream
   --aggregation kpl  Kinesis only: aggregation: kpl, many lines a record in the KPL format
@@ -139,6 +148,28 @@ struct Args {
     shards: u32,
     /// Processors the flow runs, in order (each keeps every line, one record a line).
     processors: Vec<BenchProcessor>,
+    /// The data paths each run measures, in order.
+    data_paths: Vec<DataPath>,
+    /// The direct path's `wire_format`; `None`: the agent's default.
+    wire_format: Option<String>,
+    /// The endpoint speaks HTTPS.
+    tls: bool,
+}
+
+/// Who writes and sends the agent's data calls (its flow key `data_path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DataPath {
+    Direct,
+    Sdk,
+}
+
+impl DataPath {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Sdk => "sdk",
+        }
+    }
 }
 
 /// A processor to measure, configured so that every line still arrives as one record.
@@ -200,6 +231,9 @@ impl Args {
             encoding: Encoding::default(),
             shards: 1,
             processors: Vec::new(),
+            data_paths: vec![DataPath::Direct, DataPath::Sdk],
+            wire_format: None,
+            tls: false,
         };
         let mut shards_given = false;
         while let Some(arg) = raw.next() {
@@ -249,6 +283,26 @@ impl Args {
                             "--processor: {text:?} is not filter, redact, add_metadata, log_to_json or csv_to_json"
                         ))?);
                 }
+                "--data-path" => {
+                    args.data_paths = match value()?.as_str() {
+                        "direct" => vec![DataPath::Direct],
+                        "sdk" => vec![DataPath::Sdk],
+                        "both" => vec![DataPath::Direct, DataPath::Sdk],
+                        other => {
+                            return Err(format!(
+                                "--data-path: {other:?} is not direct, sdk or both"
+                            ))
+                        }
+                    }
+                }
+                "--wire-format" => {
+                    let text = value()?;
+                    if !matches!(text.as_str(), "cbor" | "json") {
+                        return Err(format!("--wire-format: {text:?} is not cbor or json"));
+                    }
+                    args.wire_format = Some(text);
+                }
+                "--tls" => args.tls = true,
                 "--pack" => args.encoding.combining = Combining::Pack,
                 "--firehose" => args.firehose = true,
                 "--keep-going" => args.keep_going = true,
@@ -281,6 +335,9 @@ impl Args {
         }
         if combining == Combining::Pack && !self.firehose && !self.serve_only {
             return Err(PACK_NEEDS_FIREHOSE.to_owned());
+        }
+        if self.firehose && self.wire_format.as_deref() == Some("cbor") {
+            return Err("--wire-format cbor applies to Kinesis streams only".to_owned());
         }
         if shards_given && self.firehose {
             return Err(
@@ -348,7 +405,11 @@ fn bench(args: &Args) -> Result<bool, String> {
         shards: args.shards,
         encoding: args.encoding,
     };
-    let server = NullKinesis::start(&runtime, args.port, options)?;
+    let server = if args.tls {
+        NullKinesis::start_tls(&runtime, args.port, options, Alpn::H2AndHttp1)?
+    } else {
+        NullKinesis::start(&runtime, args.port, options)?
+    };
     if args.serve_only {
         return serve_only(&runtime, &server, args);
     }
@@ -360,27 +421,45 @@ fn bench(args: &Args) -> Result<bool, String> {
         access_log::split(&log, args.files, &work_dir)?
     };
     print_setup(&log, &inputs, &server, args);
-    let mut results = Vec::new();
+    let mut results: Vec<Vec<(usize, Figures)>> = vec![Vec::new(); args.data_paths.len()];
     let mut all_clean = true;
-    for number in 1..=args.runs {
-        eprintln!("run {number}/{}", args.runs);
-        match run_once(&server, &log, &inputs, &work_dir, args) {
-            Ok(figures) => {
-                all_clean &= figures.agent_ending.clean;
-                results.push((number, figures));
-            }
-            Err(message) => {
-                eprintln!("run {number} failed: {message}");
-                all_clean = false;
-                if !args.keep_going {
-                    break;
+    'runs: for number in 1..=args.runs {
+        // The paths take turns within each run, so that a busier minute of the machine
+        // weighs on both alike.
+        for (path, path_results) in args.data_paths.iter().zip(&mut results) {
+            eprintln!("run {number}/{}, data_path {}", args.runs, path.name());
+            match run_once(&server, &log, &inputs, &work_dir, args, *path) {
+                Ok(figures) => {
+                    all_clean &= figures.agent_ending.clean;
+                    path_results.push((number, figures));
+                }
+                Err(message) => {
+                    eprintln!("run {number} failed: {message}");
+                    all_clean = false;
+                    if !args.keep_going {
+                        break 'runs;
+                    }
                 }
             }
         }
     }
-    if !results.is_empty() {
-        println!();
-        report::print_table(&results);
+    for (path, path_results) in args.data_paths.iter().zip(&results) {
+        if !path_results.is_empty() {
+            println!();
+            println!("data_path: {}", path.name());
+            report::print_table(path_results);
+        }
+    }
+    if let ([first, second], [first_results, second_results]) =
+        (args.data_paths.as_slice(), results.as_slice())
+    {
+        if !first_results.is_empty() && !second_results.is_empty() {
+            println!();
+            report::print_comparison(
+                (first.name(), first_results),
+                (second.name(), second_results),
+            );
+        }
     }
     Ok(all_clean)
 }
@@ -413,6 +492,16 @@ fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis, args: 
     }
     println!("agent:    {}", args.agent.display());
     println!("flow:     {}", args.describe_flow());
+    let paths: Vec<&str> = args.data_paths.iter().map(|path| path.name()).collect();
+    println!(
+        "paths:    data_path {}{}",
+        paths.join(", then "),
+        args.wire_format
+            .as_deref()
+            .map_or_else(String::new, |format| format!(
+                " (direct: wire_format {format})"
+            ))
+    );
     if let Some(mib) = args.memory_budget_mib {
         println!("budget:   memory_budget {mib} MiB");
     }
@@ -432,6 +521,7 @@ fn run_once(
     inputs: &[PathBuf],
     work_dir: &Path,
     args: &Args,
+    data_path: DataPath,
 ) -> Result<Figures, String> {
     let dir = tempfile::Builder::new()
         .prefix("run-")
@@ -440,7 +530,7 @@ fn run_once(
             "creating a run directory in {}",
             work_dir.display()
         ))?;
-    match measure(server, log, inputs, dir.path(), args) {
+    match measure(server, log, inputs, dir.path(), args, data_path) {
         Ok(figures) if figures.agent_ending.clean => Ok(figures),
         Ok(figures) => {
             let log_path = dir.keep().join("agent.log");
@@ -465,6 +555,7 @@ fn measure(
     inputs: &[PathBuf],
     dir: &Path,
     args: &Args,
+    data_path: DataPath,
 ) -> Result<Figures, String> {
     let logs = dir.join("logs");
     fs::create_dir(&logs).context(format!("creating {}", logs.display()))?;
@@ -495,7 +586,7 @@ fn measure(
             fs::File::create(target).context(format!("creating {}", target.display()))?;
         }
     }
-    let config = write_config(dir, &files_glob, &server.url(), args)?;
+    let config = write_config(dir, &files_glob, server, args, data_path)?;
     server.stats.reset();
     server.set_failing(!outage.is_zero());
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
@@ -671,9 +762,11 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
 fn write_config(
     dir: &Path,
     input: &Path,
-    endpoint_url: &str,
+    server: &NullKinesis,
     args: &Args,
+    data_path: DataPath,
 ) -> Result<PathBuf, String> {
+    let endpoint_url = server.url();
     let destination = if args.firehose {
         "firehose_stream"
     } else {
@@ -686,7 +779,7 @@ aws:
   region: us-east-1
   endpoint_url: {endpoint_url}
   check_identity: false
-progress_interval: 5s
+{tls}progress_interval: 5s
 flows:
   - name: bench
     files: {input}
@@ -696,8 +789,16 @@ flows:
 ",
         state_dir = yaml_string(&dir.join("state")),
         input = yaml_string(input),
+        tls = server.ca_pem_path().map_or_else(String::new, |ca| format!(
+            "  tls:\n    ca_file: {}\n",
+            yaml_string(ca)
+        )),
     );
     // Flow keys: the flow's block is the last one written above.
+    text += &format!("    data_path: {}\n", data_path.name());
+    if let (DataPath::Direct, Some(format)) = (data_path, &args.wire_format) {
+        text += &format!("    wire_format: {format}\n");
+    }
     match args.encoding.combining {
         Combining::None => {}
         Combining::Kpl => text += "    aggregation: kpl\n",

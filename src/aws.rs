@@ -18,15 +18,15 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sdk_kinesis::config::SharedHttpClient;
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder as HttpClientBuilder, Connector};
 
-use crate::config::{AwsSettings, CredentialSource, DestinationKind, FlowConfig};
+use crate::config::{AwsSettings, CredentialSource, DataPath, DestinationKind, FlowConfig};
 use crate::secrets;
 use crate::sink::PutError;
-use crate::transport::{self, HttpClient, HttpSettings, TransportError};
+use crate::transport::{self, AwsCaller, HttpClient, HttpSettings, TransportError};
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
 /// to lapse (assumed roles last 15 minutes at least).
@@ -81,7 +81,7 @@ fn classify_sts_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = DisplayErrorContext(error).to_string();
+    let detail = crate::sink::service_error::error_chain(error);
     let lower = detail.to_ascii_lowercase();
     match error {
         SdkError::ServiceError(service) => {
@@ -134,6 +134,9 @@ pub struct FlowClients {
     pub firehose: Option<aws_sdk_firehose::Client>,
     /// `None` when `check_identity` is off.
     pub identity: Option<IdentityProbe>,
+    /// kinship's own data calls to the flow's destination (`data_path: direct`); `None` when
+    /// they go through the SDK client.
+    pub data_caller: Option<AwsCaller>,
 }
 
 /// Builds and shares SDK clients.
@@ -218,6 +221,30 @@ impl AwsClients {
                 endpoint: sts_endpoint_text(settings, &region),
             }
         });
+        let data_caller = match flow.data_path {
+            DataPath::Sdk => None,
+            DataPath::Direct => {
+                let (endpoint, signing_name) = match flow.destination.kind {
+                    DestinationKind::Kinesis => (
+                        transport::kinesis_endpoint(
+                            &sdk,
+                            settings.endpoint_url.as_deref(),
+                            flow.destination.arn.as_deref(),
+                        )
+                        .await,
+                        "kinesis",
+                    ),
+                    DestinationKind::Firehose => (
+                        transport::firehose_endpoint(&sdk, settings.endpoint_url.as_deref()).await,
+                        "firehose",
+                    ),
+                };
+                let caller = endpoint.and_then(|endpoint| {
+                    AwsCaller::new(http.clone(), endpoint, &sdk, signing_name)
+                });
+                Some(caller.map_err(http_error)?)
+            }
+        };
         Ok(FlowClients {
             region,
             sdk,
@@ -225,6 +252,7 @@ impl AwsClients {
             kinesis,
             firehose,
             identity,
+            data_caller,
         })
     }
 

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -202,7 +201,7 @@ async fn publish_once(
             .await;
         if let Err(failure) = sent {
             if !was_failing {
-                warn!(%namespace, cause = %DisplayErrorContext(&failure), "Cannot publish metrics to CloudWatch (cloudwatch:PutMetricData); shipping goes on, and the counts are sent with the next publish.");
+                warn!(%namespace, cause = %crate::sink::service_error::error_chain(&failure), "Cannot publish metrics to CloudWatch (cloudwatch:PutMetricData); shipping goes on, and the counts are sent with the next publish.");
             }
             return true;
         }

@@ -87,10 +87,20 @@ fn logs_dir(dir: &Path) -> PathBuf {
 
 /// Ships `lines` lines through a server injecting `faults`; stops the agent and reports.
 fn ship_through(name: &str, faults: Faults, lines: usize) -> (DeliveryReport, FaultKinesis) {
+    ship_through_with(name, faults, lines, &[])
+}
+
+/// As [`ship_through`], with `flow` keys added to the flow.
+fn ship_through_with(
+    name: &str,
+    faults: Faults,
+    lines: usize,
+    flow: &[&str],
+) -> (DeliveryReport, FaultKinesis) {
     let server = FaultKinesis::start(faults);
     let dir = tempfile::tempdir().expect("temp dir");
     let expected = write_lines(&logs_dir(dir.path()).join("app.log"), 0..lines);
-    let config = config(dir.path(), &server.endpoint(), &[], &[]);
+    let config = config(dir.path(), &server.endpoint(), flow, &[]);
     let mut agent = Agent::start(&config, dir.path());
     let complete = wait_delivered(&server, &expected, DELIVERY_DEADLINE);
     agent.signal("TERM");
@@ -208,10 +218,10 @@ fn faults_stalled_and_slow_answers_repeat_only_the_stalled_calls() {
     );
 }
 
-#[test]
-fn faults_all_together_lose_nothing() {
-    let (report, server) = ship_through(
-        "all: 30% records throttled, 5% 5xx, 2% resets, 1% stalls",
+/// Every fault at once, through the data path and wire format that `flow` sets.
+fn all_faults_through(flow: &[&str]) -> FaultKinesis {
+    let (report, server) = ship_through_with(
+        &format!("all: 30% records throttled, 5% 5xx, 2% resets, 1% stalls; {flow:?}"),
         Faults {
             record_throttle_percent: 30.0,
             call_5xx_percent: 5.0,
@@ -222,11 +232,42 @@ fn faults_all_together_lose_nothing() {
             ..Faults::default()
         },
         LINES,
+        flow,
     );
+    let stats = server.stats();
     assert!(
         report.duplicates <= unknown_outcome_records(&server),
-        "{report:?} {:?}",
-        server.stats()
+        "{report:?} {stats:?}"
+    );
+    // Every call was signed correctly: the server checks each signature as AWS does.
+    assert!(
+        stats.signatures_refused == 0 && stats.signatures_verified > 0,
+        "{stats:?}"
+    );
+    server
+}
+
+#[test]
+fn faults_all_together_lose_nothing() {
+    // The default: kinship's own requests in JSON.
+    let stats = all_faults_through(&[]).stats();
+    assert!(
+        stats.json_put_calls > 0 && stats.cbor_put_calls == 0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn faults_all_together_lose_nothing_in_cbor_and_through_the_sdk() {
+    let stats = all_faults_through(&["wire_format: cbor"]).stats();
+    assert!(
+        stats.cbor_put_calls > 0 && stats.json_put_calls == 0,
+        "{stats:?}"
+    );
+    let stats = all_faults_through(&["data_path: sdk"]).stats();
+    assert!(
+        stats.json_put_calls > 0 && stats.cbor_put_calls == 0,
+        "{stats:?}"
     );
 }
 

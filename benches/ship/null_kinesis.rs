@@ -219,7 +219,6 @@ pub enum Alpn {
     Http1,
 }
 
-#[allow(dead_code)]
 impl Alpn {
     fn protocols(self) -> &'static [&'static [u8]] {
         match self {
@@ -248,7 +247,6 @@ impl NullKinesis {
     /// `localhost` and `127.0.0.1` signed by a CA made now. The agent must trust
     /// [`NullKinesis::ca_pem_path`] (`aws: tls: ca_file: PATH`) and use
     /// [`NullKinesis::url`] (`https://localhost:PORT`) as its endpoint.
-    #[allow(dead_code)]
     pub fn start_tls(
         runtime: &Runtime,
         port: u16,
@@ -307,7 +305,6 @@ impl NullKinesis {
 
     /// The PEM file of the CA an HTTPS endpoint's certificate is signed by; `None` for plain
     /// HTTP.
-    #[allow(dead_code)]
     pub fn ca_pem_path(&self) -> Option<&Path> {
         self.tls.as_ref().map(tls::ThrowawayCa::ca_pem_path)
     }

@@ -155,6 +155,43 @@ pub fn print_table(runs: &[(usize, Figures)]) {
     }
 }
 
+/// Prints the medians of two data paths side by side, with the ratio of the second to the
+/// first (how many times the first's lines/s, CPU and memory the second takes).
+pub fn print_comparison(first: (&str, &[(usize, Figures)]), second: (&str, &[(usize, Figures)])) {
+    const COMPARED: [&str; 4] = [
+        "lines/s",
+        "agent CPU s per GB",
+        "agent peak RSS (MiB)",
+        "lines received",
+    ];
+    println!(
+        "{:LABEL_WIDTH$}{:>COLUMN_WIDTH$}{:>COLUMN_WIDTH$}{:>COLUMN_WIDTH$}",
+        "medians",
+        first.0,
+        second.0,
+        format!("{}/{}", second.0, first.0)
+    );
+    for row in ROWS.iter().filter(|row| COMPARED.contains(&row.label)) {
+        let median_of = |runs: &[(usize, Figures)]| {
+            median(
+                runs.iter()
+                    .map(|(_, figures)| (row.value)(figures))
+                    .collect(),
+            )
+        };
+        let (a, b) = (median_of(first.1), median_of(second.1));
+        println!(
+            "{:LABEL_WIDTH$}{:>COLUMN_WIDTH$.*}{:>COLUMN_WIDTH$.*}{:>COLUMN_WIDTH$.2}",
+            row.label,
+            row.decimals,
+            a,
+            row.decimals,
+            b,
+            b / a
+        );
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;

@@ -84,7 +84,7 @@ pub struct AwsSettings {
     pub connect_timeout: Duration,
     /// Whether the start-up check calls `sts:GetCallerIdentity`.
     pub check_identity: bool,
-    /// A PEM bundle of CA certificates trusted beside the platform's roots (`aws.tls.ca_file`).
+    /// A PEM bundle trusted beside the system's roots (`tls.ca_file`), by every call.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -192,6 +192,7 @@ pub(super) struct AwsBlock {
     connect_timeout: Option<Duration>,
     check_identity: Option<bool>,
     allow_insecure_http: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
     /// Whether the block writes a secret key in the config file.
     pub(super) holds_secret: bool,
 }
@@ -230,7 +231,10 @@ impl AwsBlock {
                 .check_identity
                 .or(defaults.check_identity)
                 .unwrap_or(true),
-            tls_ca_file: None,
+            tls_ca_file: self
+                .tls_ca_file
+                .clone()
+                .or_else(|| defaults.tls_ca_file.clone()),
         }
     }
 
@@ -241,6 +245,11 @@ impl AwsBlock {
     pub(super) fn allows_insecure_http(&self) -> Option<bool> {
         self.allow_insecure_http
     }
+}
+
+/// Whether `text` holds a PEM certificate block.
+fn holds_pem_certificate(text: &[u8]) -> bool {
+    memchr::memmem::find(text, b"-----BEGIN CERTIFICATE-----").is_some()
 }
 
 /// Whether `host` (as written in a URL) is this machine.
@@ -319,6 +328,10 @@ impl Checker<'_> {
         let assume_role = raw
             .assume_role
             .and_then(|role| self.assume_role(&format!("{prefix}.assume_role"), role));
+        let tls_ca_file = raw
+            .tls
+            .and_then(|tls| tls.ca_file)
+            .and_then(|path| self.ca_file(&format!("{prefix}.tls.ca_file"), &path));
         AwsBlock {
             region: raw.region,
             endpoint_url: raw.endpoint_url,
@@ -329,7 +342,40 @@ impl Checker<'_> {
             connect_timeout,
             check_identity: raw.check_identity,
             allow_insecure_http: raw.allow_insecure_http,
+            tls_ca_file,
             holds_secret,
+        }
+    }
+
+    /// A CA bundle: an absolute path to a readable file holding at least one PEM certificate.
+    fn ca_file(&mut self, key: &str, path: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            self.problem(
+                key,
+                format!(
+                    "`{}` is not an absolute path",
+                    quoted(&path.display().to_string())
+                ),
+            );
+            return None;
+        }
+        match std::fs::read(&path) {
+            Err(error) => {
+                self.problem(key, format!("cannot read `{}`: {error}", path.display()));
+                None
+            }
+            Ok(text) if !holds_pem_certificate(&text) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            Ok(_) => Some(path),
         }
     }
 

@@ -25,6 +25,7 @@ use raw::{RawCloudWatch, RawConfig, RawFlow};
 use schema::Rejected;
 
 use crate::secrets::quoted;
+use crate::wire::WireFormat;
 
 /// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
 /// once the network's sockets and the agent's own files are counted.
@@ -193,6 +194,16 @@ pub enum Combine {
     Pack { record_bytes: usize },
 }
 
+/// Who writes and sends a flow's data calls (`PutRecords`, `PutRecordBatch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPath {
+    /// kinship's own request bodies, signed with SigV4 and sent over its own HTTP client.
+    #[default]
+    Direct,
+    /// The AWS SDK's client, as control-plane calls always are.
+    Sdk,
+}
+
 /// How record payloads are compressed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
@@ -243,6 +254,10 @@ pub struct FlowConfig {
     pub aws: AwsSettings,
     /// Batches are written to `dry_run_output` instead of being sent.
     pub dry_run: bool,
+    /// Who writes and sends the data calls: kinship itself, or the AWS SDK.
+    pub data_path: DataPath,
+    /// How kinship's own `PutRecords` bodies are encoded (Firehose always speaks JSON).
+    pub wire_format: WireFormat,
     pub combine: Combine,
     pub compression: Compression,
     pub initial_position: InitialPosition,
@@ -855,6 +870,12 @@ impl Checker<'_> {
         };
         let firehose = written(&raw.firehose_stream, "firehose_stream")
             && !written(&raw.kinesis_stream, "kinesis_stream");
+        let (data_path, wire_format) = self.data_path(
+            key,
+            raw.data_path.as_deref(),
+            raw.wire_format.as_deref(),
+            firehose,
+        );
         let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
         let flow_aws = match raw.aws {
             Some(block) => self.aws_block(
@@ -1088,6 +1109,8 @@ impl Checker<'_> {
             destination,
             aws,
             dry_run: raw.dry_run.unwrap_or(false),
+            data_path,
+            wire_format,
             combine,
             compression,
             record_limit_set,
@@ -1117,6 +1140,63 @@ impl Checker<'_> {
             processors,
             on_error,
         })
+    }
+
+    /// `data_path` and `wire_format`: CBOR is Kinesis's alone, and only kinship's own data path
+    /// writes it.
+    fn data_path(
+        &mut self,
+        key: &str,
+        data_path: Option<&str>,
+        wire_format: Option<&str>,
+        firehose: bool,
+    ) -> (DataPath, WireFormat) {
+        let path = match data_path {
+            None | Some("direct") => DataPath::Direct,
+            Some("sdk") => DataPath::Sdk,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.data_path"),
+                    format!("`{}` is not one of direct, sdk", quoted(other)),
+                );
+                DataPath::Direct
+            }
+        };
+        // JSON by default: kinesalite cuts CBOR answers at 16 KiB and moto reads no CBOR, so
+        // CBOR is for endpoints known to speak it (AWS does).
+        let format = match wire_format {
+            None => WireFormat::Json,
+            Some("json") => WireFormat::Json,
+            Some("cbor") if firehose => {
+                self.problem(
+                    &format!("{key}.wire_format"),
+                    "cbor applies to Kinesis streams only; Firehose speaks json",
+                );
+                WireFormat::Json
+            }
+            Some("cbor") if path == DataPath::Sdk => {
+                self.problem(
+                    &format!("{key}.wire_format"),
+                    "cbor needs data_path: direct; the AWS SDK sends json",
+                );
+                WireFormat::Json
+            }
+            Some("cbor") => WireFormat::Cbor,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.wire_format"),
+                    format!("`{}` is not one of cbor, json", quoted(other)),
+                );
+                WireFormat::Json
+            }
+        };
+        // The SDK speaks JSON whatever the default says.
+        let format = if path == DataPath::Sdk {
+            WireFormat::Json
+        } else {
+            format
+        };
+        (path, format)
     }
 
     /// `aggregation` (Kinesis), `pack_records` and `pack_record_bytes` (Firehose), `compression`.
@@ -2156,6 +2236,89 @@ flows:
         ));
         assert!(!config.flows[0].dry_run);
         assert_eq!(config.dry_run_output, None);
+    }
+
+    #[test]
+    fn the_data_path_and_its_wire_format_are_checked_against_the_destination() {
+        let config = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n    wire_format: cbor\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n\
+             \x20 - name: c\n    files: /var/log/*.log\n    kinesis_stream: c\n\
+             \x20 - name: d\n    files: /var/log/*.log\n    kinesis_stream: d\n    data_path: sdk\n"
+        ));
+        let paths: Vec<_> = config
+            .flows
+            .iter()
+            .map(|flow| (flow.data_path, flow.wire_format))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                (DataPath::Direct, WireFormat::Cbor),
+                (DataPath::Direct, WireFormat::Json),
+                (DataPath::Direct, WireFormat::Json),
+                (DataPath::Sdk, WireFormat::Json),
+            ]
+        );
+        let wrong = problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    data_path: fast\n    wire_format: xml\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n    wire_format: cbor\n\
+             \x20 - name: c\n    files: /var/log/*.log\n    kinesis_stream: c\n    data_path: sdk\n    wire_format: cbor\n"
+        ));
+        assert_eq!(
+            wrong,
+            [
+                "/etc/k.yaml:5:5: flows[0].data_path: `fast` is not one of direct, sdk",
+                "/etc/k.yaml:6:5: flows[0].wire_format: `xml` is not one of cbor, json",
+                "/etc/k.yaml:10:5: flows[1].wire_format: cbor applies to Kinesis streams only; Firehose speaks json",
+                "/etc/k.yaml:15:5: flows[2].wire_format: cbor needs data_path: direct; the AWS SDK sends json",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ca_file_must_be_a_readable_pem_bundle() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(
+            &bundle,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("bundle written");
+        let not_pem = dir.path().join("ca.der");
+        std::fs::write(&not_pem, [0x30, 0x82, 0x01]).expect("file written");
+        let missing = dir.path().join("missing.pem");
+        let config = parse(&format!(
+            "aws:\n  tls:\n    ca_file: {}\n{FLOW}    kinesis_stream: a\n",
+            bundle.display()
+        ));
+        assert_eq!(
+            config.flows[0].aws.tls_ca_file.as_deref(),
+            Some(bundle.as_path())
+        );
+        let wrong = problems(&format!(
+            "aws:\n  tls:\n    ca_file: {}\n{FLOW}    kinesis_stream: a\n    aws:\n      tls:\n        ca_file: {}\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    kinesis_stream: b\n    aws:\n      tls: {{ca_file: certs/ca.pem}}\n",
+            not_pem.display(),
+            missing.display()
+        ));
+        assert_eq!(wrong.len(), 3, "{wrong:?}");
+        assert!(
+            wrong[0].starts_with("/etc/k.yaml:3:5: aws.tls.ca_file: `")
+                && wrong[0].ends_with(
+                    "ca.der` holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)"
+                ),
+            "{wrong:?}"
+        );
+        assert!(
+            wrong[1].starts_with("/etc/k.yaml:10:9: flows[0].aws.tls.ca_file: cannot read `")
+                && wrong[1].contains("No such file"),
+            "{wrong:?}"
+        );
+        assert_eq!(
+            wrong[2],
+            "/etc/k.yaml:15:13: flows[1].aws.tls.ca_file: `certs/ca.pem` is not an absolute path"
+        );
     }
 
     #[test]

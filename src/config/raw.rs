@@ -45,6 +45,13 @@ pub struct RawAws {
     pub connect_timeout: Option<String>,
     pub allow_insecure_http: Option<bool>,
     pub check_identity: Option<bool>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +76,8 @@ pub struct RawFlow {
     pub firehose_stream: Option<String>,
     pub aws: Option<RawAws>,
     pub dry_run: Option<bool>,
+    pub data_path: Option<String>,
+    pub wire_format: Option<String>,
     pub aggregation: Option<String>,
     pub pack_records: Option<bool>,
     pub pack_record_bytes: Option<u64>,

@@ -108,7 +108,14 @@ const AWS: Shape = Shape {
         ("connect_timeout", STRING),
         ("allow_insecure_http", BOOL),
         ("check_identity", BOOL),
+        ("tls", Kind::Mapping(&TLS)),
     ],
+};
+
+const TLS: Shape = Shape {
+    what: "a tls block",
+    section: "AWS settings",
+    keys: &[("ca_file", STRING)],
 };
 
 const ASSUME_ROLE: Shape = Shape {
@@ -153,6 +160,8 @@ const FLOW: Shape = Shape {
         ("firehose_stream", STRING),
         ("aws", Kind::Mapping(&AWS)),
         ("dry_run", BOOL),
+        ("data_path", STRING),
+        ("wire_format", STRING),
         ("aggregation", STRING),
         ("pack_records", BOOL),
         ("pack_record_bytes", NUMBER),
@@ -1535,6 +1544,7 @@ mod tests {
             &ASSUME_ROLE,
             serde_keys::<raw::RawAssumeRole>(Mapping::new()),
         );
+        compare(&TLS, serde_keys::<raw::RawTls>(Mapping::new()));
         compare(&METRICS, serde_keys::<raw::RawMetrics>(Mapping::new()));
         compare(
             &CLOUDWATCH,

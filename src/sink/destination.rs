@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::dry_run::{DryRunClient, DryRunOutput};
 use super::firehose::FirehoseClient;
-use super::kinesis::KinesisClient;
+use super::kinesis::{DirectPut, KinesisClient};
 use super::{PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::aws::{FlowClients, Identity, IdentityProbe};
 use crate::config::{Combine, DestinationKind, FlowConfig};
@@ -62,11 +62,16 @@ impl DestinationClient {
                 clients.region.clone(),
                 flow.explicit_hash_key,
                 (flow.combine == Combine::Kpl).then(ShardMap::new),
+                clients.data_caller.clone().map(|caller| DirectPut {
+                    caller,
+                    format: flow.wire_format,
+                }),
             )),
             DestinationKind::Firehose => Service::Firehose(FirehoseClient::new(
                 clients.firehose.clone()?,
                 &flow.destination,
                 clients.region.clone(),
+                clients.data_caller.clone(),
             )),
         };
         Some(Self {

@@ -1,31 +1,97 @@
-//! Amazon Data Firehose through `aws-sdk-firehose`: `PutRecordBatch` for data and
-//! `DescribeDeliveryStream` for the start-up check. Records go as they were read, newline
-//! included, so the objects Firehose writes stay one line per line.
+//! Amazon Data Firehose: `PutRecordBatch` for data, written by kinship itself
+//! ([`crate::wire`], sent through [`crate::transport`]) or by `aws-sdk-firehose`
+//! (`data_path: sdk`); `DescribeDeliveryStream` for the start-up check through the SDK. Records
+//! go as they were read, newline included, so the objects Firehose writes stay one line per
+//! line.
 
 use aws_sdk_firehose::config::http::HttpResponse;
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{DeliveryStreamType, Record};
 
-use super::service_error::classify_sdk_error;
+use super::service_error::{classify_sdk_error, classify_service_error, classify_transport_error};
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::record::OutRecord;
+use crate::transport::AwsCaller;
+use crate::wire::response::{scan_error, scan_put_record_batch};
+use crate::wire::{put_record_batch_body, WireFormat, PUT_RECORD_BATCH_TARGET};
 
 pub struct FirehoseClient {
     client: aws_sdk_firehose::Client,
     /// `PutRecordBatch` takes the name only; an ARN in the config gave the name and region.
     stream_name: String,
     region: String,
+    /// kinship's own `PutRecordBatch` calls; `None`: through the SDK (`data_path: sdk`).
+    direct: Option<AwsCaller>,
 }
 
 impl FirehoseClient {
-    pub fn new(client: aws_sdk_firehose::Client, stream: &Destination, region: String) -> Self {
+    pub fn new(
+        client: aws_sdk_firehose::Client,
+        stream: &Destination,
+        region: String,
+        direct: Option<AwsCaller>,
+    ) -> Self {
         Self {
             client,
             stream_name: stream.name.clone(),
             region,
+            direct,
         }
+    }
+
+    /// One `PutRecordBatch` call written and sent by kinship (AWS JSON 1.1).
+    async fn put_direct(
+        &self,
+        caller: &AwsCaller,
+        records: &[OutRecord],
+    ) -> Result<Vec<RecordFailure>, PutError> {
+        let mut body = Vec::new();
+        {
+            let data: Vec<&[u8]> = records.iter().map(|record| &record.data[..]).collect();
+            put_record_batch_body(&self.stream_name, &data, &mut body);
+        }
+        let answer = caller
+            .post(
+                PUT_RECORD_BATCH_TARGET,
+                WireFormat::Json.content_type(),
+                bytes::Bytes::from(body),
+            )
+            .await
+            .map_err(|error| classify_transport_error(&error))?;
+        if !(200..300).contains(&answer.status) {
+            let error = scan_error(WireFormat::Json, answer.error_type.as_deref(), &answer.body);
+            return Err(classify_service_error(
+                Some(error.code.as_str()).filter(|code| !code.is_empty()),
+                Some(error.message.as_str()),
+                answer.status,
+                &self.stream_name,
+                &self.region,
+                "firehose_stream",
+            ));
+        }
+        let scanned = scan_put_record_batch(&answer.body).map_err(|error| PutError::Transient {
+            message: format!("cannot read the PutRecordBatch answer: {error}"),
+        })?;
+        if scanned.results != records.len() {
+            return Err(PutError::Transient {
+                message: format!(
+                    "the answer listed {} results for {} records",
+                    scanned.results,
+                    records.len()
+                ),
+            });
+        }
+        Ok(scanned
+            .refused
+            .into_iter()
+            .map(|refused| RecordFailure {
+                index: refused.index,
+                code: refused.code,
+                message: refused.message,
+            })
+            .collect())
     }
 
     fn classify<E>(&self, error: &SdkError<E, HttpResponse>) -> PutError
@@ -38,6 +104,9 @@ impl FirehoseClient {
 
 impl PutRecords for FirehoseClient {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
+        if let Some(caller) = &self.direct {
+            return self.put_direct(caller, records).await;
+        }
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
             let entry = Record::builder()

@@ -1,5 +1,7 @@
-//! Kinesis Data Streams through `aws-sdk-kinesis`: `PutRecords` for data and
-//! `DescribeStreamSummary` for the start-up check, with errors sorted by what to do about them.
+//! Kinesis Data Streams: `PutRecords` for data, written by kinship itself ([`crate::wire`],
+//! sent through [`crate::transport`]) or by `aws-sdk-kinesis` (`data_path: sdk`);
+//! `DescribeStreamSummary` and `ListShards` through the SDK. Errors are sorted by what to do
+//! about them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,11 +11,14 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::service_error::classify_sdk_error;
+use super::service_error::{classify_sdk_error, classify_service_error, classify_transport_error};
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
+use crate::transport::AwsCaller;
+use crate::wire::response::{scan_error, scan_put_records};
+use crate::wire::{put_records_body, Entry, HashKey, StreamRef, WireFormat, PUT_RECORDS_TARGET};
 
 pub struct KinesisClient {
     client: aws_sdk_kinesis::Client,
@@ -25,6 +30,14 @@ pub struct KinesisClient {
     shards: Option<Arc<ShardMap>>,
     /// Set with `explicit_hash_key: spread`: records are numbered for [`spread_hash_key`].
     spread: Option<AtomicU64>,
+    /// kinship's own `PutRecords` calls; `None`: through the SDK (`data_path: sdk`).
+    direct: Option<DirectPut>,
+}
+
+/// What kinship's own `PutRecords` calls need.
+pub struct DirectPut {
+    pub caller: AwsCaller,
+    pub format: WireFormat,
 }
 
 /// 2^128 divided by the golden ratio: stepping by it visits the hash key space evenly.
@@ -34,7 +47,12 @@ const GOLDEN_STEP: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
 /// 128-bit hash key space (a golden-ratio sequence), so over any equal split into shards,
 /// whatever the partition keys say.
 pub fn spread_hash_key(index: u64) -> String {
-    u128::from(index).wrapping_mul(GOLDEN_STEP).to_string()
+    spread_hash_value(index).to_string()
+}
+
+/// [`spread_hash_key`] as a number.
+fn spread_hash_value(index: u64) -> u128 {
+    u128::from(index).wrapping_mul(GOLDEN_STEP)
 }
 
 impl KinesisClient {
@@ -44,6 +62,7 @@ impl KinesisClient {
         region: String,
         spread: bool,
         shards: Option<Arc<ShardMap>>,
+        direct: Option<DirectPut>,
     ) -> Self {
         Self {
             client,
@@ -52,20 +71,107 @@ impl KinesisClient {
             region,
             shards,
             spread: spread.then(|| AtomicU64::new(fastrand::u64(..))),
+            direct,
         }
+    }
+
+    /// The stream as messages show it: its ARN when the config names it so.
+    fn shown(&self) -> &str {
+        self.stream_arn.as_deref().unwrap_or(&self.stream_name)
+    }
+
+    /// One `PutRecords` call written and sent by kinship: the body straight from the records'
+    /// bytes, the answer skimmed for the refused records.
+    async fn put_direct(
+        &self,
+        direct: &DirectPut,
+        records: &[OutRecord],
+    ) -> Result<Vec<RecordFailure>, PutError> {
+        let stream = match &self.stream_arn {
+            Some(arn) => StreamRef::Arn(arn),
+            None => StreamRef::Name(&self.stream_name),
+        };
+        let mut body = Vec::new();
+        {
+            let entries: Vec<Entry<'_>> = records
+                .iter()
+                .map(|record| Entry {
+                    data: &record.data,
+                    partition_key: &record.partition_key,
+                    explicit_hash_key: match &record.explicit_hash_key {
+                        Some(key) => Some(HashKey::Text(key)),
+                        None => self.spread.as_ref().map(|next| {
+                            HashKey::Number(spread_hash_value(next.fetch_add(1, Ordering::Relaxed)))
+                        }),
+                    },
+                })
+                .collect();
+            put_records_body(direct.format, stream, &entries, &mut body);
+        }
+        let answer = direct
+            .caller
+            .post(
+                PUT_RECORDS_TARGET,
+                direct.format.content_type(),
+                bytes::Bytes::from(body),
+            )
+            .await
+            .map_err(|error| classify_transport_error(&error))?;
+        if !(200..300).contains(&answer.status) {
+            let error = scan_error(direct.format, answer.error_type.as_deref(), &answer.body);
+            return Err(classify_service_error(
+                Some(error.code.as_str()).filter(|code| !code.is_empty()),
+                Some(error.message.as_str()),
+                answer.status,
+                self.shown(),
+                &self.region,
+                "kinesis_stream",
+            ));
+        }
+        let scanned = scan_put_records(direct.format, &answer.body, self.shards.is_some())
+            .map_err(|error| PutError::Transient {
+                message: format!("cannot read the PutRecords answer: {error}"),
+            })?;
+        if scanned.results != records.len() {
+            return Err(PutError::Transient {
+                message: format!(
+                    "the answer listed {} results for {} records",
+                    scanned.results,
+                    records.len()
+                ),
+            });
+        }
+        if let Some(map) = &self.shards {
+            check_routing(
+                map,
+                records,
+                scanned.shard_ids.iter().map(|id| Some(id.as_str())),
+            );
+        }
+        Ok(scanned
+            .refused
+            .into_iter()
+            .map(|refused| RecordFailure {
+                index: refused.index,
+                code: refused.code,
+                message: refused.message,
+            })
+            .collect())
     }
 
     fn classify<E>(&self, error: &SdkError<E, HttpResponse>) -> PutError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let shown = self.stream_arn.as_deref().unwrap_or(&self.stream_name);
-        classify_sdk_error(error, shown, &self.region, "kinesis_stream")
+        classify_sdk_error(error, self.shown(), &self.region, "kinesis_stream")
     }
 }
 
 impl PutRecords for KinesisClient {
     async fn put_records(&self, records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
+        if let Some(direct) = &self.direct {
+            return self.put_direct(direct, records).await;
+        }
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
             let explicit_hash_key = match &record.explicit_hash_key {
@@ -95,7 +201,11 @@ impl PutRecords for KinesisClient {
             .await
             .map_err(|error| self.classify(&error))?;
         if let Some(map) = &self.shards {
-            check_routing(map, records, output.records());
+            check_routing(
+                map,
+                records,
+                output.records().iter().map(|result| result.shard_id()),
+            );
         }
         refused_records(
             records.len(),
@@ -185,14 +295,14 @@ impl PutRecords for KinesisClient {
 
 /// Asks for the shard map to be learnt again when the service put an aggregated record on
 /// another shard than the map says (the stream was resharded).
-fn check_routing(
+fn check_routing<'a>(
     map: &ShardMap,
     records: &[OutRecord],
-    results: &[aws_sdk_kinesis::types::PutRecordsResultEntry],
+    stored_on: impl Iterator<Item = Option<&'a str>>,
 ) {
     let shards = map.snapshot();
-    let moved = records.iter().zip(results).any(|(record, result)| {
-        let (Some(key), Some(stored_on)) = (&record.explicit_hash_key, result.shard_id()) else {
+    let moved = records.iter().zip(stored_on).any(|(record, stored_on)| {
+        let (Some(key), Some(stored_on)) = (&record.explicit_hash_key, stored_on) else {
             return false;
         };
         let expected = key
@@ -234,14 +344,10 @@ mod tests {
 #[cfg(test)]
 mod routing_tests {
     use super::*;
-    use aws_sdk_kinesis::types::PutRecordsResultEntry;
     use bytes::Bytes;
 
-    fn stored_on(shard: &str) -> PutRecordsResultEntry {
-        PutRecordsResultEntry::builder()
-            .shard_id(shard)
-            .sequence_number("1")
-            .build()
+    fn stored_on(shard: &str) -> Option<&str> {
+        Some(shard)
     }
 
     fn aggregate(hash_key: u128) -> OutRecord {
@@ -271,10 +377,11 @@ mod routing_tests {
         check_routing(
             &map,
             &records,
-            &[
+            [
                 stored_on("shardId-000000000000"),
                 stored_on("shardId-000000000001"),
-            ],
+            ]
+            .into_iter(),
         );
         assert!(
             !map.refresh_pending(),
@@ -284,10 +391,11 @@ mod routing_tests {
         check_routing(
             &map,
             &records,
-            &[
+            [
                 stored_on("shardId-000000000000"),
                 stored_on("shardId-000000000002"),
-            ],
+            ]
+            .into_iter(),
         );
         assert!(map.refresh_pending(), "a refresh was asked for");
     }

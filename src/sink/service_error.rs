@@ -1,9 +1,10 @@
 //! Sorts the SDK's errors, for any destination service, by what to do about them.
 
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 use super::{is_throttle_code, PutError};
+use crate::transport::TransportError;
 
 /// Sorts a failed call to the stream `stream` (whose config key is `key`) in `region`.
 pub fn classify_sdk_error<E>(
@@ -15,7 +16,7 @@ pub fn classify_sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = DisplayErrorContext(error).to_string();
+    let detail = error_chain(error);
     match error {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
@@ -31,11 +32,76 @@ where
         SdkError::TimeoutError(_) => PutError::Transient {
             message: "the call timed out".into(),
         },
+        SdkError::DispatchFailure(_) if mentions_certificate(&detail) => untrusted(detail),
         SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
             PutError::Unreachable { message: detail }
         }
         _ if mentions_credentials(&detail) => no_credentials(detail),
         _ => PutError::Transient { message: detail },
+    }
+}
+
+/// An error and its sources in one readable line, each cause once: `dispatch failure: io error:
+/// Connection refused (os error 111)`; never a `Debug` dump.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        let text = current.to_string();
+        // A wrapper often repeats its source's words; keep each cause once.
+        let repeated = parts.last().is_some_and(|last| last.contains(&text));
+        if !text.is_empty() && !repeated {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    if parts.is_empty() {
+        "no detail given".to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Sorts a data call of kinship's own that got no answer.
+pub fn classify_transport_error(error: &TransportError) -> PutError {
+    let message = error_chain(error);
+    match error {
+        TransportError::Connect { .. } if mentions_certificate(&message) => untrusted(message),
+        TransportError::Connect { .. } => PutError::Unreachable { message },
+        TransportError::Timeout { .. } | TransportError::Reset { .. } | TransportError::Io { .. } => {
+            PutError::Transient { message }
+        }
+        TransportError::NoCredentials { message } => no_credentials(message.clone()),
+        TransportError::Endpoint { .. } => PutError::Configuration {
+            message,
+            hint: "check aws.region and aws.endpoint_url".into(),
+        },
+        TransportError::Config { .. } => PutError::Configuration {
+            message,
+            hint: "check aws.tls.ca_file".into(),
+        },
+        TransportError::Signing { .. } => PutError::Configuration {
+            message,
+            hint: "check the access key, secret key and session token, or the profile or role that provides them".into(),
+        },
+    }
+}
+
+fn mentions_certificate(detail: &str) -> bool {
+    let lower = detail.to_ascii_lowercase();
+    lower.contains("certificate") || lower.contains("unknownissuer")
+}
+
+fn untrusted(detail: String) -> PutError {
+    if detail.contains("tls.ca_file") {
+        return PutError::Configuration {
+            message: detail,
+            hint: "see aws.tls.ca_file in the README".into(),
+        };
+    }
+    PutError::Configuration {
+        message: format!("the endpoint's TLS certificate is not trusted ({detail})"),
+        hint: "if a private CA or a TLS-inspecting proxy signed it, name that CA's PEM bundle in aws.tls.ca_file".into(),
     }
 }
 
@@ -101,6 +167,45 @@ pub fn classify_service_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |inner: Option<Layer>, text| {
+                Some(Layer {
+                    text,
+                    source: inner.map(Box::new),
+                })
+            })
+            .expect("at least one layer")
+    }
+
+    #[test]
+    fn an_error_chain_reads_as_one_line_each_cause_once() {
+        let error = layers(&[
+            "dispatch failure",
+            "io error",
+            "client error (Connect)",
+            "",
+            "Connection refused (os error 111)",
+        ]);
+        assert_eq!(
+            error_chain(&error),
+            "dispatch failure: io error: client error (Connect): Connection refused (os error 111)"
+        );
+        let repeated = layers(&["timed out: operation timed out", "operation timed out"]);
+        assert_eq!(error_chain(&repeated), "timed out: operation timed out");
+        assert_eq!(error_chain(&layers(&[""])), "no detail given");
+    }
 
     fn classify(code: &str, message: &str, status: u16) -> PutError {
         classify_service_error(
