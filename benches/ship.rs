@@ -87,8 +87,9 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --data-path P  direct (kinship's own requests), sdk (the AWS SDK's client) or both: each
                  run measures the direct path, then the SDK path, and the medians are printed
                  side by side with their ratio (default both)
-  --wire-format F  the direct path's wire_format: cbor or json (default: the agent's default,
-                 cbor for Kinesis; Firehose speaks json)
+  --wire-format F  the direct path's wire_format: cbor or json (default: cbor for Kinesis,
+                 what a flow to AWS's own endpoints sends unless told otherwise; the agent
+                 itself would choose json for the bench's endpoint_url; Firehose speaks json)
   --tls          serve the endpoint over HTTPS with a throwaway CA, given to the agent as
                  aws.tls.ca_file
   --firehose     ship to a Firehose stream (firehose_stream, PutRecordBatch) instead of a
@@ -348,6 +349,16 @@ impl Args {
             return Err(format!("--shards must be 1 to {MAX_SHARDS}"));
         }
         Ok(())
+    }
+
+    /// The direct path's `wire_format`: as asked, else what a flow to AWS's own endpoints
+    /// sends (the bench's endpoint_url would make the agent choose json).
+    fn direct_wire_format(&self) -> &str {
+        match (&self.wire_format, self.firehose) {
+            (Some(format), _) => format,
+            (None, true) => "json",
+            (None, false) => "cbor",
+        }
     }
 
     /// The destination and mode, as the setup lines show them.
@@ -796,8 +807,8 @@ flows:
     );
     // Flow keys: the flow's block is the last one written above.
     text += &format!("    data_path: {}\n", data_path.name());
-    if let (DataPath::Direct, Some(format)) = (data_path, &args.wire_format) {
-        text += &format!("    wire_format: {format}\n");
+    if data_path == DataPath::Direct {
+        text += &format!("    wire_format: {}\n", args.direct_wire_format());
     }
     match args.encoding.combining {
         Combining::None => {}

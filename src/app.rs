@@ -37,6 +37,9 @@ use crate::source::{KnownOffset, OpenFiles, Source};
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 const LINES_QUEUE_BLOCKS: usize = 16;
+
+/// A batch holds at most this fraction of the records' share of the memory budget.
+const BATCHES_IN_BUDGET: usize = 4;
 /// Acknowledgement events queued for the checkpoint store.
 const ACK_QUEUE: usize = 4096;
 
@@ -456,7 +459,12 @@ impl Flows {
         let builder = BatchBuilder::new(
             BatchLimits {
                 max_records: flow.max_batch_records,
-                max_bytes: flow.max_batch_bytes,
+                // A batch is sent once it holds a quarter of the records' share of the budget,
+                // so that a batch fills well before the share is spent and waits for no age.
+                max_bytes: flow
+                    .max_batch_bytes
+                    .min(self.budget.records_total() / BATCHES_IN_BUDGET)
+                    .max(1),
                 max_age: flow.max_batch_age,
             },
             KeyChooser::new(flow.partition_key.clone()),

@@ -17,8 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// bookkeeping around it.
 pub const RECORD_OVERHEAD: usize = 96;
 
-/// The default budget.
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// The default budget: what 1,000,000 lines/s of 200 bytes need on loopback, with room over.
+pub const DEFAULT_MEMORY_BUDGET: usize = 4 * 1024 * 1024;
 
 /// One part in this many of the budget is kept for the requests of calls in progress.
 const REQUESTS_SHARE: usize = 4;

@@ -886,6 +886,13 @@ impl Checker<'_> {
             None => aws::AwsBlock::default(),
         };
         let mut aws = flow_aws.over(top_aws);
+        // CBOR for AWS's own endpoints, which speak it; JSON for an endpoint_url, which may be
+        // an emulator (kinesalite cuts CBOR answers at 16 KiB, moto reads no CBOR) or a proxy.
+        let wire_format = wire_format.unwrap_or(if firehose || aws.endpoint_url.is_some() {
+            WireFormat::Json
+        } else {
+            WireFormat::Cbor
+        });
         // A stream named by ARN is in the ARN's region.
         if let Some(region) = destination
             .as_ref()
@@ -1142,15 +1149,15 @@ impl Checker<'_> {
         })
     }
 
-    /// `data_path` and `wire_format`: CBOR is Kinesis's alone, and only kinship's own data path
-    /// writes it.
+    /// `data_path` and `wire_format` as written (`None`: the default, which depends on the
+    /// endpoint): CBOR is Kinesis's alone, and only kinship's own data path writes it.
     fn data_path(
         &mut self,
         key: &str,
         data_path: Option<&str>,
         wire_format: Option<&str>,
         firehose: bool,
-    ) -> (DataPath, WireFormat) {
+    ) -> (DataPath, Option<WireFormat>) {
         let path = match data_path {
             None | Some("direct") => DataPath::Direct,
             Some("sdk") => DataPath::Sdk,
@@ -1162,37 +1169,35 @@ impl Checker<'_> {
                 DataPath::Direct
             }
         };
-        // JSON by default: kinesalite cuts CBOR answers at 16 KiB and moto reads no CBOR, so
-        // CBOR is for endpoints known to speak it (AWS does).
         let format = match wire_format {
-            None => WireFormat::Json,
-            Some("json") => WireFormat::Json,
+            None => None,
+            Some("json") => Some(WireFormat::Json),
             Some("cbor") if firehose => {
                 self.problem(
                     &format!("{key}.wire_format"),
                     "cbor applies to Kinesis streams only; Firehose speaks json",
                 );
-                WireFormat::Json
+                None
             }
             Some("cbor") if path == DataPath::Sdk => {
                 self.problem(
                     &format!("{key}.wire_format"),
                     "cbor needs data_path: direct; the AWS SDK sends json",
                 );
-                WireFormat::Json
+                None
             }
-            Some("cbor") => WireFormat::Cbor,
+            Some("cbor") => Some(WireFormat::Cbor),
             Some(other) => {
                 self.problem(
                     &format!("{key}.wire_format"),
                     format!("`{}` is not one of cbor, json", quoted(other)),
                 );
-                WireFormat::Json
+                None
             }
         };
         // The SDK speaks JSON whatever the default says.
         let format = if path == DataPath::Sdk {
-            WireFormat::Json
+            Some(WireFormat::Json)
         } else {
             format
         };
@@ -2244,7 +2249,8 @@ flows:
             "{FLOW}    kinesis_stream: a\n    wire_format: cbor\n\
              \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n\
              \x20 - name: c\n    files: /var/log/*.log\n    kinesis_stream: c\n\
-             \x20 - name: d\n    files: /var/log/*.log\n    kinesis_stream: d\n    data_path: sdk\n"
+             \x20 - name: d\n    files: /var/log/*.log\n    kinesis_stream: d\n    data_path: sdk\n\
+             \x20 - name: e\n    files: /var/log/*.log\n    kinesis_stream: e\n    aws:\n      endpoint_url: http://localhost:4567\n"
         ));
         let paths: Vec<_> = config
             .flows
@@ -2255,9 +2261,12 @@ flows:
             paths,
             [
                 (DataPath::Direct, WireFormat::Cbor),
+                // Firehose speaks JSON; AWS's own Kinesis endpoints get CBOR, and an
+                // endpoint_url (an emulator, a proxy) JSON, unless written.
                 (DataPath::Direct, WireFormat::Json),
-                (DataPath::Direct, WireFormat::Json),
+                (DataPath::Direct, WireFormat::Cbor),
                 (DataPath::Sdk, WireFormat::Json),
+                (DataPath::Direct, WireFormat::Json),
             ]
         );
         let wrong = problems(&format!(

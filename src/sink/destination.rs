@@ -107,6 +107,14 @@ impl PutRecords for DestinationClient {
         }
     }
 
+    fn request_bytes(&self, records: &[OutRecord]) -> usize {
+        match &self.service {
+            Service::Kinesis(client) => client.request_bytes(records),
+            Service::Firehose(client) => client.request_bytes(records),
+            _ => super::request_bytes(records),
+        }
+    }
+
     async fn refresh_shards(&self) -> Result<usize, PutError> {
         match &self.service {
             Service::Kinesis(client) => client.refresh_shards().await,

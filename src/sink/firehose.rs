@@ -15,7 +15,9 @@ use crate::config::Destination;
 use crate::record::OutRecord;
 use crate::transport::AwsCaller;
 use crate::wire::response::{scan_error, scan_put_record_batch};
-use crate::wire::{put_record_batch_body, WireFormat, PUT_RECORD_BATCH_TARGET};
+use crate::wire::{
+    put_record_batch_body, put_record_batch_body_len, WireFormat, PUT_RECORD_BATCH_TARGET,
+};
 
 pub struct FirehoseClient {
     client: aws_sdk_firehose::Client,
@@ -132,6 +134,15 @@ impl PutRecords for FirehoseClient {
                 .iter()
                 .map(|result| (result.error_code(), result.error_message())),
         )
+    }
+
+    /// kinship's own body is the only copy: its exact size.
+    fn request_bytes(&self, records: &[OutRecord]) -> usize {
+        if self.direct.is_none() {
+            return super::request_bytes(records);
+        }
+        let data: Vec<&[u8]> = records.iter().map(|record| &record.data[..]).collect();
+        put_record_batch_body_len(&self.stream_name, &data)
     }
 
     async fn describe(&self) -> Result<StreamStatus, PutError> {

@@ -18,7 +18,10 @@ use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
 use crate::transport::AwsCaller;
 use crate::wire::response::{scan_error, scan_put_records};
-use crate::wire::{put_records_body, Entry, HashKey, StreamRef, WireFormat, PUT_RECORDS_TARGET};
+use crate::wire::{
+    put_records_body, put_records_body_len, Entry, HashKey, StreamRef, WireFormat,
+    PUT_RECORDS_TARGET,
+};
 
 pub struct KinesisClient {
     client: aws_sdk_kinesis::Client,
@@ -218,6 +221,30 @@ impl PutRecords for KinesisClient {
 
     fn shards(&self) -> Option<Arc<ShardMap>> {
         self.shards.clone()
+    }
+
+    /// kinship's own body is the only copy: its exact size (explicit hash keys counted at
+    /// their longest).
+    fn request_bytes(&self, records: &[OutRecord]) -> usize {
+        let Some(direct) = &self.direct else {
+            return super::request_bytes(records);
+        };
+        let stream = match &self.stream_arn {
+            Some(arn) => StreamRef::Arn(arn),
+            None => StreamRef::Name(&self.stream_name),
+        };
+        let entries: Vec<Entry<'_>> = records
+            .iter()
+            .map(|record| Entry {
+                data: &record.data,
+                partition_key: &record.partition_key,
+                explicit_hash_key: match &record.explicit_hash_key {
+                    Some(key) => Some(HashKey::Text(key)),
+                    None => self.spread.as_ref().map(|_| HashKey::Number(u128::MAX)),
+                },
+            })
+            .collect();
+        put_records_body_len(direct.format, stream, &entries)
     }
 
     async fn refresh_shards(&self) -> Result<usize, PutError> {

@@ -157,6 +157,11 @@ pub trait PutRecords: Send + Sync + 'static {
         None
     }
 
+    /// The memory a call of `records` takes while it is encoded and sent, beside the records.
+    fn request_bytes(&self, records: &[OutRecord]) -> usize {
+        request_bytes(records)
+    }
+
     /// Learns the stream's open shards again; returns how many there are.
     fn refresh_shards(&self) -> impl Future<Output = Result<usize, PutError>> + Send {
         async { Ok(0) }
@@ -387,7 +392,10 @@ async fn deliver<P: PutRecords>(
             };
             // The request the client encodes is a second copy of the records, larger than
             // the first: it is in the budget too, until the answer came.
-            let _request = shared.budget.reserve_request(request_bytes(&part)).await;
+            let _request = shared
+                .budget
+                .reserve_request(shared.client.request_bytes(&part))
+                .await;
             let _in_flight = shared.metrics.call_started();
             let started = tokio::time::Instant::now();
             let answer = shared.client.put_records(&part).await;
@@ -559,9 +567,9 @@ async fn give_up<P>(
 /// hash key.
 const REQUEST_RECORD_OVERHEAD: usize = 128;
 
-/// The memory a call's request takes while it is encoded and sent: the client copies each
-/// record's data, then writes it base64-encoded (4 bytes for 3) into the request's JSON body,
-/// which grows by doubling as it is written.
+/// The memory a call's request takes while the AWS SDK encodes and sends it: the client copies
+/// each record's data, then writes it base64-encoded (4 bytes for 3) into the request's JSON
+/// body, which grows by doubling as it is written.
 pub fn request_bytes(records: &[OutRecord]) -> usize {
     records
         .iter()

@@ -29,9 +29,23 @@ static ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether a byte must be escaped inside a JSON string (as [`ESCAPE`] says).
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// How many bytes of `text` must be escaped: counted without branches, so that the common
+/// case, none, costs a pass the compiler turns into wide compares.
+fn escapes_in(text: &[u8]) -> usize {
+    text.iter().filter(|&&byte| needs_escape(byte)).count()
+}
+
 /// The size of `text` as a JSON string, quotes included.
 fn string_len(text: &[u8]) -> usize {
     let mut len = text.len() + 2;
+    if escapes_in(text) == 0 {
+        return len;
+    }
     for &byte in text {
         len += match ESCAPE[usize::from(byte)] {
             0 => 0,
@@ -45,6 +59,11 @@ fn string_len(text: &[u8]) -> usize {
 /// Writes `text` as a JSON string, copying each run of plain bytes with one call.
 fn write_string(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
+    if escapes_in(text) == 0 {
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
     let mut run_start = 0;
     for (at, &byte) in text.iter().enumerate() {
         let escape = ESCAPE[usize::from(byte)];
@@ -515,6 +534,58 @@ impl<'a> Reader<'a> {
         self.skip_nested(0)
     }
 
+    /// Passes over the next value by its structure alone: strings are jumped over to their
+    /// closing quote and brackets counted, without checking what lies between. For the entries
+    /// of an answer whose every record was accepted, where only their number matters; a text
+    /// that ends before the value does is still an error.
+    pub(crate) fn skim_value(&mut self) -> Result<(), ScanError> {
+        match self.peek_kind()? {
+            Kind::Object | Kind::Array => {}
+            _ => return self.skip_value(),
+        }
+        let text = self.text;
+        let mut depth = 0usize;
+        // Outside strings an answer holds only punctuation, names' quotes and short numbers,
+        // so a byte at a time is quick; strings are jumped over whole.
+        while let Some(&byte) = text.get(self.at) {
+            self.at += 1;
+            match byte {
+                b'"' => self.skim_string()?,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(ScanError::TooDeep { offset: self.at });
+                    }
+                }
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(self.invalid("the text ends inside a value"))
+    }
+
+    /// Jumps from just inside a string to just past its closing quote.
+    fn skim_string(&mut self) -> Result<(), ScanError> {
+        let text = self.text;
+        loop {
+            let Some(found) = memchr::memchr2(b'"', b'\\', &text[self.at..]) else {
+                self.at = text.len();
+                return Err(self.invalid("the text ends inside a string"));
+            };
+            self.at += found + 1;
+            if text[self.at - 1] == b'"' {
+                return Ok(());
+            }
+            // An escape: the byte after the backslash is never the string's end.
+            self.at += 1;
+        }
+    }
+
     fn skip_nested(&mut self, depth: usize) -> Result<(), ScanError> {
         if depth >= MAX_DEPTH {
             return Err(ScanError::TooDeep { offset: self.at });
@@ -549,6 +620,22 @@ impl<'a> Reader<'a> {
                 }
             }
             Kind::Null => self.literal(b"null"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn the_quick_escape_check_agrees_with_the_table() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                needs_escape(byte),
+                ESCAPE[usize::from(byte)] != 0,
+                "byte {byte:#04x}"
+            );
         }
     }
 }

@@ -262,13 +262,13 @@ fn json_entries(
     reader.begin_array()?;
     let mut first = true;
     while reader.next_element(&mut first)? {
-        if tally.skims() {
-            reader.skip_value()?;
-            tally.skipped_entry();
-            continue;
-        }
         if reader.peek_kind()? != Kind::Object {
             return Err(json_unexpected(reader, "a result entry is not an object"));
+        }
+        if tally.skims() {
+            reader.skim_value()?;
+            tally.skipped_entry();
+            continue;
         }
         reader.begin_object()?;
         let mut fields = EntryFields::default();

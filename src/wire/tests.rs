@@ -803,6 +803,32 @@ fn json_answer_with_a_lone_surrogate_and_an_integral_float_count() {
 }
 
 #[test]
+fn entries_of_an_all_accepted_json_answer_are_counted_by_their_structure() {
+    let answer = scan_put_records(
+        WireFormat::Json,
+        br#"{"FailedRecordCount":0,"Records":[{"ShardId":"a\"}{[","SequenceNumber":"1"},{"Nested":{"x":[1,{"y":"]}"}]}}]}"#,
+        false,
+    )
+    .expect("the answer scans");
+    assert_eq!((answer.results, answer.failed), (2, 0));
+    // What is inside an entry is not checked, only where it ends.
+    let answer = scan_put_records(
+        WireFormat::Json,
+        br#"{"FailedRecordCount":0,"Records":[{"ShardId":"\q"}]}"#,
+        false,
+    )
+    .expect("the answer scans");
+    assert_eq!(answer.results, 1);
+    for cut in [
+        &br#"{"FailedRecordCount":0,"Records":[{"ShardId":"a"#[..],
+        br#"{"FailedRecordCount":0,"Records":[{"ShardId":"a"#,
+        br#"{"FailedRecordCount":0,"Records":[{"Nested":{"x":1}"#,
+    ] {
+        assert!(scan_put_records(WireFormat::Json, cut, false).is_err());
+    }
+}
+
+#[test]
 fn json_answers_that_are_not_answers() {
     let cases: &[&[u8]] = &[
         b"",
@@ -812,7 +838,9 @@ fn json_answers_that_are_not_answers() {
         b"{\"FailedRecordCount\":0,\"Records\":[]",
         b"{\"FailedRecordCount\":0,\"Records\":[]}}",
         b"{\"FailedRecordCount\":0,\"Records\":[{\"ShardId\":\"x}]}",
-        b"{\"FailedRecordCount\":0,\"Records\":[{\"ShardId\":\"\\q\"}]}",
+        // Entries are checked whole when some record failed; when none did they are only
+        // counted, by their structure (see the test after this one).
+        b"{\"FailedRecordCount\":1,\"Records\":[{\"ShardId\":\"\\q\"}]}",
         b"{\"FailedRecordCount\":0,\"Records\":[1,]}",
         b"{\"FailedRecordCount\":0,,\"Records\":[]}",
         b"{\"FailedRecordCount\":-1,\"Records\":[]}",
