@@ -9,12 +9,13 @@ use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::{DeliveryStreamType, Record};
 
-use super::service_error::{classify_sdk_error, classify_service_error, classify_transport_error};
+use super::direct::{self, Named};
+use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::record::OutRecord;
 use crate::transport::AwsCaller;
-use crate::wire::response::{scan_error, scan_put_record_batch};
+use crate::wire::response::scan_put_record_batch;
 use crate::wire::{
     put_record_batch_body, put_record_batch_body_len, WireFormat, PUT_RECORD_BATCH_TARGET,
 };
@@ -54,46 +55,22 @@ impl FirehoseClient {
             let data: Vec<&[u8]> = records.iter().map(|record| &record.data[..]).collect();
             put_record_batch_body(&self.stream_name, &data, &mut body);
         }
-        let answer = caller
-            .post(
-                PUT_RECORD_BATCH_TARGET,
-                WireFormat::Json.content_type(),
-                bytes::Bytes::from(body),
-            )
-            .await
-            .map_err(|error| classify_transport_error(&error))?;
-        if !(200..300).contains(&answer.status) {
-            let error = scan_error(WireFormat::Json, answer.error_type.as_deref(), &answer.body);
-            return Err(classify_service_error(
-                Some(error.code.as_str()).filter(|code| !code.is_empty()),
-                Some(error.message.as_str()),
-                answer.status,
-                &self.stream_name,
-                &self.region,
-                "firehose_stream",
-            ));
-        }
-        let scanned = scan_put_record_batch(&answer.body).map_err(|error| PutError::Transient {
-            message: format!("cannot read the PutRecordBatch answer: {error}"),
-        })?;
-        if scanned.results != records.len() {
-            return Err(PutError::Transient {
-                message: format!(
-                    "the answer listed {} results for {} records",
-                    scanned.results,
-                    records.len()
-                ),
-            });
-        }
-        Ok(scanned
-            .refused
-            .into_iter()
-            .map(|refused| RecordFailure {
-                index: refused.index,
-                code: refused.code,
-                message: refused.message,
-            })
-            .collect())
+        let named = Named {
+            stream: &self.stream_name,
+            region: &self.region,
+            key: "firehose_stream",
+        };
+        let answer = direct::call(
+            caller,
+            PUT_RECORD_BATCH_TARGET,
+            WireFormat::Json,
+            body,
+            records.len(),
+            &named,
+            scan_put_record_batch,
+        )
+        .await?;
+        Ok(direct::refused(answer))
     }
 
     fn classify<E>(&self, error: &SdkError<E, HttpResponse>) -> PutError

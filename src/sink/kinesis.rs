@@ -11,13 +11,14 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::service_error::{classify_sdk_error, classify_service_error, classify_transport_error};
+use super::direct::{self, Named};
+use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
 use crate::transport::AwsCaller;
-use crate::wire::response::{scan_error, scan_put_records};
+use crate::wire::response::scan_put_records;
 use crate::wire::{
     put_records_body, put_records_body_len, Entry, HashKey, StreamRef, WireFormat,
     PUT_RECORDS_TARGET,
@@ -83,6 +84,37 @@ impl KinesisClient {
         self.stream_arn.as_deref().unwrap_or(&self.stream_name)
     }
 
+    /// The stream as the body names it: by ARN when the config does.
+    fn stream_ref(&self) -> StreamRef<'_> {
+        match &self.stream_arn {
+            Some(arn) => StreamRef::Arn(arn),
+            None => StreamRef::Name(&self.stream_name),
+        }
+    }
+
+    /// The body's entries for `records`; `spread` gives the hash key of each record that has
+    /// none of its own when the flow spreads records.
+    fn entries<'a>(
+        &self,
+        records: &'a [OutRecord],
+        mut spread: impl FnMut(&AtomicU64) -> u128,
+    ) -> Vec<Entry<'a>> {
+        records
+            .iter()
+            .map(|record| Entry {
+                data: &record.data,
+                partition_key: &record.partition_key,
+                explicit_hash_key: match &record.explicit_hash_key {
+                    Some(key) => Some(HashKey::Text(key)),
+                    None => self
+                        .spread
+                        .as_ref()
+                        .map(|next| HashKey::Number(spread(next))),
+                },
+            })
+            .collect()
+    }
+
     /// One `PutRecords` call written and sent by kinship: the body straight from the records'
     /// bytes, the answer skimmed for the refused records.
     async fn put_direct(
@@ -90,76 +122,36 @@ impl KinesisClient {
         direct: &DirectPut,
         records: &[OutRecord],
     ) -> Result<Vec<RecordFailure>, PutError> {
-        let stream = match &self.stream_arn {
-            Some(arn) => StreamRef::Arn(arn),
-            None => StreamRef::Name(&self.stream_name),
-        };
         let mut body = Vec::new();
-        {
-            let entries: Vec<Entry<'_>> = records
-                .iter()
-                .map(|record| Entry {
-                    data: &record.data,
-                    partition_key: &record.partition_key,
-                    explicit_hash_key: match &record.explicit_hash_key {
-                        Some(key) => Some(HashKey::Text(key)),
-                        None => self.spread.as_ref().map(|next| {
-                            HashKey::Number(spread_hash_value(next.fetch_add(1, Ordering::Relaxed)))
-                        }),
-                    },
-                })
-                .collect();
-            put_records_body(direct.format, stream, &entries, &mut body);
-        }
-        let answer = direct
-            .caller
-            .post(
-                PUT_RECORDS_TARGET,
-                direct.format.content_type(),
-                bytes::Bytes::from(body),
-            )
-            .await
-            .map_err(|error| classify_transport_error(&error))?;
-        if !(200..300).contains(&answer.status) {
-            let error = scan_error(direct.format, answer.error_type.as_deref(), &answer.body);
-            return Err(classify_service_error(
-                Some(error.code.as_str()).filter(|code| !code.is_empty()),
-                Some(error.message.as_str()),
-                answer.status,
-                self.shown(),
-                &self.region,
-                "kinesis_stream",
-            ));
-        }
-        let scanned = scan_put_records(direct.format, &answer.body, self.shards.is_some())
-            .map_err(|error| PutError::Transient {
-                message: format!("cannot read the PutRecords answer: {error}"),
-            })?;
-        if scanned.results != records.len() {
-            return Err(PutError::Transient {
-                message: format!(
-                    "the answer listed {} results for {} records",
-                    scanned.results,
-                    records.len()
-                ),
-            });
-        }
+        let entries = self.entries(records, |next| {
+            spread_hash_value(next.fetch_add(1, Ordering::Relaxed))
+        });
+        put_records_body(direct.format, self.stream_ref(), &entries, &mut body);
+        drop(entries);
+        let named = Named {
+            stream: self.shown(),
+            region: &self.region,
+            key: "kinesis_stream",
+        };
+        let want_shard_ids = self.shards.is_some();
+        let answer = direct::call(
+            &direct.caller,
+            PUT_RECORDS_TARGET,
+            direct.format,
+            body,
+            records.len(),
+            &named,
+            |body| scan_put_records(direct.format, body, want_shard_ids),
+        )
+        .await?;
         if let Some(map) = &self.shards {
             check_routing(
                 map,
                 records,
-                scanned.shard_ids.iter().map(|id| Some(id.as_str())),
+                answer.shard_ids.iter().map(|id| Some(id.as_str())),
             );
         }
-        Ok(scanned
-            .refused
-            .into_iter()
-            .map(|refused| RecordFailure {
-                index: refused.index,
-                code: refused.code,
-                message: refused.message,
-            })
-            .collect())
+        Ok(direct::refused(answer))
     }
 
     fn classify<E>(&self, error: &SdkError<E, HttpResponse>) -> PutError
@@ -229,22 +221,8 @@ impl PutRecords for KinesisClient {
         let Some(direct) = &self.direct else {
             return super::request_bytes(records);
         };
-        let stream = match &self.stream_arn {
-            Some(arn) => StreamRef::Arn(arn),
-            None => StreamRef::Name(&self.stream_name),
-        };
-        let entries: Vec<Entry<'_>> = records
-            .iter()
-            .map(|record| Entry {
-                data: &record.data,
-                partition_key: &record.partition_key,
-                explicit_hash_key: match &record.explicit_hash_key {
-                    Some(key) => Some(HashKey::Text(key)),
-                    None => self.spread.as_ref().map(|_| HashKey::Number(u128::MAX)),
-                },
-            })
-            .collect();
-        put_records_body_len(direct.format, stream, &entries)
+        let entries = self.entries(records, |_| u128::MAX);
+        put_records_body_len(direct.format, self.stream_ref(), &entries)
     }
 
     async fn refresh_shards(&self) -> Result<usize, PutError> {

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod check;
 pub mod dead_letter;
 pub mod destination;
+pub mod direct;
 pub mod dry_run;
 pub mod firehose;
 pub mod kinesis;

@@ -44,21 +44,11 @@ where
 /// An error and its sources in one readable line, each cause once: `dispatch failure: io error:
 /// Connection refused (os error 111)`; never a `Debug` dump.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(current) = next {
-        let text = current.to_string();
-        // A wrapper often repeats its source's words; keep each cause once.
-        let repeated = parts.last().is_some_and(|last| last.contains(&text));
-        if !text.is_empty() && !repeated {
-            parts.push(text);
-        }
-        next = current.source();
-    }
-    if parts.is_empty() {
+    let text = crate::transport::chain_text(error);
+    if text.is_empty() {
         "no detail given".to_owned()
     } else {
-        parts.join(": ")
+        text
     }
 }
 

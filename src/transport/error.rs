@@ -98,7 +98,7 @@ pub(crate) fn find_in_chain<'a, T: StdError + 'static>(
 
 /// `error` and its causes in one line, `outer: inner: innermost`, without repeating a message
 /// that a wrapper already printed.
-pub(crate) fn chain_text(error: &(dyn StdError + 'static)) -> String {
+pub fn chain_text(error: &(dyn StdError + 'static)) -> String {
     let mut line = String::new();
     for cause in chain(error) {
         let text = cause.to_string();
