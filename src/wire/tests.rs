@@ -1202,3 +1202,21 @@ fn error_answers() {
         ("Foo", "esc é\n")
     );
 }
+
+#[test]
+fn an_all_accepted_cbor_answer_is_read_no_further_than_its_list_of_results() {
+    let mut head = vec![0xA2, 0x60 + 17];
+    head.extend_from_slice(b"FailedRecordCount");
+    head.push(0x00);
+    head.push(0x60 + 7);
+    head.extend_from_slice(b"Records");
+    head.push(0x83); // a list of 3 results, not read
+    let answer = scan_put_records(WireFormat::Cbor, &head, false).expect("the answer scans");
+    assert_eq!((answer.results, answer.failed), (3, 0));
+    assert!(answer.refused.is_empty());
+    // With a refused record, or shard ids wanted, every result is read, so a cut is an error.
+    let mut failed = head.clone();
+    failed[2 + 17] = 0x01;
+    assert!(scan_put_records(WireFormat::Cbor, &failed, false).is_err());
+    assert!(scan_put_records(WireFormat::Cbor, &head, true).is_err());
+}
