@@ -476,6 +476,9 @@ async fn deliver<P: PutRecords>(
                     }
                 }
                 let error = format!("{}: {}", first.code, first.message);
+                // The accepted records go now, not after the wait: they share read buffers,
+                // whose room in the budget was just given back.
+                drop(part);
                 if give_up(shared, started, &failed_records, &ranges, &error).await {
                     continue;
                 }

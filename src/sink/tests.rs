@@ -127,8 +127,8 @@ fn start(client: Arc<Scripted>, max_in_flight: usize) -> Running {
     start_giving_up(client, max_in_flight, None)
 }
 
-fn start_giving_up(
-    client: Arc<Scripted>,
+fn start_giving_up<P: PutRecords>(
+    client: Arc<P>,
     max_in_flight: usize,
     give_up: Option<(Duration, Arc<DeadLetters>)>,
 ) -> Running {
@@ -553,4 +553,79 @@ fn refused_records_are_read_from_an_answer_in_request_order() {
         refused_records(5, answer.iter().copied()),
         Err(PutError::Transient { .. })
     ));
+}
+
+/// Refuses the second record of its first call, saying so; holds its second call until told
+/// to answer.
+struct HeldRetry {
+    calls: std::sync::atomic::AtomicUsize,
+    first_answered: mpsc::Sender<()>,
+    retry_arrived: mpsc::Sender<()>,
+    answer_retry: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl PutRecords for HeldRetry {
+    async fn put_records(&self, _records: &[OutRecord]) -> Result<Vec<RecordFailure>, PutError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = self.first_answered.try_send(());
+            return Ok(vec![RecordFailure {
+                index: 1,
+                code: "ProvisionedThroughputExceededException".into(),
+                message: "Rate exceeded".into(),
+            }]);
+        }
+        let _ = self.retry_arrived.send(()).await;
+        let answer = self.answer_retry.lock().expect("lock").take();
+        if let Some(answer) = answer {
+            let _ = answer.await;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn describe(&self) -> Result<StreamStatus, PutError> {
+        Err(PutError::Transient {
+            message: "not asked".into(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_accepted_records_of_a_partly_refused_call_free_their_read_buffer_at_once() {
+    let (retry_arrived, mut retry_seen) = mpsc::channel(1);
+    let (first_answered, mut first_seen) = mpsc::channel(1);
+    let (answer, answer_retry) = tokio::sync::oneshot::channel();
+    let client = Arc::new(HeldRetry {
+        calls: std::sync::atomic::AtomicUsize::new(0),
+        first_answered,
+        retry_arrived,
+        answer_retry: Mutex::new(Some(answer_retry)),
+    });
+    let mut running = start_giving_up(Arc::clone(&client), 1, None);
+    // Three lines sharing one read buffer, as the tailer hands them on.
+    let read_buffer = Bytes::from(b"a\nb\ncc\n".to_vec());
+    let mut lines = batch(&["a\n", "b\n", "cc\n"], 0);
+    for (record, (start, end)) in lines.records.iter_mut().zip([(0, 2), (2, 4), (4, 7)]) {
+        record.data = read_buffer.slice(start..end);
+    }
+    running.batches.send(lines).await.expect("send");
+    first_seen.recv().await.expect("the first call");
+    // Time stands still while this task keeps running: the sink takes in the answer and
+    // starts waiting to send the refused record again (100 ms at most).
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    // While the refused record waits, only its copy is held: nothing keeps the read buffer.
+    assert!(read_buffer.is_unique(), "the read buffer is still held");
+    retry_seen
+        .recv()
+        .await
+        .expect("the refused record is sent again");
+    assert!(read_buffer.is_unique(), "the read buffer is still held");
+    answer.send(()).expect("answer the retry");
+    assert_eq!(
+        delivered(running.acks.recv().await.expect("ack")),
+        vec![(0, 7)]
+    );
+    drop(running.batches);
+    running.task.await.expect("sink");
 }
