@@ -34,6 +34,7 @@ use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
 use crate::sink::{Billing, PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
+use crate::wire::WireFormat;
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 const LINES_QUEUE_BLOCKS: usize = 16;
@@ -96,7 +97,12 @@ impl Destinations {
         let mut clients = HashMap::new();
         for flow in config.flows.iter().filter(|flow| !flow.dry_run) {
             let flow_clients = aws.for_flow(flow).await?;
-            info!(flow = %flow.name, destination = %flow.destination, region = %flow_clients.region, endpoint = flow.aws.endpoint_url.as_deref().unwrap_or("(AWS default)"), credentials = %flow.aws.describe_credentials(), "Destination settings.");
+            let data_path = match (&flow_clients.data_caller, flow_clients.wire_format) {
+                (None, _) => "sdk",
+                (Some(_), WireFormat::Cbor) => "direct, cbor",
+                (Some(_), WireFormat::Json) => "direct, json",
+            };
+            info!(flow = %flow.name, destination = %flow.destination, region = %flow_clients.region, endpoint = flow.aws.endpoint_url.as_deref().unwrap_or("(AWS default)"), credentials = %flow.aws.describe_credentials(), data_path, "Destination settings.");
             clients.insert(flow.name.clone(), flow_clients);
         }
         if !clients.is_empty() {

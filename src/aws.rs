@@ -27,6 +27,7 @@ use crate::config::{AwsSettings, CredentialSource, DataPath, DestinationKind, Fl
 use crate::secrets;
 use crate::sink::PutError;
 use crate::transport::{self, AwsCaller, HttpClient, HttpSettings, TransportError};
+use crate::wire::WireFormat;
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
 /// to lapse (assumed roles last 15 minutes at least).
@@ -137,6 +138,37 @@ pub struct FlowClients {
     /// kinship's own data calls to the flow's destination (`data_path: direct`); `None` when
     /// they go through the SDK client.
     pub data_caller: Option<AwsCaller>,
+    /// How those calls' bodies are encoded: as the flow says, else by the endpoint.
+    pub wire_format: WireFormat,
+}
+
+/// Hosts of AWS's own endpoints (every partition), which speak AWS CBOR 1.1 as well as JSON.
+const AWS_ENDPOINT_DOMAINS: &[&str] = &[
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "api.aws",
+    "c2s.ic.gov",
+    "sc2s.sgov.gov",
+];
+
+/// The wire format of a flow's own data calls: as written, else CBOR to AWS's own endpoints
+/// and JSON to any other, which may be an emulator (kinesalite cuts CBOR answers at 16 KiB,
+/// moto reads no CBOR) or a proxy; an endpoint set in the environment counts as well.
+pub fn wire_format_for(written: Option<WireFormat>, host: Option<&str>) -> WireFormat {
+    written.unwrap_or_else(|| {
+        let host = host
+            .unwrap_or_default()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let aws = AWS_ENDPOINT_DOMAINS
+            .iter()
+            .any(|domain| host.ends_with(&format!(".{domain}")));
+        if aws {
+            WireFormat::Cbor
+        } else {
+            WireFormat::Json
+        }
+    })
 }
 
 /// Builds and shares SDK clients.
@@ -221,6 +253,7 @@ impl AwsClients {
                 endpoint: sts_endpoint_text(settings, &region),
             }
         });
+        let mut wire_format = WireFormat::Json;
         let data_caller = match flow.data_path {
             DataPath::Sdk => None,
             DataPath::Direct => {
@@ -239,9 +272,9 @@ impl AwsClients {
                         "firehose",
                     ),
                 };
-                let caller = endpoint.and_then(|endpoint| {
-                    AwsCaller::new(http.clone(), endpoint, &sdk, signing_name)
-                });
+                let endpoint = endpoint.map_err(http_error)?;
+                wire_format = wire_format_for(flow.wire_format, endpoint.url.host());
+                let caller = AwsCaller::new(http.clone(), endpoint, &sdk, signing_name);
                 Some(caller.map_err(http_error)?)
             }
         };
@@ -253,6 +286,7 @@ impl AwsClients {
             firehose,
             identity,
             data_caller,
+            wire_format,
         })
     }
 
@@ -473,6 +507,37 @@ impl ProvideCredentials for RegisteringCredentials {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cbor_goes_to_aws_endpoints_and_json_to_any_other_unless_written() {
+        use crate::wire::WireFormat::{Cbor, Json};
+        for host in [
+            "kinesis.eu-west-1.amazonaws.com",
+            "210987654321.data-kinesis.eu-west-1.amazonaws.com",
+            "kinesis-fips.us-gov-west-1.amazonaws.com",
+            "kinesis.eu-west-1.api.aws",
+            "kinesis.cn-north-1.amazonaws.com.cn",
+            "vpce-0a1b2c3d-kinesis.eu-west-1.vpce.amazonaws.com",
+            "KINESIS.US-EAST-1.AMAZONAWS.COM.",
+        ] {
+            assert_eq!(super::wire_format_for(None, Some(host)), Cbor, "{host}");
+        }
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "kinesis.internal",
+            "amazonaws.com.evil.example",
+            "notamazonaws.com",
+        ] {
+            assert_eq!(super::wire_format_for(None, Some(host)), Json, "{host}");
+        }
+        assert_eq!(super::wire_format_for(None, None), Json);
+        assert_eq!(super::wire_format_for(Some(Cbor), Some("localhost")), Cbor);
+        assert_eq!(
+            super::wire_format_for(Some(Json), Some("kinesis.eu-west-1.amazonaws.com")),
+            Json
+        );
+    }
+
     use std::io::Write as _;
 
     use super::*;

@@ -256,8 +256,9 @@ pub struct FlowConfig {
     pub dry_run: bool,
     /// Who writes and sends the data calls: kinship itself, or the AWS SDK.
     pub data_path: DataPath,
-    /// How kinship's own `PutRecords` bodies are encoded (Firehose always speaks JSON).
-    pub wire_format: WireFormat,
+    /// How kinship's own `PutRecords` bodies are encoded, as written; `None`: CBOR to AWS's own
+    /// endpoints, JSON to any other (Firehose and the SDK always speak JSON).
+    pub wire_format: Option<WireFormat>,
     pub combine: Combine,
     pub compression: Compression,
     pub initial_position: InitialPosition,
@@ -886,13 +887,12 @@ impl Checker<'_> {
             None => aws::AwsBlock::default(),
         };
         let mut aws = flow_aws.over(top_aws);
-        // CBOR for AWS's own endpoints, which speak it; JSON for an endpoint_url, which may be
-        // an emulator (kinesalite cuts CBOR answers at 16 KiB, moto reads no CBOR) or a proxy.
-        let wire_format = wire_format.unwrap_or(if firehose || aws.endpoint_url.is_some() {
-            WireFormat::Json
+        // Firehose speaks JSON only; for Kinesis, the endpoint decides (aws::wire_format_for).
+        let wire_format = if firehose {
+            Some(WireFormat::Json)
         } else {
-            WireFormat::Cbor
-        });
+            wire_format
+        };
         // A stream named by ARN is in the ARN's region.
         if let Some(region) = destination
             .as_ref()
@@ -2260,13 +2260,13 @@ flows:
         assert_eq!(
             paths,
             [
-                (DataPath::Direct, WireFormat::Cbor),
-                // Firehose speaks JSON; AWS's own Kinesis endpoints get CBOR, and an
-                // endpoint_url (an emulator, a proxy) JSON, unless written.
-                (DataPath::Direct, WireFormat::Json),
-                (DataPath::Direct, WireFormat::Cbor),
-                (DataPath::Sdk, WireFormat::Json),
-                (DataPath::Direct, WireFormat::Json),
+                (DataPath::Direct, Some(WireFormat::Cbor)),
+                // Firehose speaks JSON; for Kinesis, unless written, the endpoint decides
+                // when the flow starts (CBOR to AWS's own, JSON to any other).
+                (DataPath::Direct, Some(WireFormat::Json)),
+                (DataPath::Direct, None),
+                (DataPath::Sdk, Some(WireFormat::Json)),
+                (DataPath::Direct, None),
             ]
         );
         let wrong = problems(&format!(

@@ -64,7 +64,7 @@ impl DestinationClient {
                 (flow.combine == Combine::Kpl).then(ShardMap::new),
                 clients.data_caller.clone().map(|caller| DirectPut {
                     caller,
-                    format: flow.wire_format,
+                    format: clients.wire_format,
                 }),
             )),
             DestinationKind::Firehose => Service::Firehose(FirehoseClient::new(
