@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::support::agent::{saved_offset, write_config, Agent};
 use crate::support::files::append;
 use crate::support::kinesalite::{self, Kinesalite};
-use crate::support::stream::{read_back, setup, setup_with_shards, READ_DEADLINE};
+use crate::support::stream::{
+    read_back, read_back_within, setup, setup_with_shards, READ_DEADLINE,
+};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -163,6 +165,10 @@ fn stop_mid_file(stream: &str, signal: &str) -> StoppedMidFile {
     }
 }
 
+/// How long the restart tests wait for the whole file to arrive: a restarted agent re-reads and
+/// re-sends on a machine that may be loaded; reading stops as soon as everything is there.
+const RESTART_READ_DEADLINE: Duration = Duration::from_secs(240);
+
 #[test]
 fn sigterm_mid_file_then_restart_delivers_every_line_once() {
     let StoppedMidFile {
@@ -181,11 +187,19 @@ fn sigterm_mid_file_then_restart_delivers_every_line_once() {
     );
 
     let mut agent = Agent::start(&config, dir.path());
-    let delivered = read_back(&runtime, &server, "term", expected.len());
+    let delivered = read_back_within(
+        &runtime,
+        &server,
+        "term",
+        expected.len(),
+        RESTART_READ_DEADLINE,
+    );
     assert_eq!(
         delivered.len(),
         expected.len(),
-        "every line once, no duplicates:\n{}",
+        "every line once, no duplicates: {} records read back within {RESTART_READ_DEADLINE:?} for {} lines written:\n{}",
+        delivered.len(),
+        expected.len(),
         agent.output()
     );
     assert!(
@@ -210,7 +224,7 @@ fn sigkill_mid_file_then_restart_loses_nothing_and_repeats_little() {
 
     let mut agent = Agent::start(&config, dir.path());
     // Everything arrives; the records between the last checkpoint and the kill arrive twice.
-    let until = std::time::Instant::now() + READ_DEADLINE;
+    let until = std::time::Instant::now() + RESTART_READ_DEADLINE;
     let delivered = loop {
         let delivered = read_back(&runtime, &server, "kill", expected.len());
         let covered = delivered.last() == expected.last() && delivered.len() >= expected.len();
@@ -221,12 +235,28 @@ fn sigkill_mid_file_then_restart_loses_nothing_and_repeats_little() {
     agent.signal("TERM");
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
 
+    assert!(
+        delivered.len() >= expected.len() && delivered.last() == expected.last(),
+        "after {RESTART_READ_DEADLINE:?}, {} records read back for {} lines written (last one {}):\n{}",
+        delivered.len(),
+        expected.len(),
+        if delivered.last() == expected.last() {
+            "the file's last line"
+        } else {
+            "not the file's last line"
+        },
+        agent.output()
+    );
     // The stream holds the file's lines in order, with one contiguous stretch sent twice: the
     // lines delivered after the last checkpoint and before the kill.
     let duplicates = delivered.len() - expected.len();
     let restart = (0..delivered.len())
         .find(|&index| index >= expected.len() || delivered[index] != expected[index])
         .unwrap_or(delivered.len());
+    assert!(
+        restart >= duplicates,
+        "{duplicates} records sent twice, but the stream departs from the file at record {restart}"
+    );
     let resent_from = restart - duplicates;
     assert_eq!(
         &delivered[..restart],

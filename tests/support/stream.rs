@@ -36,9 +36,20 @@ pub fn read_back(
     stream: &str,
     expected: usize,
 ) -> Vec<Vec<u8>> {
+    read_back_within(runtime, server, stream, expected, READ_DEADLINE)
+}
+
+/// As [`read_back`], waiting up to `deadline`.
+pub fn read_back_within(
+    runtime: &tokio::runtime::Runtime,
+    server: &Kinesalite,
+    stream: &str,
+    expected: usize,
+    deadline: Duration,
+) -> Vec<Vec<u8>> {
     runtime.block_on(async {
         let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::read_all(&client, stream, expected, READ_DEADLINE)
+        kinesalite::read_all(&client, stream, expected, deadline)
             .await
             .into_iter()
             .map(|record| record.data)
