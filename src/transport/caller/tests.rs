@@ -210,7 +210,18 @@ async fn fixture(lifetime: Option<Duration>, fail: bool) -> Fixture {
         .credentials_provider(SharedCredentialsProvider::new(provider))
         .time_source(SharedTimeSource::new(clock.clone()))
         .build();
-    let endpoint = kinesis_endpoint(&sdk, Some(&format!("http://{}", server.addr)), None)
+    let caller = caller_to(&sdk, Some(&format!("http://{}", server.addr))).await;
+    Fixture {
+        server,
+        clock,
+        calls,
+        caller,
+    }
+}
+
+/// A caller of Kinesis at `endpoint_url` (the region's endpoint when `None`) for `sdk`.
+async fn caller_to(sdk: &SdkConfig, endpoint_url: Option<&str>) -> AwsCaller {
+    let endpoint = kinesis_endpoint(sdk, endpoint_url, None)
         .await
         .expect("an endpoint");
     let http = HttpClient::new(&HttpSettings {
@@ -220,13 +231,7 @@ async fn fixture(lifetime: Option<Duration>, fail: bool) -> Fixture {
         http2: false,
     })
     .expect("a client");
-    let caller = AwsCaller::new(http, endpoint, &sdk, "kinesis").expect("a caller");
-    Fixture {
-        server,
-        clock,
-        calls,
-        caller,
-    }
+    AwsCaller::new(http, endpoint, sdk, "kinesis").expect("a caller")
 }
 
 const TARGET: &str = "Kinesis_20131202.PutRecords";
@@ -332,17 +337,7 @@ async fn no_credentials_provider_fails_every_call() {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
         .build();
-    let endpoint = kinesis_endpoint(&sdk, None, None)
-        .await
-        .expect("an endpoint");
-    let http = HttpClient::new(&HttpSettings {
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-        ca_file: None,
-        http2: false,
-    })
-    .expect("a client");
-    let caller = AwsCaller::new(http, endpoint, &sdk, "kinesis").expect("a caller");
+    let caller = caller_to(&sdk, None).await;
     for _ in 0..2 {
         let error = caller
             .post(TARGET, JSON, body())
@@ -371,17 +366,7 @@ async fn the_service_error_type_and_request_id_come_back() {
         .region(Region::new("eu-west-1"))
         .credentials_provider(SharedCredentialsProvider::new(session_credentials()))
         .build();
-    let endpoint = kinesis_endpoint(&sdk, Some(&format!("http://{}", server.addr)), None)
-        .await
-        .expect("an endpoint");
-    let http = HttpClient::new(&HttpSettings {
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        ca_file: None,
-        http2: false,
-    })
-    .expect("a client");
-    let caller = AwsCaller::new(http, endpoint, &sdk, "kinesis").expect("a caller");
+    let caller = caller_to(&sdk, Some(&format!("http://{}", server.addr))).await;
     let response = caller.post(TARGET, JSON, body()).await.expect("answered");
     assert_eq!(response.status, 400);
     assert_eq!(
