@@ -14,11 +14,12 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, StreamStatus};
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use base64::Engine as _;
 use ciborium::Value;
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -1507,4 +1508,543 @@ fn bench_endpoint_reads_the_cbor_the_fault_server_reads() {
     ] {
         assert!(entries(bad).is_err(), "{bad:?} was read");
     }
+}
+
+/// The shard the service puts a partition key in: the MD5 of the key, big-endian.
+fn md5_hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// Which of `shards` even shards (a power of two) holds `hash_key`.
+fn even_shard(hash_key: u128, shards: u32) -> usize {
+    (hash_key >> (128 - shards.trailing_zeros())) as usize
+}
+
+fn shard_id(index: usize) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// `count` records with partition keys of their own: (key, data).
+fn keyed(count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| (format!("partition-{i}"), payload(i)))
+        .collect()
+}
+
+async fn put_keyed(client: &Client, records: &[(String, Vec<u8>)]) -> PutRecordsOutput {
+    let entries = records
+        .iter()
+        .map(|(key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(data.clone()))
+                .build()
+                .expect("an entry with data and a partition key is complete")
+        })
+        .collect::<Vec<_>>();
+    expect_output(
+        client
+            .put_records()
+            .stream_name(STREAM)
+            .set_records(Some(entries))
+            .send()
+            .await,
+    )
+}
+
+async fn list_shards(client: &Client) -> Vec<Shard> {
+    client
+        .list_shards()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ListShards: {}", DisplayErrorContext(&e)))
+        .shards()
+        .to_vec()
+}
+
+async fn open_shard_count(client: &Client) -> i32 {
+    client
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeStreamSummary: {}", DisplayErrorContext(&e)))
+        .stream_description_summary()
+        .expect("a summary in the answer")
+        .open_shard_count()
+}
+
+/// A listed shard's hash key range, as numbers.
+fn range_of(shard: &Shard) -> (u128, u128) {
+    let range = shard.hash_key_range().expect("a hash key range");
+    let number = |text: &str| {
+        text.parse::<u128>()
+            .unwrap_or_else(|_| panic!("{}: hash key {text:?}", shard.shard_id()))
+    };
+    (
+        number(range.starting_hash_key()),
+        number(range.ending_hash_key()),
+    )
+}
+
+fn ending_sequence_number(shard: &Shard) -> Option<&str> {
+    shard
+        .sequence_number_range()
+        .and_then(|range| range.ending_sequence_number())
+}
+
+fn starting_sequence_number(shard: &Shard) -> &str {
+    shard
+        .sequence_number_range()
+        .map(|range| range.starting_sequence_number())
+        .unwrap_or_else(|| panic!("{}: no sequence number range", shard.shard_id()))
+}
+
+#[tokio::test]
+async fn fault_server_lists_shards_that_cover_the_hash_key_space() {
+    for count in [0_u32, 1, 3, 4, 7] {
+        let server = FaultKinesis::start(Faults {
+            shards: count,
+            ..Faults::default()
+        });
+        let client = client(&server);
+        let expected = count.max(1) as usize;
+
+        let shards = list_shards(&client).await;
+        assert_eq!(shards.len(), expected, "{count} shards");
+        let mut next_start = 0_u128;
+        for (index, shard) in shards.iter().enumerate() {
+            assert_eq!(shard.shard_id(), shard_id(index), "{count} shards");
+            assert_eq!(ending_sequence_number(shard), None, "open: {shard:?}");
+            assert_eq!(starting_sequence_number(shard).len(), 56);
+            assert_eq!(shard.parent_shard_id(), None);
+            let (start, end) = range_of(shard);
+            assert_eq!(
+                start, next_start,
+                "{count} shards: a gap or overlap before {index}"
+            );
+            assert!(start <= end, "{count} shards: {shard:?}");
+            // Even: every shard but the last is 2^128 / count wide.
+            if index + 1 < expected {
+                let width = end - start + 1;
+                let count = u128::from(count);
+                // 2^128 / count, written so that 2^128 need not fit.
+                let even = u128::MAX / count + u128::from(u128::MAX % count == count - 1);
+                assert_eq!(width, even, "{count} shards: width of {index}");
+                next_start = end + 1;
+            } else {
+                assert_eq!(end, u128::MAX, "{count} shards: the last ends the space");
+            }
+        }
+        let ids: Vec<String> = shards.iter().map(|s| s.shard_id().to_owned()).collect();
+        assert_eq!(server.shard_ids(), ids);
+        assert_eq!(open_shard_count(&client).await, expected as i32);
+    }
+
+    // Four shards: a quarter of the space each.
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        ..Faults::default()
+    });
+    let ranges: Vec<(u128, u128)> = list_shards(&client(&server))
+        .await
+        .iter()
+        .map(range_of)
+        .collect();
+    let quarter = 1_u128 << 126;
+    assert_eq!(
+        ranges,
+        (0..4)
+            .map(|i| (i * quarter, i * quarter + (quarter - 1)))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn fault_server_routes_records_by_the_md5_of_their_partition_keys() {
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        ..Faults::default()
+    });
+    let client = client(&server);
+    let sent = keyed(200);
+
+    let output = put_keyed(&client, &sent).await;
+    assert_eq!(output.failed_record_count(), Some(0));
+    let mut per_shard = [0_u64; 4];
+    for (entry, (key, _)) in output.records().iter().zip(&sent) {
+        let shard = even_shard(md5_hash_key(key), 4);
+        assert_eq!(
+            entry.shard_id(),
+            Some(shard_id(shard).as_str()),
+            "key {key}"
+        );
+        per_shard[shard] += 1;
+    }
+    assert!(
+        per_shard.iter().all(|&count| count > 0),
+        "every shard gets some of 200 keys: {per_shard:?}"
+    );
+
+    let stored = server.stored();
+    assert_eq!(stored.len(), sent.len());
+    for (record, (key, data)) in stored.iter().zip(&sent) {
+        assert_eq!(&record.partition_key, key);
+        assert_eq!(&record.data, data);
+        assert_eq!(record.shard_id, shard_id(even_shard(md5_hash_key(key), 4)));
+    }
+    assert!(stored.windows(2).all(|pair| pair[0].at <= pair[1].at));
+    let stats = server.shard_stats();
+    assert_eq!(
+        stats.iter().map(|shard| shard.stored).collect::<Vec<_>>(),
+        per_shard
+    );
+    for shard in &stats {
+        assert_eq!(shard.throttled, 0, "{}", shard.id);
+        assert!(shard.first_stored.is_some() && shard.first_stored <= shard.last_stored);
+    }
+}
+
+#[tokio::test]
+async fn fault_server_routes_by_explicit_hash_key_in_json_and_cbor() {
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        ..Faults::default()
+    });
+    let quarter = 1_u128 << 126;
+    // Each shard's edges, under any partition key.
+    let explicit = [
+        (0, 0),
+        (quarter - 1, 0),
+        (quarter, 1),
+        (2 * quarter + 5, 2),
+        (3 * quarter, 3),
+        (u128::MAX, 3),
+    ];
+
+    let client = client(&server);
+    let entries = explicit
+        .iter()
+        .map(|(hash_key, _)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key("the same key for every record")
+                .explicit_hash_key(hash_key.to_string())
+                .data(Blob::new(hash_key.to_string()))
+                .build()
+                .expect("an entry with data and a partition key is complete")
+        })
+        .collect::<Vec<_>>();
+    let output = expect_output(
+        client
+            .put_records()
+            .stream_name(STREAM)
+            .set_records(Some(entries))
+            .send()
+            .await,
+    );
+    let answered: Vec<Option<&str>> = output.records().iter().map(|r| r.shard_id()).collect();
+    let expected: Vec<String> = explicit.iter().map(|&(_, shard)| shard_id(shard)).collect();
+    assert_eq!(
+        answered,
+        expected
+            .iter()
+            .map(|id| Some(id.as_str()))
+            .collect::<Vec<_>>()
+    );
+
+    // CBOR: partition keys, and an explicit hash key that overrides one.
+    let keys = ["alpha", "beta", "gamma", "delta"];
+    let mut records: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            map(vec![
+                ("Data", Value::Bytes(key.as_bytes().to_vec())),
+                ("PartitionKey", text_value(key)),
+            ])
+        })
+        .collect();
+    records.push(map(vec![
+        ("Data", Value::Bytes(b"explicit".to_vec())),
+        ("PartitionKey", text_value("alpha")),
+        ("ExplicitHashKey", text_value(&(3 * quarter).to_string())),
+    ]));
+    let body = cbor::encode(&map(vec![
+        ("StreamName", text_value(STREAM)),
+        ("Records", Value::Array(records)),
+    ]));
+    let answer = cbor_put(&server, &body, Signing::Known).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answered: Vec<&str> = answer.body["Records"]
+        .as_array()
+        .expect("Records is a list")
+        .iter()
+        .map(|entry| entry["ShardId"].as_str().expect("a stored record's shard"))
+        .collect();
+    let mut expected: Vec<String> = keys
+        .iter()
+        .map(|key| shard_id(even_shard(md5_hash_key(key), 4)))
+        .collect();
+    expected.push(shard_id(3));
+    assert_eq!(answered, expected);
+    let stored = server.stored();
+    assert_eq!(
+        stored.last().map(|r| r.partition_key.as_str()),
+        Some("alpha")
+    );
+    assert_eq!(stored.last().map(|r| r.shard_id.clone()), Some(shard_id(3)));
+
+    // Refused as the service refuses them, and nothing of the call stored.
+    let before = server.accepted_len();
+    for (hash_key, code) in [
+        ("12a", "ValidationException"),
+        ("-1", "ValidationException"),
+        ("007", "ValidationException"),
+        (
+            "340282366920938463463374607431768211456",
+            "InvalidArgumentException",
+        ),
+    ] {
+        let body = serde_json::json!({
+            "StreamName": STREAM,
+            "Records": [
+                {"Data": "YQ==", "PartitionKey": "k"},
+                {"Data": "Yg==", "PartitionKey": "k", "ExplicitHashKey": hash_key},
+            ],
+        });
+        let answer = raw_call(&server, "Kinesis_20131202.PutRecords", &body.to_string()).await;
+        assert_eq!(answer.status, 400, "{hash_key}");
+        assert_eq!(answer.body["__type"], code, "{hash_key}: {}", answer.body);
+    }
+    assert_eq!(server.accepted_len(), before);
+}
+
+#[tokio::test]
+async fn fault_server_hot_shard_throttles_only_its_records_beyond_its_rate() {
+    // 5 records/s and one call: the call's records meet the bucket at one instant, so exactly
+    // the full bucket passes, however slow the machine.
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        hot_shard: Some((1, 5)),
+        ..Faults::default()
+    });
+    let client = client(&server);
+    let sent = keyed(200);
+
+    let output = put_keyed(&client, &sent).await;
+    let hot = shard_id(1);
+    let mut hot_seen = 0_usize;
+    let mut expected_stored = Vec::new();
+    for (entry, (key, data)) in output.records().iter().zip(&sent) {
+        let shard = even_shard(md5_hash_key(key), 4);
+        if shard != 1 {
+            assert_eq!(entry.error_code(), None, "key {key} on {}", shard_id(shard));
+            expected_stored.push(data.clone());
+            continue;
+        }
+        hot_seen += 1;
+        if hot_seen <= 5 {
+            assert_eq!(
+                entry.error_code(),
+                None,
+                "the hot shard's record {hot_seen}"
+            );
+            assert_eq!(entry.shard_id(), Some(hot.as_str()));
+            expected_stored.push(data.clone());
+        } else {
+            assert_eq!(
+                entry.error_code(),
+                Some("ProvisionedThroughputExceededException")
+            );
+            assert_eq!(
+                entry.error_message(),
+                Some(
+                    format!(
+                        "Rate exceeded for shard {hot} in stream {STREAM} under account 123456789012."
+                    )
+                    .as_str()
+                )
+            );
+        }
+    }
+    assert!(
+        hot_seen > 5,
+        "only {hot_seen} of 200 keys hash to the hot shard"
+    );
+    let throttled = hot_seen - 5;
+    assert_eq!(output.failed_record_count(), Some(throttled as i32));
+    assert_eq!(server.accepted(), expected_stored);
+    let stats = server.stats();
+    assert_eq!(stats.shard_rate_limited, throttled as u64);
+    assert_eq!(stats.rate_limited, 0);
+    for shard in server.shard_stats() {
+        let expected = if shard.id == hot { throttled as u64 } else { 0 };
+        assert_eq!(shard.throttled, expected, "{}", shard.id);
+    }
+    assert_eq!(server.shard_stats()[1].stored, 5);
+}
+
+#[tokio::test]
+async fn fault_server_limits_each_shard_on_its_own_and_refills_on_a_change() {
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        shard_records_per_second: Some(3),
+        ..Faults::default()
+    });
+    let client = client(&server);
+    let sent = keyed(200);
+
+    let output = put_keyed(&client, &sent).await;
+    let mut seen = [0_usize; 4];
+    for (entry, (key, _)) in output.records().iter().zip(&sent) {
+        let shard = even_shard(md5_hash_key(key), 4);
+        seen[shard] += 1;
+        let expected = (seen[shard] > 3).then_some("ProvisionedThroughputExceededException");
+        assert_eq!(
+            entry.error_code(),
+            expected,
+            "record {} of {}",
+            seen[shard],
+            shard_id(shard)
+        );
+    }
+    let stored: Vec<u64> = server.shard_stats().iter().map(|s| s.stored).collect();
+    assert_eq!(stored, [3, 3, 3, 3]);
+
+    // A new limit gives every shard a full bucket of it: 4 more each, whatever time has passed
+    // (a bucket never holds more than a second's worth).
+    server.set_faults(Faults {
+        shards: 4,
+        shard_records_per_second: Some(4),
+        ..Faults::default()
+    });
+    put_keyed(&client, &sent).await;
+    let stored: Vec<u64> = server.shard_stats().iter().map(|s| s.stored).collect();
+    assert_eq!(stored, [7, 7, 7, 7]);
+    assert_eq!(server.accepted_len(), 28);
+    assert_eq!(server.stats().shard_rate_limited, 400 - 28);
+}
+
+#[tokio::test]
+async fn fault_server_split_shard_closes_the_parent_and_routes_to_its_children() {
+    let server = FaultKinesis::start(Faults {
+        shards: 4,
+        ..Faults::default()
+    });
+    let client = client(&server);
+    let sent = keyed(200);
+    let before = put_keyed(&client, &sent).await;
+    let last_before = before
+        .records()
+        .iter()
+        .filter_map(|entry| entry.sequence_number())
+        .max()
+        .expect("records were stored")
+        .to_owned();
+    let parent_stored = server.shard_stats()[2].stored;
+
+    server.split_shard(2);
+
+    let children = [shard_id(4), shard_id(5)];
+    assert_eq!(
+        server.shard_ids(),
+        [
+            shard_id(0),
+            shard_id(1),
+            children[0].clone(),
+            children[1].clone(),
+            shard_id(3)
+        ]
+    );
+    let shards = list_shards(&client).await;
+    let ids: Vec<&str> = shards.iter().map(|s| s.shard_id()).collect();
+    assert_eq!(ids, (0..6).map(shard_id).collect::<Vec<_>>());
+    let quarter = 1_u128 << 126;
+    let parent = &shards[2];
+    let parent_end = ending_sequence_number(parent).expect("the parent is closed");
+    assert!(
+        parent_end >= last_before.as_str(),
+        "{parent_end} < {last_before}"
+    );
+    assert_eq!(range_of(parent), (2 * quarter, 3 * quarter - 1));
+    let middle = 2 * quarter + quarter / 2;
+    for (child, range) in shards[4..]
+        .iter()
+        .zip([(2 * quarter, middle - 1), (middle, 3 * quarter - 1)])
+    {
+        assert_eq!(child.parent_shard_id(), Some(parent.shard_id()));
+        assert_eq!(ending_sequence_number(child), None, "the child is open");
+        assert!(starting_sequence_number(child) > parent_end);
+        assert_eq!(range_of(child), range);
+    }
+    for (index, shard) in shards.iter().enumerate() {
+        if index != 2 {
+            assert_eq!(ending_sequence_number(shard), None, "{index} is open");
+        }
+    }
+    assert_eq!(open_shard_count(&client).await, 5);
+
+    let after = put_keyed(&client, &sent).await;
+    assert_eq!(after.failed_record_count(), Some(0));
+    let mut to_children = 0;
+    for (entry, (key, _)) in after.records().iter().zip(&sent) {
+        let hash_key = md5_hash_key(key);
+        let expected = match even_shard(hash_key, 4) {
+            2 if hash_key < middle => children[0].clone(),
+            2 => children[1].clone(),
+            other => shard_id(other),
+        };
+        to_children += usize::from(expected == children[0] || expected == children[1]);
+        assert_eq!(entry.shard_id(), Some(expected.as_str()), "key {key}");
+        assert!(entry
+            .sequence_number()
+            .is_some_and(|seq| seq > last_before.as_str()));
+    }
+    assert!(to_children > 0);
+    let stats = server.shard_stats();
+    assert_eq!(stats.len(), 6);
+    assert_eq!(
+        stats[2].stored, parent_stored,
+        "nothing lands on a closed shard"
+    );
+    assert_eq!(stats[4].stored + stats[5].stored, to_children as u64);
+}
+
+#[tokio::test]
+async fn fault_server_remakes_the_shard_map_when_the_count_changes() {
+    let server = FaultKinesis::start(Faults::default());
+    let client = client(&server);
+    let sent = keyed(50);
+    put_keyed(&client, &sent).await;
+
+    server.set_faults(Faults {
+        shards: 2,
+        ..Faults::default()
+    });
+    assert_eq!(server.shard_ids(), [shard_id(1), shard_id(2)]);
+    // Another fault with the same count leaves the map as it is.
+    server.set_faults(Faults {
+        shards: 2,
+        record_internal_percent: 0.0,
+        ..Faults::default()
+    });
+    assert_eq!(server.shard_ids(), [shard_id(1), shard_id(2)]);
+    let shards = list_shards(&client).await;
+    assert_eq!(shards.len(), 3);
+    assert!(
+        ending_sequence_number(&shards[0]).is_some(),
+        "the old shard is closed"
+    );
+    assert!(shards[1..]
+        .iter()
+        .all(|s| ending_sequence_number(s).is_none()));
+
+    let output = put_keyed(&client, &sent).await;
+    for (entry, (key, _)) in output.records().iter().zip(&sent) {
+        let expected = shard_id(1 + even_shard(md5_hash_key(key), 2));
+        assert_eq!(entry.shard_id(), Some(expected.as_str()), "key {key}");
+    }
+    let stats = server.shard_stats();
+    assert_eq!(stats[0].stored, 50);
+    assert_eq!(stats[1].stored + stats[2].stored, 50);
 }

@@ -4,8 +4,15 @@
 //! It speaks the real JSON 1.1 wire format, keeps the data of every record it stores, and fails
 //! calls and records the ways the real services do: per-record and whole-call throttling, server
 //! errors, connections closed without an answer (before or after storing), answers that arrive
-//! after the client has given up, slow answers, a shard's rate limit and a full outage. Which call
-//! or record fails is drawn from a seeded random sequence, so a run can be repeated.
+//! after the client has given up, slow answers, rate limits and a full outage. Which call or
+//! record fails is drawn from a seeded random sequence, so a run can be repeated.
+//!
+//! A Kinesis stream has [`Faults::shards`] shards (see `shards.rs`): `ListShards` lists them,
+//! `PutRecords` routes each record by the MD5 of its partition key, or by its
+//! `ExplicitHashKey`, answers the shard it landed on, and can throttle one shard or each on its
+//! own. A test can split a shard while the server runs ([`FaultKinesis::split_shard`]) or
+//! re-make the map with another count. Every stream the server is asked about has the same
+//! shards.
 //!
 //! `PutRecords` is read in AWS JSON 1.1 and in AWS CBOR 1.1 (`Content-Type:
 //! application/x-amz-cbor-1.1`) and answered in the format it came in, every fault alike; the
@@ -28,6 +35,7 @@
 //! service does.
 
 pub mod cbor;
+mod shards;
 pub mod sigv4;
 pub mod tls;
 
@@ -60,6 +68,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::cbor::{map, text_value, PutRecordsCall, RecordIn};
+pub use self::shards::ShardStats;
+use self::shards::{sequence_number, shard_count, ShardIndex, ShardMap};
 use self::sigv4::{Authorization, Refusal, Signable};
 use self::tls::ThrowawayCa;
 
@@ -75,9 +85,6 @@ const DESCRIBE_DELIVERY_STREAM: &str = "Firehose_20150804.DescribeDeliveryStream
 const MAX_RECORDS_PER_CALL: usize = 500;
 /// Kinesis partition keys are 1 to 256 Unicode characters.
 const MAX_PARTITION_KEY_CHARS: usize = 256;
-const SHARD_ID: &str = "shardId-000000000000";
-/// The top of the 128-bit hash key space, 2^128 - 1, which the one shard covers.
-const MAX_HASH_KEY: &str = "340282366920938463463374607431768211455";
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 /// The seed of [`FaultKinesis::start`]; any fixed value makes runs repeatable.
@@ -125,7 +132,8 @@ pub struct TestCredentials {
 /// answer. The call-level faults exclude one another: one draw per call picks at most one, in the
 /// order of the fields below, so their percentages should add up to 100 at most. Records of a call
 /// that stores (no fault, `reset_after`, `stall`, `slow`) then each get their own draw for the
-/// record-level faults, and what survives those meets the rate limit.
+/// record-level faults, and what survives those meets the rate limits: the flow-wide one, then
+/// its shard's own. A record refused by either takes no token from the other.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     /// Per record: `ProvisionedThroughputExceededException` (Firehose:
@@ -153,10 +161,24 @@ pub struct Faults {
     /// client's timeout).
     pub slow_percent: f64,
     pub slow: Duration,
-    /// A shard's write limit: a token bucket holding one second's worth of records, full at start
-    /// and whenever this value changes. Records beyond it get
-    /// `ProvisionedThroughputExceededException` (Firehose: `ServiceUnavailableException`).
+    /// A write limit over all the records of every stream, whatever their shards: a token
+    /// bucket holding one second's worth of records, full at start and whenever this value
+    /// changes. Records beyond it get `ProvisionedThroughputExceededException` (Firehose:
+    /// `ServiceUnavailableException`).
     pub records_per_second: Option<u64>,
+    /// How many shards a Kinesis stream has (0 and 1 both mean one), cutting the hash key space
+    /// evenly, with ids `shardId-000000000000` on. Changing it while the server runs closes
+    /// every open shard and makes this many new ones, numbered after all shards so far.
+    pub shards: u32,
+    /// Each shard's own write limit, as [`Faults::records_per_second`] is the flow's: a token
+    /// bucket per shard, full at start, for a new shard and whenever the shard's limit changes.
+    /// Records beyond it get `ProvisionedThroughputExceededException`, naming the shard.
+    pub shard_records_per_second: Option<u64>,
+    /// A hot shard: the open shard at this position in hash key order
+    /// ([`FaultKinesis::shard_ids`]) is limited to this many records per second (the lower of
+    /// the two when `shard_records_per_second` is set too); the others are not, unless
+    /// `shard_records_per_second` limits them.
+    pub hot_shard: Option<(usize, u64)>,
     /// `MaxRecordSizeInKiB` in `DescribeStreamSummary` (a stream owner's raised or lowered
     /// record limit); absent when `None`, as older endpoints answer.
     pub max_record_size_kib: Option<u32>,
@@ -199,14 +221,28 @@ pub struct FaultStats {
     pub records_stored: u64,
     pub record_throttled: u64,
     pub record_internal: u64,
-    /// Records refused by the rate limit ([`Faults::records_per_second`]).
+    /// Records refused by the flow-wide rate limit ([`Faults::records_per_second`]).
     pub rate_limited: u64,
+    /// Records refused by their shard's own limit ([`Faults::shard_records_per_second`],
+    /// [`Faults::hot_shard`]).
+    pub shard_rate_limited: u64,
     pub calls_throttled: u64,
     pub calls_5xx: u64,
     pub resets_before: u64,
     pub resets_after: u64,
     pub stalls: u64,
     pub slow: u64,
+}
+
+/// A record the server stored, as [`FaultKinesis::stored`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The shard it was stored in; empty for a Firehose record.
+    pub shard_id: String,
+    /// Empty for a Firehose record.
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub at: Instant,
 }
 
 /// A running fault-injecting endpoint. See the module documentation.
@@ -275,12 +311,15 @@ impl FaultKinesis {
             }
         };
         let now = Instant::now();
+        let mut shards = ShardMap::new(faults.shards);
+        shards.apply_limits(&faults, now);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 rate_limit: RateLimit::for_faults(&faults, now),
                 faults,
                 rng: fastrand::Rng::with_seed(seed),
-                accepted: Vec::new(),
+                stored: Vec::new(),
+                shards,
                 stats: FaultStats::default(),
                 next_sequence: 0,
                 sts: StsLog::default(),
@@ -348,13 +387,43 @@ impl FaultKinesis {
         self.addr
     }
 
-    /// Replaces the faults; calls that arrive from now on see the new ones.
+    /// Replaces the faults; calls that arrive from now on see the new ones. A new shard count
+    /// re-makes the shard map (see [`Faults::shards`]).
     pub fn set_faults(&self, faults: Faults) {
+        let now = Instant::now();
         let mut state = self.shared.lock();
+        let state = &mut *state;
         if faults.records_per_second != state.faults.records_per_second {
-            state.rate_limit = RateLimit::for_faults(&faults, Instant::now());
+            state.rate_limit = RateLimit::for_faults(&faults, now);
+        }
+        if shard_count(faults.shards) != shard_count(state.faults.shards) {
+            state.shards.remake(faults.shards, state.next_sequence);
         }
         state.faults = faults;
+        state.shards.apply_limits(&state.faults, now);
+    }
+
+    /// Splits the open shard at `position` in hash key order ([`FaultKinesis::shard_ids`]) at
+    /// the middle of its hash key range into two new shards, which name it as their parent, and
+    /// closes it; from the next call on, its records go to the children. Panics when there is
+    /// no open shard at `position`.
+    pub fn split_shard(&self, position: usize) {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        if let Err(message) = state.shards.split(position, state.next_sequence) {
+            panic!("split_shard: {message}");
+        }
+        state.shards.apply_limits(&state.faults, Instant::now());
+    }
+
+    /// The ids of the open shards, in hash key order.
+    pub fn shard_ids(&self) -> Vec<String> {
+        self.shared.lock().shards.open_ids()
+    }
+
+    /// What each shard ever made has stored and refused, in the order of their ids.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shared.lock().shards.stats()
     }
 
     pub fn faults(&self) -> Faults {
@@ -415,7 +484,27 @@ impl FaultKinesis {
     /// The data of every record stored, in the order stored (duplicates included), all streams
     /// together.
     pub fn accepted(&self) -> Vec<Vec<u8>> {
-        self.shared.lock().accepted.clone()
+        let state = self.shared.lock();
+        state.stored.iter().map(|kept| kept.data.clone()).collect()
+    }
+
+    /// Every record stored, with its shard, partition key and when it was stored, in the order
+    /// stored (duplicates included), all streams together.
+    pub fn stored(&self) -> Vec<StoredRecord> {
+        let state = self.shared.lock();
+        state
+            .stored
+            .iter()
+            .map(|kept| StoredRecord {
+                shard_id: kept
+                    .shard
+                    .map(|index| state.shards.shard(index).id.to_string())
+                    .unwrap_or_default(),
+                partition_key: kept.partition_key.clone().unwrap_or_default(),
+                data: kept.data.clone(),
+                at: kept.at,
+            })
+            .collect()
     }
 
     /// What the server's STS issued and which keys signed the data calls.
@@ -424,7 +513,7 @@ impl FaultKinesis {
     }
 
     pub fn accepted_len(&self) -> usize {
-        self.shared.lock().accepted.len()
+        self.shared.lock().stored.len()
     }
 
     pub fn stats(&self) -> FaultStats {
@@ -515,9 +604,12 @@ impl Shared {
 struct State {
     faults: Faults,
     rng: fastrand::Rng,
+    /// The flow-wide limit.
     rate_limit: Option<RateLimit>,
-    accepted: Vec<Vec<u8>>,
+    stored: Vec<Kept>,
+    shards: ShardMap,
     stats: FaultStats,
+    /// The last sequence number handed out (0 before the first).
     next_sequence: u64,
     sts: StsLog,
     /// Secrets by access key id.
@@ -541,34 +633,56 @@ impl Identity {
     }
 }
 
-/// A token bucket for one shard's records per second.
+/// A stored record: [`StoredRecord`] before it is shown.
+struct Kept {
+    /// `None` for a Firehose record, as is the partition key.
+    shard: Option<ShardIndex>,
+    partition_key: Option<String>,
+    data: Vec<u8>,
+    at: Instant,
+}
+
+/// A token bucket of records per second, holding one second's worth.
 struct RateLimit {
-    per_second: f64,
+    per_second: u64,
     tokens: f64,
     refilled_at: Instant,
 }
 
 impl RateLimit {
-    fn for_faults(faults: &Faults, now: Instant) -> Option<RateLimit> {
-        faults.records_per_second.map(|per_second| RateLimit {
-            per_second: per_second as f64,
+    /// A full bucket.
+    fn new(per_second: u64, now: Instant) -> RateLimit {
+        RateLimit {
+            per_second,
             tokens: per_second as f64,
             refilled_at: now,
-        })
+        }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    fn for_faults(faults: &Faults, now: Instant) -> Option<RateLimit> {
+        faults
+            .records_per_second
+            .map(|per_second| RateLimit::new(per_second, now))
+    }
+
+    fn per_second(&self) -> u64 {
+        self.per_second
+    }
+
+    /// Whether a record may pass now; [`RateLimit::spend`] takes its token. Checking first
+    /// lets a record that another limit refuses leave this one's token in place.
+    fn ready(&mut self, now: Instant) -> bool {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        let capacity = self.per_second as f64;
+        self.tokens = (self.tokens + elapsed * capacity).min(capacity);
         self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens >= 1.0
+    }
+
+    fn spend(&mut self) {
+        self.tokens -= 1.0;
     }
 }
 
@@ -1007,9 +1121,8 @@ struct KinesisRecord<'a> {
     data: Cow<'a, str>,
     #[serde(borrow)]
     partition_key: Cow<'a, str>,
-    // Accepted and ignored: there is one shard for every hash key.
-    #[serde(borrow, default, rename = "ExplicitHashKey")]
-    _explicit_hash_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    explicit_hash_key: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -1074,27 +1187,41 @@ fn put_records(shared: &Shared, wire: Wire, body: &[u8]) -> Reply {
     if let Some(response) = check_count(shared, wire, call.records.len()) {
         return Reply::Now(response);
     }
-    if let Some(index) = call.records.iter().position(|record| {
-        !record
-            .partition_key
-            .as_ref()
-            .is_some_and(|key| (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count()))
-    }) {
-        return Reply::Now(invalid(
-            shared,
-            wire,
-            "ValidationException",
-            &format!(
-                "1 validation error detected: Value at 'records.{}.member.partitionKey' failed \
-                 to satisfy constraint: Member must have length between 1 and \
-                 {MAX_PARTITION_KEY_CHARS}",
-                index + 1
-            ),
-        ));
-    }
     let stream = stream.to_owned();
-    let data = call.records.into_iter().map(|record| record.data).collect();
-    put(shared, Api::Kinesis, wire, &stream, data)
+    let mut records = Vec::with_capacity(call.records.len());
+    // Validation messages count records from 1.
+    for (number, record) in (1..).zip(call.records) {
+        let Some(partition_key) = record
+            .partition_key
+            .filter(|key| (1..=MAX_PARTITION_KEY_CHARS).contains(&key.chars().count()))
+        else {
+            return Reply::Now(invalid(
+                shared,
+                wire,
+                "ValidationException",
+                &format!(
+                    "1 validation error detected: Value at 'records.{number}.member.partitionKey' \
+                     failed to satisfy constraint: Member must have length between 1 and \
+                     {MAX_PARTITION_KEY_CHARS}"
+                ),
+            ));
+        };
+        let hash_key = match record.explicit_hash_key {
+            Some(text) => match shards::explicit_hash_key(&text, number) {
+                Ok(hash_key) => hash_key,
+                Err(bad) => return Reply::Now(invalid(shared, wire, bad.code, &bad.message)),
+            },
+            None => shards::partition_hash_key(&partition_key),
+        };
+        records.push(RecordToStore {
+            data: record.data,
+            route: Some(Route {
+                partition_key,
+                hash_key,
+            }),
+        });
+    }
+    put(shared, Api::Kinesis, wire, &stream, records)
 }
 
 /// Reads a JSON `PutRecords` body into the shape both formats share, its data decoded.
@@ -1112,6 +1239,7 @@ fn json_put_records(body: &[u8]) -> Result<PutRecordsCall, String> {
             .map(|(record, data)| RecordIn {
                 data,
                 partition_key: Some(record.partition_key.to_string()),
+                explicit_hash_key: record.explicit_hash_key.as_deref().map(str::to_owned),
             })
             .collect(),
     })
@@ -1139,12 +1267,16 @@ fn put_record_batch(shared: &Shared, wire: Wire, body: &[u8]) -> Reply {
             return Reply::Now(invalid(shared, wire, "SerializationException", &message))
         }
     };
+    let records = data
+        .into_iter()
+        .map(|data| RecordToStore { data, route: None })
+        .collect();
     put(
         shared,
         Api::Firehose,
         wire,
         &request.delivery_stream_name,
-        data,
+        records,
     )
 }
 
@@ -1204,21 +1336,55 @@ fn draw_call_fault(faults: &Faults, rng: &mut fastrand::Rng) -> Option<CallFault
     })
 }
 
-/// The fate of one record of a call that stores.
+/// A record of a put call, checked and ready to store.
+struct RecordToStore {
+    data: Vec<u8>,
+    /// `None` for a Firehose record, which goes to no shard.
+    route: Option<Route>,
+}
+
+/// What puts a Kinesis record in a shard.
+struct Route {
+    partition_key: String,
+    /// The MD5 of the partition key, or the record's `ExplicitHashKey`.
+    hash_key: u128,
+}
+
+/// The fate of one record of a call that stores, with the id of the shard a Kinesis record was
+/// routed to (`None` for Firehose).
 enum RecordOutcome {
     /// Stored, with this sequence number.
-    Stored(u64),
-    Throttled,
+    Stored {
+        sequence: u64,
+        shard: Option<Arc<str>>,
+    },
+    Throttled {
+        shard: Option<Arc<str>>,
+    },
     Internal,
 }
 
-fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, data: Vec<Vec<u8>>) -> Reply {
+impl RecordOutcome {
+    fn stored(&self) -> bool {
+        matches!(self, RecordOutcome::Stored { .. })
+    }
+}
+
+/// The shard id a Kinesis answer names.
+fn routed(shard: &Option<Arc<str>>) -> &str {
+    shard
+        .as_deref()
+        .expect("every Kinesis record is routed to a shard before it is answered")
+}
+
+fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, records: Vec<RecordToStore>) -> Reply {
     let mut state = shared.lock();
     let State {
         faults,
         rng,
         rate_limit,
-        accepted,
+        stored,
+        shards,
         stats,
         next_sequence,
         ..
@@ -1265,24 +1431,54 @@ fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, data: Vec<Vec<u8>>) 
     let now = Instant::now();
     let throttle_percent = faults.record_throttle_percent;
     let failure_percent = throttle_percent + faults.record_internal_percent;
-    let mut outcomes = Vec::with_capacity(data.len());
-    for record in data {
+    let mut outcomes = Vec::with_capacity(records.len());
+    for RecordToStore { data, route } in records {
+        let shard = route.as_ref().map(|route| shards.route(route.hash_key));
+        let shard_id = shard.map(|index| Arc::clone(&shards.shard(index).id));
         let draw = rng.f64() * 100.0;
         let outcome = if draw < throttle_percent {
             stats.record_throttled += 1;
-            RecordOutcome::Throttled
+            RecordOutcome::Throttled { shard: shard_id }
         } else if draw < failure_percent {
             stats.record_internal += 1;
             RecordOutcome::Internal
-        } else if rate_limit.as_mut().is_some_and(|limit| !limit.take(now)) {
+        } else if rate_limit.as_mut().is_some_and(|limit| !limit.ready(now)) {
             stats.rate_limited += 1;
-            RecordOutcome::Throttled
+            RecordOutcome::Throttled { shard: shard_id }
+        } else if shard
+            .and_then(|index| shards.shard_mut(index).limit.as_mut())
+            .is_some_and(|limit| !limit.ready(now))
+        {
+            stats.shard_rate_limited += 1;
+            RecordOutcome::Throttled { shard: shard_id }
         } else {
+            // Both limits were ready: each gives up a token only now.
+            if let Some(limit) = rate_limit.as_mut() {
+                limit.spend();
+            }
+            if let Some(index) = shard {
+                let shard = shards.shard_mut(index);
+                if let Some(limit) = shard.limit.as_mut() {
+                    limit.spend();
+                }
+                shard.record_stored(now);
+            }
             stats.records_stored += 1;
-            accepted.push(record);
+            stored.push(Kept {
+                shard,
+                partition_key: route.map(|route| route.partition_key),
+                data,
+                at: now,
+            });
             *next_sequence += 1;
-            RecordOutcome::Stored(*next_sequence)
+            RecordOutcome::Stored {
+                sequence: *next_sequence,
+                shard: shard_id,
+            }
         };
+        if let (RecordOutcome::Throttled { .. }, Some(index)) = (&outcome, shard) {
+            shards.shard_mut(index).stats.throttled += 1;
+        }
         outcomes.push(outcome);
     }
     match fault {
@@ -1316,15 +1512,13 @@ fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, data: Vec<Vec<u8>>) 
     }
 }
 
+/// The message of a record refused for its shard's rate, as the service words it.
+fn shard_throttled_message(shard: &str, stream: &str) -> String {
+    format!("Rate exceeded for shard {shard} in stream {stream} under account {ACCOUNT}.")
+}
+
 fn put_records_body(stream: &str, outcomes: &[RecordOutcome]) -> String {
-    let failed = outcomes
-        .iter()
-        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
-        .count();
-    // The stream name is the client's and may need escaping; it is escaped once per call.
-    let throttled = json_string(&format!(
-        "Rate exceeded for shard {SHARD_ID} in stream {stream} under account {ACCOUNT}."
-    ));
+    let failed = outcomes.iter().filter(|outcome| !outcome.stored()).count();
     let mut body = String::with_capacity(48 + outcomes.len() * 96);
     write!(body, "{{\"FailedRecordCount\":{failed},\"Records\":[").expect("writing to a String");
     for (index, outcome) in outcomes.iter().enumerate() {
@@ -1333,13 +1527,17 @@ fn put_records_body(stream: &str, outcomes: &[RecordOutcome]) -> String {
         }
         match outcome {
             // Real sequence numbers are 56 decimal digits; so are these, and they increase.
-            RecordOutcome::Stored(sequence) => write!(
+            RecordOutcome::Stored { sequence, shard } => write!(
                 body,
-                "{{\"SequenceNumber\":\"49{sequence:054}\",\"ShardId\":\"{SHARD_ID}\"}}"
+                "{{\"SequenceNumber\":\"{}\",\"ShardId\":\"{}\"}}",
+                sequence_number(*sequence),
+                routed(shard)
             ),
-            RecordOutcome::Throttled => write!(
+            // The stream name is the client's and may need escaping.
+            RecordOutcome::Throttled { shard } => write!(
                 body,
-                "{{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":{throttled}}}"
+                "{{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":{}}}",
+                json_string(&shard_throttled_message(routed(shard), stream))
             ),
             RecordOutcome::Internal => write!(
                 body,
@@ -1354,25 +1552,23 @@ fn put_records_body(stream: &str, outcomes: &[RecordOutcome]) -> String {
 
 /// The CBOR answer of `PutRecords`: the same members as the JSON one.
 fn put_records_cbor(stream: &str, outcomes: &[RecordOutcome]) -> Value {
-    let failed = outcomes
-        .iter()
-        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
-        .count();
-    let throttled =
-        format!("Rate exceeded for shard {SHARD_ID} in stream {stream} under account {ACCOUNT}.");
+    let failed = outcomes.iter().filter(|outcome| !outcome.stored()).count();
     let records = outcomes
         .iter()
         .map(|outcome| match outcome {
-            RecordOutcome::Stored(sequence) => map(vec![
-                ("SequenceNumber", Value::Text(format!("49{sequence:054}"))),
-                ("ShardId", text_value(SHARD_ID)),
+            RecordOutcome::Stored { sequence, shard } => map(vec![
+                ("SequenceNumber", Value::Text(sequence_number(*sequence))),
+                ("ShardId", text_value(routed(shard))),
             ]),
-            RecordOutcome::Throttled => map(vec![
+            RecordOutcome::Throttled { shard } => map(vec![
                 (
                     "ErrorCode",
                     text_value("ProvisionedThroughputExceededException"),
                 ),
-                ("ErrorMessage", text_value(&throttled)),
+                (
+                    "ErrorMessage",
+                    Value::Text(shard_throttled_message(routed(shard), stream)),
+                ),
             ]),
             RecordOutcome::Internal => map(vec![
                 ("ErrorCode", text_value("InternalFailure")),
@@ -1387,10 +1583,7 @@ fn put_records_cbor(stream: &str, outcomes: &[RecordOutcome]) -> Value {
 }
 
 fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
-    let failed = outcomes
-        .iter()
-        .filter(|outcome| !matches!(outcome, RecordOutcome::Stored(_)))
-        .count();
+    let failed = outcomes.iter().filter(|outcome| !outcome.stored()).count();
     let mut body = String::with_capacity(64 + outcomes.len() * 96);
     write!(
         body,
@@ -1402,10 +1595,10 @@ fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
             body.push(',');
         }
         match outcome {
-            RecordOutcome::Stored(sequence) => {
+            RecordOutcome::Stored { sequence, .. } => {
                 write!(body, "{{\"RecordId\":\"{sequence:064x}\"}}")
             }
-            RecordOutcome::Throttled => write!(
+            RecordOutcome::Throttled { .. } => write!(
                 body,
                 "{{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}}"
             ),
@@ -1421,11 +1614,12 @@ fn put_record_batch_body(outcomes: &[RecordOutcome]) -> String {
 }
 
 fn describe_stream_summary(shared: &Shared, wire: Wire, body: &[u8]) -> Response<Full<Bytes>> {
-    let (denied, max_record_size_kib) = {
+    let (denied, max_record_size_kib, open_shards) = {
         let state = shared.lock();
         (
             state.faults.describe_denied,
             state.faults.max_record_size_kib,
+            state.shards.open_count(),
         )
     };
     if denied {
@@ -1443,7 +1637,7 @@ fn describe_stream_summary(shared: &Shared, wire: Wire, body: &[u8]) -> Response
             "StreamCreationTimestamp": shared.created,
             "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
             "EncryptionType": "NONE",
-            "OpenShardCount": 1,
+            "OpenShardCount": open_shards,
             "ConsumerCount": 0,
         }
     });
@@ -1463,14 +1657,10 @@ fn describe_denied(shared: &Shared, wire: Wire, action: &str) -> Response<Full<B
     )
 }
 
+/// Every shard, open and closed, in one page: the agent tells the open ones by their missing
+/// `EndingSequenceNumber`.
 fn list_shards(shared: &Shared) -> Response<Full<Bytes>> {
-    let shards = serde_json::json!({
-        "Shards": [{
-            "ShardId": SHARD_ID,
-            "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": MAX_HASH_KEY},
-            "SequenceNumberRange": {"StartingSequenceNumber": format!("49{:054}", 0)},
-        }]
-    });
+    let shards = shared.lock().shards.list_shards_json();
     json_response(shared, StatusCode::OK, shards.to_string())
 }
 

@@ -15,6 +15,8 @@ pub struct RecordIn {
     pub data: Vec<u8>,
     /// `None` when the request has none, which the service refuses.
     pub partition_key: Option<String>,
+    /// The hash key that picks the record's shard instead of its partition key's, as sent.
+    pub explicit_hash_key: Option<String>,
 }
 
 /// Reads a `PutRecords` body; `Err` is the message of a `SerializationException`.
@@ -52,7 +54,7 @@ fn record_in(index: usize, record: Value) -> Result<RecordIn, String> {
     let Value::Map(fields) = record else {
         return Err(format!("record {index} is not a CBOR map"));
     };
-    let (mut data, mut partition_key) = (None, None);
+    let (mut data, mut partition_key, mut explicit_hash_key) = (None, None, None);
     for (key, value) in fields {
         match (key.as_text(), value) {
             (Some("Data"), Value::Bytes(bytes)) => data = Some(bytes),
@@ -62,9 +64,8 @@ fn record_in(index: usize, record: Value) -> Result<RecordIn, String> {
                 ))
             }
             (Some("PartitionKey"), value) => partition_key = Some(text(value, "PartitionKey")?),
-            // Accepted and ignored: there is one shard for every hash key.
             (Some("ExplicitHashKey"), value) => {
-                text(value, "ExplicitHashKey")?;
+                explicit_hash_key = Some(text(value, "ExplicitHashKey")?);
             }
             _ => {}
         }
@@ -72,6 +73,7 @@ fn record_in(index: usize, record: Value) -> Result<RecordIn, String> {
     Ok(RecordIn {
         data: data.ok_or_else(|| format!("record {index} has no Data"))?,
         partition_key,
+        explicit_hash_key,
     })
 }
 
