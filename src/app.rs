@@ -32,7 +32,7 @@ use crate::sink::check::{self, CheckFailed, CheckPassed};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
-use crate::sink::{Billing, PutRecords, RetryPolicy, Sink};
+use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, OpenFiles, Source};
 use crate::wire::WireFormat;
 
@@ -194,16 +194,19 @@ fn spawn_checks<'a, P: PutRecords>(
 /// on another shard than expected.
 const SHARD_REFRESH_EVERY: Duration = Duration::from_secs(60);
 
-/// The shard map an aggregating flow groups records by: learnt now, then kept fresh by a task.
-/// A dry run aggregates as for a stream of one shard; a client that cannot list shards leaves
-/// the map empty, and only records with equal keys are aggregated together.
+/// The shard map an aggregating flow groups records by, and a flow delivering in order per
+/// shard builds its calls by: learnt now, then kept fresh by a task. A dry run aggregates as
+/// for a stream of one shard; a client that cannot list shards leaves the map empty: only
+/// records with equal keys are aggregated together, and ordered delivery cuts the hash key
+/// space into equal lanes of its own.
 async fn shard_map<P: PutRecords>(
     flow: &FlowConfig,
     client: &Arc<P>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Option<Arc<ShardMap>> {
-    if flow.combine != Combine::Kpl {
+    let ordered = sink::ordered::applies(flow);
+    if flow.combine != Combine::Kpl && !ordered {
         return None;
     }
     let Some(map) = client.shards() else {
@@ -218,15 +221,20 @@ async fn shard_map<P: PutRecords>(
         return Some(map);
     };
     let deadline = check::deadline(flow);
+    let usage = if ordered {
+        "calls are built per shard"
+    } else {
+        "records are aggregated per shard"
+    };
     match tokio::time::timeout(deadline, client.refresh_shards()).await {
         Ok(Ok(count)) => {
-            info!(flow = %flow.name, shards = count, "Shards learnt; records are aggregated per shard.")
+            info!(flow = %flow.name, shards = count, usage, "Shards learnt.")
         }
         Ok(Err(failure)) => {
-            warn!(flow = %flow.name, cause = %failure, "Cannot list the stream's shards (kinesis:ListShards); until they are known, only records with equal partition keys are aggregated together.")
+            warn!(flow = %flow.name, cause = %failure, "Cannot list the stream's shards (kinesis:ListShards); until they are known, only records with equal partition keys are aggregated together, and ordered calls are built per slice of the hash key space.")
         }
         Err(_) => {
-            warn!(flow = %flow.name, "Listing the stream's shards timed out; until they are known, only records with equal partition keys are aggregated together.")
+            warn!(flow = %flow.name, "Listing the stream's shards timed out; until they are known, only records with equal partition keys are aggregated together, and ordered calls are built per slice of the hash key space.")
         }
     }
     tasks.spawn(keep_shards_fresh(
@@ -462,6 +470,7 @@ impl Flows {
             budget: Arc::clone(&self.budget),
             cancel: stop.clone(),
         };
+        let shards = shard_map(&flow, &client, &tasks, &stop).await;
         let builder = BatchBuilder::new(
             BatchLimits {
                 max_records: flow.max_batch_records,
@@ -479,7 +488,7 @@ impl Flows {
             flow.combine,
             flow.compression,
             flow.max_record_bytes,
-            shard_map(&flow, &client, &tasks, &stop).await,
+            shards.clone().filter(|_| flow.combine == Combine::Kpl),
         ))
         .with_processors(processors::Chain::new(
             &flow.name,
@@ -509,6 +518,12 @@ impl Flows {
             },
             acks: self.acks.clone(),
             budget: Arc::clone(&self.budget),
+            lanes: shards.filter(|_| sink::ordered::applies(&flow)).map(|map| {
+                sink::ordered::Lanes {
+                    map,
+                    max_records: flow.max_batch_records,
+                }
+            }),
         };
         for processor in &flow.processors {
             if let processors::Processor::AddEc2Metadata(add) = processor {

@@ -289,6 +289,36 @@ pub fn render(metrics: &Metrics) -> String {
     }
     header(
         &mut out,
+        names::SHARDS_PACED,
+        "Shards whose records are paced after the stream throttled them (ordering: per_shard).",
+        "gauge",
+    );
+    for (flow, counters) in &flows {
+        let paced = counters.shards_paced.load(Ordering::Relaxed).max(0);
+        let _ = writeln!(
+            out,
+            "{}{{flow=\"{}\"}} {paced}",
+            names::SHARDS_PACED,
+            escape(flow)
+        );
+    }
+    header(
+        &mut out,
+        names::SHARD_RATE_LIMIT,
+        "The lowest records-per-second limit among paced shards; 0 while none is paced.",
+        "gauge",
+    );
+    for (flow, counters) in &flows {
+        let limit = counters.shard_rate_limit.load(Ordering::Relaxed).max(0);
+        let _ = writeln!(
+            out,
+            "{}{{flow=\"{}\"}} {limit}",
+            names::SHARD_RATE_LIMIT,
+            escape(flow)
+        );
+    }
+    header(
+        &mut out,
         names::PUT_LATENCY,
         "Latency of put calls (PutRecords, PutRecordBatch), answered or failed.",
         "histogram",

@@ -34,6 +34,8 @@ pub mod names {
     pub const FILE_BYTES_UNREAD: &str = "kinship_file_bytes_unread";
     pub const PUT_LATENCY: &str = "kinship_put_latency_seconds";
     pub const CALLS_IN_FLIGHT: &str = "kinship_calls_in_flight";
+    pub const SHARDS_PACED: &str = "kinship_shards_paced";
+    pub const SHARD_RATE_LIMIT: &str = "kinship_shard_rate_limit_records_per_second";
     pub const OPEN_FILES: &str = "kinship_open_files";
     pub const CHECKPOINT_AGE: &str = "kinship_checkpoint_age_seconds";
     pub const UPTIME: &str = "kinship_uptime_seconds";
@@ -134,6 +136,10 @@ pub struct FlowMetrics {
     pub bytes_unread: AtomicI64,
     /// Put calls waiting for their answer.
     pub calls_in_flight: AtomicI64,
+    /// Shards whose records are being paced after throttling (`ordering: per_shard`).
+    pub shards_paced: AtomicI64,
+    /// The lowest records-per-second limit of a paced shard; 0 while none is paced.
+    pub shard_rate_limit: AtomicI64,
     /// The files being followed, each with its unread bytes.
     followed: Mutex<BTreeMap<u64, (PathBuf, Arc<AtomicI64>)>>,
     next_followed: AtomicU64,

@@ -12,6 +12,7 @@ mod faults;
 mod harness_selftest;
 mod metrics_endpoint;
 mod moto_selftest;
+mod ordering;
 mod processing;
 mod reload;
 mod rotation;

@@ -204,6 +204,17 @@ pub enum DataPath {
     Sdk,
 }
 
+/// Whether a Kinesis flow keeps each partition key's records in order in the stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Calls are built per shard: no two calls in flight hold records of one shard, and a
+    /// refused record is sent again before any later record of its shard.
+    #[default]
+    PerShard,
+    /// Calls go out as batches fill, up to `max_in_flight` at once, in any order.
+    Unordered,
+}
+
 /// How record payloads are compressed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
@@ -259,6 +270,8 @@ pub struct FlowConfig {
     /// How kinship's own `PutRecords` bodies are encoded, as written; `None`: CBOR to AWS's own
     /// endpoints, JSON to any other (Firehose and the SDK always speak JSON).
     pub wire_format: Option<WireFormat>,
+    /// `ordering`: per shard (the default) or none. Firehose flows always send unordered.
+    pub ordering: Delivery,
     pub combine: Combine,
     pub compression: Compression,
     pub initial_position: InitialPosition,
@@ -877,6 +890,7 @@ impl Checker<'_> {
             raw.wire_format.as_deref(),
             firehose,
         );
+        let ordering = self.ordering(key, raw.ordering.as_deref(), firehose);
         let destination = self.destination(key, raw.kinesis_stream, raw.firehose_stream);
         let flow_aws = match raw.aws {
             Some(block) => self.aws_block(
@@ -1118,6 +1132,7 @@ impl Checker<'_> {
             dry_run: raw.dry_run.unwrap_or(false),
             data_path,
             wire_format,
+            ordering,
             combine,
             compression,
             record_limit_set,
@@ -1202,6 +1217,38 @@ impl Checker<'_> {
             format
         };
         (path, format)
+    }
+
+    /// `ordering`: `per_shard` (the default) or `none`; a Kinesis key.
+    fn ordering(&mut self, key: &str, ordering: Option<&str>, firehose: bool) -> Delivery {
+        let ordering = match ordering {
+            None => {
+                return if firehose {
+                    Delivery::Unordered
+                } else {
+                    Delivery::PerShard
+                }
+            }
+            Some(written) => written,
+        };
+        if firehose {
+            self.problem(
+                &format!("{key}.ordering"),
+                "ordering applies to Kinesis streams only: Firehose has no shards and keeps no order",
+            );
+            return Delivery::Unordered;
+        }
+        match ordering {
+            "per_shard" => Delivery::PerShard,
+            "none" => Delivery::Unordered,
+            other => {
+                self.problem(
+                    &format!("{key}.ordering"),
+                    format!("`{}` is not one of per_shard, none", quoted(other)),
+                );
+                Delivery::PerShard
+            }
+        }
     }
 
     /// `aggregation` (Kinesis), `pack_records` and `pack_record_bytes` (Firehose), `compression`.

@@ -78,6 +78,7 @@ pub struct RawFlow {
     pub dry_run: Option<bool>,
     pub data_path: Option<String>,
     pub wire_format: Option<String>,
+    pub ordering: Option<String>,
     pub aggregation: Option<String>,
     pub pack_records: Option<bool>,
     pub pack_record_bytes: Option<u64>,

@@ -162,6 +162,7 @@ const FLOW: Shape = Shape {
         ("dry_run", BOOL),
         ("data_path", STRING),
         ("wire_format", STRING),
+        ("ordering", STRING),
         ("aggregation", STRING),
         ("pack_records", BOOL),
         ("pack_record_bytes", NUMBER),

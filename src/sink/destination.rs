@@ -61,7 +61,7 @@ impl DestinationClient {
                 &flow.destination,
                 clients.region.clone(),
                 flow.explicit_hash_key,
-                (flow.combine == Combine::Kpl).then(ShardMap::new),
+                (flow.combine == Combine::Kpl || super::ordered::applies(flow)).then(ShardMap::new),
                 clients.data_caller.clone().map(|caller| DirectPut {
                     caller,
                     format: clients.wire_format,

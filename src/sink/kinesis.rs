@@ -38,6 +38,10 @@ pub struct KinesisClient {
     direct: Option<DirectPut>,
 }
 
+/// A flow that does not aggregate reads one answer in this many, on average, for the shards
+/// its records landed on.
+const ROUTING_CHECK_EVERY: u64 = 16;
+
 /// What kinship's own `PutRecords` calls need.
 pub struct DirectPut {
     pub caller: AwsCaller,
@@ -133,7 +137,7 @@ impl KinesisClient {
             region: &self.region,
             key: "kinesis_stream",
         };
-        let want_shard_ids = self.shards.is_some();
+        let want_shard_ids = self.shards.is_some() && self.check_routing_now(records);
         let answer = direct::call(
             &direct.caller,
             PUT_RECORDS_TARGET,
@@ -144,7 +148,7 @@ impl KinesisClient {
             |body| scan_put_records(direct.format, body, want_shard_ids),
         )
         .await?;
-        if let Some(map) = &self.shards {
+        if let (Some(map), true) = (&self.shards, want_shard_ids) {
             check_routing(
                 map,
                 records,
@@ -152,6 +156,18 @@ impl KinesisClient {
             );
         }
         Ok(direct::refused(answer))
+    }
+
+    /// Whether this call's answer is read for the shards its records landed on: always for
+    /// aggregated records (each meant for one shard), and one call in [`ROUTING_CHECK_EVERY`]
+    /// otherwise, drawn at random (calls built per shard take turns, so a fixed step could
+    /// always land on the same shards): that finds a resharding soon enough at a fraction of
+    /// the reading.
+    fn check_routing_now(&self, records: &[OutRecord]) -> bool {
+        records
+            .first()
+            .is_some_and(|record| record.explicit_hash_key.is_some())
+            || fastrand::u64(..ROUTING_CHECK_EVERY) == 0
     }
 
     fn classify<E>(&self, error: &SdkError<E, HttpResponse>) -> PutError
@@ -298,16 +314,27 @@ impl PutRecords for KinesisClient {
     }
 }
 
-/// Asks for the shard map to be learnt again when the service put an aggregated record on
-/// another shard than the map says (the stream was resharded).
+/// Asks for the shard map to be learnt again when the service put a record on a shard the
+/// map does not know, or an aggregated record on another shard than the map says (the stream
+/// was resharded).
 fn check_routing<'a>(
     map: &ShardMap,
     records: &[OutRecord],
     stored_on: impl Iterator<Item = Option<&'a str>>,
 ) {
     let shards = map.snapshot();
+    let mut last_known: Option<&str> = None;
     let moved = records.iter().zip(stored_on).any(|(record, stored_on)| {
-        let (Some(key), Some(stored_on)) = (&record.explicit_hash_key, stored_on) else {
+        let Some(stored_on) = stored_on else {
+            return false;
+        };
+        if !shards.is_empty() && last_known != Some(stored_on) {
+            if !shards.iter().any(|shard| shard.id == stored_on) {
+                return true;
+            }
+            last_known = Some(stored_on);
+        }
+        let Some(key) = &record.explicit_hash_key else {
             return false;
         };
         let expected = key
@@ -402,6 +429,33 @@ mod routing_tests {
             ]
             .into_iter(),
         );
+        assert!(map.refresh_pending(), "a refresh was asked for");
+    }
+
+    #[test]
+    fn a_plain_record_stored_on_a_shard_the_map_does_not_know_asks_for_the_map_again() {
+        let map = ShardMap::new();
+        map.replace(vec![Shard {
+            id: "shardId-000000000000".into(),
+            start: 0,
+            end: u128::MAX,
+        }]);
+        let records = [
+            OutRecord::line(Bytes::from_static(b"a"), "a".into(), 0, 0),
+            OutRecord::line(Bytes::from_static(b"b"), "b".into(), 1, 0),
+        ];
+        let known = [
+            stored_on("shardId-000000000000"),
+            stored_on("shardId-000000000000"),
+        ];
+        check_routing(&map, &records, known.into_iter());
+        assert!(!map.refresh_pending());
+        // The shard was split: its children take the records.
+        let split = [
+            stored_on("shardId-000000000001"),
+            stored_on("shardId-000000000002"),
+        ];
+        check_routing(&map, &records, split.into_iter());
         assert!(map.refresh_pending(), "a refresh was asked for");
     }
 }

@@ -10,6 +10,7 @@ pub mod direct;
 pub mod dry_run;
 pub mod firehose;
 pub mod kinesis;
+pub mod ordered;
 pub mod pacing;
 pub mod service_error;
 
@@ -188,6 +189,8 @@ pub struct Sink<P> {
     pub acks: mpsc::Sender<Ack>,
     /// The agent's memory budget: each call reserves its request in it while under way.
     pub budget: Arc<MemoryBudget>,
+    /// Set for `ordering: per_shard`: calls are built per shard (see [`ordered`]).
+    pub lanes: Option<ordered::Lanes>,
 }
 
 /// Compresses the data of each of `records` (in place); nothing when compression is off.
@@ -289,6 +292,20 @@ impl<P: PutRecords> Sink<P> {
         });
         // Calls in flight are bounded, and so are the batches the sink holds: a batch waiting to
         // retry a few refused records gives up its call slot, but not its place in the budget.
+        if let Some(lanes) = self.lanes {
+            ordered::run(
+                shared,
+                lanes,
+                self.acks,
+                self.compression,
+                self.max_in_flight,
+                self.max_batch_bytes,
+                self.max_in_flight * HELD_BATCHES_PER_CALL,
+                batches,
+            )
+            .await;
+            return;
+        }
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
         let held_batches = Arc::new(Semaphore::new(self.max_in_flight * HELD_BATCHES_PER_CALL));
         let budget_kib = kib(self.max_in_flight * self.max_batch_bytes);

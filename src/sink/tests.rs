@@ -151,6 +151,7 @@ fn start_giving_up<P: PutRecords>(
         compression: crate::config::Compression::None,
         acks: acks_sender,
         budget: crate::budget::MemoryBudget::new(64 << 20),
+        lanes: None,
     };
     let task = tokio::spawn(sink.run(batches_received));
     Running {

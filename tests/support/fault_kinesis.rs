@@ -141,6 +141,10 @@ pub struct Faults {
     pub record_throttle_percent: f64,
     /// Per record: `InternalFailure`; the record is not stored.
     pub record_internal_percent: f64,
+    /// A record refused by either per-record fault makes the rest of its call's records for
+    /// the same shard refused the same way, as a shard over its limit refuses them: then a
+    /// call never stores a record after an earlier one of its shard that it refused.
+    pub refusals_hold_shard: bool,
     /// Whole call: Kinesis answers 400 `ProvisionedThroughputExceededException`; Firehose answers
     /// 500 `ServiceUnavailableException` (its model marks that error a server fault). Nothing is
     /// stored.
@@ -1432,10 +1436,23 @@ fn put(shared: &Shared, api: Api, wire: Wire, stream: &str, records: Vec<RecordT
     let throttle_percent = faults.record_throttle_percent;
     let failure_percent = throttle_percent + faults.record_internal_percent;
     let mut outcomes = Vec::with_capacity(records.len());
+    // Shards that refused a record of this call, with whether for throttling.
+    let mut refusing: HashMap<usize, bool> = HashMap::new();
     for RecordToStore { data, route } in records {
         let shard = route.as_ref().map(|route| shards.route(route.hash_key));
         let shard_id = shard.map(|index| Arc::clone(&shards.shard(index).id));
         let draw = rng.f64() * 100.0;
+        let held = shard.and_then(|index| refusing.get(&index).copied());
+        let draw = match held {
+            Some(true) => 0.0,
+            Some(false) => throttle_percent,
+            None => draw,
+        };
+        if faults.refusals_hold_shard && draw < failure_percent {
+            if let Some(index) = shard {
+                refusing.insert(index, draw < throttle_percent);
+            }
+        }
         let outcome = if draw < throttle_percent {
             stats.record_throttled += 1;
             RecordOutcome::Throttled { shard: shard_id }
