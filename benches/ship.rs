@@ -6,6 +6,7 @@
 //! [--idle S] [--keep-going] [--fail-percent P] [--outage S] [--memory-budget MIB] [--agent PATH]
 //! [--firehose] [--data-path direct|sdk|both] [--wire-format cbor|json] [--tls]
 //! [--aggregation kpl] [--pack] [--compression gzip|zstd] [--shards N]
+//! [--ordering per_shard|none|both] [--partition-key random|client|fixed]
 //! [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
@@ -59,6 +60,8 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                                    [--wire-format cbor|json] [--tls]
                                    [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
+                                   [--ordering per_shard|none|both]
+                                   [--partition-key random|client|fixed]
                                    [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...
        cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
@@ -101,6 +104,13 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                  include every line matches and an exclude none does), redact (every built-in
                  detector), add_metadata (fields, host, file, timestamp, in the envelope),
                  log_to_json (combined_apache), csv_to_json (split at spaces)
+  --ordering O   Kinesis only: the flow's ordering, per_shard or none, or both: each run
+                 measures per_shard, then none, on one data path (direct unless --data-path
+                 names one), and the medians are printed side by side (default: the agent's
+                 default, per_shard)
+  --partition-key K  random (the agent's default: a key per record, so no order to keep and
+                 both orderings send alike), client (each line's first field, its client
+                 address, by regex: order per client) or fixed (one key: one shard, in order)
   --shards N     Kinesis only: the stream's open shards, with even hash key ranges, as
                  DescribeStreamSummary and ListShards give them (default 1; above 1, the
                  endpoint hashes every partition key to answer with each record's shard)
@@ -155,6 +165,47 @@ struct Args {
     wire_format: Option<String>,
     /// The endpoint speaks HTTPS.
     tls: bool,
+    /// The flow's `ordering` values each run measures, in order; empty: the agent's default.
+    orderings: Vec<&'static str>,
+    /// The flow's `partition_key`.
+    partition_key: BenchKey,
+}
+
+/// The partition key the bench's flow gives each line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BenchKey {
+    /// `random`, the agent's default: no order per key to keep.
+    Random,
+    /// The line's client address (its first field), taken with a regex: order per client.
+    Client,
+    /// One fixed key: every line to one shard, in order.
+    Fixed,
+}
+
+impl BenchKey {
+    fn yaml(self) -> &'static str {
+        match self {
+            Self::Random => "",
+            Self::Client => "    partition_key: { regex: '^(\\S+) ' }\n",
+            Self::Fixed => "    partition_key: bench\n",
+        }
+    }
+}
+
+/// One measured set-up: the data path, and the ordering when several are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Variant {
+    data_path: DataPath,
+    ordering: Option<&'static str>,
+}
+
+impl Variant {
+    fn name(self) -> String {
+        match self.ordering {
+            Some(ordering) => format!("{} {ordering}", self.data_path.name()),
+            None => self.data_path.name().to_owned(),
+        }
+    }
 }
 
 /// Who writes and sends the agent's data calls (its flow key `data_path`).
@@ -235,8 +286,12 @@ impl Args {
             data_paths: vec![DataPath::Direct, DataPath::Sdk],
             wire_format: None,
             tls: false,
+            orderings: Vec::new(),
+            partition_key: BenchKey::Random,
         };
         let mut shards_given = false;
+        let mut ordering_given = false;
+        let mut data_path_given = false;
         while let Some(arg) = raw.next() {
             let (name, inline) = match arg.split_once('=') {
                 Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
@@ -285,6 +340,7 @@ impl Args {
                         ))?);
                 }
                 "--data-path" => {
+                    data_path_given = true;
                     args.data_paths = match value()?.as_str() {
                         "direct" => vec![DataPath::Direct],
                         "sdk" => vec![DataPath::Sdk],
@@ -304,6 +360,31 @@ impl Args {
                     args.wire_format = Some(text);
                 }
                 "--tls" => args.tls = true,
+                "--ordering" => {
+                    args.orderings = match value()?.as_str() {
+                        "per_shard" => vec!["per_shard"],
+                        "none" => vec!["none"],
+                        "both" => vec!["per_shard", "none"],
+                        other => {
+                            return Err(format!(
+                                "--ordering: {other:?} is not per_shard, none or both"
+                            ))
+                        }
+                    };
+                    ordering_given = true;
+                }
+                "--partition-key" => {
+                    args.partition_key = match value()?.as_str() {
+                        "random" => BenchKey::Random,
+                        "client" => BenchKey::Client,
+                        "fixed" => BenchKey::Fixed,
+                        other => {
+                            return Err(format!(
+                                "--partition-key: {other:?} is not random, client or fixed"
+                            ))
+                        }
+                    }
+                }
                 "--pack" => args.encoding.combining = Combining::Pack,
                 "--firehose" => args.firehose = true,
                 "--keep-going" => args.keep_going = true,
@@ -323,6 +404,18 @@ impl Args {
         }
         if args.files > args.lines {
             return Err("--files must not exceed --lines".to_owned());
+        }
+        if args.orderings.len() == 2 {
+            // One axis at a time: orderings compared on one data path.
+            if data_path_given && args.data_paths.len() != 1 {
+                return Err("--ordering both compares on one data path: add --data-path direct or sdk".to_owned());
+            }
+            if !data_path_given {
+                args.data_paths = vec![DataPath::Direct];
+            }
+        }
+        if ordering_given && args.firehose {
+            return Err("--ordering applies to Kinesis streams only".to_owned());
         }
         args.check_destination(shards_given)?;
         Ok(args)
@@ -359,6 +452,24 @@ impl Args {
             (None, true) => "json",
             (None, false) => "cbor",
         }
+    }
+
+    /// The set-ups each run measures, in turn.
+    fn variants(&self) -> Vec<Variant> {
+        let orderings: Vec<Option<&'static str>> = if self.orderings.is_empty() {
+            vec![None]
+        } else {
+            self.orderings.iter().copied().map(Some).collect()
+        };
+        self.data_paths
+            .iter()
+            .flat_map(|&data_path| {
+                orderings.iter().map(move |&ordering| Variant {
+                    data_path,
+                    ordering,
+                })
+            })
+            .collect()
     }
 
     /// The destination and mode, as the setup lines show them.
@@ -432,14 +543,15 @@ fn bench(args: &Args) -> Result<bool, String> {
         access_log::split(&log, args.files, &work_dir)?
     };
     print_setup(&log, &inputs, &server, args);
-    let mut results: Vec<Vec<(usize, Figures)>> = vec![Vec::new(); args.data_paths.len()];
+    let variants = args.variants();
+    let mut results: Vec<Vec<(usize, Figures)>> = vec![Vec::new(); variants.len()];
     let mut all_clean = true;
     'runs: for number in 1..=args.runs {
-        // The paths take turns within each run, so that a busier minute of the machine
+        // The set-ups take turns within each run, so that a busier minute of the machine
         // weighs on both alike.
-        for (path, path_results) in args.data_paths.iter().zip(&mut results) {
-            eprintln!("run {number}/{}, data_path {}", args.runs, path.name());
-            match run_once(&server, &log, &inputs, &work_dir, args, *path) {
+        for (variant, path_results) in variants.iter().zip(&mut results) {
+            eprintln!("run {number}/{}, {}", args.runs, variant.name());
+            match run_once(&server, &log, &inputs, &work_dir, args, *variant) {
                 Ok(figures) => {
                     all_clean &= figures.agent_ending.clean;
                     path_results.push((number, figures));
@@ -454,21 +566,21 @@ fn bench(args: &Args) -> Result<bool, String> {
             }
         }
     }
-    for (path, path_results) in args.data_paths.iter().zip(&results) {
+    for (variant, path_results) in variants.iter().zip(&results) {
         if !path_results.is_empty() {
             println!();
-            println!("data_path: {}", path.name());
+            println!("data_path: {}", variant.name());
             report::print_table(path_results);
         }
     }
     if let ([first, second], [first_results, second_results]) =
-        (args.data_paths.as_slice(), results.as_slice())
+        (variants.as_slice(), results.as_slice())
     {
         if !first_results.is_empty() && !second_results.is_empty() {
             println!();
             report::print_comparison(
-                (first.name(), first_results),
-                (second.name(), second_results),
+                (&first.name(), first_results),
+                (&second.name(), second_results),
             );
         }
     }
@@ -503,7 +615,7 @@ fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis, args: 
     }
     println!("agent:    {}", args.agent.display());
     println!("flow:     {}", args.describe_flow());
-    let paths: Vec<&str> = args.data_paths.iter().map(|path| path.name()).collect();
+    let paths: Vec<String> = args.variants().iter().map(|variant| variant.name()).collect();
     println!(
         "paths:    data_path {}{}",
         paths.join(", then "),
@@ -532,7 +644,7 @@ fn run_once(
     inputs: &[PathBuf],
     work_dir: &Path,
     args: &Args,
-    data_path: DataPath,
+    variant: Variant,
 ) -> Result<Figures, String> {
     let dir = tempfile::Builder::new()
         .prefix("run-")
@@ -541,7 +653,7 @@ fn run_once(
             "creating a run directory in {}",
             work_dir.display()
         ))?;
-    match measure(server, log, inputs, dir.path(), args, data_path) {
+    match measure(server, log, inputs, dir.path(), args, variant) {
         Ok(figures) if figures.agent_ending.clean => Ok(figures),
         Ok(figures) => {
             let log_path = dir.keep().join("agent.log");
@@ -566,7 +678,7 @@ fn measure(
     inputs: &[PathBuf],
     dir: &Path,
     args: &Args,
-    data_path: DataPath,
+    variant: Variant,
 ) -> Result<Figures, String> {
     let logs = dir.join("logs");
     fs::create_dir(&logs).context(format!("creating {}", logs.display()))?;
@@ -597,7 +709,7 @@ fn measure(
             fs::File::create(target).context(format!("creating {}", target.display()))?;
         }
     }
-    let config = write_config(dir, &files_glob, server, args, data_path)?;
+    let config = write_config(dir, &files_glob, server, args, variant)?;
     server.stats.reset();
     server.set_failing(!outage.is_zero());
     let own_cpu_before = agent::cpu_seconds("/proc/self/stat")?;
@@ -775,8 +887,9 @@ fn write_config(
     input: &Path,
     server: &NullKinesis,
     args: &Args,
-    data_path: DataPath,
+    variant: Variant,
 ) -> Result<PathBuf, String> {
+    let data_path = variant.data_path;
     let endpoint_url = server.url();
     let destination = if args.firehose {
         "firehose_stream"
@@ -815,6 +928,10 @@ flows:
         Combining::Kpl => text += "    aggregation: kpl\n",
         Combining::Pack => text += "    pack_records: true\n",
     }
+    if let Some(ordering) = variant.ordering {
+        text += &format!("    ordering: {ordering}\n");
+    }
+    text += args.partition_key.yaml();
     if args.encoding.compression != Compression::None {
         text += &format!("    compression: {}\n", args.encoding.compression.name());
     }
