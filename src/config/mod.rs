@@ -2291,6 +2291,31 @@ flows:
     }
 
     #[test]
+    fn ordering_is_per_shard_by_default_and_a_kinesis_key() {
+        let config = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    kinesis_stream: b\n    ordering: none\n\
+             \x20 - name: c\n    files: /var/log/*.log\n    firehose_stream: c\n"
+        ));
+        let orderings: Vec<_> = config.flows.iter().map(|flow| flow.ordering).collect();
+        assert_eq!(
+            orderings,
+            [Delivery::PerShard, Delivery::Unordered, Delivery::Unordered]
+        );
+        let wrong = problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    ordering: strict\n\
+             \x20 - name: b\n    files: /var/log/*.log\n    firehose_stream: b\n    ordering: per_shard\n"
+        ));
+        assert_eq!(
+            wrong,
+            [
+                "/etc/k.yaml:5:5: flows[0].ordering: `strict` is not one of per_shard, none",
+                "/etc/k.yaml:9:5: flows[1].ordering: ordering applies to Kinesis streams only: Firehose has no shards and keeps no order",
+            ]
+        );
+    }
+
+    #[test]
     fn the_data_path_and_its_wire_format_are_checked_against_the_destination() {
         let config = parse(&format!(
             "{FLOW}    kinesis_stream: a\n    wire_format: cbor\n\
