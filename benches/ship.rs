@@ -408,7 +408,10 @@ impl Args {
         if args.orderings.len() == 2 {
             // One axis at a time: orderings compared on one data path.
             if data_path_given && args.data_paths.len() != 1 {
-                return Err("--ordering both compares on one data path: add --data-path direct or sdk".to_owned());
+                return Err(
+                    "--ordering both compares on one data path: add --data-path direct or sdk"
+                        .to_owned(),
+                );
             }
             if !data_path_given {
                 args.data_paths = vec![DataPath::Direct];
@@ -615,7 +618,11 @@ fn print_setup(log: &AccessLog, inputs: &[PathBuf], server: &NullKinesis, args: 
     }
     println!("agent:    {}", args.agent.display());
     println!("flow:     {}", args.describe_flow());
-    let paths: Vec<String> = args.variants().iter().map(|variant| variant.name()).collect();
+    let paths: Vec<String> = args
+        .variants()
+        .iter()
+        .map(|variant| variant.name())
+        .collect();
     println!(
         "paths:    data_path {}{}",
         paths.join(", then "),

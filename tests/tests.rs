@@ -4,6 +4,7 @@ mod agent_json;
 mod aggregation;
 mod aws_emulated;
 mod cli;
+mod crash;
 mod data_path;
 mod delivery;
 mod destinations;

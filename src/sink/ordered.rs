@@ -36,6 +36,9 @@ use crate::record::{Ack, Batch, FileRange, OutRecord};
 
 /// Lanes while the stream's shards are unknown: equal slices of the hash key space.
 pub const UNMAPPED_LANES: usize = 16;
+/// A lane's queue that empties with room for more than this many records gives the room back:
+/// with many shards, each queue's largest backlog would otherwise stay allocated.
+const QUEUE_ROOM_KEPT: usize = 1024;
 /// The per-shard pacing gauges are brought up to date at most this often.
 const GAUGES_EVERY: Duration = Duration::from_millis(250);
 
@@ -72,6 +75,8 @@ struct Queued {
 
 /// What the sink knows of a record besides the record.
 struct Note {
+    /// The lane it waits in (set again when lanes are regrouped).
+    lane: usize,
     /// Where in the hash key space the record goes.
     hash: u128,
     /// The batch it came in (see [`Held`]).
@@ -107,7 +112,8 @@ struct Held {
 
 /// What a call's task hands back.
 struct Answered {
-    records: Vec<Queued>,
+    records: Vec<OutRecord>,
+    notes: Vec<Note>,
     lanes: Vec<usize>,
     result: Result<Vec<RecordFailure>, PutError>,
 }
@@ -246,6 +252,7 @@ impl<P: PutRecords> Scheduler<P> {
             self.lanes[lane].queue.push_back(Queued {
                 record,
                 note: Note {
+                    lane,
                     hash,
                     batch: id,
                     compressed: false,
@@ -277,8 +284,9 @@ impl<P: PutRecords> Scheduler<P> {
         self.lanes = Self::lanes_for(&current, kept, self.shared.retry);
         self.shards = current;
         for queue in waiting {
-            for queued in queue {
+            for mut queued in queue {
                 let lane = self.lane_of(queued.note.hash);
+                queued.note.lane = lane;
                 self.lanes[lane].queue.push_back(queued);
             }
         }
@@ -346,6 +354,9 @@ impl<P: PutRecords> Scheduler<P> {
                 lane.not_before = None;
                 lane.busy = true;
                 records.extend(lane.queue.drain(..take));
+                if lane.queue.is_empty() && lane.queue.capacity() > QUEUE_ROOM_KEPT {
+                    lane.queue.shrink_to(QUEUE_ROOM_KEPT);
+                }
                 bytes += take_bytes;
                 lanes.push(index);
             }
@@ -393,11 +404,8 @@ impl<P: PutRecords> Scheduler<P> {
                 answer
             };
             Answered {
-                records: part
-                    .into_iter()
-                    .zip(notes)
-                    .map(|(record, note)| Queued { record, note })
-                    .collect(),
+                records: part,
+                notes,
                 lanes,
                 result,
             }
@@ -410,9 +418,20 @@ impl<P: PutRecords> Scheduler<P> {
         self.in_flight -= 1;
         let Answered {
             records,
+            notes,
             lanes,
             result,
         } = answered;
+        if matches!(&result, Ok(failures) if failures.is_empty()) {
+            self.all_accepted(records, notes, &lanes).await;
+            self.update_gauges();
+            return;
+        }
+        let records: Vec<Queued> = records
+            .into_iter()
+            .zip(notes)
+            .map(|(record, note)| Queued { record, note })
+            .collect();
         let result = match result {
             Err(PutError::TooLarge { message }) if records.len() == 1 => {
                 Err(PutError::Configuration {
@@ -440,6 +459,45 @@ impl<P: PutRecords> Scheduler<P> {
             Err(failure) => self.call_failed(records, &lanes, failure).await,
         }
         self.update_gauges();
+    }
+
+    /// The common answer: every record of the call accepted.
+    async fn all_accepted(&mut self, records: Vec<OutRecord>, notes: Vec<Note>, lanes: &[usize]) {
+        record_sent(&self.shared, records.iter());
+        drop(records);
+        // Records of a call come lane by lane, and mostly batch by batch: counted in runs.
+        let mut per_lane: Vec<(usize, usize)> = lanes.iter().map(|&lane| (lane, 0)).collect();
+        let mut run: Option<(u64, usize, usize)> = None;
+        for note in &notes {
+            if let Some(counted) = per_lane.iter_mut().find(|(lane, _)| *lane == note.lane) {
+                counted.1 += 1;
+            }
+            match &mut run {
+                Some((batch, count, cost)) if *batch == note.batch => {
+                    *count += 1;
+                    *cost += note.cost;
+                }
+                _ => {
+                    if let Some((batch, count, cost)) = run.take() {
+                        self.done_many(batch, count, cost, false).await;
+                    }
+                    run = Some((note.batch, 1, note.cost));
+                }
+            }
+        }
+        if let Some((batch, count, cost)) = run {
+            self.done_many(batch, count, cost, false).await;
+        }
+        for (lane, accepted) in per_lane {
+            let lane = &mut self.lanes[lane];
+            lane.busy = false;
+            lane.backoff = Backoff::new(self.shared.retry);
+            lane.pacer.answered(Answer {
+                accepted,
+                throttled: 0,
+            });
+        }
+        self.call_records = self.max_records;
     }
 
     async fn answered_records(
@@ -636,16 +694,29 @@ impl<P: PutRecords> Scheduler<P> {
 
     /// One record accepted (or dead-lettered): its batch is acknowledged with its last.
     async fn done(&mut self, queued: Queued) {
-        self.queued_bytes = self.queued_bytes.saturating_sub(queued.note.cost);
-        let Some(held) = self.held.get_mut(&queued.note.batch) else {
+        self.done_many(queued.note.batch, 1, queued.note.cost, true)
+            .await;
+    }
+
+    /// `count` records of `batch`, of `cost` bytes, accepted (or dead-lettered). Their room in
+    /// the memory budget is given back with their batch's last record: they share read buffers
+    /// with the batch's other records, which other shards' calls may still hold. Only after a
+    /// refusal (`release`), when the refused records were copied out of those buffers, is it
+    /// given back at once, so that a shard that refuses for long does not hold the room of
+    /// every batch it has a record in.
+    async fn done_many(&mut self, batch: u64, count: usize, cost: usize, release: bool) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(cost);
+        let Some(held) = self.held.get_mut(&batch) else {
             return;
         };
-        held.outstanding -= 1;
-        drop(held.reserved.take(queued.note.cost + RECORD_OVERHEAD));
+        held.outstanding = held.outstanding.saturating_sub(count);
+        if release {
+            drop(held.reserved.take(cost + count * RECORD_OVERHEAD));
+        }
         if held.outstanding > 0 {
             return;
         }
-        if let Some(held) = self.held.remove(&queued.note.batch) {
+        if let Some(held) = self.held.remove(&batch) {
             count_delivered(&self.shared.metrics, &held.ranges);
             let _ = self.acks.send(Ack::Delivered(held.ranges)).await;
         }
