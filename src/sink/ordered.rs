@@ -512,9 +512,9 @@ impl<P: PutRecords> Scheduler<P> {
                 *slot = Some(failure);
             }
         }
-        // Per lane of the call: records accepted and throttled.
-        let mut tally: HashMap<usize, (usize, usize)> =
-            lanes.iter().map(|&l| (l, (0, 0))).collect();
+        // Per lane of the call: records accepted, throttled and refused.
+        let mut tally: HashMap<usize, (usize, usize, usize)> =
+            lanes.iter().map(|&l| (l, (0, 0, 0))).collect();
         let mut accepted = Vec::new();
         let mut again = Vec::new();
         let mut throttled_total = 0u64;
@@ -534,6 +534,7 @@ impl<P: PutRecords> Scheduler<P> {
                     accepted.push(queued);
                 }
                 Some(failure) => {
+                    counts.2 += 1;
                     if is_throttle_code(&failure.code) {
                         counts.1 += 1;
                         throttled_total += 1;
@@ -554,7 +555,7 @@ impl<P: PutRecords> Scheduler<P> {
         for queued in accepted {
             self.done(queued).await;
         }
-        for (&lane, &(accepted, throttled)) in &tally {
+        for (&lane, &(accepted, throttled, _)) in &tally {
             let lane = &mut self.lanes[lane];
             lane.busy = false;
             lane.pacer.answered(Answer {
@@ -579,7 +580,18 @@ impl<P: PutRecords> Scheduler<P> {
         }
         let error = format!("{}: {}", first.code, first.message);
         let again = self.give_up_if_due(again, &error).await;
-        self.requeue(again, Some(false));
+        self.requeue(again, None);
+        // A shard that took some of its records goes on at once with the refused ones first
+        // (its pacer slows it if it throttles); one that took none waits out a backoff.
+        let now = Instant::now();
+        for (&lane, &(accepted, _, refused)) in &tally {
+            let lane = &mut self.lanes[lane];
+            if accepted > 0 || refused == 0 {
+                lane.backoff = Backoff::new(self.shared.retry);
+            } else {
+                lane.not_before = Some(now + lane.backoff.next_delay());
+            }
+        }
     }
 
     async fn call_failed(&mut self, records: Vec<Queued>, lanes: &[usize], failure: PutError) {
