@@ -28,7 +28,7 @@ use super::{
     compress_records, count_delivered, count_throttled, give_up, is_throttle_code, record_sent,
     report_call_failure, Backoff, PutError, PutRecords, RecordFailure, Shared, TRANSIENT_LOG_EVERY,
 };
-use crate::budget::{Reservation, RECORD_OVERHEAD};
+use crate::budget::Reservation;
 use crate::config::{Compression, Delivery, DestinationKind, FlowConfig, PartitionKey};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};
@@ -39,6 +39,9 @@ pub const UNMAPPED_LANES: usize = 16;
 /// A lane's queue that empties with room for more than this many records gives the room back:
 /// with many shards, each queue's largest backlog would otherwise stay allocated.
 const QUEUE_ROOM_KEPT: usize = 1024;
+/// A shard that throttled more than one in this many of a call's records for it waits a
+/// little before its next call.
+const THROTTLED_SHARE_WORTH_WAITING: usize = 20;
 /// The per-shard pacing gauges are brought up to date at most this often.
 const GAUGES_EVERY: Duration = Duration::from_millis(250);
 
@@ -106,7 +109,8 @@ struct Lane {
 struct Held {
     ranges: Vec<FileRange>,
     outstanding: usize,
-    reserved: Reservation,
+    /// The batch's room in the memory budget, given back when the batch is done.
+    _reserved: Reservation,
     started: Instant,
 }
 
@@ -240,7 +244,7 @@ impl<P: PutRecords> Scheduler<P> {
             Held {
                 ranges,
                 outstanding: records.len(),
-                reserved,
+                _reserved: reserved,
                 started: Instant::now(),
             },
         );
@@ -479,14 +483,14 @@ impl<P: PutRecords> Scheduler<P> {
                 }
                 _ => {
                     if let Some((batch, count, cost)) = run.take() {
-                        self.done_many(batch, count, cost, false).await;
+                        self.done_many(batch, count, cost).await;
                     }
                     run = Some((note.batch, 1, note.cost));
                 }
             }
         }
         if let Some((batch, count, cost)) = run {
-            self.done_many(batch, count, cost, false).await;
+            self.done_many(batch, count, cost).await;
         }
         for (lane, accepted) in per_lane {
             let lane = &mut self.lanes[lane];
@@ -581,13 +585,22 @@ impl<P: PutRecords> Scheduler<P> {
         let error = format!("{}: {}", first.code, first.message);
         let again = self.give_up_if_due(again, &error).await;
         self.requeue(again, None);
-        // A shard that took some of its records goes on at once with the refused ones first
-        // (its pacer slows it if it throttles); one that took none waits out a backoff.
+        // A shard that took some of its records goes on with the refused ones first: at once
+        // after other refusals and a few throttled records, after a short delay (up to
+        // `retry_initial_backoff`) when more than one in 20 were throttled (its pacer slows it
+        // too). One that took none waits out a backoff
+        // that grows while it goes on taking none.
         let now = Instant::now();
-        for (&lane, &(accepted, _, refused)) in &tally {
+        for (&lane, &(accepted, throttled, refused)) in &tally {
             let lane = &mut self.lanes[lane];
-            if accepted > 0 || refused == 0 {
+            if refused == 0 {
                 lane.backoff = Backoff::new(self.shared.retry);
+            } else if accepted > 0 {
+                lane.backoff = Backoff::new(self.shared.retry);
+                if throttled * THROTTLED_SHARE_WORTH_WAITING > accepted + refused {
+                    lane.not_before = Some(now + lane.backoff.next_delay());
+                    lane.backoff = Backoff::new(self.shared.retry);
+                }
             } else {
                 lane.not_before = Some(now + lane.backoff.next_delay());
             }
@@ -706,25 +719,20 @@ impl<P: PutRecords> Scheduler<P> {
 
     /// One record accepted (or dead-lettered): its batch is acknowledged with its last.
     async fn done(&mut self, queued: Queued) {
-        self.done_many(queued.note.batch, 1, queued.note.cost, true)
-            .await;
+        self.done_many(queued.note.batch, 1, queued.note.cost).await;
     }
 
     /// `count` records of `batch`, of `cost` bytes, accepted (or dead-lettered). Their room in
     /// the memory budget is given back with their batch's last record: they share read buffers
-    /// with the batch's other records, which other shards' calls may still hold. Only after a
-    /// refusal (`release`), when the refused records were copied out of those buffers, is it
-    /// given back at once, so that a shard that refuses for long does not hold the room of
-    /// every batch it has a record in.
-    async fn done_many(&mut self, batch: u64, count: usize, cost: usize, release: bool) {
+    /// with the batch's other records, which other shards' calls may still hold. So a shard
+    /// that refuses for long holds the room of every batch it has a record in, and once that is
+    /// the flow's share of the budget, reading waits for it.
+    async fn done_many(&mut self, batch: u64, count: usize, cost: usize) {
         self.queued_bytes = self.queued_bytes.saturating_sub(cost);
         let Some(held) = self.held.get_mut(&batch) else {
             return;
         };
         held.outstanding = held.outstanding.saturating_sub(count);
-        if release {
-            drop(held.reserved.take(cost + count * RECORD_OVERHEAD));
-        }
         if held.outstanding > 0 {
             return;
         }
