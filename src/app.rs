@@ -687,8 +687,14 @@ pub async fn run_with<C: ClientFactory>(
     if let Some(corrupt) = &loaded.corrupt {
         error!(path = %store.path().display(), reason = %corrupt.reason, moved_to = %corrupt.moved_to.display(), "The checkpoint file is corrupt and was moved aside; every file is read again from its start (lines already delivered are sent again, none is lost).");
     }
-    info!(path = %store.path().display(), files = loaded.checkpoints.len(), "Checkpoints loaded.");
-    let start_over = loaded.corrupt.is_some();
+    if let Some(reason) = &loaded.torn_entry {
+        info!(path = %store.journal_path().display(), %reason, "The checkpoint journal's last entry was cut short by a crash while it was written, and is ignored; the lines it covered are sent again.");
+    }
+    if let Some(corrupt) = &loaded.corrupt_journal {
+        error!(path = %store.journal_path().display(), reason = %corrupt.reason, moved_to = %corrupt.moved_to.display(), "The checkpoint journal is corrupt and was moved aside; its entries before the bad one are used, and every file without a checkpoint is read from its start (lines already delivered are sent again, none is lost).");
+    }
+    info!(path = %store.path().display(), files = loaded.checkpoints.len(), journal_entries = loaded.journal_entries, "Checkpoints loaded.");
+    let start_over = loaded.start_over();
 
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
@@ -721,8 +727,11 @@ pub async fn run_with<C: ClientFactory>(
         AckTracker::new(loaded.checkpoints),
         acks_received,
         releases_received,
-        config.checkpoint_interval,
-        config.checkpoint_expiry,
+        checkpoint::Settings {
+            interval: config.checkpoint_interval,
+            expiry: config.checkpoint_expiry,
+            commit: config.checkpoint_commit,
+        },
         Arc::clone(&metrics),
         stop_checkpoints.clone(),
     ));

@@ -98,6 +98,10 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         running.checkpoint_interval != new.checkpoint_interval,
     );
     compare(
+        "checkpoint_commit",
+        running.checkpoint_commit != new.checkpoint_commit,
+    );
+    compare(
         "progress_interval",
         running.progress_interval != new.progress_interval,
     );
@@ -235,12 +239,17 @@ mod tests {
     fn top_level_changes_are_named() {
         let running = config(&format!("{BASE}{}", flow("app", "a")));
         let new = config(&format!(
-            "state_dir: /elsewhere\nmemory_budget: 10000000\nlog_level: debug\nflows:\n{}",
+            "state_dir: /elsewhere\ncheckpoint_commit: interval\nmemory_budget: 10000000\nlog_level: debug\nflows:\n{}",
             flow("app", "a")
         ));
         assert_eq!(
             needs_restart(&running, &new),
-            vec!["state_dir", "memory_budget", "log_level"]
+            vec![
+                "state_dir",
+                "checkpoint_commit",
+                "memory_budget",
+                "log_level"
+            ]
         );
         assert!(needs_restart(&running, &running).is_empty());
     }

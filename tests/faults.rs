@@ -665,9 +665,11 @@ fn faults_a_full_state_disk_is_reported_shipping_goes_on_and_no_checkpoint_is_to
         "shipping goes on with the state disk full"
     );
     agent.wait_for_log("Cannot save checkpoints", Duration::from_secs(30));
-    let saved = fs::read_to_string(state.join("checkpoints.json")).expect("checkpoint file");
-    let parsed: serde_json::Value = serde_json::from_str(&saved).expect("whole JSON, not torn");
-    assert_eq!(parsed["files"][0]["offset"], first_size);
+    // What is saved reads whole (the snapshot, and the journal's entries but a torn last
+    // one), and holds what was saved before the disk filled: entries may still fit in the
+    // journal's last page.
+    let saved = crate::support::agent::saved_offset(dir.path()).expect("saved checkpoints read");
+    assert!(saved >= first_size, "{saved} < {first_size}");
     fs::remove_file(filler).expect("free the disk");
     agent.wait_for_log("Checkpoints are written again", Duration::from_secs(30));
     let second_size = fs::metadata(&log).expect("log").len();

@@ -3,6 +3,7 @@ mod support;
 mod agent_json;
 mod aggregation;
 mod aws_emulated;
+mod checkpoints;
 mod cli;
 mod crash;
 mod data_path;

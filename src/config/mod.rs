@@ -51,6 +51,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub shutdown_grace: Duration,
     pub checkpoint_interval: Duration,
+    /// How acknowledged offsets reach the disk.
+    pub checkpoint_commit: CheckpointCommit,
     pub progress_interval: Duration,
     /// Checkpoints of files no scan has found for this long are forgotten.
     pub checkpoint_expiry: Duration,
@@ -146,6 +148,17 @@ impl PartitionKey {
             }
         }
     }
+}
+
+/// How acknowledged offsets reach the disk (`checkpoint_commit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckpointCommit {
+    /// What changed is appended to a journal and synced as soon as the write before it is
+    /// done (group commit); the snapshot is rewritten when the journal has grown.
+    #[default]
+    Group,
+    /// The whole snapshot is rewritten every `checkpoint_interval`, when something changed.
+    Interval,
 }
 
 /// How log lines are written.
@@ -641,6 +654,17 @@ impl Checker<'_> {
             raw.checkpoint_interval,
             Duration::from_secs(1),
         );
+        let checkpoint_commit = match raw.checkpoint_commit.as_deref() {
+            None | Some("group") => CheckpointCommit::Group,
+            Some("interval") => CheckpointCommit::Interval,
+            Some(other) => {
+                self.problem(
+                    "checkpoint_commit",
+                    format!("`{}` is not one of group, interval", quoted(other)),
+                );
+                CheckpointCommit::Group
+            }
+        };
         let progress_interval = self.duration(
             "progress_interval",
             raw.progress_interval,
@@ -690,6 +714,7 @@ impl Checker<'_> {
             state_dir,
             shutdown_grace,
             checkpoint_interval,
+            checkpoint_commit,
             progress_interval,
             checkpoint_expiry,
             max_open_files,
@@ -2450,6 +2475,24 @@ flows:
                 "/etc/k.yaml:18:5: flows[2].pack_record_bytes: 2000000 is out of range; it must be from 1024 to 1024000",
                 "/etc/k.yaml:19:5: flows[2].aggregation: `maybe` is not one of none, kpl",
             ]
+        );
+    }
+
+    #[test]
+    fn checkpoint_commit_is_group_unless_set_to_interval() {
+        let defaults = parse(&format!("{FLOW}    kinesis_stream: a\n"));
+        assert_eq!(defaults.checkpoint_commit, CheckpointCommit::Group);
+        assert_eq!(defaults.checkpoint_interval, Duration::from_secs(1));
+        let interval = parse(&format!(
+            "checkpoint_commit: interval\ncheckpoint_interval: 200ms\n{FLOW}    kinesis_stream: a\n"
+        ));
+        assert_eq!(interval.checkpoint_commit, CheckpointCommit::Interval);
+        assert_eq!(interval.checkpoint_interval, Duration::from_millis(200));
+        assert_eq!(
+            problems(&format!(
+                "state_dir: /x\ncheckpoint_commit: always\n{FLOW}    kinesis_stream: a\n"
+            )),
+            ["/etc/k.yaml:2:1: checkpoint_commit: `always` is not one of group, interval"]
         );
     }
 

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub aws: RawAws,
     pub shutdown_grace: Option<String>,
     pub checkpoint_interval: Option<String>,
+    pub checkpoint_commit: Option<String>,
     pub progress_interval: Option<String>,
     pub checkpoint_expiry: Option<String>,
     pub max_open_files: Option<u64>,

@@ -75,6 +75,7 @@ const TOP_LEVEL: Shape = Shape {
         ("aws", Kind::Mapping(&AWS)),
         ("shutdown_grace", STRING),
         ("checkpoint_interval", STRING),
+        ("checkpoint_commit", STRING),
         ("progress_interval", STRING),
         ("checkpoint_expiry", STRING),
         ("max_open_files", NUMBER),

@@ -196,11 +196,11 @@ pub fn run_command(args: &[&str]) -> Output {
     command.output().expect("run kinship")
 }
 
-/// Reads the offset saved for the only file in the state directory's checkpoint file.
+/// Reads the offset saved for the only file in the state directory's checkpoints (the
+/// snapshot and the journal's entries after it, as kinship reads them at start).
 pub fn saved_offset(dir: &Path) -> Option<u64> {
-    let text = fs::read_to_string(dir.join("state/checkpoints.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value["files"].get(0)?["offset"].as_u64()
+    let saved = kinship::checkpoint::read_saved(&dir.join("state")).ok()?;
+    saved.first().map(|checkpoint| checkpoint.offset)
 }
 
 /// Runs the binary with `args` to completion, with `env` on top of the test environment.
