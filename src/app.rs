@@ -221,10 +221,10 @@ async fn shard_map<P: PutRecords>(
         return Some(map);
     };
     let deadline = check::deadline(flow);
-    let usage = if ordered {
-        "calls are built per shard"
-    } else {
-        "records are aggregated per shard"
+    let usage = match (flow.combine == Combine::Kpl, ordered) {
+        (true, true) => "records are aggregated and calls built per shard",
+        (false, true) => "calls are built per shard",
+        _ => "records are aggregated per shard",
     };
     match tokio::time::timeout(deadline, client.refresh_shards()).await {
         Ok(Ok(count)) => {

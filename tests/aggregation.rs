@@ -121,7 +121,7 @@ fn kpl_aggregates_deaggregate_with_the_awslabs_library_keys_and_shards_intact() 
     let agent = Agent::start(&config, dir.path());
     let (records_put, units, output) = finish(agent, lines.len());
     assert!(
-        output.contains("Shards learnt; records are aggregated per shard. flow=app shards=4"),
+        output.contains("Shards learnt. flow=app shards=4 usage=\"records are aggregated and calls built per shard\""),
         "{output}"
     );
 
