@@ -7,6 +7,7 @@
 //! [--firehose] [--data-path direct|sdk|both] [--wire-format cbor|json] [--tls]
 //! [--aggregation kpl] [--pack] [--compression gzip|zstd] [--shards N]
 //! [--ordering per_shard|none|both] [--partition-key random|client|fixed]
+//! [--checkpoint-commit group|interval]
 //! [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...`
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
@@ -62,6 +63,7 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
                                    [--compression gzip|zstd] [--shards N]
                                    [--ordering per_shard|none|both]
                                    [--partition-key random|client|fixed]
+                                   [--checkpoint-commit group|interval]
                                    [--processor filter|redact|add_metadata|log_to_json|csv_to_json]...
        cargo bench --bench ship -- --serve-only [--port P] [--aggregation kpl] [--pack]
                                    [--compression gzip|zstd] [--shards N]
@@ -111,6 +113,9 @@ usage: cargo bench --bench ship -- [--lines N] [--files N] [--max-open-files N] 
   --partition-key K  random (the agent's default: a key per record, so no order to keep and
                  both orderings send alike), client (each line's first field, its client
                  address, by regex: order per client) or fixed (one key: one shard, in order)
+  --checkpoint-commit C  the agent's checkpoint_commit: group (its default: the journal,
+                 written as acknowledgements arrive) or interval (the whole file every
+                 checkpoint_interval)
   --shards N     Kinesis only: the stream's open shards, with even hash key ranges, as
                  DescribeStreamSummary and ListShards give them (default 1; above 1, the
                  endpoint hashes every partition key to answer with each record's shard)
@@ -169,6 +174,8 @@ struct Args {
     orderings: Vec<&'static str>,
     /// The flow's `partition_key`.
     partition_key: BenchKey,
+    /// The agent's `checkpoint_commit`; `None`: its default.
+    checkpoint_commit: Option<String>,
 }
 
 /// The partition key the bench's flow gives each line.
@@ -288,6 +295,7 @@ impl Args {
             tls: false,
             orderings: Vec::new(),
             partition_key: BenchKey::Random,
+            checkpoint_commit: None,
         };
         let mut shards_given = false;
         let mut ordering_given = false;
@@ -360,6 +368,15 @@ impl Args {
                     args.wire_format = Some(text);
                 }
                 "--tls" => args.tls = true,
+                "--checkpoint-commit" => {
+                    let text = value()?;
+                    if !matches!(text.as_str(), "group" | "interval") {
+                        return Err(format!(
+                            "--checkpoint-commit: {text:?} is not group or interval"
+                        ));
+                    }
+                    args.checkpoint_commit = Some(text);
+                }
                 "--ordering" => {
                     args.orderings = match value()?.as_str() {
                         "per_shard" => vec!["per_shard"],
@@ -953,6 +970,9 @@ flows:
     }
     if let Some(mib) = args.memory_budget_mib {
         text += &format!("memory_budget: {}\n", mib * 1024 * 1024);
+    }
+    if let Some(commit) = &args.checkpoint_commit {
+        text += &format!("checkpoint_commit: {commit}\n");
     }
     let path = dir.join("kinship.yaml");
     fs::write(&path, text).context(format!("writing {}", path.display()))?;
