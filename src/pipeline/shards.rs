@@ -73,23 +73,29 @@ pub fn shard_for(shards: &[Shard], hash: u128) -> Option<usize> {
     (hash <= shards[index].end).then_some(index)
 }
 
+/// `count` shards of equal hash key ranges, named as Kinesis names them (for tests).
+#[cfg(test)]
+pub fn even_shards(count: u128) -> Vec<Shard> {
+    let width = u128::MAX / count;
+    (0..count)
+        .map(|i| Shard {
+            id: format!("shardId-{i:012}"),
+            start: i * width,
+            end: if i + 1 == count {
+                u128::MAX
+            } else {
+                (i + 1) * width - 1
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn even(count: u128) -> Vec<Shard> {
-        let width = u128::MAX / count;
-        (0..count)
-            .map(|i| Shard {
-                id: format!("shardId-{i:012}"),
-                start: i * width,
-                end: if i + 1 == count {
-                    u128::MAX
-                } else {
-                    (i + 1) * width - 1
-                },
-            })
-            .collect()
+        even_shards(count)
     }
 
     #[test]

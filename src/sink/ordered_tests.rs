@@ -9,24 +9,9 @@ use bytes::Bytes;
 
 use super::*;
 use crate::budget::MemoryBudget;
+use crate::pipeline::shards::even_shards;
 use crate::record::{FileId, SourceFile};
 use crate::sink::{Billing, RetryPolicy, Sink, StreamStatus};
-
-/// `count` shards of equal hash key ranges.
-fn even_shards(count: u128) -> Vec<Shard> {
-    let width = u128::MAX / count;
-    (0..count)
-        .map(|i| Shard {
-            id: format!("shardId-{i:012}"),
-            start: i * width,
-            end: if i + 1 == count {
-                u128::MAX
-            } else {
-                (i + 1) * width - 1
-            },
-        })
-        .collect()
-}
 
 /// A stream of shards that refuses records as told and remembers what it stored.
 struct Stream {
