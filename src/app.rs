@@ -15,11 +15,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::aws::{AwsClients, ClientError, FlowClients};
-use crate::budget::MemoryBudget;
 use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
 use crate::cloudwatch;
 use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
 use crate::exporter;
+use crate::limits::MemoryBudget;
+use crate::limits::OpenFiles;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::shards::{Shard, ShardMap};
@@ -33,7 +34,7 @@ use crate::sink::dead_letter::DeadLetters;
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
 use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
-use crate::source::{KnownOffset, OpenFiles, Source};
+use crate::source::{KnownOffset, Source};
 use crate::wire::WireFormat;
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.

@@ -6,12 +6,12 @@
 
 pub mod app;
 pub mod aws;
-pub mod budget;
 pub mod checkpoint;
 pub mod cli;
 pub mod cloudwatch;
 pub mod config;
 pub mod exporter;
+pub mod limits;
 pub mod logfile;
 pub mod logging;
 pub mod metrics;

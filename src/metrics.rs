@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::MemoryBudget;
-use crate::source::OpenFiles;
+use crate::limits::MemoryBudget;
+use crate::limits::OpenFiles;
 
 /// Metric names, as exporters will publish them.
 pub mod names {

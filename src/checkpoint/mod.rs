@@ -48,13 +48,14 @@ const ACKS_PER_TURN: usize = 4096;
 /// How acknowledgements are batched. The first after a quiet spell is applied at once (and in
 /// group mode written at once); then the queue is left alone for this long, and what arrived
 /// meanwhile is applied together and goes in the next write. At full speed (2,600
-/// acknowledgements a second) that is some 52 a batch and at most 50 journal writes a second.
-/// Each write costs some 130 µs of CPU on a virtual machine's disk (the sync's I/O and the
-/// threads it wakes), so the spacing sets the cost: waking and writing for each
-/// acknowledgement cost five times the checkpoint work's budget (5 % of the agent's CPU at
-/// full speed), 10 ms about all of it, 20 ms three quarters (see the checkpoints benchmark).
-/// A crash re-sends at most this much more than the acknowledgements of the write in flight.
-pub const COMMIT_SPACING: Duration = Duration::from_millis(20);
+/// acknowledgements a second) that is some 130 a batch and at most 20 journal writes a second.
+/// A write costs some 250 µs of CPU on a virtual machine (the sync's I/O, and waking the
+/// blocking thread, often on the other CPU), so the spacing sets the cost, and with it the
+/// share of the agent's CPU at full speed, whose budget is 5 % (see the checkpoints
+/// benchmark): a write for each acknowledgement took 27 %, 25 ms about 5 %, 50 ms about 4 %
+/// (the `interval` mode 2 %). A crash re-sends at most this much more than the
+/// acknowledgements of the write in flight.
+pub const COMMIT_SPACING: Duration = Duration::from_millis(50);
 
 /// Applies acknowledgements until every sender is gone or `stop` fires, and writes what
 /// changed as `settings.commit` says, one write at a time on a blocking thread while

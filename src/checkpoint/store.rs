@@ -51,7 +51,7 @@ const JOURNAL_NAME: &str = "checkpoints.journal";
 /// as many appended bytes keeps compaction under a fifth of all bytes written, however many
 /// files are saved, and bounds what a start reads (4 MiB is read and applied in tens of
 /// milliseconds). At full speed with 1,000 files (about 1.1 MiB of entries a second) that is
-/// a 170 KiB snapshot every 4 s, where the `interval` mode writes one every second.
+/// a 170 KiB snapshot every 3 to 4 s, where the `interval` mode writes one every second.
 pub const COMPACT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]

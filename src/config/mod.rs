@@ -684,7 +684,7 @@ impl Checker<'_> {
         let memory_budget = self.number(
             "memory_budget",
             raw.memory_budget,
-            crate::budget::DEFAULT_MEMORY_BUDGET,
+            crate::limits::DEFAULT_MEMORY_BUDGET,
             MIN_MEMORY_BUDGET..=MAX_MEMORY_BUDGET,
         );
         let mut flows = Vec::new();
@@ -1988,7 +1988,7 @@ flows:
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kinship.yaml"));
         let text = std::fs::read_to_string(path).expect("example config");
         let config = Config::parse(path, &text).expect("valid as shipped");
-        assert_eq!(config.memory_budget, crate::budget::DEFAULT_MEMORY_BUDGET);
+        assert_eq!(config.memory_budget, crate::limits::DEFAULT_MEMORY_BUDGET);
         // Uncomment every `# key: value` line (keeping its indentation).
         let uncommented: String = text
             .lines()

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::combine::Combiner;
 use super::partition_key::KeyChooser;
-use crate::budget::RECORD_OVERHEAD;
+use crate::limits::RECORD_OVERHEAD;
 use crate::processors::{Chain, Origin};
 use crate::record::{Batch, FileRange, Lines, OutRecord};
 
@@ -246,7 +246,7 @@ mod tests {
             file_start: offset,
             data: Bytes::from(data),
             spans,
-            reserved: crate::budget::Reservation::none(),
+            reserved: crate::limits::Reservation::none(),
         }
     }
 
@@ -261,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_batch_takes_the_budget_of_its_own_records() {
-        let budget = crate::budget::MemoryBudget::new(1 << 20);
+        let budget = crate::limits::MemoryBudget::new(1 << 20);
         let mut builder = builder(3, 5 * 1024 * 1024, "k");
         let mut block = lines(&file(1), 0, 5, 10);
         block.reserved = budget.reserve(5 * (10 + RECORD_OVERHEAD)).await;

@@ -301,7 +301,7 @@ mod tests {
             file_start: 0,
             data: Bytes::from(data),
             spans,
-            reserved: crate::budget::Reservation::none(),
+            reserved: crate::limits::Reservation::none(),
         }
     }
 

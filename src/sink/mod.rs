@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 use bytes::Bytes;
 
 use crate::aws::Identity;
-use crate::budget::{MemoryBudget, RECORD_OVERHEAD};
 use crate::config::Compression;
+use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::ShardMap;
 use crate::record::{Ack, Batch, FileRange, OutRecord};

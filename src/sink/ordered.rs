@@ -28,8 +28,8 @@ use super::{
     compress_records, count_delivered, count_throttled, give_up, is_throttle_code, record_sent,
     report_call_failure, Backoff, PutError, PutRecords, RecordFailure, Shared, TRANSIENT_LOG_EVERY,
 };
-use crate::budget::Reservation;
 use crate::config::{Compression, Delivery, DestinationKind, FlowConfig, PartitionKey};
+use crate::limits::Reservation;
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::{Ack, Batch, FileRange, OutRecord};

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::*;
-use crate::budget::MemoryBudget;
+use crate::limits::MemoryBudget;
 use crate::pipeline::shards::even_shards;
 use crate::record::{FileId, SourceFile};
 use crate::sink::{Billing, RetryPolicy, Sink, StreamStatus};
@@ -168,7 +168,7 @@ fn batch(files: &[Arc<SourceFile>], first: u64, lines: u64) -> Batch {
         bytes: records.iter().map(OutRecord::size).sum(),
         records,
         ranges,
-        reserved: crate::budget::Reservation::none(),
+        reserved: crate::limits::Reservation::none(),
     }
 }
 

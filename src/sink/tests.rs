@@ -112,7 +112,7 @@ fn batch(data: &[&'static str], start: u64) -> Batch {
             start,
             end: offset,
         }],
-        reserved: crate::budget::Reservation::none(),
+        reserved: crate::limits::Reservation::none(),
     }
 }
 
@@ -150,7 +150,7 @@ fn start_giving_up<P: PutRecords>(
         billing: Billing::KinesisPutUnits,
         compression: crate::config::Compression::None,
         acks: acks_sender,
-        budget: crate::budget::MemoryBudget::new(64 << 20),
+        budget: crate::limits::MemoryBudget::new(64 << 20),
         lanes: None,
     };
     let task = tokio::spawn(sink.run(batches_received));
@@ -510,7 +510,7 @@ async fn without_max_retry_duration_nothing_is_ever_dead_lettered() {
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_gives_its_memory_back_once_delivered() {
-    let budget = crate::budget::MemoryBudget::new(1 << 20);
+    let budget = crate::limits::MemoryBudget::new(1 << 20);
     let client = Scripted::new(vec![Reply::Refuse(vec!["a\n"])]);
     let mut running = start(Arc::clone(&client), 1);
     let mut sent = batch(&["a\n", "b\n"], 0);

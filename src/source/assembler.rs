@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
 
-use crate::budget::Reservation;
+use crate::limits::Reservation;
 
 use super::framer::skipped;
 use crate::config::Oversize;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::budget::Reservation;
 use crate::config::Oversize;
+use crate::limits::Reservation;
 use crate::record::{LineSpan, Lines, SourceFile};
 
 /// How records are cut.

@@ -15,14 +15,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::budget::MemoryBudget;
 use crate::config::{FlowConfig, InitialPosition};
+use crate::limits::{MemoryBudget, OpenFiles};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original};
 use identity::Lead;
@@ -92,70 +92,6 @@ impl TailSettings {
             park_after: flow.scan_interval.max(flow.poll_interval * 4),
             fingerprint_bytes: flow.fingerprint_bytes,
         }
-    }
-}
-
-/// How many files may be read into a buffer at once, over all flows. A file waiting for its
-/// turn holds no buffer, so thousands of busy files cost a few read buffers, not thousands.
-const READS_AT_ONCE: usize = 8;
-
-/// The agent-wide budget of open files and of read buffers, shared by every flow.
-#[derive(Debug)]
-pub struct OpenFiles {
-    permits: Arc<Semaphore>,
-    max_open_files: usize,
-    /// Turns to read into a buffer and hand the records on; first come, first served.
-    reading: Semaphore,
-    /// Files found but waiting for a descriptor, over all flows.
-    waiting: AtomicUsize,
-    /// Woken whenever a descriptor is given back.
-    freed: Notify,
-}
-
-impl OpenFiles {
-    pub fn new(max_open_files: usize) -> Arc<Self> {
-        Arc::new(Self {
-            permits: Arc::new(Semaphore::new(max_open_files)),
-            max_open_files,
-            reading: Semaphore::new(READS_AT_ONCE),
-            waiting: AtomicUsize::new(0),
-            freed: Notify::new(),
-        })
-    }
-
-    fn try_take(self: &Arc<Self>) -> Option<FilePermit> {
-        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
-        Some(FilePermit {
-            _permit: permit,
-            open_files: Arc::clone(self),
-        })
-    }
-
-    /// Waits for a turn to read; `None` only if the budget was closed, which it never is.
-    async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.reading.acquire().await.ok()
-    }
-
-    /// How many files are open now, over all flows.
-    pub fn open_now(&self) -> usize {
-        self.max_open_files
-            .saturating_sub(self.permits.available_permits())
-    }
-
-    fn others_waiting(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
-    }
-}
-
-/// One open file's share of the budget; giving it back wakes the flows waiting for one.
-pub struct FilePermit {
-    _permit: OwnedSemaphorePermit,
-    open_files: Arc<OpenFiles>,
-}
-
-impl Drop for FilePermit {
-    fn drop(&mut self) {
-        self.open_files.freed.notify_waiters();
     }
 }
 

@@ -15,9 +15,10 @@ use tracing::{info, warn};
 use super::assembler::Assembler;
 use super::framer::{Framed, Framer};
 use super::identity::{self, Lead};
-use super::{CatchUp, FilePermit, FirstBytes, FlowShared, KnownOffset};
-use crate::budget::RECORD_OVERHEAD;
+use super::{CatchUp, FirstBytes, FlowShared, KnownOffset};
 use crate::config::Oversize;
+use crate::limits::FilePermit;
+use crate::limits::RECORD_OVERHEAD;
 use crate::metrics::{FileGauge, FlowMetrics};
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original, SourceFile};
 
