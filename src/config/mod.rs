@@ -24,6 +24,8 @@ pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};
 use raw::{RawCloudWatch, RawConfig, RawFlow};
 use schema::Rejected;
 
+use crate::compression::Compression;
+use crate::pattern::Pattern;
 use crate::secrets::quoted;
 use crate::wire::WireFormat;
 
@@ -228,17 +230,6 @@ pub enum Delivery {
     Unordered,
 }
 
-/// How record payloads are compressed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Compression {
-    #[default]
-    None,
-    /// gzip (RFC 1952), level 1: most of the saving for a fraction of the CPU of level 6.
-    Gzip,
-    /// Zstandard frames, level 3.
-    Zstd,
-}
-
 /// What happens to a record longer than the record limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Oversize {
@@ -249,21 +240,6 @@ pub enum Oversize {
     /// Send none of it.
     Skip,
 }
-
-/// A compiled regular expression with the text it was written as.
-#[derive(Clone, Debug)]
-pub struct Pattern {
-    pub text: String,
-    pub regex: regex::bytes::Regex,
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-impl Eq for Pattern {}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowConfig {

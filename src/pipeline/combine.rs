@@ -13,7 +13,8 @@ use bytes::Bytes;
 use super::kpl::{key_hash, Aggregate};
 use super::pack::Pack;
 use super::shards::{shard_for, Shard, ShardMap};
-use crate::config::{Combine, Compression};
+use crate::compression::Compression;
+use crate::config::Combine;
 use crate::record::{Batch, OutRecord};
 
 /// Where a line goes: the open group it joins.
@@ -503,7 +504,7 @@ mod tests {
         let batches = run(
             &lines,
             PartitionKey::Extracted {
-                from: crate::config::KeyField::Regex(crate::config::Pattern {
+                from: crate::config::KeyField::Regex(crate::pattern::Pattern {
                     text: r"user=(\w+)".into(),
                     regex: regex::bytes::Regex::new(r"user=(\w+)").expect("regex"),
                 }),
@@ -581,7 +582,7 @@ mod tests {
             let mut sent = 0;
             let mut batches = batches;
             for batch in &mut batches {
-                crate::sink::compress_records(&mut batch.records, compression);
+                crate::compression::compress_records(&mut batch.records, compression);
             }
             for record in batches.iter().flat_map(|b| &b.records) {
                 sent += record.data.len();

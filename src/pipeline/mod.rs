@@ -2,7 +2,6 @@
 
 pub mod batcher;
 pub mod combine;
-pub mod compress;
 pub mod kpl;
 pub mod pack;
 pub mod partition_key;

@@ -93,7 +93,7 @@ pub fn record_id(file: &SourceFile, offset: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Pattern;
+    use crate::pattern::Pattern;
     use crate::record::{FileId, Head};
     use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::Outcome;
-use crate::config::Pattern;
+use crate::pattern::Pattern;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Filter {

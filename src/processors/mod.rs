@@ -195,7 +195,7 @@ pub mod testing {
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    use crate::config::Pattern;
+    use crate::pattern::Pattern;
     use crate::record::{FileId, SourceFile};
 
     pub fn pattern(text: &str) -> Pattern {

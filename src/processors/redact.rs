@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use regex::bytes::{Captures, Regex, RegexSet};
 
-use crate::config::Pattern;
+use crate::pattern::Pattern;
 
 /// The built-in detectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

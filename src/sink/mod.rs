@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use bytes::Bytes;
 
 use crate::aws::Identity;
-use crate::config::Compression;
+use crate::compression::{compress_records, Compression};
 use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::ShardMap;
@@ -191,16 +191,6 @@ pub struct Sink<P> {
     pub budget: Arc<MemoryBudget>,
     /// Set for `ordering: per_shard`: calls are built per shard (see [`ordered`]).
     pub lanes: Option<ordered::Lanes>,
-}
-
-/// Compresses the data of each of `records` (in place); nothing when compression is off.
-pub fn compress_records(records: &mut [OutRecord], compression: Compression) {
-    if compression == Compression::None {
-        return;
-    }
-    for record in records {
-        record.data = Bytes::from(compression.apply(&record.data));
-    }
 }
 
 /// How a destination bills each record it accepts.

@@ -25,10 +25,11 @@ use tracing::{error, warn};
 
 use super::pacing::{Answer, Pacer};
 use super::{
-    compress_records, count_delivered, count_throttled, give_up, is_throttle_code, record_sent,
-    report_call_failure, Backoff, PutError, PutRecords, RecordFailure, Shared, TRANSIENT_LOG_EVERY,
+    count_delivered, count_throttled, give_up, is_throttle_code, record_sent, report_call_failure,
+    Backoff, PutError, PutRecords, RecordFailure, Shared, TRANSIENT_LOG_EVERY,
 };
-use crate::config::{Compression, Delivery, DestinationKind, FlowConfig, PartitionKey};
+use crate::compression::{compress_records, Compression};
+use crate::config::{Delivery, DestinationKind, FlowConfig, PartitionKey};
 use crate::limits::Reservation;
 use crate::metrics::FlowMetrics;
 use crate::pipeline::shards::{shard_for, Shard, ShardMap};

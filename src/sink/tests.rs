@@ -148,7 +148,7 @@ fn start_giving_up<P: PutRecords>(
         give_up,
         metrics: Arc::clone(&metrics),
         billing: Billing::KinesisPutUnits,
-        compression: crate::config::Compression::None,
+        compression: crate::compression::Compression::None,
         acks: acks_sender,
         budget: crate::limits::MemoryBudget::new(64 << 20),
         lanes: None,
