@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::aws::{AwsClients, ClientError, FlowClients};
 use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
 use crate::cloudwatch;
 use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
@@ -23,19 +22,20 @@ use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::combine::Combiner;
-use crate::pipeline::shards::{Shard, ShardMap};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::processors;
 use crate::record::{Ack, CopyFrom, FileId};
 use crate::reload::{self, FlowChanges, Reloading};
 use crate::service;
+use crate::shard_map::{Shard, ShardMap};
 use crate::sink::check::{self, CheckFailed, CheckPassed};
+use crate::sink::clients::{AwsClients, ClientError, FlowClients};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
+use crate::sink::wire::WireFormat;
 use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, Source};
-use crate::wire::WireFormat;
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 const LINES_QUEUE_BLOCKS: usize = 16;

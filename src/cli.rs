@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::default_paths;
+use crate::service::ServiceRequest;
 
 /// What `kinship --version` prints after the name: the version, the git commit the binary was
 /// built from (`unknown` outside a git checkout) and the target it was built for, so a report
@@ -109,4 +110,18 @@ pub enum ServiceAction {
 }
 
 /// The account `service install` registers the service with.
+impl From<ServiceAction> for ServiceRequest {
+    fn from(action: ServiceAction) -> Self {
+        match action {
+            ServiceAction::Install { config, account } => {
+                ServiceRequest::Install { config, account }
+            }
+            ServiceAction::Uninstall => ServiceRequest::Uninstall,
+            ServiceAction::Start => ServiceRequest::Start,
+            ServiceAction::Stop => ServiceRequest::Stop,
+            ServiceAction::Run { config } => ServiceRequest::Run { config },
+        }
+    }
+}
+
 pub const DEFAULT_SERVICE_ACCOUNT: &str = r"NT SERVICE\kinship";

@@ -201,7 +201,7 @@ async fn publish_once(
             .await;
         if let Err(failure) = sent {
             if !was_failing {
-                warn!(%namespace, cause = %crate::sink::service_error::error_chain(&failure), "Cannot publish metrics to CloudWatch (cloudwatch:PutMetricData); shipping goes on, and the counts are sent with the next publish.");
+                warn!(%namespace, cause = %crate::error_chain::error_chain(&failure), "Cannot publish metrics to CloudWatch (cloudwatch:PutMetricData); shipping goes on, and the counts are sent with the next publish.");
             }
             return true;
         }

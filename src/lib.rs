@@ -5,12 +5,12 @@
 //! back to the checkpoint store. Only `app` knows every component.
 
 pub mod app;
-pub mod aws;
 pub mod checkpoint;
 pub mod cli;
 pub mod cloudwatch;
 pub mod compression;
 pub mod config;
+pub mod error_chain;
 pub mod exporter;
 pub mod limits;
 pub mod logfile;
@@ -23,7 +23,6 @@ pub mod record;
 pub mod reload;
 pub mod secrets;
 pub mod service;
+pub mod shard_map;
 pub mod sink;
 pub mod source;
-pub mod transport;
-pub mod wire;

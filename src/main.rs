@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 #[cfg(windows)]
 fn service(action: kinship::cli::ServiceAction) -> ExitCode {
     use kinship::service::windows::{self, ServiceError};
-    match windows::command(action, run_as_service) {
+    match windows::command(action.into(), run_as_service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ServiceError::Config(problem)) => {
             report_config_error(&problem);

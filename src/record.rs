@@ -1,6 +1,7 @@
 //! Plain types shared by the components: where a line came from, lines on their way, batches
 //! and acknowledgements. No logic lives here and nothing here imports another module.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -161,4 +162,17 @@ pub enum Ack {
     Identified { file: Arc<SourceFile> },
     /// A scan of `flow` found these files: their checkpoints are still wanted.
     Seen { flow: Arc<str>, ids: Vec<FileId> },
+}
+
+/// A record's stable identity: the hash of its file's first bytes and the offset it starts at.
+/// Sending a record again (after a retry whose outcome was unknown, or a restart) gives it the
+/// same id, and so does reading it from a copy of its file; consumers drop duplicates by it.
+/// A file that was empty when opened is named by device and inode until its start is known.
+pub fn record_id(file: &SourceFile, offset: u64) -> String {
+    let mut id = String::with_capacity(40);
+    let _ = match file.head {
+        Some(head) => write!(id, "{:016x}-{offset}", head.hash),
+        None => write!(id, "{:x}.{:x}-{offset}", file.id.device, file.id.inode),
+    };
+    id
 }

@@ -27,7 +27,7 @@ use schema::Rejected;
 use crate::compression::Compression;
 use crate::pattern::Pattern;
 use crate::secrets::quoted;
-use crate::wire::WireFormat;
+use crate::sink::wire::WireFormat;
 
 /// Open files at once, over all flows: well under the usual soft limit of 1,024 descriptors
 /// once the network's sockets and the agent's own files are counted.

@@ -12,10 +12,10 @@ use bytes::Bytes;
 
 use super::kpl::{key_hash, Aggregate};
 use super::pack::Pack;
-use super::shards::{shard_for, Shard, ShardMap};
 use crate::compression::Compression;
 use crate::config::Combine;
 use crate::record::{Batch, OutRecord};
+use crate::shard_map::{shard_for, Shard, ShardMap};
 
 /// Where a line goes: the open group it joins.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

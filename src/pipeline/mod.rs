@@ -5,7 +5,6 @@ pub mod combine;
 pub mod kpl;
 pub mod pack;
 pub mod partition_key;
-pub mod shards;
 
 pub use batcher::{BatchBuilder, BatchLimits};
 pub use partition_key::KeyChooser;

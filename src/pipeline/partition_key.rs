@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::config::limits::PARTITION_KEY_MAX_CHARS;
 use crate::config::{KeyField, PartitionKey};
-use crate::record::SourceFile;
+use crate::record::{record_id, SourceFile};
 
 #[derive(Debug)]
 pub struct KeyChooser {
@@ -75,19 +75,6 @@ fn extract(from: &KeyField, data: &[u8]) -> Option<String> {
         Some((cut, _)) => found[..cut].to_owned(),
         None => found,
     })
-}
-
-/// A record's stable identity: the hash of its file's first bytes and the offset it starts at.
-/// Sending a record again (after a retry whose outcome was unknown, or a restart) gives it the
-/// same id, and so does reading it from a copy of its file; consumers drop duplicates by it.
-/// A file that was empty when opened is named by device and inode until its start is known.
-pub fn record_id(file: &SourceFile, offset: u64) -> String {
-    let mut id = String::with_capacity(40);
-    let _ = match file.head {
-        Some(head) => write!(id, "{:016x}-{offset}", head.hash),
-        None => write!(id, "{:x}.{:x}-{offset}", file.id.device, file.id.inode),
-    };
-    id
 }
 
 #[cfg(test)]

@@ -12,9 +12,26 @@ pub mod control;
 #[cfg(windows)]
 pub mod windows;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// What `kinship service …` asks of the Windows service (the command line's words for it are
+/// the `cli` module's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceRequest {
+    /// Register with the Service Control Manager, to run with `config` as `account`.
+    Install { config: PathBuf, account: String },
+    /// Stop the service if it runs, and remove it.
+    Uninstall,
+    /// Start the service and wait until it runs.
+    Start,
+    /// Stop the service and wait until it has stopped.
+    Stop,
+    /// Run as the service, with `config`.
+    Run { config: PathBuf },
+}
 
 /// What `kinship service …` answers where there is no Windows service to manage.
 pub const WINDOWS_ONLY: &str = "`kinship service` manages the Windows service, on Windows only; on Linux use the systemd unit in packaging/systemd";

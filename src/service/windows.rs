@@ -21,7 +21,7 @@ use windows_service::service_dispatcher;
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
 use super::control::{Control, Controller, Exit, Reply, ReportStatus, State, Status, TICK_EVERY};
-use crate::cli::ServiceAction as Action;
+use super::ServiceRequest as Action;
 use crate::config::{default_paths, Config, ConfigError};
 use crate::logfile::LogFile;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::service_error::classify_sts_error;
 use super::{Backoff, LogLimiter, PutError, PutRecords, RetryPolicy, StreamStatus};
-use crate::aws::Identity;
 use crate::config::{limits, Destination, DestinationKind, FlowConfig};
 
 /// What a passed check learnt.
@@ -178,6 +178,39 @@ pub fn apply_learned_limit(flow: &mut FlowConfig, passed: &CheckPassed) {
         }
         flow.max_record_bytes = record;
         flow.max_batch_bytes = batch;
+    }
+}
+
+/// The account and principal the credentials belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+}
+
+/// `sts:GetCallerIdentity` with a flow's credentials.
+#[derive(Clone, Debug)]
+pub struct IdentityProbe {
+    client: aws_sdk_sts::Client,
+    endpoint: String,
+}
+
+impl IdentityProbe {
+    pub fn new(client: aws_sdk_sts::Client, endpoint: String) -> Self {
+        Self { client, endpoint }
+    }
+
+    pub async fn identity(&self) -> Result<Identity, PutError> {
+        let output = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|error| classify_sts_error(&error, &self.endpoint))?;
+        Ok(Identity {
+            account: output.account().unwrap_or_default().to_owned(),
+            arn: output.arn().unwrap_or_default().to_owned(),
+        })
     }
 }
 

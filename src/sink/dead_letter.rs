@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use serde::Serialize;
 
-use crate::pipeline::partition_key::record_id;
+use crate::record::record_id;
 use crate::record::{FileRange, OutRecord};
 
 pub const FILE_NAME: &str = "dead-letter.jsonl";

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
+use super::check::{Identity, IdentityProbe};
+use super::clients::FlowClients;
 use super::dry_run::{DryRunClient, DryRunOutput};
 use super::firehose::FirehoseClient;
 use super::kinesis::{DirectPut, KinesisClient};
 use super::{PutError, PutRecords, RecordFailure, StreamStatus};
-use crate::aws::{FlowClients, Identity, IdentityProbe};
 use crate::config::{Combine, DestinationKind, FlowConfig};
-use crate::pipeline::shards::ShardMap;
 use crate::record::OutRecord;
+use crate::shard_map::ShardMap;
 
 /// A flow's destination, and the identity check of its credentials (none in a dry run).
 pub struct DestinationClient {

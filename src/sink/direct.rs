@@ -5,9 +5,9 @@ use bytes::Bytes;
 
 use super::service_error::{classify_service_error, classify_transport_error};
 use super::{PutError, RecordFailure};
-use crate::transport::AwsCaller;
-use crate::wire::response::{scan_error, PutAnswer, ScanError};
-use crate::wire::WireFormat;
+use crate::sink::transport::AwsCaller;
+use crate::sink::wire::response::{scan_error, PutAnswer, ScanError};
+use crate::sink::wire::WireFormat;
 
 /// The destination as an error message names it.
 pub struct Named<'a> {

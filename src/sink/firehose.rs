@@ -1,5 +1,5 @@
 //! Amazon Data Firehose: `PutRecordBatch` for data, written by kinship itself
-//! ([`crate::wire`], sent through [`crate::transport`]) or by `aws-sdk-firehose`
+//! ([`crate::sink::wire`], sent through [`crate::sink::transport`]) or by `aws-sdk-firehose`
 //! (`data_path: sdk`); `DescribeDeliveryStream` for the start-up check through the SDK. Records
 //! go as they were read, newline included, so the objects Firehose writes stay one line per
 //! line.
@@ -14,9 +14,9 @@ use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
 use crate::record::OutRecord;
-use crate::transport::AwsCaller;
-use crate::wire::response::scan_put_record_batch;
-use crate::wire::{
+use crate::sink::transport::AwsCaller;
+use crate::sink::wire::response::scan_put_record_batch;
+use crate::sink::wire::{
     put_record_batch_body, put_record_batch_body_len, WireFormat, PUT_RECORD_BATCH_TARGET,
 };
 

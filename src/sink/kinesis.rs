@@ -1,5 +1,5 @@
-//! Kinesis Data Streams: `PutRecords` for data, written by kinship itself ([`crate::wire`],
-//! sent through [`crate::transport`]) or by `aws-sdk-kinesis` (`data_path: sdk`);
+//! Kinesis Data Streams: `PutRecords` for data, written by kinship itself ([`crate::sink::wire`],
+//! sent through [`crate::sink::transport`]) or by `aws-sdk-kinesis` (`data_path: sdk`);
 //! `DescribeStreamSummary` and `ListShards` through the SDK. Errors are sorted by what to do
 //! about them.
 
@@ -15,11 +15,11 @@ use super::direct::{self, Named};
 use super::service_error::classify_sdk_error;
 use super::{refused_records, PutError, PutRecords, RecordFailure, StreamStatus};
 use crate::config::Destination;
-use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::OutRecord;
-use crate::transport::AwsCaller;
-use crate::wire::response::scan_put_records;
-use crate::wire::{
+use crate::shard_map::{shard_for, Shard, ShardMap};
+use crate::sink::transport::AwsCaller;
+use crate::sink::wire::response::scan_put_records;
+use crate::sink::wire::{
     put_records_body, put_records_body_len, Entry, HashKey, StreamRef, WireFormat,
     PUT_RECORDS_TARGET,
 };

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod check;
+pub mod clients;
 pub mod dead_letter;
 pub mod destination;
 pub mod direct;
@@ -13,6 +14,8 @@ pub mod kinesis;
 pub mod ordered;
 pub mod pacing;
 pub mod service_error;
+pub mod transport;
+pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -26,13 +29,13 @@ use tracing::{error, info, warn};
 
 use bytes::Bytes;
 
-use crate::aws::Identity;
 use crate::compression::{compress_records, Compression};
 use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
 use crate::metrics::FlowMetrics;
-use crate::pipeline::shards::ShardMap;
 use crate::record::{Ack, Batch, FileRange, OutRecord};
+use crate::shard_map::ShardMap;
 pub use backoff::{Backoff, LogLimiter, RetryPolicy};
+use check::Identity;
 use dead_letter::{DeadLetters, Letters};
 use pacing::{Answer, Pacer};
 

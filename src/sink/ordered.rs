@@ -32,8 +32,8 @@ use crate::compression::{compress_records, Compression};
 use crate::config::{Delivery, DestinationKind, FlowConfig, PartitionKey};
 use crate::limits::Reservation;
 use crate::metrics::FlowMetrics;
-use crate::pipeline::shards::{shard_for, Shard, ShardMap};
 use crate::record::{Ack, Batch, FileRange, OutRecord};
+use crate::shard_map::{shard_for, Shard, ShardMap};
 
 /// Lanes while the stream's shards are unknown: equal slices of the hash key space.
 pub const UNMAPPED_LANES: usize = 16;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::limits::MemoryBudget;
-use crate::pipeline::shards::even_shards;
 use crate::record::{FileId, SourceFile};
+use crate::shard_map::even_shards;
 use crate::sink::{Billing, RetryPolicy, Sink, StreamStatus};
 
 /// A stream of shards that refuses records as told and remembers what it stored.

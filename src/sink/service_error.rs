@@ -4,7 +4,8 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 use super::{is_throttle_code, PutError};
-use crate::transport::TransportError;
+pub use crate::error_chain::error_chain;
+use crate::sink::transport::TransportError;
 
 /// Sorts a failed call to the stream `stream` (whose config key is `key`) in `region`.
 pub fn classify_sdk_error<E>(
@@ -38,17 +39,6 @@ where
         }
         _ if mentions_credentials(&detail) => no_credentials(detail),
         _ => PutError::Transient { message: detail },
-    }
-}
-
-/// An error and its sources in one readable line, each cause once: `dispatch failure: io error:
-/// Connection refused (os error 111)`; never a `Debug` dump.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let text = crate::transport::chain_text(error);
-    if text.is_empty() {
-        "no detail given".to_owned()
-    } else {
-        text
     }
 }
 
@@ -151,6 +141,54 @@ pub fn classify_service_error(
             message: format!("the stream rejected the call ({message})"),
             hint: "check the flow's settings against the stream".into(),
         },
+    }
+}
+
+/// Sorts a failed `sts:GetCallerIdentity` call of the start-up checks to the STS endpoint
+/// `endpoint`.
+pub fn classify_sts_error<E>(
+    error: &SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
+    endpoint: &str,
+) -> PutError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = error_chain(error);
+    let lower = detail.to_ascii_lowercase();
+    match error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            match code {
+                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "IncompleteSignature" | "UnrecognizedClientException" => PutError::Configuration {
+                    message: format!("STS rejected the credentials ({code}: {message})"),
+                    hint: "check the access key, secret key and session token, or the profile or role that provides them".into(),
+                },
+                _ if service.raw().status().as_u16() >= 500 => PutError::Transient {
+                    message: format!("STS answered {code}: {message}"),
+                },
+                _ => PutError::Configuration {
+                    message: format!("STS answered {code}: {message}"),
+                    hint: format!("check the credentials and that {endpoint} is an STS endpoint (aws.sts_endpoint_url)"),
+                },
+            }
+        }
+        _ if lower.contains("assume") && lower.contains("role") => PutError::Configuration {
+            message: format!("cannot assume the role ({detail})"),
+            hint: "check assume_role.role_arn, that the role's trust policy allows these credentials (and external_id), and sts:AssumeRole in their policy".into(),
+        },
+        _ if lower.contains("credential") => PutError::Configuration {
+            message: format!("no usable AWS credentials ({detail})"),
+            hint: "set access keys or a profile in the aws block, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or task role".into(),
+        },
+        SdkError::TimeoutError(_) => PutError::Unreachable {
+            message: format!("STS at {endpoint} did not answer in time"),
+        },
+        SdkError::DispatchFailure(_) => PutError::Configuration {
+            message: format!("cannot reach STS at {endpoint} ({detail})"),
+            hint: "check the network, any proxy (HTTPS_PROXY, NO_PROXY) and aws.sts_endpoint_url".into(),
+        },
+        _ => PutError::Transient { message: detail },
     }
 }
 

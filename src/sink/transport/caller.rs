@@ -22,7 +22,7 @@ use super::error::{chain_text, TransportError};
 use super::http::{origin, HttpClient, RawResponse};
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
-/// to lapse (the SDK clients of `crate::aws` renew as early).
+/// to lapse (the SDK clients of `crate::sink::clients` renew as early).
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// After a failed renewal, the next attempt waits this long (calls meanwhile use the
 /// credentials still held, while they last).

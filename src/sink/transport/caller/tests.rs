@@ -8,8 +8,8 @@ use aws_smithy_http_client::test_util::capture_request;
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 
 use super::*;
-use crate::transport::test_support::{CountingProvider, TestClock, TestServer, OK};
-use crate::transport::{kinesis_endpoint, HttpSettings};
+use crate::sink::transport::test_support::{CountingProvider, TestClock, TestServer, OK};
+use crate::sink::transport::{kinesis_endpoint, HttpSettings};
 
 /// 2023-11-14T22:13:20Z, and a little.
 fn signing_time() -> SystemTime {
@@ -354,7 +354,7 @@ async fn no_credentials_provider_fails_every_call() {
 async fn the_service_error_type_and_request_id_come_back() {
     let server = TestServer::start(
         None,
-        crate::transport::test_support::Reply {
+        crate::sink::transport::test_support::Reply {
             status: 400,
             error_type: Some("ResourceNotFoundException:http://internal.amazon.com/coral/"),
             body: b"{\"message\":\"Stream logs not found\"}",

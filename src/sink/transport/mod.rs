@@ -16,7 +16,7 @@ pub(crate) mod test_support;
 
 pub use caller::AwsCaller;
 pub use endpoint::{firehose_endpoint, kinesis_endpoint, Endpoint};
-pub use error::{chain_text, TimeoutPhase, TransportError};
+pub use error::{TimeoutPhase, TransportError};
 pub use http::{HttpClient, HttpSettings, RawResponse};
 
 pub(crate) use http::{native_roots_available, read_ca_file};

@@ -3,7 +3,7 @@
 //! (`aws.tls.ca_file`), and proxies from the standard environment variables. Flows with equal
 //! settings share one SDK configuration and one client per service; SDK clients trusting the
 //! same CAs share one HTTP connection pool, and so do the data path's own HTTP clients
-//! ([`crate::transport`]) of flows with equal connection settings.
+//! ([`crate::sink::transport`]) of flows with equal connection settings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,16 +18,15 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sdk_kinesis::config::SharedHttpClient;
-use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder as HttpClientBuilder, Connector};
 
+use super::check::IdentityProbe;
 use crate::config::{AwsSettings, CredentialSource, DataPath, DestinationKind, FlowConfig};
 use crate::secrets;
-use crate::sink::PutError;
-use crate::transport::{self, AwsCaller, HttpClient, HttpSettings, TransportError};
-use crate::wire::WireFormat;
+use crate::sink::transport::{self, AwsCaller, HttpClient, HttpSettings, TransportError};
+use crate::sink::wire::WireFormat;
 
 /// Credentials are renewed this long before they expire, so no call is signed with keys about
 /// to lapse (assumed roles last 15 minutes at least).
@@ -44,81 +43,6 @@ pub enum ClientError {
     Http { flow: String, error: TransportError },
     #[error("cloudwatch: {0}")]
     CloudWatchHttp(TransportError),
-}
-
-/// The account and principal the credentials belong to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub account: String,
-    pub arn: String,
-}
-
-/// `sts:GetCallerIdentity` with a flow's credentials.
-#[derive(Clone, Debug)]
-pub struct IdentityProbe {
-    client: aws_sdk_sts::Client,
-    endpoint: String,
-}
-
-impl IdentityProbe {
-    pub async fn identity(&self) -> Result<Identity, PutError> {
-        let output = self
-            .client
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|error| classify_sts_error(&error, &self.endpoint))?;
-        Ok(Identity {
-            account: output.account().unwrap_or_default().to_owned(),
-            arn: output.arn().unwrap_or_default().to_owned(),
-        })
-    }
-}
-
-fn classify_sts_error<E>(
-    error: &SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
-    endpoint: &str,
-) -> PutError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let detail = crate::sink::service_error::error_chain(error);
-    let lower = detail.to_ascii_lowercase();
-    match error {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            let message = service.err().message().unwrap_or_default();
-            match code {
-                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken" | "IncompleteSignature" | "UnrecognizedClientException" => PutError::Configuration {
-                    message: format!("STS rejected the credentials ({code}: {message})"),
-                    hint: "check the access key, secret key and session token, or the profile or role that provides them".into(),
-                },
-                _ if service.raw().status().as_u16() >= 500 => PutError::Transient {
-                    message: format!("STS answered {code}: {message}"),
-                },
-                _ => PutError::Configuration {
-                    message: format!("STS answered {code}: {message}"),
-                    hint: format!("check the credentials and that {endpoint} is an STS endpoint (aws.sts_endpoint_url)"),
-                },
-            }
-        }
-        _ if lower.contains("assume") && lower.contains("role") => PutError::Configuration {
-            message: format!("cannot assume the role ({detail})"),
-            hint: "check assume_role.role_arn, that the role's trust policy allows these credentials (and external_id), and sts:AssumeRole in their policy".into(),
-        },
-        _ if lower.contains("credential") => PutError::Configuration {
-            message: format!("no usable AWS credentials ({detail})"),
-            hint: "set access keys or a profile in the aws block, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance or task role".into(),
-        },
-        SdkError::TimeoutError(_) => PutError::Unreachable {
-            message: format!("STS at {endpoint} did not answer in time"),
-        },
-        SdkError::DispatchFailure(_) => PutError::Configuration {
-            message: format!("cannot reach STS at {endpoint} ({detail})"),
-            hint: "check the network, any proxy (HTTPS_PROXY, NO_PROXY) and aws.sts_endpoint_url".into(),
-        },
-        _ => PutError::Transient { message: detail },
-    }
 }
 
 /// The SDK clients of one flow.
@@ -248,10 +172,7 @@ impl AwsClients {
                 .sts
                 .entry(settings.clone())
                 .or_insert_with(|| aws_sdk_sts::Client::from_conf(sts_config(&sdk, settings)));
-            IdentityProbe {
-                client: client.clone(),
-                endpoint: sts_endpoint_text(settings, &region),
-            }
+            IdentityProbe::new(client.clone(), sts_endpoint_text(settings, &region))
         });
         let mut wire_format = WireFormat::Json;
         let data_caller = match flow.data_path {
@@ -509,7 +430,7 @@ impl ProvideCredentials for RegisteringCredentials {
 mod tests {
     #[test]
     fn cbor_goes_to_aws_endpoints_and_json_to_any_other_unless_written() {
-        use crate::wire::WireFormat::{Cbor, Json};
+        use crate::sink::wire::WireFormat::{Cbor, Json};
         for host in [
             "kinesis.eu-west-1.amazonaws.com",
             "210987654321.data-kinesis.eu-west-1.amazonaws.com",
@@ -542,7 +463,7 @@ mod tests {
 
     use super::*;
     use crate::config::Secret;
-    use crate::transport::test_support::{TestCa, TestServer, OK};
+    use crate::sink::transport::test_support::{TestCa, TestServer, OK};
 
     fn settings(endpoint: String, ca_file: Option<PathBuf>) -> AwsSettings {
         AwsSettings {

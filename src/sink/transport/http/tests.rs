@@ -4,7 +4,9 @@ use std::sync::atomic::Ordering;
 use http::Version;
 
 use super::*;
-use crate::transport::test_support::{ProxySeen, SilentServer, TestCa, TestProxy, TestServer, OK};
+use crate::sink::transport::test_support::{
+    ProxySeen, SilentServer, TestCa, TestProxy, TestServer, OK,
+};
 
 fn settings(ca_file: Option<&Path>) -> HttpSettings {
     HttpSettings {

@@ -18,7 +18,7 @@ const FIREHOSE: &str = "Firehose";
 pub struct Endpoint {
     /// Where calls go: scheme, authority and path (`https://kinesis.eu-west-1.amazonaws.com/`).
     /// For Kinesis, credentials that name their account may move calls to the account's own
-    /// endpoint, as the SDK does; [`crate::transport::AwsCaller`] resolves that itself.
+    /// endpoint, as the SDK does; [`crate::sink::transport::AwsCaller`] resolves that itself.
     pub url: Uri,
     /// The region to sign for, when the resolver names one.
     signing_region: Option<String>,

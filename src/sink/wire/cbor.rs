@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::{Entry, StreamRef};
-use crate::wire::response::ScanError;
+use crate::sink::wire::response::ScanError;
 
 const MAJOR_UNSIGNED: u8 = 0;
 const MAJOR_NEGATIVE: u8 = 1;

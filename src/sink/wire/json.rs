@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 
 use super::{Entry, StreamRef};
-use crate::wire::response::ScanError;
+use crate::sink::wire::response::ScanError;
 
 /// What a byte becomes inside a JSON string: 0 stays as it is, `u` becomes `\u00XX`, any
 /// other value `c` becomes `\c`.
