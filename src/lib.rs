@@ -13,6 +13,7 @@ pub mod config;
 pub mod error_chain;
 pub mod exporter;
 pub mod limits;
+pub mod log_limit;
 pub mod logfile;
 pub mod logging;
 pub mod metrics;

@@ -89,29 +89,18 @@ impl DeadLetters {
         &self.path
     }
 
-    /// Appends one line per record and syncs the file.
-    pub fn write(&self, letters: &Letters<'_>) -> io::Result<()> {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let mut text = Vec::new();
-        for record in letters.records {
-            let Some(range) = letters.ranges.get(record.range as usize) else {
-                continue;
-            };
-            let entry = Entry {
-                time,
-                flow: letters.flow,
-                stream: letters.stream,
-                file: &range.file.path,
-                offset: record.offset,
-                id: record_id(&range.file, record.offset),
-                error: letters.error,
-                data: RecordData::of(&record.data),
-            };
-            serde_json::to_writer(&mut text, &entry).map_err(io::Error::other)?;
-            text.push(b'\n');
-        }
+    /// Appends one line per record and syncs the file. The lines are made here; the file is
+    /// written and synced on a blocking thread, so a slow disk never stalls the runtime.
+    pub async fn write(self: &Arc<Self>, letters: &Letters<'_>) -> io::Result<()> {
+        let text = lines(letters)?;
+        let letters = Arc::clone(self);
+        tokio::task::spawn_blocking(move || letters.append(text))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Appends `text` (whole lines) to the file and syncs it.
+    fn append(&self, mut text: Vec<u8>) -> io::Result<()> {
         let mut writer = self
             .file
             .lock()
@@ -135,14 +124,40 @@ impl DeadLetters {
     }
 }
 
+/// One JSON line per record of `letters`.
+fn lines(letters: &Letters<'_>) -> io::Result<Vec<u8>> {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let mut text = Vec::new();
+    for record in letters.records {
+        let Some(range) = letters.ranges.get(record.range as usize) else {
+            continue;
+        };
+        let entry = Entry {
+            time,
+            flow: letters.flow,
+            stream: letters.stream,
+            file: &range.file.path,
+            offset: record.offset,
+            id: record_id(&range.file, record.offset),
+            error: letters.error,
+            data: RecordData::of(&record.data),
+        };
+        serde_json::to_writer(&mut text, &entry).map_err(io::Error::other)?;
+        text.push(b'\n');
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::{FileId, Head, SourceFile};
     use bytes::Bytes;
 
-    #[test]
-    fn each_record_is_one_json_line_naming_its_file_offset_and_error() {
+    #[tokio::test]
+    async fn each_record_is_one_json_line_naming_its_file_offset_and_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let letters = DeadLetters::in_dir(dir.path());
         let file = Arc::new(SourceFile {
@@ -186,6 +201,7 @@ mod tests {
                 records: &records,
                 ranges: &ranges,
             })
+            .await
             .expect("written");
         let text = std::fs::read_to_string(letters.path()).expect("read back");
         let lines: Vec<serde_json::Value> = text

@@ -31,10 +31,11 @@ use bytes::Bytes;
 
 use crate::compression::{compress_records, Compression};
 use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
+pub use crate::log_limit::LogLimiter;
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, Batch, FileRange, OutRecord};
 use crate::shard_map::ShardMap;
-pub use backoff::{Backoff, LogLimiter, RetryPolicy};
+pub use backoff::{Backoff, RetryPolicy};
 use check::Identity;
 use dead_letter::{DeadLetters, Letters};
 use pacing::{Answer, Pacer};
@@ -555,13 +556,15 @@ async fn give_up<P>(
     if started.elapsed() < *limit || records.is_empty() {
         return false;
     }
-    let written = letters.write(&Letters {
-        flow: &shared.flow,
-        stream: &shared.stream,
-        error,
-        records,
-        ranges,
-    });
+    let written = letters
+        .write(&Letters {
+            flow: &shared.flow,
+            stream: &shared.stream,
+            error,
+            records,
+            ranges,
+        })
+        .await;
     match written {
         Ok(()) => {
             FlowMetrics::add(&shared.metrics.records_dead_lettered, records.len() as u64);
