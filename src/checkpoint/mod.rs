@@ -3,8 +3,8 @@
 //! as soon as the write before it is done and at most every [`COMMIT_SPACING`] (group
 //! commit), or the whole state on an interval; and once more at the end.
 //!
-//! This module runs the loop that applies acknowledgements; [`tracker`] keeps the checkpoints,
-//! [`writer`] writes them one write at a time, and [`store`] holds them on disk.
+//! This module runs the loop that applies acknowledgements; `tracker` keeps the checkpoints,
+//! `writer` writes them one write at a time, and `store` holds them on disk.
 
 mod store;
 mod tracker;
@@ -26,7 +26,7 @@ pub use tracker::{AckTracker, Checkpoint, Delta};
 use writer::Writer;
 
 /// A request to release a stopped flow's readings and hand back its checkpoints (see
-/// [`AckTracker::release_flow`]). It is answered once every acknowledgement sent before it
+/// `AckTracker::release_flow`). It is answered once every acknowledgement sent before it
 /// has been applied.
 #[derive(Debug)]
 pub struct Release {
@@ -59,7 +59,7 @@ const ACKS_PER_TURN: usize = 4096;
 /// benchmark): a write for each acknowledgement took 27 %, 25 ms about 5 %, 50 ms about 4 %
 /// (the `interval` mode 2 %). A crash re-sends at most this much more than the
 /// acknowledgements of the write in flight.
-pub(crate) const COMMIT_SPACING: Duration = Duration::from_millis(50);
+pub const COMMIT_SPACING: Duration = Duration::from_millis(50);
 
 /// Applies acknowledgements until every sender is gone or `stop` fires, and writes what
 /// changed as `settings.commit` says, one write at a time on a blocking thread while

@@ -40,7 +40,7 @@ pub struct Checkpoint {
 /// A saved checkpoint's key: its flow and its file's identity.
 pub type Identity = (String, FileId);
 
-/// What changed in the saved checkpoints since the last [`AckTracker::take_delta`]: each
+/// What changed in the saved checkpoints since the last `AckTracker::take_delta`: each
 /// changed checkpoint in full, and the keys of those forgotten.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {
