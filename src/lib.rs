@@ -7,6 +7,7 @@
 pub mod app;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod cloudwatch;
 pub mod compression;
 pub mod config;

@@ -126,9 +126,7 @@ impl DeadLetters {
 
 /// One JSON line per record of `letters`.
 fn lines(letters: &Letters<'_>) -> io::Result<Vec<u8>> {
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let time = crate::clock::unix_seconds();
     let mut text = Vec::new();
     for record in letters.records {
         let Some(range) = letters.ranges.get(record.range as usize) else {

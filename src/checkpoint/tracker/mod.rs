@@ -12,7 +12,7 @@ mod watermark;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::record::{Ack, CopyFrom, FileId, FileRange, Head, Original, SourceFile};
 use copies::Behind;
@@ -59,9 +59,7 @@ const SEEN_PRECISION_SECS: u64 = 3600;
 
 /// Seconds since the Unix epoch.
 pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    crate::clock::unix_seconds()
 }
 
 /// One reading of a file: how far its records were delivered, and what ends it.
