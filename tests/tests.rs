@@ -2,6 +2,7 @@ mod support;
 
 mod agent_json;
 mod aggregation;
+mod architecture;
 mod aws_emulated;
 mod checkpoints;
 mod cli;
