@@ -138,9 +138,7 @@ impl FlowBlock<'_> {
                 "is required",
             )),
         }
-        translation
-            .yaml
-            .key(4, service.stream_key(), &quoted(&stream));
+        yaml.key(4, service.stream_key(), &quoted(&stream));
         self.write_endpoint(service, translation);
         self.write_initial_position(translation);
         if service == Service::Kinesis {

@@ -27,7 +27,7 @@ pub struct Destination {
 
 impl Destination {
     /// The service's word for the destination, for messages.
-    pub fn noun(&self) -> &'static str {
+    fn noun(&self) -> &'static str {
         match self.kind {
             DestinationKind::Kinesis => "Kinesis stream",
             DestinationKind::Firehose => "Firehose stream",
