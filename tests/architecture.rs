@@ -352,7 +352,10 @@ fn a_sibling_import_fails_naming_the_file_and_line() {
     let allowed = tree(&[
         ("sink", "use crate::config::FlowConfig;"),
         ("sink", "use crate::{record::Batch, shard_map::ShardMap};"),
-        ("pipeline", "use crate::limits::MemoryBudget; // crate::sink::X in a comment"),
+        (
+            "pipeline",
+            "use crate::limits::MemoryBudget; // crate::sink::X in a comment",
+        ),
         ("app", "use crate::sink::Sink;"),
         ("record", "use crate::limits::Reservation;"),
     ]);
@@ -365,7 +368,9 @@ fn a_sibling_import_fails_naming_the_file_and_line() {
     let problems = violations(sibling.path());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].starts_with("src/sink/kinesis.rs:3: `sink` imports `pipeline`: a component never imports a sibling"),
+        problems[0].starts_with(
+            "src/sink/kinesis.rs:3: `sink` imports `pipeline`: a component never imports a sibling"
+        ),
         "{problems:?}"
     );
 }
@@ -378,9 +383,9 @@ fn upward_imports_and_cycles_fail() {
     ]);
     let problems = violations(upward.path());
     assert!(
-        problems
-            .iter()
-            .any(|p| p.starts_with("src/config.rs:2: `config` imports `pipeline`: config imports only the bottom layer")),
+        problems.iter().any(|p| p.starts_with(
+            "src/config.rs:2: `config` imports `pipeline`: config imports only the bottom layer"
+        )),
         "{problems:?}"
     );
     assert!(
@@ -397,7 +402,10 @@ fn upward_imports_and_cycles_fail() {
     let problems = violations(cycle.path());
     assert_eq!(
         problems,
-        vec!["import cycle: src/app.rs:2: `app` imports `cli`; src/cli.rs:2: `cli` imports `app`".to_owned()],
+        vec![
+            "import cycle: src/app.rs:2: `app` imports `cli`; src/cli.rs:2: `cli` imports `app`"
+                .to_owned()
+        ],
     );
 }
 

@@ -4,41 +4,21 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::info;
 
-use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
-use crate::cloudwatch;
-use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
-use crate::exporter;
-use crate::limits::MemoryBudget;
-use crate::limits::OpenFiles;
-use crate::metrics::{self, Metrics};
-use crate::pipeline::combine::Combiner;
-use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
-use crate::processors;
-use crate::record::{Ack, CopyFrom, FileId};
-use crate::reload::{self, FlowChanges, Reloading};
-use crate::service;
-use crate::shard_map::{Shard, ShardMap};
+use crate::config::{Config, Destination, FlowConfig};
 use crate::sink::check::{self, CheckFailed, CheckPassed};
-use crate::sink::clients::{AwsClients, ClientError, FlowClients};
-use crate::sink::dead_letter::DeadLetters;
+use crate::sink::clients::{AwsClients, FlowClients};
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
 use crate::sink::wire::WireFormat;
-use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
-use crate::source::{KnownOffset, Source};
+use crate::sink::PutRecords;
 
 use super::flows::*;
-use super::shards::*;
 use super::*;
 
 /// The AWS clients of every flow (dry-run flows need none) and the dry-run output.
@@ -247,4 +227,3 @@ pub(super) async fn check_destinations<P: PutRecords>(
         }
     }
 }
-

@@ -2,43 +2,33 @@
 //! some under a deadline, and applying a reloaded config.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
+use crate::checkpoint::{self, Checkpoint};
 use crate::cloudwatch;
-use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
-use crate::exporter;
+use crate::config::{Combine, Config, DestinationKind, FlowConfig};
 use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::processors;
 use crate::record::{Ack, CopyFrom, FileId};
-use crate::reload::{self, FlowChanges, Reloading};
-use crate::service;
-use crate::shard_map::{Shard, ShardMap};
-use crate::sink::check::{self, CheckFailed, CheckPassed};
-use crate::sink::clients::{AwsClients, ClientError, FlowClients};
+use crate::reload::{self, FlowChanges};
 use crate::sink::dead_letter::DeadLetters;
-use crate::sink::destination::DestinationClient;
-use crate::sink::dry_run::DryRunOutput;
-use crate::sink::wire::WireFormat;
 use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
 use crate::source::{KnownOffset, Source};
 
 use super::clients::*;
 use super::shards::*;
-use super::*;
 
 /// Blocks of lines (each at most one read, 256 KiB) queued between a flow's tailers and batcher.
 pub(super) const LINES_QUEUE_BLOCKS: usize = 16;
@@ -339,4 +329,3 @@ impl Flows {
         info!(path, added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, unchanged = changes.unchanged.len(), "Config reloaded.");
     }
 }
-

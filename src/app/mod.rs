@@ -2,48 +2,30 @@
 //! between them, runs until shutdown is asked for, then shuts down in order under a deadline:
 //! tailers stop → batchers flush → sinks finish their calls → the last checkpoint is written.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
+use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
 use crate::cloudwatch;
-use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
+use crate::config::{Config, InitialPosition};
 use crate::exporter;
 use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
 use crate::metrics::{self, Metrics};
-use crate::pipeline::combine::Combiner;
-use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
-use crate::processors;
-use crate::record::{Ack, CopyFrom, FileId};
-use crate::reload::{self, FlowChanges, Reloading};
+use crate::reload::{self, Reloading};
 use crate::service;
-use crate::shard_map::{Shard, ShardMap};
-use crate::sink::check::{self, CheckFailed, CheckPassed};
-use crate::sink::clients::{AwsClients, ClientError, FlowClients};
+use crate::sink::clients::ClientError;
 use crate::sink::dead_letter::DeadLetters;
-use crate::sink::destination::DestinationClient;
-use crate::sink::dry_run::DryRunOutput;
-use crate::sink::wire::WireFormat;
-use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
-use crate::source::{KnownOffset, Source};
-
 
 mod clients;
 mod flows;
 mod shards;
 
-pub use clients::{check_online, ClientFactory, Destinations};
 use clients::*;
+pub use clients::{check_online, ClientFactory, Destinations};
 use flows::*;
 /// Acknowledgement events queued for the checkpoint store.
 const ACK_QUEUE: usize = 4096;

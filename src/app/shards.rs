@@ -1,44 +1,17 @@
 //! The shard map of a flow that aggregates per shard or delivers in order per shard: learnt at
 //! the flow's start, then kept fresh by a task of the flow.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::checkpoint::{self, AckTracker, Checkpoint, CheckpointStore, StoreError};
-use crate::cloudwatch;
-use crate::config::{Combine, Config, Destination, DestinationKind, FlowConfig, InitialPosition};
-use crate::exporter;
-use crate::limits::MemoryBudget;
-use crate::limits::OpenFiles;
-use crate::metrics::{self, Metrics};
-use crate::pipeline::combine::Combiner;
-use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
-use crate::processors;
-use crate::record::{Ack, CopyFrom, FileId};
-use crate::reload::{self, FlowChanges, Reloading};
-use crate::service;
+use crate::config::{Combine, FlowConfig};
 use crate::shard_map::{Shard, ShardMap};
-use crate::sink::check::{self, CheckFailed, CheckPassed};
-use crate::sink::clients::{AwsClients, ClientError, FlowClients};
-use crate::sink::dead_letter::DeadLetters;
-use crate::sink::destination::DestinationClient;
-use crate::sink::dry_run::DryRunOutput;
-use crate::sink::wire::WireFormat;
-use crate::sink::{self, Billing, PutRecords, RetryPolicy, Sink};
-use crate::source::{KnownOffset, Source};
-
-use super::clients::*;
-use super::flows::*;
-use super::*;
+use crate::sink::check::{self};
+use crate::sink::{self, PutRecords};
 
 /// How often an aggregating flow learns its stream's shards again, besides when a record lands
 /// on another shard than expected.
@@ -123,4 +96,3 @@ pub(super) async fn keep_shards_fresh<P: PutRecords>(
         }
     }
 }
-
