@@ -297,9 +297,9 @@ pub struct FlowConfig {
     /// Ends a record cut by `oversize_records: truncate`.
     pub truncated_record_terminator: String,
     /// Applied in order to every record between the file and the batch.
-    pub processors: Vec<crate::processors::Processor>,
+    pub processors: Vec<crate::pipeline::processors::Processor>,
     /// What a converter does with a record it cannot parse.
-    pub on_error: crate::processors::OnError,
+    pub on_error: crate::pipeline::processors::OnError,
 }
 
 impl FlowConfig {
@@ -2509,10 +2509,10 @@ flows:
             "{FLOW}    kinesis_stream: a\n    on_error: drop\n    processors:\n      - type: filter\n        include: ERROR\n      - type: redact\n        builtin: [email]\n        patterns:\n          - pattern: 'pw=\\S+'\n            replacement: 'pw=*'\n      - type: add_metadata\n        fields: {{env: prod, tier: 2}}\n        timestamp: true\n"
         ));
         let flow = &config.flows[0];
-        assert_eq!(flow.on_error, crate::processors::OnError::Drop);
+        assert_eq!(flow.on_error, crate::pipeline::processors::OnError::Drop);
         assert_eq!(flow.processors.len(), 3);
         match &flow.processors[2] {
-            crate::processors::Processor::AddMetadata(add) => {
+            crate::pipeline::processors::Processor::AddMetadata(add) => {
                 assert_eq!(
                     add.fields,
                     vec![
@@ -2541,14 +2541,18 @@ flows:
         assert_eq!(
             converters.flows[0].processors[..2],
             [
-                crate::processors::Processor::SingleLine(crate::processors::SingleLine {
-                    trim: true,
-                    separator: "\\n".into()
-                }),
-                crate::processors::Processor::CsvToJson(crate::processors::CsvToJson {
-                    field_names: vec!["a".into(), "b".into()],
-                    delimiter: b'\t'
-                }),
+                crate::pipeline::processors::Processor::SingleLine(
+                    crate::pipeline::processors::SingleLine {
+                        trim: true,
+                        separator: "\\n".into()
+                    }
+                ),
+                crate::pipeline::processors::Processor::CsvToJson(
+                    crate::pipeline::processors::CsvToJson {
+                        field_names: vec!["a".into(), "b".into()],
+                        delimiter: b'\t'
+                    }
+                ),
             ]
         );
         assert_eq!(

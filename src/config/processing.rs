@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use crate::secrets::quoted;
 
-use crate::processors::ec2::{AddEc2Metadata, Ec2Settings};
-use crate::processors::log::{LogFormat, Parser};
-use crate::processors::metadata::{self, AddMetadata};
-use crate::processors::redact::{Builtin, Rule};
-use crate::processors::{CsvToJson, Filter, LogToJson, OnError, Processor, Redact, SingleLine};
+use crate::pipeline::processors::ec2::{AddEc2Metadata, Ec2Settings};
+use crate::pipeline::processors::log::{LogFormat, Parser};
+use crate::pipeline::processors::metadata::{self, AddMetadata};
+use crate::pipeline::processors::redact::{Builtin, Rule};
+use crate::pipeline::processors::{
+    CsvToJson, Filter, LogToJson, OnError, Processor, Redact, SingleLine,
+};
 
 /// What a redaction writes in place of what it found, unless told otherwise.
 pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";

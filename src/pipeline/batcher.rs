@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::combine::Combiner;
 use super::partition_key::KeyChooser;
 use crate::limits::RECORD_OVERHEAD;
-use crate::processors::{Chain, Origin};
+use crate::pipeline::processors::{Chain, Origin};
 use crate::record::{Batch, FileRange, Lines, OutRecord};
 
 #[derive(Clone, Debug)]
