@@ -472,6 +472,8 @@ impl Flows {
             cancel: stop.clone(),
         };
         let shards = shard_map(&flow, &client, &tasks, &stop).await;
+        // Built once: the chain and the EC2 metadata refreshers share each processor's cache.
+        let steps = processors::build(&flow.processors);
         let builder = BatchBuilder::new(
             BatchLimits {
                 max_records: flow.max_batch_records,
@@ -493,7 +495,7 @@ impl Flows {
         ))
         .with_processors(processors::Chain::new(
             &flow.name,
-            flow.processors.clone(),
+            steps.clone(),
             flow.on_error,
             flow.max_line_bytes(),
             Arc::clone(&flow_metrics),
@@ -526,7 +528,7 @@ impl Flows {
                 }
             }),
         };
-        for processor in &flow.processors {
+        for processor in &steps {
             if let processors::Processor::AddEc2Metadata(add) = processor {
                 tasks.spawn(add.clone().keep_fresh(flow.name.clone(), stop.clone()));
             }

@@ -1,4 +1,4 @@
-//! Checks each flow's `processors` list and builds the processors it names.
+//! Checks each flow's `processors` list into the plain specs the pipeline builds from.
 
 use super::raw::{RawProcessor, RawRedactPattern};
 use super::Checker;
@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use crate::secrets::quoted;
 
-use crate::pipeline::processors::ec2::{AddEc2Metadata, Ec2Settings};
-use crate::pipeline::processors::log::{LogFormat, Parser};
-use crate::pipeline::processors::metadata::{self, AddMetadata};
-use crate::pipeline::processors::redact::{Builtin, Rule};
-use crate::pipeline::processors::{
-    CsvToJson, Filter, LogToJson, OnError, Processor, Redact, SingleLine,
+use super::processor_spec::{
+    BuiltinRedaction, Ec2Settings, LineParser, LogLineFormat, OnError, ProcessorSpec, RedactRule,
 };
 
 /// What a redaction writes in place of what it found, unless told otherwise.
@@ -23,7 +19,7 @@ impl Checker<'_> {
         flow_key: &str,
         raw: Option<Vec<Option<RawProcessor>>>,
         on_error: Option<String>,
-    ) -> (Vec<Processor>, OnError) {
+    ) -> (Vec<ProcessorSpec>, OnError) {
         let on_error = match on_error.as_deref() {
             None | Some("send_raw") => OnError::SendRaw,
             Some("drop") => OnError::Drop,
@@ -47,7 +43,7 @@ impl Checker<'_> {
         (processors, on_error)
     }
 
-    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<Processor> {
+    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<ProcessorSpec> {
         match raw {
             RawProcessor::SingleLine {
                 no_trim,
@@ -65,10 +61,10 @@ impl Checker<'_> {
                     (Some(true), None) => "\\n".to_owned(),
                     (_, separator) => separator.unwrap_or_default(),
                 };
-                Some(Processor::SingleLine(SingleLine {
+                Some(ProcessorSpec::SingleLine {
                     trim: !no_trim.unwrap_or(false),
                     separator,
-                }))
+                })
             }
             RawProcessor::CsvToJson {
                 field_names,
@@ -92,10 +88,10 @@ impl Checker<'_> {
                         return None;
                     }
                 };
-                Some(Processor::CsvToJson(CsvToJson {
+                Some(ProcessorSpec::CsvToJson {
                     field_names,
                     delimiter,
-                }))
+                })
             }
             RawProcessor::LogToJson {
                 format,
@@ -118,11 +114,11 @@ impl Checker<'_> {
                         }
                         return None;
                     }
-                    (Some(name), None) => match LogFormat::named(&name) {
-                        Some(known) => (Parser::Format(known), Some(known.field_names())),
+                    (Some(name), None) => match LogLineFormat::named(&name) {
+                        Some(known) => (LineParser::Format(known), Some(known.field_names())),
                         None => {
                             let known: Vec<&str> =
-                                LogFormat::ALL.iter().map(|(name, _)| *name).collect();
+                                LogLineFormat::ALL.iter().map(|(name, _)| *name).collect();
                             self.problem(
                                 &format!("{key}.format"),
                                 format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
@@ -130,7 +126,7 @@ impl Checker<'_> {
                             return None;
                         }
                     },
-                    (None, Some(text)) => match Parser::pattern(&text) {
+                    (None, Some(text)) => match LineParser::pattern(&text) {
                         Ok(parser) => (parser, None),
                         Err(error) => {
                             let message = error.to_string();
@@ -172,10 +168,10 @@ impl Checker<'_> {
                     );
                     return None;
                 }
-                Some(Processor::LogToJson(LogToJson {
+                Some(ProcessorSpec::LogToJson {
                     parser,
                     field_names,
-                }))
+                })
             }
             RawProcessor::Filter { include, exclude } => {
                 if include.is_none() && exclude.is_none() {
@@ -198,7 +194,7 @@ impl Checker<'_> {
                 };
                 let include = compile("include", include);
                 let exclude = compile("exclude", exclude);
-                Some(Processor::Filter(Filter { include, exclude }))
+                Some(ProcessorSpec::Filter { include, exclude })
             }
             RawProcessor::Redact {
                 builtin,
@@ -213,14 +209,16 @@ impl Checker<'_> {
                     .into_iter()
                     .enumerate()
                 {
-                    match Builtin::named(&name) {
-                        Some(kind) => rules.push(Rule::Builtin {
+                    match BuiltinRedaction::named(&name) {
+                        Some(kind) => rules.push(RedactRule::Builtin {
                             kind,
                             replacement: replacement.clone(),
                         }),
                         None => {
-                            let known: Vec<&str> =
-                                Builtin::ALL.iter().map(|(name, _)| *name).collect();
+                            let known: Vec<&str> = BuiltinRedaction::ALL
+                                .iter()
+                                .map(|(name, _)| *name)
+                                .collect();
                             self.problem(
                                 &format!("{key}.builtin[{index}]"),
                                 format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
@@ -252,7 +250,7 @@ impl Checker<'_> {
                     };
                     if let Some(pattern) = self.pattern(&format!("{pattern_key}.pattern"), pattern)
                     {
-                        rules.push(Rule::Custom {
+                        rules.push(RedactRule::Custom {
                             pattern,
                             replacement: own.unwrap_or_else(|| replacement.clone()),
                         });
@@ -264,7 +262,7 @@ impl Checker<'_> {
                     }
                     return None;
                 }
-                Some(Processor::Redact(Redact::new(rules)))
+                Some(ProcessorSpec::Redact { rules })
             }
             RawProcessor::AddEc2Metadata {
                 refresh,
@@ -279,13 +277,11 @@ impl Checker<'_> {
                 if refresh < Duration::from_secs(60) {
                     self.problem(&format!("{key}.refresh"), "must be at least 1m");
                 }
-                Some(Processor::AddEc2Metadata(AddEc2Metadata::new(
-                    Ec2Settings {
-                        refresh,
-                        tags: tags.unwrap_or(false),
-                        endpoint,
-                    },
-                )))
+                Some(ProcessorSpec::AddEc2Metadata(Ec2Settings {
+                    refresh,
+                    tags: tags.unwrap_or(false),
+                    endpoint,
+                }))
             }
             RawProcessor::AddMetadata {
                 timestamp,
@@ -308,13 +304,13 @@ impl Checker<'_> {
                         ),
                     }
                 }
-                Some(Processor::AddMetadata(AddMetadata {
+                Some(ProcessorSpec::AddMetadata {
                     timestamp: timestamp.unwrap_or(false),
                     fields: converted,
-                    host: host.unwrap_or(false).then(metadata::host_name),
+                    host: host.unwrap_or(false),
                     file: file.unwrap_or(false),
                     envelope: envelope.unwrap_or(false),
-                }))
+                })
             }
         }
     }
