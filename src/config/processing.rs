@@ -12,7 +12,7 @@ use super::processor_spec::{
 };
 
 /// What a redaction writes in place of what it found, unless told otherwise.
-pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
+const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
 /// How often `add_ec2_metadata` reads the metadata again, unless told: hourly, at most every
 /// minute.
 const DEFAULT_EC2_METADATA_REFRESH: Duration = Duration::from_secs(3600);

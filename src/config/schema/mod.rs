@@ -7,6 +7,9 @@
 //!
 //! serde_yaml alone cannot do this: it stops at its first error, and it reads a plain `42` or
 //! `true` as a string wherever a string is expected.
+//!
+//! `tree` reads the YAML, `shapes` describes every mapping, `walk` checks the one against the
+//! other; this module holds the entry point and what it hands back.
 
 mod shapes;
 #[cfg(test)]
