@@ -20,7 +20,6 @@ pub mod logging;
 pub mod metrics;
 pub mod pattern;
 pub mod pipeline;
-pub mod processors;
 pub mod record;
 pub mod reload;
 pub mod secrets;

@@ -1,19 +1,22 @@
-//! Checks each flow's `processors` list and builds the processors it names.
+//! Checks each flow's `processors` list into the plain specs the pipeline builds from: one
+//! check per processor type.
 
-use super::raw::{RawProcessor, RawRedactPattern};
-use super::Checker;
 use std::time::Duration;
 
+use super::checker::Checker;
+use super::raw::{OneOrMany, RawProcessor, RawRedactPattern};
 use crate::secrets::quoted;
 
-use crate::processors::ec2::{AddEc2Metadata, Ec2Settings};
-use crate::processors::log::{LogFormat, Parser};
-use crate::processors::metadata::{self, AddMetadata};
-use crate::processors::redact::{Builtin, Rule};
-use crate::processors::{CsvToJson, Filter, LogToJson, OnError, Processor, Redact, SingleLine};
+use super::processor_spec::{
+    BuiltinRedaction, Ec2Settings, LineParser, LogLineFormat, OnError, ProcessorSpec, RedactRule,
+};
 
 /// What a redaction writes in place of what it found, unless told otherwise.
-pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
+const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
+/// How often `add_ec2_metadata` reads the metadata again, unless told: hourly, at most every
+/// minute.
+const DEFAULT_EC2_METADATA_REFRESH: Duration = Duration::from_secs(3600);
+const MIN_EC2_METADATA_REFRESH: Duration = Duration::from_secs(60);
 
 impl Checker<'_> {
     pub(super) fn processors(
@@ -21,7 +24,7 @@ impl Checker<'_> {
         flow_key: &str,
         raw: Option<Vec<Option<RawProcessor>>>,
         on_error: Option<String>,
-    ) -> (Vec<Processor>, OnError) {
+    ) -> (Vec<ProcessorSpec>, OnError) {
         let on_error = match on_error.as_deref() {
             None | Some("send_raw") => OnError::SendRaw,
             Some("drop") => OnError::Drop,
@@ -45,275 +48,341 @@ impl Checker<'_> {
         (processors, on_error)
     }
 
-    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<Processor> {
+    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<ProcessorSpec> {
         match raw {
             RawProcessor::SingleLine {
                 no_trim,
                 escape_newlines,
                 separator,
-            } => {
-                let separator = match (escape_newlines, separator) {
-                    (Some(true), Some(_)) => {
-                        self.problem(
-                            &format!("{key}.separator"),
-                            "give separator or escape_newlines, not both",
-                        );
-                        return None;
-                    }
-                    (Some(true), None) => "\\n".to_owned(),
-                    (_, separator) => separator.unwrap_or_default(),
-                };
-                Some(Processor::SingleLine(SingleLine {
-                    trim: !no_trim.unwrap_or(false),
-                    separator,
-                }))
-            }
+            } => self.single_line(key, no_trim, escape_newlines, separator),
             RawProcessor::CsvToJson {
                 field_names,
                 delimiter,
-            } => {
-                let field_names = self.field_names(key, field_names)?;
-                let delimiter = match delimiter.as_deref() {
-                    None => b',',
-                    Some("\\t") => b'\t',
-                    Some(text) if text.len() == 1 && text != "\"" && text != "\n" => {
-                        text.as_bytes()[0]
-                    }
-                    Some(text) => {
-                        self.problem(
-                            &format!("{key}.delimiter"),
-                            format!(
-                                "`{}` is not one character (such as , ; | or \\t for a tab), other than a quote or a newline",
-                                quoted(text)
-                            ),
-                        );
-                        return None;
-                    }
-                };
-                Some(Processor::CsvToJson(CsvToJson {
-                    field_names,
-                    delimiter,
-                }))
-            }
+            } => self.csv_to_json(key, field_names, delimiter),
             RawProcessor::LogToJson {
                 format,
                 pattern,
                 field_names,
-            } => {
-                let (parser, default_names) = match (format, pattern) {
-                    (Some(_), Some(_)) => {
-                        self.problem(key, "give format or pattern, not both");
-                        return None;
-                    }
-                    (None, None) => {
-                        let reported = self.rejected(&format!("{key}.format"))
-                            || self.rejected(&format!("{key}.pattern"));
-                        if !reported {
-                            self.problem(
-                                &format!("{key}.format"),
-                                "is required (or a pattern with field_names)",
-                            );
-                        }
-                        return None;
-                    }
-                    (Some(name), None) => match LogFormat::named(&name) {
-                        Some(known) => (Parser::Format(known), Some(known.field_names())),
-                        None => {
-                            let known: Vec<&str> =
-                                LogFormat::ALL.iter().map(|(name, _)| *name).collect();
-                            self.problem(
-                                &format!("{key}.format"),
-                                format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
-                            );
-                            return None;
-                        }
-                    },
-                    (None, Some(text)) => match Parser::pattern(&text) {
-                        Ok(parser) => (parser, None),
-                        Err(error) => {
-                            let message = error.to_string();
-                            let reason =
-                                message.lines().last().unwrap_or_default().trim().to_owned();
-                            self.problem(
-                                &format!("{key}.pattern"),
-                                format!(
-                                    "`{}` is not a valid regular expression: {}",
-                                    quoted(&text),
-                                    reason.strip_prefix("error: ").unwrap_or(&reason)
-                                ),
-                            );
-                            return None;
-                        }
-                    },
-                };
-                let field_names = match (field_names, default_names) {
-                    (Some(names), _) => names,
-                    (None, Some(defaults)) => {
-                        defaults.iter().map(|name| (*name).to_owned()).collect()
-                    }
-                    (None, None) => {
-                        self.problem(
-                            &format!("{key}.field_names"),
-                            "is required with a pattern, one name per group",
-                        );
-                        return None;
-                    }
-                };
-                if field_names.len() != parser.groups() {
-                    self.problem(
-                        &format!("{key}.field_names"),
-                        format!(
-                            "names {} fields, but the pattern has {} groups",
-                            field_names.len(),
-                            parser.groups()
-                        ),
-                    );
-                    return None;
-                }
-                Some(Processor::LogToJson(LogToJson {
-                    parser,
-                    field_names,
-                }))
-            }
-            RawProcessor::Filter { include, exclude } => {
-                if include.is_none() && exclude.is_none() {
-                    let reported = self.rejected(&format!("{key}.include"))
-                        || self.rejected(&format!("{key}.exclude"));
-                    if !reported {
-                        self.problem(key, "a filter needs include or exclude patterns");
-                    }
-                    return None;
-                }
-                let mut compile = |name: &str, list: Option<super::raw::OneOrMany>| {
-                    list.map(super::raw::OneOrMany::into_vec)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .enumerate()
-                        .filter_map(|(index, text)| {
-                            self.pattern(&format!("{key}.{name}[{index}]"), text)
-                        })
-                        .collect::<Vec<_>>()
-                };
-                let include = compile("include", include);
-                let exclude = compile("exclude", exclude);
-                Some(Processor::Filter(Filter { include, exclude }))
-            }
+            } => self.log_to_json(key, format, pattern, field_names),
+            RawProcessor::Filter { include, exclude } => self.filter(key, include, exclude),
             RawProcessor::Redact {
                 builtin,
                 replacement,
                 patterns,
-            } => {
-                let replacement = replacement.unwrap_or_else(|| DEFAULT_REPLACEMENT.to_owned());
-                let mut rules = Vec::new();
-                for (index, name) in builtin
-                    .map(super::raw::OneOrMany::into_vec)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .enumerate()
-                {
-                    match Builtin::named(&name) {
-                        Some(kind) => rules.push(Rule::Builtin {
-                            kind,
-                            replacement: replacement.clone(),
-                        }),
-                        None => {
-                            let known: Vec<&str> =
-                                Builtin::ALL.iter().map(|(name, _)| *name).collect();
-                            self.problem(
-                                &format!("{key}.builtin[{index}]"),
-                                format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
-                            );
-                        }
-                    }
-                }
-                let patterns = patterns.unwrap_or_default();
-                // A hole is a pattern the schema's pass reported (not a mapping).
-                let mut reported = patterns.iter().any(Option::is_none)
-                    || self.rejected(&format!("{key}.builtin"))
-                    || self.rejected(&format!("{key}.patterns"));
-                for (index, raw_pattern) in patterns.into_iter().enumerate() {
-                    let Some(RawRedactPattern {
-                        pattern,
-                        replacement: own,
-                    }) = raw_pattern
-                    else {
-                        continue;
-                    };
-                    let pattern_key = format!("{key}.patterns[{index}]");
-                    let Some(pattern) = pattern else {
-                        reported = true;
-                        self.problem(
-                            &format!("{pattern_key}.pattern"),
-                            "is missing; give the regular expression to redact",
-                        );
-                        continue;
-                    };
-                    if let Some(pattern) = self.pattern(&format!("{pattern_key}.pattern"), pattern)
-                    {
-                        rules.push(Rule::Custom {
-                            pattern,
-                            replacement: own.unwrap_or_else(|| replacement.clone()),
-                        });
-                    }
-                }
-                if rules.is_empty() {
-                    if !reported {
-                        self.problem(key, "a redact processor needs builtin or patterns");
-                    }
-                    return None;
-                }
-                Some(Processor::Redact(Redact::new(rules)))
-            }
+            } => self.redact(key, builtin, replacement, patterns),
             RawProcessor::AddEc2Metadata {
                 refresh,
                 tags,
                 endpoint,
-            } => {
-                let refresh = self.long_duration(
-                    &format!("{key}.refresh"),
-                    refresh,
-                    Duration::from_secs(3600),
-                );
-                if refresh < Duration::from_secs(60) {
-                    self.problem(&format!("{key}.refresh"), "must be at least 1m");
-                }
-                Some(Processor::AddEc2Metadata(AddEc2Metadata::new(
-                    Ec2Settings {
-                        refresh,
-                        tags: tags.unwrap_or(false),
-                        endpoint,
-                    },
-                )))
-            }
+            } => self.add_ec2_metadata(key, refresh, tags, endpoint),
             RawProcessor::AddMetadata {
                 timestamp,
                 fields,
                 host,
                 file,
                 envelope,
-            } => {
-                let mut converted = Vec::new();
-                for (name, value) in fields.unwrap_or_default() {
-                    let Some(name) = name.as_str().map(ToOwned::to_owned) else {
-                        self.problem(&format!("{key}.fields"), "field names must be strings");
-                        continue;
-                    };
-                    match serde_json::to_value(&value) {
-                        Ok(value) => converted.push((name, value)),
-                        Err(error) => self.problem(
-                            &format!("{key}.fields.{}", quoted(&name)),
-                            format!("cannot be written as JSON: {error}"),
-                        ),
-                    }
-                }
-                Some(Processor::AddMetadata(AddMetadata {
-                    timestamp: timestamp.unwrap_or(false),
-                    fields: converted,
-                    host: host.unwrap_or(false).then(metadata::host_name),
-                    file: file.unwrap_or(false),
-                    envelope: envelope.unwrap_or(false),
-                }))
+            } => Some(self.add_metadata(key, timestamp, fields, host, file, envelope)),
+        }
+    }
+
+    /// `single_line`: `separator` or `escape_newlines`, not both.
+    fn single_line(
+        &mut self,
+        key: &str,
+        no_trim: Option<bool>,
+        escape_newlines: Option<bool>,
+        separator: Option<String>,
+    ) -> Option<ProcessorSpec> {
+        let separator = match (escape_newlines, separator) {
+            (Some(true), Some(_)) => {
+                self.problem(
+                    &format!("{key}.separator"),
+                    "give separator or escape_newlines, not both",
+                );
+                return None;
             }
+            (Some(true), None) => "\\n".to_owned(),
+            (_, separator) => separator.unwrap_or_default(),
+        };
+        Some(ProcessorSpec::SingleLine {
+            trim: !no_trim.unwrap_or(false),
+            separator,
+        })
+    }
+
+    /// `csv_to_json`: field names, and a one-character delimiter.
+    fn csv_to_json(
+        &mut self,
+        key: &str,
+        field_names: Option<Vec<String>>,
+        delimiter: Option<String>,
+    ) -> Option<ProcessorSpec> {
+        let field_names = self.field_names(key, field_names)?;
+        let delimiter = match delimiter.as_deref() {
+            None => b',',
+            Some("\\t") => b'\t',
+            Some(text) if text.len() == 1 && text != "\"" && text != "\n" => text.as_bytes()[0],
+            Some(text) => {
+                self.problem(
+                    &format!("{key}.delimiter"),
+                    format!(
+                        "`{}` is not one character (such as , ; | or \\t for a tab), other than a quote or a newline",
+                        quoted(text)
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(ProcessorSpec::CsvToJson {
+            field_names,
+            delimiter,
+        })
+    }
+
+    /// `log_to_json`: a known format or a pattern, with one field name per group.
+    fn log_to_json(
+        &mut self,
+        key: &str,
+        format: Option<String>,
+        pattern: Option<String>,
+        field_names: Option<Vec<String>>,
+    ) -> Option<ProcessorSpec> {
+        let (parser, default_names) = self.log_parser(key, format, pattern)?;
+        let field_names = match (field_names, default_names) {
+            (Some(names), _) => names,
+            (None, Some(defaults)) => defaults.iter().map(|name| (*name).to_owned()).collect(),
+            (None, None) => {
+                self.problem(
+                    &format!("{key}.field_names"),
+                    "is required with a pattern, one name per group",
+                );
+                return None;
+            }
+        };
+        if field_names.len() != parser.groups() {
+            self.problem(
+                &format!("{key}.field_names"),
+                format!(
+                    "names {} fields, but the pattern has {} groups",
+                    field_names.len(),
+                    parser.groups()
+                ),
+            );
+            return None;
+        }
+        Some(ProcessorSpec::LogToJson {
+            parser,
+            field_names,
+        })
+    }
+
+    /// `log_to_json`'s `format` or `pattern`, exactly one; with a format, its field names.
+    fn log_parser(
+        &mut self,
+        key: &str,
+        format: Option<String>,
+        pattern: Option<String>,
+    ) -> Option<(LineParser, Option<&'static [&'static str]>)> {
+        let parser = match (format, pattern) {
+            (Some(_), Some(_)) => {
+                self.problem(key, "give format or pattern, not both");
+                return None;
+            }
+            (None, None) => {
+                let reported = self.rejected(&format!("{key}.format"))
+                    || self.rejected(&format!("{key}.pattern"));
+                if !reported {
+                    self.problem(
+                        &format!("{key}.format"),
+                        "is required (or a pattern with field_names)",
+                    );
+                }
+                return None;
+            }
+            (Some(name), None) => match LogLineFormat::named(&name) {
+                Some(known) => (LineParser::Format(known), Some(known.field_names())),
+                None => {
+                    let known: Vec<&str> =
+                        LogLineFormat::ALL.iter().map(|(name, _)| *name).collect();
+                    self.problem(
+                        &format!("{key}.format"),
+                        format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(text)) => match LineParser::pattern(&text) {
+                Ok(parser) => (parser, None),
+                Err(error) => {
+                    let message = error.to_string();
+                    let reason = message.lines().last().unwrap_or_default().trim().to_owned();
+                    self.problem(
+                        &format!("{key}.pattern"),
+                        format!(
+                            "`{}` is not a valid regular expression: {}",
+                            quoted(&text),
+                            reason.strip_prefix("error: ").unwrap_or(&reason)
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(parser)
+    }
+
+    /// `filter`: include or exclude patterns, or both.
+    fn filter(
+        &mut self,
+        key: &str,
+        include: Option<OneOrMany>,
+        exclude: Option<OneOrMany>,
+    ) -> Option<ProcessorSpec> {
+        if include.is_none() && exclude.is_none() {
+            let reported = self.rejected(&format!("{key}.include"))
+                || self.rejected(&format!("{key}.exclude"));
+            if !reported {
+                self.problem(key, "a filter needs include or exclude patterns");
+            }
+            return None;
+        }
+        let mut compile = |name: &str, list: Option<OneOrMany>| {
+            list.map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(index, text)| self.pattern(&format!("{key}.{name}[{index}]"), text))
+                .collect::<Vec<_>>()
+        };
+        let include = compile("include", include);
+        let exclude = compile("exclude", exclude);
+        Some(ProcessorSpec::Filter { include, exclude })
+    }
+
+    /// `redact`: built-in detectors and patterns of one's own, at least one.
+    fn redact(
+        &mut self,
+        key: &str,
+        builtin: Option<OneOrMany>,
+        replacement: Option<String>,
+        patterns: Option<Vec<Option<RawRedactPattern>>>,
+    ) -> Option<ProcessorSpec> {
+        let replacement = replacement.unwrap_or_else(|| DEFAULT_REPLACEMENT.to_owned());
+        let mut rules = Vec::new();
+        for (index, name) in builtin
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            match BuiltinRedaction::named(&name) {
+                Some(kind) => rules.push(RedactRule::Builtin {
+                    kind,
+                    replacement: replacement.clone(),
+                }),
+                None => {
+                    let known: Vec<&str> = BuiltinRedaction::ALL
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect();
+                    self.problem(
+                        &format!("{key}.builtin[{index}]"),
+                        format!("`{}` is not one of {}", quoted(&name), known.join(", ")),
+                    );
+                }
+            }
+        }
+        let patterns = patterns.unwrap_or_default();
+        // A hole is a pattern the schema's pass reported (not a mapping).
+        let mut reported = patterns.iter().any(Option::is_none)
+            || self.rejected(&format!("{key}.builtin"))
+            || self.rejected(&format!("{key}.patterns"));
+        for (index, raw_pattern) in patterns.into_iter().enumerate() {
+            let Some(RawRedactPattern {
+                pattern,
+                replacement: own,
+            }) = raw_pattern
+            else {
+                continue;
+            };
+            let pattern_key = format!("{key}.patterns[{index}]");
+            let Some(pattern) = pattern else {
+                reported = true;
+                self.problem(
+                    &format!("{pattern_key}.pattern"),
+                    "is missing; give the regular expression to redact",
+                );
+                continue;
+            };
+            if let Some(pattern) = self.pattern(&format!("{pattern_key}.pattern"), pattern) {
+                rules.push(RedactRule::Custom {
+                    pattern,
+                    replacement: own.unwrap_or_else(|| replacement.clone()),
+                });
+            }
+        }
+        if rules.is_empty() {
+            if !reported {
+                self.problem(key, "a redact processor needs builtin or patterns");
+            }
+            return None;
+        }
+        Some(ProcessorSpec::Redact { rules })
+    }
+
+    /// `add_ec2_metadata`: read again every `refresh`, at least a minute.
+    fn add_ec2_metadata(
+        &mut self,
+        key: &str,
+        refresh: Option<String>,
+        tags: Option<bool>,
+        endpoint: Option<String>,
+    ) -> Option<ProcessorSpec> {
+        let refresh = self.long_duration(
+            &format!("{key}.refresh"),
+            refresh,
+            DEFAULT_EC2_METADATA_REFRESH,
+        );
+        if refresh < MIN_EC2_METADATA_REFRESH {
+            self.problem(&format!("{key}.refresh"), "must be at least 1m");
+        }
+        Some(ProcessorSpec::AddEc2Metadata(Ec2Settings {
+            refresh,
+            tags: tags.unwrap_or(false),
+            endpoint,
+        }))
+    }
+
+    /// `add_metadata`: fixed fields must be written as JSON; the rest are switches.
+    fn add_metadata(
+        &mut self,
+        key: &str,
+        timestamp: Option<bool>,
+        fields: Option<serde_yaml::Mapping>,
+        host: Option<bool>,
+        file: Option<bool>,
+        envelope: Option<bool>,
+    ) -> ProcessorSpec {
+        let mut converted = Vec::new();
+        for (name, value) in fields.unwrap_or_default() {
+            let Some(name) = name.as_str().map(ToOwned::to_owned) else {
+                self.problem(&format!("{key}.fields"), "field names must be strings");
+                continue;
+            };
+            match serde_json::to_value(&value) {
+                Ok(value) => converted.push((name, value)),
+                Err(error) => self.problem(
+                    &format!("{key}.fields.{}", quoted(&name)),
+                    format!("cannot be written as JSON: {error}"),
+                ),
+            }
+        }
+        ProcessorSpec::AddMetadata {
+            timestamp: timestamp.unwrap_or(false),
+            fields: converted,
+            host: host.unwrap_or(false),
+            file: file.unwrap_or(false),
+            envelope: envelope.unwrap_or(false),
         }
     }
 

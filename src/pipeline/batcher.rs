@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use super::combine::Combiner;
 use super::partition_key::KeyChooser;
+use super::processors::{Chain, Origin};
 use crate::limits::RECORD_OVERHEAD;
-use crate::processors::{Chain, Origin};
 use crate::record::{Batch, FileRange, Lines, OutRecord};
 
 #[derive(Clone, Debug)]

@@ -2,7 +2,8 @@
 //! (Data Firehose), written straight from the records' bytes, and their answers skimmed for
 //! what the sender needs.
 //!
-//! This is the bottom layer of the send path and depends on nothing else in the crate. Every
+//! This is the bottom layer of the send path and depends on nothing else in the crate but the
+//! [`WireFormat`] setting, which the config defines and this module gives its methods. Every
 //! body is written into one buffer whose size is computed exactly before the first byte is
 //! written, so a batch of 500 records costs one allocation at most (none when the buffer is
 //! reused).
@@ -14,21 +15,11 @@ pub mod response;
 #[cfg(test)]
 mod tests;
 
+pub use crate::config::WireFormat;
 pub use response::{
     scan_error, scan_put_record_batch, scan_put_records, PutAnswer, Refused, ScanError,
     ServiceError,
 };
-
-/// How a call's body is written: AWS JSON 1.1 or AWS CBOR 1.1.
-///
-/// Kinesis Data Streams speaks both; CBOR carries the data as raw bytes rather than base64,
-/// a third fewer bytes on the wire and no encoding pass. Firehose speaks only JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum WireFormat {
-    #[default]
-    Cbor,
-    Json,
-}
 
 impl WireFormat {
     /// The `Content-Type` header of a request in this format.

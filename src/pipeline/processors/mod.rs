@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::warn;
 
+use crate::config::ProcessorSpec;
 use crate::metrics::FlowMetrics;
 use crate::record::SourceFile;
 
+pub use crate::config::OnError;
 pub use ec2::AddEc2Metadata;
 pub use filter::Filter;
 pub use log::LogToJson;
@@ -27,8 +29,8 @@ pub use metadata::AddMetadata;
 pub use redact::Redact;
 pub use text::{CsvToJson, SingleLine};
 
-/// One configured processor.
-#[derive(Clone, Debug, PartialEq)]
+/// One processor, built from its spec; clones share what it caches.
+#[derive(Clone, Debug)]
 pub enum Processor {
     SingleLine(SingleLine),
     CsvToJson(CsvToJson),
@@ -37,15 +39,6 @@ pub enum Processor {
     Redact(Redact),
     AddMetadata(AddMetadata),
     AddEc2Metadata(AddEc2Metadata),
-}
-
-/// What a converter does with a record it cannot parse.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnError {
-    /// Send the record as it was read (the Kinesis Agent's behaviour).
-    #[default]
-    SendRaw,
-    Drop,
 }
 
 /// What one processor made of a record.
@@ -64,7 +57,58 @@ pub struct Origin<'a> {
     pub file: &'a SourceFile,
 }
 
+/// The processors a flow's specs name, in order. The config checked every spec, so building
+/// cannot fail; each `add_ec2_metadata` starts with no metadata until its refresher reads it.
+pub fn build(specs: &[ProcessorSpec]) -> Vec<Processor> {
+    specs.iter().map(Processor::from_spec).collect()
+}
+
 impl Processor {
+    /// The processor `spec` names.
+    pub fn from_spec(spec: &ProcessorSpec) -> Processor {
+        match spec {
+            ProcessorSpec::SingleLine { trim, separator } => Processor::SingleLine(SingleLine {
+                trim: *trim,
+                separator: separator.clone(),
+            }),
+            ProcessorSpec::CsvToJson {
+                field_names,
+                delimiter,
+            } => Processor::CsvToJson(CsvToJson {
+                field_names: field_names.clone(),
+                delimiter: *delimiter,
+            }),
+            ProcessorSpec::LogToJson {
+                parser,
+                field_names,
+            } => Processor::LogToJson(LogToJson {
+                parser: log::Parser::from_spec(parser),
+                field_names: field_names.clone(),
+            }),
+            ProcessorSpec::Filter { include, exclude } => Processor::Filter(Filter {
+                include: include.clone(),
+                exclude: exclude.clone(),
+            }),
+            ProcessorSpec::Redact { rules } => Processor::Redact(Redact::new(rules.clone())),
+            ProcessorSpec::AddMetadata {
+                timestamp,
+                fields,
+                host,
+                file,
+                envelope,
+            } => Processor::AddMetadata(AddMetadata {
+                timestamp: *timestamp,
+                fields: fields.clone(),
+                host: host.then(metadata::host_name),
+                file: *file,
+                envelope: *envelope,
+            }),
+            ProcessorSpec::AddEc2Metadata(settings) => {
+                Processor::AddEc2Metadata(AddEc2Metadata::new(settings.clone()))
+            }
+        }
+    }
+
     fn apply(&self, record: Bytes, origin: Origin<'_>) -> Outcome {
         match self {
             Processor::SingleLine(join) => join.apply(record),

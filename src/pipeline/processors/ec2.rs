@@ -13,30 +13,13 @@ use tracing::{info, warn};
 
 use super::json::{self, Object, Value};
 use super::{split_line_end, Outcome};
-
-/// How a flow's `add_ec2_metadata` reads the metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ec2Settings {
-    /// How long the metadata is kept before it is read again (the agent's metadataTTL).
-    pub refresh: Duration,
-    /// Add the instance's tags (the instance must allow tags in its metadata).
-    pub tags: bool,
-    /// The metadata service's address; the AWS SDK's default (or
-    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`) when `None`.
-    pub endpoint: Option<String>,
-}
+pub use crate::config::Ec2Settings;
 
 /// The processor: its settings, and the metadata last read (shared with its refresher).
 #[derive(Clone, Debug)]
 pub struct AddEc2Metadata {
     pub settings: Ec2Settings,
     members: Arc<RwLock<Option<String>>>,
-}
-
-impl PartialEq for AddEc2Metadata {
-    fn eq(&self, other: &Self) -> bool {
-        self.settings == other.settings
-    }
 }
 
 /// How long one read of the metadata may take.

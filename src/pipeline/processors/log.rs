@@ -9,60 +9,10 @@ use regex::bytes::Regex;
 
 use super::json::{Object, Value};
 use super::{split_line_end, Outcome};
-
-/// The known formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    CommonApache,
-    CombinedApache,
-    ApacheError,
-    Syslog,
-    Rfc3339Syslog,
-}
+use crate::config::LineParser;
+pub use crate::config::LogLineFormat as LogFormat;
 
 impl LogFormat {
-    pub const ALL: [(&'static str, LogFormat); 5] = [
-        ("common_apache", LogFormat::CommonApache),
-        ("combined_apache", LogFormat::CombinedApache),
-        ("apache_error", LogFormat::ApacheError),
-        ("syslog", LogFormat::Syslog),
-        ("rfc3339_syslog", LogFormat::Rfc3339Syslog),
-    ];
-
-    pub fn named(name: &str) -> Option<LogFormat> {
-        Self::ALL
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, format)| *format)
-    }
-
-    /// The field names, in order, as the Kinesis Agent writes them.
-    pub fn field_names(self) -> &'static [&'static str] {
-        const COMMON: &[&str] = &[
-            "host", "ident", "authuser", "datetime", "request", "response", "bytes",
-        ];
-        const COMBINED: &[&str] = &[
-            "host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer",
-            "agent",
-        ];
-        const ERROR: &[&str] = &[
-            "timestamp",
-            "module",
-            "severity",
-            "processid",
-            "threadid",
-            "client",
-            "message",
-        ];
-        const SYSLOG: &[&str] = &["timestamp", "hostname", "program", "processid", "message"];
-        match self {
-            LogFormat::CommonApache => COMMON,
-            LogFormat::CombinedApache => COMBINED,
-            LogFormat::ApacheError => ERROR,
-            LogFormat::Syslog | LogFormat::Rfc3339Syslog => SYSLOG,
-        }
-    }
-
     /// Apache logs write `-` for a missing value, which becomes `null`.
     fn dash_is_null(self) -> bool {
         matches!(
@@ -140,26 +90,21 @@ pub enum Parser {
     },
 }
 
-impl PartialEq for Parser {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Parser::Format(one), Parser::Format(other)) => one == other,
-            (Parser::Pattern { text: one, .. }, Parser::Pattern { text: other, .. }) => {
-                one == other
-            }
-            _ => false,
-        }
-    }
-}
-
 impl Parser {
     /// A pattern of one's own, anchored to the whole line.
     pub fn pattern(text: &str) -> Result<Parser, regex::Error> {
-        let regex = Regex::new(&format!(r"\A(?:{text})\z"))?;
-        Ok(Parser::Pattern {
-            regex,
-            text: text.to_owned(),
-        })
+        LineParser::pattern(text).map(|spec| Parser::from_spec(&spec))
+    }
+
+    /// The parser a flow's `log_to_json` spec names.
+    pub fn from_spec(spec: &LineParser) -> Parser {
+        match spec {
+            LineParser::Format(format) => Parser::Format(*format),
+            LineParser::Pattern(pattern) => Parser::Pattern {
+                regex: pattern.regex.clone(),
+                text: pattern.text.clone(),
+            },
+        }
     }
 
     /// How many fields a match gives.
@@ -171,7 +116,7 @@ impl Parser {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct LogToJson {
     pub parser: Parser,
     /// One per group of the parser's pattern.

@@ -6,44 +6,9 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use regex::bytes::{Captures, Regex, RegexSet};
 
-use crate::pattern::Pattern;
-
-/// The built-in detectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Builtin {
-    Email,
-    /// US social security numbers written `AAA-GG-SSSS`, with the numbers never issued left
-    /// alone (area 000, 666 or 9xx, group 00, serial 0000).
-    UsSsn,
-    /// Payment card numbers: 13 to 19 digits, optionally grouped by spaces or dashes, that
-    /// pass the Luhn check.
-    CardNumber,
-    /// AWS access key ids (`AKIA…`, `ASIA…` and the other principal prefixes).
-    AwsAccessKeyId,
-    /// AWS secret access keys: 40 characters of base64 after a name that says so
-    /// (`aws_secret_access_key=`, `SecretAccessKey":"`); only the key is replaced.
-    AwsSecretKey,
-    /// `Bearer <token>` (an `Authorization` header's value); `Bearer` is kept.
-    BearerToken,
-}
+pub use crate::config::{BuiltinRedaction as Builtin, RedactRule as Rule};
 
 impl Builtin {
-    pub const ALL: [(&'static str, Builtin); 6] = [
-        ("email", Builtin::Email),
-        ("us_ssn", Builtin::UsSsn),
-        ("card_number", Builtin::CardNumber),
-        ("aws_access_key_id", Builtin::AwsAccessKeyId),
-        ("aws_secret_key", Builtin::AwsSecretKey),
-        ("bearer_token", Builtin::BearerToken),
-    ];
-
-    pub fn named(name: &str) -> Option<Builtin> {
-        Self::ALL
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, builtin)| *builtin)
-    }
-
     fn regex(self) -> &'static Regex {
         static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
             compile(
@@ -139,32 +104,12 @@ fn luhn_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// One thing to redact.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Rule {
-    Builtin {
-        kind: Builtin,
-        replacement: String,
-    },
-    /// The user's pattern; `replacement` may name groups (`$1`, `${name}`).
-    Custom {
-        pattern: Pattern,
-        replacement: String,
-    },
-}
-
 #[derive(Clone, Debug)]
 pub struct Redact {
     pub rules: Vec<Rule>,
     /// Every built-in rule's pattern, tried in one pass over the record: a record none of them
     /// matches (most records) skips the built-in rules.
     builtins: Option<RegexSet>,
-}
-
-impl PartialEq for Redact {
-    fn eq(&self, other: &Self) -> bool {
-        self.rules == other.rules
-    }
 }
 
 impl Redact {
@@ -241,6 +186,7 @@ fn apply_rule(rule: &Rule, record: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::Pattern;
 
     fn builtin(kind: Builtin, line: &str) -> String {
         let redact = Redact::new(vec![Rule::Builtin {

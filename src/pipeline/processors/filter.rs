@@ -34,7 +34,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processors::testing::pattern;
+    use crate::pipeline::processors::testing::pattern;
 
     fn kept(filter: &Filter, line: &'static str) -> bool {
         matches!(

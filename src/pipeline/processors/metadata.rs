@@ -108,7 +108,7 @@ pub fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processors::testing;
+    use crate::pipeline::processors::testing;
 
     const NOW: &str = "2024-05-06T07:08:09.123Z";
 

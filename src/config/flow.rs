@@ -1,0 +1,509 @@
+//! The checks of one flow: its name and files, where its records go, how they are batched,
+//! retried and read. Each group of keys is one step; a flow with any problem is left out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::aws::{self, arn_region, AwsSettings, Destination};
+use super::checker::Checker;
+use super::limits;
+use super::model::{
+    Combine, DataPath, Delivery, FlowConfig, InitialPosition, Oversize, WireFormat,
+};
+use super::raw::{self, RawFlow};
+use crate::pattern::Pattern;
+use crate::secrets::quoted;
+
+/// A flow's name: 1 to this many letters, digits, '-', '_' or '.'.
+const MAX_FLOW_NAME_CHARS: usize = 64;
+const DEFAULT_MAX_BATCH_AGE: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+const MAX_MAX_IN_FLIGHT: usize = 64;
+const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(10);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_FINGERPRINT_BYTES: usize = 1024;
+const MIN_FINGERPRINT_BYTES: usize = 16;
+const MAX_FINGERPRINT_BYTES: usize = 65536;
+const DEFAULT_PARTIAL_LINE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MULTILINE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_SKIP_HEADER_LINES: usize = 1_000_000;
+const DEFAULT_TRUNCATED_RECORD_TERMINATOR: &str = "\n";
+const MAX_TRUNCATED_RECORD_TERMINATOR_BYTES: usize = 256;
+
+/// Where a flow's records go and who sends them.
+struct Route {
+    data_path: DataPath,
+    wire_format: Option<WireFormat>,
+    ordering: Delivery,
+    /// `None` when the destination has a problem (reported).
+    destination: Option<Destination>,
+    aws: AwsSettings,
+}
+
+/// How records are gathered into calls.
+struct Batching {
+    max_batch_age: Duration,
+    max_batch_records: usize,
+    max_batch_bytes: usize,
+    max_record_bytes: usize,
+    record_limit_set: bool,
+}
+
+/// How calls are sent and retried.
+struct Retries {
+    max_in_flight: usize,
+    retry_initial_backoff: Duration,
+    retry_max_backoff: Duration,
+    max_retry_duration: Option<Duration>,
+}
+
+/// How files are found and read into records.
+struct Tailing {
+    initial_position: InitialPosition,
+    exclude: Vec<glob::Pattern>,
+    ignore_older: Option<Duration>,
+    poll_interval: Duration,
+    scan_interval: Duration,
+    fingerprint_bytes: usize,
+    partial_line_timeout: Duration,
+    multiline_start_pattern: Option<Pattern>,
+    multiline_flush_timeout: Duration,
+    skip_header_lines: usize,
+    file_footer_pattern: Option<Pattern>,
+    oversize_records: Oversize,
+    truncated_record_terminator: String,
+}
+
+impl Checker<'_> {
+    /// The flow at `key`, or `None` when anything about it is wrong (every problem reported).
+    pub(super) fn flow(
+        &mut self,
+        key: &str,
+        mut raw: RawFlow,
+        top_aws: &aws::AwsBlock,
+    ) -> Option<FlowConfig> {
+        let before = self.problems.len();
+        let name = self.flow_name(key, raw.name.take());
+        let files = self.flow_files(key, raw.files.take());
+        // The service is the one whose key is written, even when its stream's name is wrong,
+        // so that keys of that service are checked as such and not also reported.
+        let written = |raw: &Option<String>, name: &str| {
+            raw.is_some() || self.rejected(&format!("{key}.{name}"))
+        };
+        let firehose = written(&raw.firehose_stream, "firehose_stream")
+            && !written(&raw.kinesis_stream, "kinesis_stream");
+        let route = self.route(key, &mut raw, firehose, top_aws);
+        let (partition_key, explicit_hash_key) = self.partition_keys(key, &mut raw, firehose);
+        let batching = self.batching(key, &mut raw, firehose);
+        let retries = self.retries(key, &mut raw);
+        let (processors, on_error) =
+            self.processors(key, raw.processors.take(), raw.on_error.take());
+        let tailing = self.tailing(key, &mut raw);
+        let (combine, compression) = self.combining(
+            key,
+            &raw,
+            firehose,
+            explicit_hash_key,
+            batching.max_record_bytes,
+        );
+        // Combined records fill up to the record limit; calls of more than one such record
+        // would only hold more memory, so they are one record limit unless set.
+        let max_batch_bytes = if combine != Combine::None && raw.max_batch_bytes.is_none() {
+            batching.max_record_bytes
+        } else {
+            batching.max_batch_bytes
+        };
+        let destination = route.destination?;
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(FlowConfig {
+            name,
+            files,
+            destination,
+            aws: route.aws,
+            dry_run: raw.dry_run.unwrap_or(false),
+            data_path: route.data_path,
+            wire_format: route.wire_format,
+            ordering: route.ordering,
+            combine,
+            compression,
+            record_limit_set: batching.record_limit_set,
+            initial_position: tailing.initial_position,
+            partition_key,
+            explicit_hash_key,
+            max_batch_age: batching.max_batch_age,
+            max_batch_records: batching.max_batch_records,
+            max_batch_bytes,
+            max_record_bytes: batching.max_record_bytes,
+            max_in_flight: retries.max_in_flight,
+            poll_interval: tailing.poll_interval,
+            scan_interval: tailing.scan_interval,
+            retry_initial_backoff: retries.retry_initial_backoff,
+            retry_max_backoff: retries.retry_max_backoff,
+            max_retry_duration: retries.max_retry_duration,
+            exclude: tailing.exclude,
+            ignore_older: tailing.ignore_older,
+            fingerprint_bytes: tailing.fingerprint_bytes,
+            partial_line_timeout: tailing.partial_line_timeout,
+            multiline_start_pattern: tailing.multiline_start_pattern,
+            multiline_flush_timeout: tailing.multiline_flush_timeout,
+            skip_header_lines: tailing.skip_header_lines,
+            file_footer_pattern: tailing.file_footer_pattern,
+            oversize_records: tailing.oversize_records,
+            truncated_record_terminator: tailing.truncated_record_terminator,
+            processors,
+            on_error,
+        })
+    }
+
+    /// `name`: required, 1 to 64 letters, digits, '-', '_' or '.'.
+    fn flow_name(&mut self, key: &str, raw: Option<String>) -> String {
+        let Some(name) = raw else {
+            self.problem(
+                &format!("{key}.name"),
+                "is missing; every flow needs a unique name",
+            );
+            return String::new();
+        };
+        let valid = !name.is_empty()
+            && name.len() <= MAX_FLOW_NAME_CHARS
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.problem(
+                &format!("{key}.name"),
+                format!(
+                    "`{}` must be 1 to 64 letters, digits, '-', '_' or '.'",
+                    quoted(&name)
+                ),
+            );
+        }
+        name
+    }
+
+    /// `files`: one glob or a list, each an absolute path.
+    fn flow_files(&mut self, key: &str, raw: Option<raw::OneOrMany>) -> Vec<String> {
+        let Some(files) = raw.map(raw::OneOrMany::into_vec) else {
+            self.problem(
+                &format!("{key}.files"),
+                "is missing; give a glob such as /var/log/app/*.log",
+            );
+            return Vec::new();
+        };
+        if files.is_empty() {
+            self.problem(&format!("{key}.files"), "is empty; give at least one glob");
+            return files;
+        }
+        for (index, pattern) in files.iter().enumerate() {
+            let file_key = if files.len() == 1 {
+                format!("{key}.files")
+            } else {
+                format!("{key}.files[{index}]")
+            };
+            if !Path::new(pattern).is_absolute() {
+                self.problem(
+                    &file_key,
+                    format!("`{}` must be an absolute path", quoted(pattern)),
+                );
+            } else if let Err(error) = glob::Pattern::new(pattern) {
+                self.problem(
+                    &file_key,
+                    format!("`{}` is not a valid glob: {}", quoted(pattern), error.msg),
+                );
+            }
+        }
+        files
+    }
+
+    /// `data_path`, `wire_format`, `ordering`, the stream, and the flow's `aws` block over the
+    /// top-level one (a stream named by ARN sets the region).
+    fn route(
+        &mut self,
+        key: &str,
+        raw: &mut RawFlow,
+        firehose: bool,
+        top_aws: &aws::AwsBlock,
+    ) -> Route {
+        let (data_path, wire_format) = self.data_path(
+            key,
+            raw.data_path.as_deref(),
+            raw.wire_format.as_deref(),
+            firehose,
+        );
+        let ordering = self.ordering(key, raw.ordering.as_deref(), firehose);
+        let destination =
+            self.destination(key, raw.kinesis_stream.take(), raw.firehose_stream.take());
+        let flow_aws = match raw.aws.take() {
+            Some(block) => self.aws_block(
+                &format!("{key}.aws"),
+                block,
+                top_aws.allows_insecure_http().unwrap_or(false),
+            ),
+            None => aws::AwsBlock::default(),
+        };
+        let mut aws = flow_aws.over(top_aws);
+        // Firehose speaks JSON only; for Kinesis, the endpoint decides (aws::wire_format_for).
+        let wire_format = if firehose {
+            Some(WireFormat::Json)
+        } else {
+            wire_format
+        };
+        // A stream named by ARN is in the ARN's region.
+        if let Some(region) = destination
+            .as_ref()
+            .and_then(|d| d.arn.as_deref())
+            .and_then(arn_region)
+        {
+            match flow_aws.region() {
+                Some(own) if own != region => self.problem(
+                    &format!("{key}.aws.region"),
+                    format!(
+                        "is {}, but the stream's ARN is in {region}; remove one",
+                        quoted(own)
+                    ),
+                ),
+                _ => aws.region = Some(region.to_owned()),
+            }
+        }
+        Route {
+            data_path,
+            wire_format,
+            ordering,
+            destination,
+            aws,
+        }
+    }
+
+    /// `max_batch_age`, `max_batch_records`, `max_record_bytes` and `max_batch_bytes`, within
+    /// the service's limits; one record must fit in a call.
+    fn batching(&mut self, key: &str, raw: &mut RawFlow, firehose: bool) -> Batching {
+        let max_batch_age = self.duration(
+            &format!("{key}.max_batch_age"),
+            raw.max_batch_age.take(),
+            DEFAULT_MAX_BATCH_AGE,
+        );
+        let service = if firehose {
+            limits::FIREHOSE
+        } else {
+            limits::KINESIS
+        };
+        let max_batch_records = self.number(
+            &format!("{key}.max_batch_records"),
+            raw.max_batch_records,
+            service.max_records_per_call,
+            1..=service.max_records_per_call,
+        );
+        let max_record_bytes = self.number(
+            &format!("{key}.max_record_bytes"),
+            raw.max_record_bytes,
+            service.default_record_bytes,
+            limits::MIN_RECORD_BYTES..=service.max_record_bytes,
+        );
+        let max_batch_bytes = self.number(
+            &format!("{key}.max_batch_bytes"),
+            raw.max_batch_bytes,
+            service.default_bytes_per_call,
+            limits::MIN_RECORD_BYTES..=service.max_bytes_per_call,
+        );
+        let sizes_written = !self.rejected(&format!("{key}.max_batch_bytes"))
+            && !self.rejected(&format!("{key}.max_record_bytes"));
+        if sizes_written && max_batch_bytes < max_record_bytes {
+            self.problem(
+                &format!("{key}.max_batch_bytes"),
+                format!(
+                    "{max_batch_bytes} is smaller than max_record_bytes ({max_record_bytes}); one record must fit in a call"
+                ),
+            );
+        }
+        Batching {
+            max_batch_age,
+            max_batch_records,
+            max_batch_bytes,
+            max_record_bytes,
+            record_limit_set: raw.max_record_bytes.is_some(),
+        }
+    }
+
+    /// `max_in_flight` and the retry keys; the longest backoff is not shorter than the first.
+    fn retries(&mut self, key: &str, raw: &mut RawFlow) -> Retries {
+        let max_in_flight = self.number(
+            &format!("{key}.max_in_flight"),
+            raw.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+            1..=MAX_MAX_IN_FLIGHT,
+        );
+        let retry_initial_backoff = self.duration(
+            &format!("{key}.retry_initial_backoff"),
+            raw.retry_initial_backoff.take(),
+            DEFAULT_RETRY_INITIAL_BACKOFF,
+        );
+        let retry_max_backoff = self.duration(
+            &format!("{key}.retry_max_backoff"),
+            raw.retry_max_backoff.take(),
+            DEFAULT_RETRY_MAX_BACKOFF,
+        );
+        let backoffs_written = !self.rejected(&format!("{key}.retry_initial_backoff"))
+            && !self.rejected(&format!("{key}.retry_max_backoff"));
+        if backoffs_written && retry_max_backoff < retry_initial_backoff {
+            self.problem(
+                &format!("{key}.retry_max_backoff"),
+                "must not be shorter than retry_initial_backoff",
+            );
+        }
+        let max_retry_duration = raw.max_retry_duration.take().map(|text| {
+            self.long_duration(
+                &format!("{key}.max_retry_duration"),
+                Some(text),
+                Duration::ZERO,
+            )
+        });
+        Retries {
+            max_in_flight,
+            retry_initial_backoff,
+            retry_max_backoff,
+            max_retry_duration,
+        }
+    }
+
+    /// Where reading starts, which files are left alone, how often they are looked at, and how
+    /// their bytes become records.
+    fn tailing(&mut self, key: &str, raw: &mut RawFlow) -> Tailing {
+        let initial_position = self.initial_position(key, raw.initial_position.as_deref());
+        let exclude = self.exclude(key, raw.exclude.take());
+        let ignore_older = raw.ignore_older.take().map(|text| {
+            self.long_duration(&format!("{key}.ignore_older"), Some(text), Duration::ZERO)
+        });
+        let poll_interval = self.duration(
+            &format!("{key}.poll_interval"),
+            raw.poll_interval.take(),
+            DEFAULT_POLL_INTERVAL,
+        );
+        let scan_interval = self.duration(
+            &format!("{key}.scan_interval"),
+            raw.scan_interval.take(),
+            DEFAULT_SCAN_INTERVAL,
+        );
+        let fingerprint_bytes = self.number(
+            &format!("{key}.fingerprint_bytes"),
+            raw.fingerprint_bytes,
+            DEFAULT_FINGERPRINT_BYTES,
+            MIN_FINGERPRINT_BYTES..=MAX_FINGERPRINT_BYTES,
+        );
+        let partial_line_timeout = self.duration(
+            &format!("{key}.partial_line_timeout"),
+            raw.partial_line_timeout.take(),
+            DEFAULT_PARTIAL_LINE_TIMEOUT,
+        );
+        let (multiline_start_pattern, multiline_flush_timeout) = self.multiline(key, raw);
+        let skip_header_lines = self.number(
+            &format!("{key}.skip_header_lines"),
+            raw.skip_header_lines,
+            0,
+            0..=MAX_SKIP_HEADER_LINES,
+        );
+        let file_footer_pattern = raw
+            .file_footer_pattern
+            .take()
+            .and_then(|text| self.pattern(&format!("{key}.file_footer_pattern"), text));
+        let (oversize_records, truncated_record_terminator) = self.oversize(key, raw);
+        Tailing {
+            initial_position,
+            exclude,
+            ignore_older,
+            poll_interval,
+            scan_interval,
+            fingerprint_bytes,
+            partial_line_timeout,
+            multiline_start_pattern,
+            multiline_flush_timeout,
+            skip_header_lines,
+            file_footer_pattern,
+            oversize_records,
+            truncated_record_terminator,
+        }
+    }
+
+    fn initial_position(&mut self, key: &str, raw: Option<&str>) -> InitialPosition {
+        match raw {
+            None | Some("end_of_file") => InitialPosition::EndOfFile,
+            Some("start_of_file") => InitialPosition::StartOfFile,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.initial_position"),
+                    format!(
+                        "`{}` is not one of end_of_file, start_of_file",
+                        quoted(other)
+                    ),
+                );
+                InitialPosition::EndOfFile
+            }
+        }
+    }
+
+    /// `exclude`: one glob or a list.
+    fn exclude(&mut self, key: &str, raw: Option<raw::OneOrMany>) -> Vec<glob::Pattern> {
+        let patterns = raw.map(raw::OneOrMany::into_vec).unwrap_or_default();
+        let count = patterns.len();
+        let mut compiled = Vec::new();
+        for (index, pattern) in patterns.into_iter().enumerate() {
+            let exclude_key = if count == 1 {
+                format!("{key}.exclude")
+            } else {
+                format!("{key}.exclude[{index}]")
+            };
+            match glob::Pattern::new(&pattern) {
+                Ok(glob) => compiled.push(glob),
+                Err(error) => self.problem(
+                    &exclude_key,
+                    format!("`{}` is not a valid glob: {}", quoted(&pattern), error.msg),
+                ),
+            }
+        }
+        compiled
+    }
+
+    /// `multiline_start_pattern` and `multiline_flush_timeout`.
+    fn multiline(&mut self, key: &str, raw: &mut RawFlow) -> (Option<Pattern>, Duration) {
+        let start = raw
+            .multiline_start_pattern
+            .take()
+            .and_then(|text| self.pattern(&format!("{key}.multiline_start_pattern"), text));
+        let flush_timeout = self.duration(
+            &format!("{key}.multiline_flush_timeout"),
+            raw.multiline_flush_timeout.take(),
+            DEFAULT_MULTILINE_FLUSH_TIMEOUT,
+        );
+        (start, flush_timeout)
+    }
+
+    /// `oversize_records` and `truncated_record_terminator`.
+    fn oversize(&mut self, key: &str, raw: &mut RawFlow) -> (Oversize, String) {
+        let oversize = match raw.oversize_records.as_deref() {
+            None | Some("truncate") => Oversize::Truncate,
+            Some("split") => Oversize::Split,
+            Some("skip") => Oversize::Skip,
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.oversize_records"),
+                    format!("`{}` is not one of truncate, split, skip", quoted(other)),
+                );
+                Oversize::Truncate
+            }
+        };
+        let terminator = raw
+            .truncated_record_terminator
+            .take()
+            .unwrap_or_else(|| DEFAULT_TRUNCATED_RECORD_TERMINATOR.to_owned());
+        if terminator.len() > MAX_TRUNCATED_RECORD_TERMINATOR_BYTES {
+            self.problem(
+                &format!("{key}.truncated_record_terminator"),
+                "is longer than 256 bytes",
+            );
+        }
+        (oversize, terminator)
+    }
+}
