@@ -5,6 +5,12 @@
 //! `cargo bench --bench checkpoints -- [--files N] [--acks-per-second N] [--files-per-ack N]
 //! [--seconds S] [--runs N] [--mode group|interval|both|all] [--dir PATH]`
 
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "a benchmark measures wall-clock time"
+)]
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};

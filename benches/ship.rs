@@ -12,6 +12,12 @@
 //! `cargo bench --bench ship -- --serve-only [--port P] [mode options]` runs only the null
 //! endpoint.
 
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "a benchmark measures wall-clock time"
+)]
+
 // Each file directly in benches/ is a bench target of its own, so this one's modules live in
 // a folder of its name.
 #[path = "ship/access_log.rs"]

@@ -4,6 +4,12 @@
 //!
 //! `cargo run --example demo`
 
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "the demo runs real processes and waits for them by the wall clock"
+)]
+
 #[path = "../tests/support/emulator.rs"]
 #[allow(dead_code)]
 mod emulator;

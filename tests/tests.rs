@@ -1,3 +1,11 @@
+//! The whole-agent tests, one binary: each module below is a file of `tests/`.
+
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "tests run real processes and servers, and wait for them by the wall clock"
+)]
+
 mod support;
 
 mod agent_json;

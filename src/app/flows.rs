@@ -19,8 +19,8 @@ use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
 use crate::metrics::Metrics;
 use crate::pipeline::combine::Combiner;
+use crate::pipeline::processors;
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
-use crate::processors;
 use crate::record::{Ack, CopyFrom, FileId};
 use crate::reload::{self, FlowChanges};
 use crate::sink::dead_letter::DeadLetters;
@@ -140,6 +140,8 @@ impl Flows {
             cancel: stop.clone(),
         };
         let shards = shard_map(&flow, &client, &tasks, &stop).await;
+        // Built once: the chain and the EC2 metadata refreshers share each processor's cache.
+        let steps = processors::build(&flow.processors);
         let builder = BatchBuilder::new(
             BatchLimits {
                 max_records: flow.max_batch_records,
@@ -161,7 +163,7 @@ impl Flows {
         ))
         .with_processors(processors::Chain::new(
             &flow.name,
-            flow.processors.clone(),
+            steps.clone(),
             flow.on_error,
             flow.max_line_bytes(),
             Arc::clone(&flow_metrics),
@@ -194,7 +196,7 @@ impl Flows {
                 }
             }),
         };
-        for processor in &flow.processors {
+        for processor in &steps {
             if let processors::Processor::AddEc2Metadata(add) = processor {
                 tasks.spawn(add.clone().keep_fresh(flow.name.clone(), stop.clone()));
             }

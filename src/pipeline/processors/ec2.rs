@@ -4,7 +4,7 @@
 //! read again every `refresh`.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_config::imds::client::Client as ImdsClient;
 use bytes::Bytes;
@@ -137,7 +137,7 @@ impl AddEc2Metadata {
         ] {
             object.push(key, field(from).map_or(Value::Null, Value::Text));
         }
-        let read_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let read_at = humantime::format_rfc3339_seconds(crate::clock::wall_now()).to_string();
         object.push("metadataTimestamp", Value::Text(&read_at));
         let mut text = object.into_members();
         if self.settings.tags {

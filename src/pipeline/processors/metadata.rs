@@ -4,8 +4,6 @@
 //! `{"ts":…,"metadata":{…},"data":"…"}` (the record as a string), as the Kinesis Agent's
 //! ADDMETADATA writes it.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 
 use super::json;
@@ -34,7 +32,7 @@ impl AddMetadata {
     pub fn apply(&self, record: Bytes, origin: Origin<'_>) -> Outcome {
         let now = self
             .timestamp
-            .then(|| humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+            .then(|| humantime::format_rfc3339_millis(crate::clock::wall_now()).to_string());
         self.apply_at(record, origin, now.as_deref())
     }
 

@@ -12,12 +12,13 @@ pub mod text;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::warn;
 
 use crate::config::ProcessorSpec;
+use crate::log_limit::LogLimiter;
 use crate::metrics::FlowMetrics;
 use crate::record::SourceFile;
 
@@ -134,8 +135,7 @@ pub struct Chain {
     max_bytes: usize,
     metrics: Arc<FlowMetrics>,
     flow: Arc<str>,
-    last_logged: Option<Instant>,
-    unlogged: u64,
+    unparsable_log: LogLimiter,
 }
 
 impl Chain {
@@ -153,8 +153,7 @@ impl Chain {
             max_bytes,
             metrics,
             flow: Arc::from(flow),
-            last_logged: None,
-            unlogged: 0,
+            unparsable_log: LogLimiter::new(UNPARSABLE_LOG_EVERY),
         })
     }
 
@@ -201,21 +200,14 @@ impl Chain {
     /// Logs an unparsable record at most every [`UNPARSABLE_LOG_EVERY`], with how many more
     /// there were since.
     fn log_unparsable(&mut self, reason: &str, origin: Origin<'_>) {
-        let now = Instant::now();
-        if self
-            .last_logged
-            .is_some_and(|last| now.duration_since(last) < UNPARSABLE_LOG_EVERY)
-        {
-            self.unlogged += 1;
+        let Some(more_since_last) = self.unparsable_log.allow() else {
             return;
-        }
+        };
         let action = match self.on_error {
             OnError::SendRaw => "sent as it was before that processor",
             OnError::Drop => "dropped",
         };
-        warn!(flow = %self.flow, file = %origin.file.path.display(), reason, action, more_since_last = self.unlogged, "A processor could not parse a record.");
-        self.last_logged = Some(now);
-        self.unlogged = 0;
+        warn!(flow = %self.flow, file = %origin.file.path.display(), reason, action, more_since_last, "A processor could not parse a record.");
     }
 }
 
