@@ -20,7 +20,9 @@ pub struct FrameOptions {
     pub terminator: Bytes,
 }
 
+#[cfg(test)]
 impl FrameOptions {
+    /// Plain lines of at most `max_line_bytes`, longer ones cut.
     pub fn lines(max_line_bytes: usize) -> Self {
         Self {
             max_line_bytes,
