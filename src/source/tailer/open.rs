@@ -56,26 +56,13 @@ impl Tailer {
             Ok(found) => found,
             Err(error) => {
                 warn!(file = %path.display(), %error, "Cannot read file; will try again at the next scan.");
-                let resume_at = match start {
-                    Start::At(known) => Some(known),
-                    Start::Beginning | Start::End => None,
-                };
-                return Err(Finished {
-                    id,
-                    resume_at,
-                    parked: false,
-                });
+                return Err(unreadable(id, start));
             }
         };
         report_checkpoint_lost(&start, &opening, &path);
         let truncated_before =
             note_earlier_file(&shared, &start, &opening, replaced_known, id, &path);
-        // A copy of a file truncated while this process read it: reading starts where that
-        // file was read to.
-        let original = match &start {
-            Start::At(known) if !opening.replaced && known.offset <= opening.size => known.original,
-            _ => None,
-        };
+        let original = copy_of(&start, &opening);
         let Opening {
             offset,
             size,
@@ -143,6 +130,29 @@ impl Tailer {
             },
         };
         self.shared.acks.send(ack).await.is_ok()
+    }
+}
+
+/// How a tailer whose file could not be read finishes: its known offset, if it had one, is
+/// kept for the next scan.
+fn unreadable(id: FileId, start: Start) -> Finished {
+    let resume_at = match start {
+        Start::At(known) => Some(known),
+        Start::Beginning | Start::End => None,
+    };
+    Finished {
+        id,
+        resume_at,
+        parked: false,
+    }
+}
+
+/// A copy of a file truncated while this process read it: reading starts where that file was
+/// read to, and the checkpoint store is told which reading it continues.
+fn copy_of(start: &Start, opening: &Opening) -> Option<Original> {
+    match start {
+        Start::At(known) if !opening.replaced && known.offset <= opening.size => known.original,
+        _ => None,
     }
 }
 
