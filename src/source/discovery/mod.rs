@@ -197,7 +197,7 @@ impl Discovery {
         if known.is_none() && catching_up && !self.first_scan {
             return None; // Rotated files are finished first.
         }
-        let known = self.unless_replaced(candidate, known).await;
+        let known = self.checkpoint_if_still_valid(candidate, known).await;
         let replaced = self.replaced.get(&candidate.id).cloned();
         let (start, new_first) = self.start_of(candidate, known).await?;
         Some(Decided {
@@ -210,7 +210,7 @@ impl Discovery {
     /// A checkpoint whose file no longer starts as it did belongs to a file that is gone (its
     /// inode reused, or it was truncated and written again while stopped): this file is new,
     /// perhaps a copy. Returns the checkpoint if it still holds.
-    async fn unless_replaced(
+    async fn checkpoint_if_still_valid(
         &mut self,
         candidate: &Candidate,
         known: Option<KnownOffset>,
