@@ -15,30 +15,30 @@ use crate::config::Oversize;
 use crate::record::{LineSpan, Lines, SourceFile};
 
 #[derive(Clone, Debug)]
-pub struct AssembleOptions {
-    pub skip_header_lines: usize,
-    pub footer: Option<Regex>,
-    pub multiline_start: Option<Regex>,
-    pub max_record_bytes: usize,
-    pub oversize: Oversize,
-    pub terminator: Bytes,
+pub(super) struct AssembleOptions {
+    pub(super) skip_header_lines: usize,
+    pub(super) footer: Option<Regex>,
+    pub(super) multiline_start: Option<Regex>,
+    pub(super) max_record_bytes: usize,
+    pub(super) oversize: Oversize,
+    pub(super) terminator: Bytes,
 }
 
 impl AssembleOptions {
     /// Whether lines need more than framing.
-    pub fn is_needed(&self) -> bool {
+    pub(super) fn is_needed(&self) -> bool {
         self.skip_header_lines > 0 || self.footer.is_some() || self.multiline_start.is_some()
     }
 }
 
 /// What one call produced.
 #[derive(Debug, Default)]
-pub struct Assembled {
-    pub lines: Vec<Lines>,
+pub(super) struct Assembled {
+    pub(super) lines: Vec<Lines>,
     /// Multi-line records longer than the limit (cut, split or skipped).
-    pub oversize: u64,
+    pub(super) oversize: u64,
     /// The footer line was met in this call.
-    pub footer_found: bool,
+    pub(super) footer_found: bool,
 }
 
 /// A multi-line record still open: more lines may join it.
@@ -67,7 +67,7 @@ impl Pending {
 }
 
 #[derive(Debug)]
-pub struct Assembler {
+pub(super) struct Assembler {
     options: AssembleOptions,
     header_left: usize,
     footer_found: bool,
@@ -76,7 +76,7 @@ pub struct Assembler {
 
 impl Assembler {
     /// An assembler for a reading that starts at `offset`.
-    pub fn new(options: AssembleOptions, offset: u64) -> Self {
+    pub(super) fn new(options: AssembleOptions, offset: u64) -> Self {
         let mut assembler = Self {
             header_left: 0,
             footer_found: false,
@@ -88,7 +88,7 @@ impl Assembler {
     }
 
     /// Forgets any open record; header lines are skipped again when reading starts at 0.
-    pub fn restart_at(&mut self, offset: u64) {
+    pub(super) fn restart_at(&mut self, offset: u64) {
         self.header_left = if offset == 0 {
             self.options.skip_header_lines
         } else {
@@ -99,12 +99,12 @@ impl Assembler {
     }
 
     /// Where the open multi-line record starts: resuming there loses none of it.
-    pub fn pending_start(&self) -> Option<u64> {
+    pub(super) fn pending_start(&self) -> Option<u64> {
         self.pending.as_ref().map(|pending| pending.start)
     }
 
     /// Sends the open multi-line record as it is (its file went idle or is being released).
-    pub fn flush(&mut self) -> Assembled {
+    pub(super) fn flush(&mut self) -> Assembled {
         let mut out = Assembled::default();
         if let Some(pending) = self.pending.take() {
             out.lines.push(self.finish(pending));
@@ -113,7 +113,7 @@ impl Assembler {
     }
 
     /// Processes blocks from the framer, in file order.
-    pub fn process(&mut self, blocks: Vec<Lines>) -> Assembled {
+    pub(super) fn process(&mut self, blocks: Vec<Lines>) -> Assembled {
         let mut out = Assembled::default();
         for block in blocks {
             self.process_block(block, &mut out);

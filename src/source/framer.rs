@@ -12,16 +12,18 @@ use crate::record::{LineSpan, Lines, SourceFile};
 
 /// How records are cut.
 #[derive(Clone, Debug)]
-pub struct FrameOptions {
+pub(super) struct FrameOptions {
     /// Most bytes of one record, its newline included.
-    pub max_line_bytes: usize,
-    pub oversize: Oversize,
+    pub(super) max_line_bytes: usize,
+    pub(super) oversize: Oversize,
     /// Ends a record cut by [`Oversize::Truncate`].
-    pub terminator: Bytes,
+    pub(super) terminator: Bytes,
 }
 
+#[cfg(test)]
 impl FrameOptions {
-    pub fn lines(max_line_bytes: usize) -> Self {
+    /// Plain lines of at most `max_line_bytes`, longer ones cut.
+    pub(super) fn lines(max_line_bytes: usize) -> Self {
         Self {
             max_line_bytes,
             oversize: Oversize::Truncate,
@@ -32,10 +34,10 @@ impl FrameOptions {
 
 /// What one call to [`Framer::frame`] produced.
 #[derive(Debug, Default)]
-pub struct Framed {
-    pub lines: Vec<Lines>,
+pub(super) struct Framed {
+    pub(super) lines: Vec<Lines>,
     /// Lines longer than the record limit met in this call (cut, split or skipped).
-    pub oversize: u64,
+    pub(super) oversize: u64,
 }
 
 /// An over-long line being skipped to its end: where it started, and its first bytes when it
@@ -47,7 +49,7 @@ struct OverLong {
 }
 
 #[derive(Debug)]
-pub struct Framer {
+pub(super) struct Framer {
     max_line_bytes: usize,
     oversize: Oversize,
     terminator: Bytes,
@@ -63,7 +65,7 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new(options: FrameOptions, offset: u64) -> Self {
+    pub(super) fn new(options: FrameOptions, offset: u64) -> Self {
         // Room for at least one byte of the line beside the terminator.
         let max_line_bytes = options
             .max_line_bytes
@@ -82,7 +84,7 @@ impl Framer {
     }
 
     /// Offset where the first line not yet framed starts: all bytes before it are in records.
-    pub fn framed_offset(&self) -> u64 {
+    pub(super) fn framed_offset(&self) -> u64 {
         match &self.over_long {
             Some(over_long) => over_long.start,
             None => self.buffer_offset,
@@ -90,17 +92,17 @@ impl Framer {
     }
 
     /// Offset of the next byte to read.
-    pub fn read_offset(&self) -> u64 {
+    pub(super) fn read_offset(&self) -> u64 {
         self.buffer_offset + self.buffer.len() as u64
     }
 
     /// Whether bytes were read that are not in a record yet (a line without its newline).
-    pub fn has_partial(&self) -> bool {
+    pub(super) fn has_partial(&self) -> bool {
         self.read_offset() > self.framed_offset()
     }
 
     /// Forgets everything and starts again at `offset` (the file was truncated).
-    pub fn restart_at(&mut self, offset: u64) {
+    pub(super) fn restart_at(&mut self, offset: u64) {
         self.buffer.clear();
         self.buffer_offset = offset;
         self.over_long = None;
@@ -110,7 +112,7 @@ impl Framer {
 
     /// Hands out the buffer so `size` more bytes can be read into its end, at
     /// [`Framer::read_offset`] as it was before this call; give it back with [`Framer::frame`].
-    pub fn take_buffer(&mut self, size: usize) -> (BytesMut, usize) {
+    pub(super) fn take_buffer(&mut self, size: usize) -> (BytesMut, usize) {
         let mut buffer = std::mem::take(&mut self.buffer);
         let filled = buffer.len();
         self.scanned = filled;
@@ -120,7 +122,7 @@ impl Framer {
 
     /// Turns the bytes read but not framed (a last line without its newline) into a record as
     /// they are, so a line that never gets its newline is not lost.
-    pub fn flush_partial(&mut self, file: &Arc<SourceFile>) -> Framed {
+    pub(super) fn flush_partial(&mut self, file: &Arc<SourceFile>) -> Framed {
         let mut framed = Framed::default();
         let end = self.read_offset();
         if let Some(over_long) = self.over_long.take() {
@@ -142,7 +144,12 @@ impl Framer {
 
     /// Takes back the buffer from [`Framer::take_buffer`] holding `filled` valid bytes, and
     /// returns the complete records it now holds.
-    pub fn frame(&mut self, mut buffer: BytesMut, filled: usize, file: &Arc<SourceFile>) -> Framed {
+    pub(super) fn frame(
+        &mut self,
+        mut buffer: BytesMut,
+        filled: usize,
+        file: &Arc<SourceFile>,
+    ) -> Framed {
         buffer.truncate(filled);
         let scanned = self.scanned.min(filled);
         self.scanned = 0;
@@ -375,7 +382,7 @@ fn single(file: &Arc<SourceFile>, start: u64, data: Bytes, end: u64) -> Lines {
 
 /// A block covering the file from `start` to `end` with nothing to send: acknowledged as soon
 /// as the records before it are.
-pub fn skipped(file: &Arc<SourceFile>, start: u64, end: u64) -> Lines {
+pub(super) fn skipped(file: &Arc<SourceFile>, start: u64, end: u64) -> Lines {
     single(file, start, Bytes::new(), end)
 }
 

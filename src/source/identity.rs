@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::record::{FileId, Head};
 
 #[cfg(unix)]
-pub fn file_id(metadata: &Metadata) -> FileId {
+fn file_id(metadata: &Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
     FileId {
         device: metadata.dev(),
@@ -17,25 +17,25 @@ pub fn file_id(metadata: &Metadata) -> FileId {
 
 /// The identity of the file at `path`, whose `metadata` was just read.
 #[cfg(unix)]
-pub fn id_at(_path: &Path, metadata: &Metadata) -> io::Result<FileId> {
+pub(super) fn id_at(_path: &Path, metadata: &Metadata) -> io::Result<FileId> {
     Ok(file_id(metadata))
 }
 
 /// The identity of an open file.
 #[cfg(unix)]
-pub fn id_of(file: &File) -> io::Result<FileId> {
+pub(super) fn id_of(file: &File) -> io::Result<FileId> {
     Ok(file_id(&file.metadata()?))
 }
 
 /// How many names the file still has; 0 once it was deleted while open.
 #[cfg(unix)]
-pub fn link_count(metadata: &Metadata) -> u64 {
+pub(super) fn link_count(metadata: &Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt;
     metadata.nlink()
 }
 
 #[cfg(unix)]
-pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(super) fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     loop {
         match file.read_at(buffer, offset) {
@@ -50,12 +50,12 @@ pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize>
 // cannot stand in: a file created under a name just renamed away inherits its creation time
 // (file system tunnelling), which is exactly what log rotation does.
 #[cfg(windows)]
-pub fn id_at(path: &Path, _metadata: &Metadata) -> io::Result<FileId> {
+pub(super) fn id_at(path: &Path, _metadata: &Metadata) -> io::Result<FileId> {
     id_of(&File::open(path)?)
 }
 
 #[cfg(windows)]
-pub fn id_of(file: &File) -> io::Result<FileId> {
+pub(super) fn id_of(file: &File) -> io::Result<FileId> {
     let information = winapi_util::file::information(file)?;
     Ok(FileId {
         device: information.volume_serial_number(),
@@ -64,18 +64,18 @@ pub fn id_of(file: &File) -> io::Result<FileId> {
 }
 
 #[cfg(not(unix))]
-pub fn link_count(_metadata: &Metadata) -> u64 {
+pub(super) fn link_count(_metadata: &Metadata) -> u64 {
     1
 }
 
 #[cfg(not(unix))]
-pub fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(super) fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
     use std::os::windows::fs::FileExt;
     file.seek_read(buffer, offset)
 }
 
 /// Up to `len` bytes from the start of `file`.
-pub fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
+pub(super) fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
     let mut filled = 0;
     while filled < bytes.len() {
@@ -90,18 +90,18 @@ pub fn read_start(file: &File, len: u64) -> io::Result<Vec<u8>> {
 }
 
 /// How many first bytes of a followed file are kept as they are, beside its head's hash.
-pub const LEAD_BYTES: usize = 64;
+pub(super) const LEAD_BYTES: usize = 64;
 
 /// A file's first bytes, up to `LEAD_BYTES`: enough to tell whether a file still too short to
 /// be compared by its head may be a copy of this one that is still being written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lead {
+pub(super) struct Lead {
     bytes: [u8; LEAD_BYTES],
     len: u8,
 }
 
 impl Lead {
-    pub fn of(start: &[u8]) -> Lead {
+    pub(super) fn of(start: &[u8]) -> Lead {
         let len = start.len().min(LEAD_BYTES);
         let mut bytes = [0; LEAD_BYTES];
         bytes[..len].copy_from_slice(&start[..len]);
@@ -112,7 +112,7 @@ impl Lead {
     }
 
     /// Whether a file that starts with `start` begins as this one does, as far as both go.
-    pub fn agrees_with(&self, start: &[u8]) -> bool {
+    pub(super) fn agrees_with(&self, start: &[u8]) -> bool {
         let len = start.len().min(usize::from(self.len));
         self.bytes[..len] == start[..len]
     }
@@ -120,13 +120,17 @@ impl Lead {
 
 /// The head of a file now `size` bytes long (a hash of its first `len` bytes, fewer if it is
 /// shorter; `None` if it is empty) and its lead.
-pub fn head_and_lead(file: &File, size: u64, len: usize) -> io::Result<(Option<Head>, Lead)> {
+pub(super) fn head_and_lead(
+    file: &File,
+    size: u64,
+    len: usize,
+) -> io::Result<(Option<Head>, Lead)> {
     let bytes = read_start(file, size.min(len as u64))?;
     Ok((head_of_bytes(&bytes), Lead::of(&bytes)))
 }
 
 /// The head of a file that starts with `bytes` (as many as were hashed).
-pub fn head_of_bytes(bytes: &[u8]) -> Option<Head> {
+pub(super) fn head_of_bytes(bytes: &[u8]) -> Option<Head> {
     (!bytes.is_empty()).then(|| Head {
         len: bytes.len() as u32,
         hash: xxhash_rust::xxh3::xxh3_64(bytes),
@@ -135,13 +139,13 @@ pub fn head_of_bytes(bytes: &[u8]) -> Option<Head> {
 
 /// The start of a file, compared with the heads of many others: each prefix length is hashed
 /// once, however many heads of that length it is compared with.
-pub struct Prefixes<'a> {
+pub(super) struct Prefixes<'a> {
     bytes: &'a [u8],
     hashes: Vec<(u32, u64)>,
 }
 
 impl<'a> Prefixes<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Prefixes {
             bytes,
             hashes: Vec::new(),
@@ -149,7 +153,7 @@ impl<'a> Prefixes<'a> {
     }
 
     /// Whether these bytes begin with the bytes `head` was taken from.
-    pub fn start_with(&mut self, head: Head) -> bool {
+    pub(super) fn start_with(&mut self, head: Head) -> bool {
         let Some(prefix) = self.bytes.get(..head.len as usize) else {
             return false;
         };
@@ -166,14 +170,14 @@ impl<'a> Prefixes<'a> {
 }
 
 /// Whether `file` still starts with the bytes `head` was taken from.
-pub fn starts_with(file: &File, head: Head) -> io::Result<bool> {
+pub(super) fn starts_with(file: &File, head: Head) -> io::Result<bool> {
     let bytes = read_start(file, u64::from(head.len))?;
     Ok(bytes.len() == head.len as usize && xxhash_rust::xxh3::xxh3_64(&bytes) == head.hash)
 }
 
 /// Offset just after the last complete line that ends at or before `size`, looking back at most
 /// `window` bytes; where no newline is found, the start of the window.
-pub fn after_last_newline(file: &File, size: u64, window: u64) -> io::Result<u64> {
+pub(super) fn after_last_newline(file: &File, size: u64, window: u64) -> io::Result<u64> {
     let start = size.saturating_sub(window);
     let mut tail = vec![0; (size - start) as usize];
     let mut filled = 0;
