@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -78,6 +78,12 @@ pub(super) struct Copies {
 }
 
 impl Copies {
+    /// The tracking state; a panic elsewhere while it was held leaves it usable (each change
+    /// is a single insert or removal).
+    fn tracking(&self) -> MutexGuard<'_, CopyTracking> {
+        self.tracking.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Starts with the files truncated before the last stop, from the checkpoint store: their
     /// copies continue.
     pub(super) fn with_truncations(truncated: Vec<(CopyFrom, PathBuf)>) -> Self {
@@ -102,9 +108,7 @@ impl Copies {
 
     /// Records how far the file `id` was read (called when a tailer reaches the end).
     pub(super) fn note_reached(&self, id: FileId, first: FirstBytes, offset: u64, path: &Path) {
-        let Ok(mut copies) = self.tracking.lock() else {
-            return;
-        };
+        let mut copies = self.tracking();
         copies.opening.remove(&id);
         match copies.reached.get_mut(&id) {
             Some(reached) => {
@@ -134,9 +138,7 @@ impl Copies {
         path: &Path,
         reading: Option<u64>,
     ) {
-        let Ok(mut copies) = self.tracking.lock() else {
-            return;
-        };
+        let mut copies = self.tracking();
         copies.reached.remove(&id);
         copies.opening.remove(&id);
         copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
@@ -154,10 +156,9 @@ impl Copies {
     }
 
     pub(super) fn forget_reached(&self, id: FileId) {
-        if let Ok(mut copies) = self.tracking.lock() {
-            copies.reached.remove(&id);
-            copies.opening.remove(&id);
-        }
+        let mut copies = self.tracking();
+        copies.reached.remove(&id);
+        copies.opening.remove(&id);
     }
 
     /// Records that the file `id` is being opened to be read from `offset`, so that a copy of
@@ -166,21 +167,17 @@ impl Copies {
         if first.head.is_none() && first.lead.is_none() {
             return; // Nothing to recognise a copy by.
         }
-        if let Ok(mut copies) = self.tracking.lock() {
-            let reached = Reached {
-                first,
-                offset,
-                path: Arc::from(path),
-            };
-            copies.opening.insert(id, reached);
-        }
+        let reached = Reached {
+            first,
+            offset,
+            path: Arc::from(path),
+        };
+        self.tracking().opening.insert(id, reached);
     }
 
     /// Paths of the files being followed.
     pub(super) fn followed_paths(&self) -> Vec<Arc<Path>> {
-        let Ok(copies) = self.tracking.lock() else {
-            return Vec::new();
-        };
+        let copies = self.tracking();
         copies
             .reached
             .values()
@@ -192,9 +189,7 @@ impl Copies {
     /// Heads (and leads, where known) of files truncated lately, then of files followed, to
     /// compare a new file with.
     pub(super) fn candidates(&self) -> Vec<CopyCandidate> {
-        let Ok(mut copies) = self.tracking.lock() else {
-            return Vec::new();
-        };
+        let mut copies = self.tracking();
         copies.truncations.retain(|t| t.at.elapsed() < COPY_WINDOW);
         let truncated = copies.truncations.iter().map(|t| CopyCandidate {
             head: Some(t.head),
