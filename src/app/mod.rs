@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
@@ -21,8 +22,10 @@ use crate::sink::clients::ClientError;
 use crate::sink::dead_letter::DeadLetters;
 
 mod clients;
+pub mod command;
 mod flows;
 mod shards;
+pub mod signals;
 
 use clients::*;
 pub use clients::{check_online, ClientFactory, Destinations};
@@ -48,6 +51,8 @@ pub enum AppError {
     },
     #[error("a start-up task failed: {0}")]
     Task(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs the agent until `shutdown` fires, then stops it in order.
@@ -99,29 +104,29 @@ pub async fn run_with<C: ClientFactory>(
     let metrics = Arc::new(Metrics::new(
         config.flows.iter().map(|flow| flow.name.as_str()),
     ));
-    let stop_exporter = CancellationToken::new();
-    let exporter = match &config.metrics {
-        Some(settings) => {
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| AppError::MetricsListen {
-                    address: settings.listen,
-                    source,
-                })?;
-            Some(tokio::spawn(exporter::serve(
-                listener,
-                Arc::clone(&metrics),
-                settings.stuck_after,
-                stop_exporter.clone(),
-            )))
-        }
-        None => None,
-    };
+    // The agent's own tasks beside the flows (metrics, progress, the watchdog, config
+    // watching) run until the last checkpoint is written, then stop together on `finish`;
+    // `finish` also stops the checkpoint store early if the shutdown grace period ends first.
+    let background = TaskTracker::new();
+    let finish = CancellationToken::new();
+    if let Some(settings) = &config.metrics {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| AppError::MetricsListen {
+                address: settings.listen,
+                source,
+            })?;
+        background.spawn(exporter::serve(
+            listener,
+            Arc::clone(&metrics),
+            settings.stuck_after,
+            finish.clone(),
+        ));
+    }
     let mut resume = resume_points(&loaded.checkpoints);
 
     let (acks, acks_received) = mpsc::channel(ACK_QUEUE);
     let (releases, releases_received) = mpsc::channel(1);
-    let stop_checkpoints = CancellationToken::new();
     let checkpoint_task = tokio::spawn(checkpoint::run(
         store,
         AckTracker::new(loaded.checkpoints),
@@ -133,7 +138,7 @@ pub async fn run_with<C: ClientFactory>(
             commit: config.checkpoint_commit,
         },
         Arc::clone(&metrics),
-        stop_checkpoints.clone(),
+        finish.clone(),
     ));
 
     let open_files = OpenFiles::new(config.max_open_files);
@@ -159,37 +164,33 @@ pub async fn run_with<C: ClientFactory>(
         flows.start(flow, flow_resume).await;
     }
 
-    let stop_progress = CancellationToken::new();
-    let progress = tokio::spawn(metrics::report_progress(
+    background.spawn(metrics::report_progress(
         Arc::clone(&metrics),
         config.progress_interval,
-        stop_progress.clone(),
+        finish.clone(),
     ));
     info!(flows = config.flows.len(), "kinship is running.");
     service::notify(&format!(
         "READY=1\nSTATUS=Shipping {} flow(s).",
         config.flows.len()
     ));
-    let stop_publishing = CancellationToken::new();
-    let publishing = match (&config.cloudwatch, clients.cloudwatch()) {
-        (Some(settings), Some(client)) => Some(tokio::spawn(cloudwatch::publish(
+    if let (Some(settings), Some(client)) = (&config.cloudwatch, clients.cloudwatch()) {
+        background.spawn(cloudwatch::publish(
             client,
             settings.namespace.clone(),
             settings.interval,
             Arc::clone(&metrics),
-            stop_publishing.clone(),
-        ))),
-        _ => None,
-    };
-    let stop_watchdog = CancellationToken::new();
+            finish.clone(),
+        ));
+    }
     if let Some(interval) = service::watchdog_interval() {
-        tokio::spawn(service::feed_watchdog(interval, stop_watchdog.clone()));
+        background.spawn(service::feed_watchdog(interval, finish.clone()));
     }
 
     match reloading {
         Some(mut reloading) => {
             if config.watch_config {
-                tokio::spawn(reload::watch_file(
+                background.spawn(reload::watch_file(
                     config.source.clone(),
                     reloading.trigger.clone(),
                     shutdown.clone(),
@@ -236,21 +237,13 @@ pub async fn run_with<C: ClientFactory>(
     }
     if !finished_in_time {
         warn!(grace = ?config.shutdown_grace, "The shutdown grace period ended before every call finished; lines not delivered are read again at the next start.");
-        stop_checkpoints.cancel();
+        finish.cancel();
     }
     let finished = checkpoint_task.await;
-    stop_publishing.cancel();
-    if let Some(publishing) = publishing {
-        let _ = publishing.await;
-    }
-    stop_progress.cancel();
-    let _ = progress.await;
+    finish.cancel();
+    background.close();
+    background.wait().await;
     metrics.log_progress();
-    stop_exporter.cancel();
-    stop_watchdog.cancel();
-    if let Some(exporter) = exporter {
-        let _ = exporter.await;
-    }
     finished.map_err(|error| AppError::Task(error.to_string()))?;
     info!("Stopped.");
     Ok(())
