@@ -170,9 +170,11 @@ fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
         "fields are keys of the object: {running}"
     );
     assert_eq!(running["target"], "kinship::app");
-    // kinship::app logs at debug and above; everything else only at warn and above.
+    // kinship::app and its modules log at debug and above; everything else only at warn and
+    // above. (A target is its module's path: `kinship::app=debug` covers `kinship::app::*`.)
     for event in &events {
-        let app = event["target"] == "kinship::app";
+        let target = event["target"].as_str().unwrap_or_default();
+        let app = target == "kinship::app" || target.starts_with("kinship::app::");
         let level = event["level"].as_str().unwrap_or_default();
         assert!(app || matches!(level, "WARN" | "ERROR"), "{event}");
     }
