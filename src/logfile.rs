@@ -47,10 +47,6 @@ impl LogFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `line` (one whole log line), rotating first if it would not fit.
     fn append(&self, line: &[u8]) -> io::Result<()> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);

@@ -61,6 +61,7 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -70,6 +71,7 @@ impl Aggregate {
     }
 
     /// The first user record's partition key: the aggregate's own key.
+    #[cfg(test)]
     pub fn first_key(&self) -> Option<&str> {
         self.keys.first().map(String::as_str)
     }

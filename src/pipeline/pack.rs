@@ -17,10 +17,6 @@ fn packed_len(line: &[u8]) -> usize {
 }
 
 impl Pack {
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
     pub fn len(&self) -> usize {
         self.lines.len()
     }
