@@ -25,10 +25,16 @@ impl LogLimiter {
 
     /// `Some(held back since the last line)` when a line may be logged now.
     pub fn allow(&mut self) -> Option<u64> {
+        self.allow_counting(1)
+    }
+
+    /// As [`LogLimiter::allow`], for a line that stands for `count` events: what is held
+    /// back is counted in events.
+    pub fn allow_counting(&mut self, count: u64) -> Option<u64> {
         let now = Instant::now();
         match self.last {
             Some(last) if now.duration_since(last) < self.every => {
-                self.held_back += 1;
+                self.held_back += count;
                 None
             }
             _ => {
@@ -51,5 +57,8 @@ mod tests {
         assert_eq!(limiter.allow(), None);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(limiter.allow(), Some(2));
+        assert_eq!(limiter.allow_counting(5), None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(limiter.allow_counting(3), Some(5));
     }
 }

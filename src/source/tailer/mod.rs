@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::assembler::Assembler;
 use super::catch_up::CatchUp;
@@ -26,6 +25,7 @@ use super::framer::Framer;
 use super::identity::Lead;
 use super::{FlowShared, KnownOffset};
 use crate::limits::FilePermit;
+use crate::log_limit::LogLimiter;
 use crate::record::{Ack, FileId, Head, SourceFile};
 use unread::Unread;
 
@@ -89,13 +89,13 @@ struct Tailer {
     framer: Framer,
     assembler: Option<Assembler>,
     unread: Unread,
-    /// When over-long records were last logged, and how many since.
-    oversize_logged: Option<(Instant, u64)>,
+    /// Over-long records, logged at most once per `LOG_EVERY`.
+    oversize_log: LogLimiter,
     footer_logged: bool,
     /// Polls in a row that found nothing new.
     idle_polls: u32,
-    /// When a read or stat error was last logged, and how many were held back since.
-    trouble: Option<(Instant, u64)>,
+    /// Read and stat errors, logged at most once per `LOG_EVERY`.
+    trouble_log: LogLimiter,
     /// Held while this file must be read to its end before new files are opened.
     catch_up: Option<CatchUp>,
     shared: Arc<FlowShared>,

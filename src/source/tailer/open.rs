@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{blocking, new_source, Finished, Opened, Start, Tailer, Unread};
+use super::{blocking, new_source, Finished, Opened, Start, Tailer, Unread, LOG_EVERY};
+use crate::log_limit::LogLimiter;
 use crate::record::{Ack, CopyFrom, FileId, Head, Original};
 use crate::source::assembler::Assembler;
 use crate::source::copies::FirstBytes;
@@ -90,10 +91,10 @@ impl Tailer {
             framer: Framer::new(settings.frame.clone(), offset),
             assembler,
             unread,
-            oversize_logged: None,
+            oversize_log: LogLimiter::new(LOG_EVERY),
             footer_logged: false,
             idle_polls: 0,
-            trouble: None,
+            trouble_log: LogLimiter::new(LOG_EVERY),
             catch_up,
             shared: Arc::clone(&shared),
             _permit: permit,

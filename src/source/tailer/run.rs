@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{blocking, new_source, Finished, Tailer, LOG_EVERY};
+use super::{blocking, new_source, Finished, Tailer};
 use crate::record::{Ack, CopyFrom, FileId, Head};
 use crate::source::copies::FirstBytes;
 use crate::source::identity::{self, Lead};
@@ -326,14 +326,8 @@ impl Tailer {
 
     /// Logs a read or stat error at most once per `LOG_EVERY`, counting the repeats.
     fn report_trouble(&mut self, what: &'static str, error: &std::io::Error) {
-        let now = Instant::now();
-        match &mut self.trouble {
-            Some((last, held_back)) if now.duration_since(*last) < LOG_EVERY => *held_back += 1,
-            trouble => {
-                let repeats = trouble.map_or(0, |(_, held_back)| held_back);
-                warn!(file = %self.path.display(), %error, repeats, "{what}");
-                *trouble = Some((now, 0));
-            }
+        if let Some(repeats) = self.trouble_log.allow() {
+            warn!(file = %self.path.display(), %error, repeats, "{what}");
         }
     }
 

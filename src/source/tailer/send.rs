@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{blocking, Tailer, LOG_EVERY};
+use super::{blocking, Tailer};
 use crate::config::Oversize;
 use crate::limits::RECORD_OVERHEAD;
 use crate::metrics::FlowMetrics;
@@ -60,28 +60,21 @@ impl Tailer {
             return;
         }
         FlowMetrics::add(&self.shared.metrics.records_truncated, count);
-        let now = Instant::now();
-        match &mut self.oversize_logged {
-            Some((last, held_back)) if now.duration_since(*last) < LOG_EVERY => {
-                *held_back += count;
-            }
-            logged => {
-                let earlier = logged.map_or(0, |(_, held_back)| held_back);
-                let action = match self.shared.settings.frame.oversize {
-                    Oversize::Truncate => "cut to fit; the rest of each is not sent",
-                    Oversize::Split => "sent in pieces of at most the limit",
-                    Oversize::Skip => "not sent",
-                };
-                warn!(
-                    file = %self.path.display(),
-                    max_record_bytes = self.shared.settings.frame.max_line_bytes,
-                    records = count + earlier,
-                    action,
-                    "Records longer than the record limit (logged at most once a minute per file)."
-                );
-                *logged = Some((now, 0));
-            }
-        }
+        let Some(earlier) = self.oversize_log.allow_counting(count) else {
+            return;
+        };
+        let action = match self.shared.settings.frame.oversize {
+            Oversize::Truncate => "cut to fit; the rest of each is not sent",
+            Oversize::Split => "sent in pieces of at most the limit",
+            Oversize::Skip => "not sent",
+        };
+        warn!(
+            file = %self.path.display(),
+            max_record_bytes = self.shared.settings.frame.max_line_bytes,
+            records = count + earlier,
+            action,
+            "Records longer than the record limit (logged at most once a minute per file)."
+        );
     }
 
     /// Hands `lines` on; false if shutdown began first (they are read again after the restart).
