@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -15,9 +16,9 @@ use super::accounting::{count_delivered, count_throttled, record_sent};
 use super::give_up::give_up;
 use super::pacing::Answer;
 use super::shared::{report_call_failure, Shared, TRANSIENT_LOG_EVERY};
-use super::{is_throttle_code, Backoff, PutError, PutRecords};
+use super::{is_throttle_code, Backoff, PutError, PutRecords, RecordFailure};
 use crate::compression::{compress_records, Compression};
-use crate::limits::RECORD_OVERHEAD;
+use crate::limits::{Reservation, RECORD_OVERHEAD};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, Batch, FileRange, OutRecord};
 
@@ -115,39 +116,8 @@ async fn deliver<P: PutRecords>(
             first_slot = None;
             shared.pacer.wait(part.len()).await;
         }
-        let answer = {
-            // A slot is held for the call only, never through a backoff delay. The semaphore
-            // is never closed; without a slot the call simply goes ahead.
-            let _slot = match first_slot.take() {
-                Some(slot) => Some(slot),
-                None => Arc::clone(in_flight).acquire_owned().await.ok(),
-            };
-            // The request the client encodes is a second copy of the records, larger than
-            // the first: it is in the budget too, until the answer came.
-            let _request = shared
-                .budget
-                .reserve_request(shared.client.request_bytes(&part))
-                .await;
-            let _in_flight = shared.metrics.call_started();
-            let started = tokio::time::Instant::now();
-            let answer = shared.client.put_records(&part).await;
-            shared.metrics.put_latency.observe(started.elapsed());
-            answer
-        };
-        let result = match answer {
-            // One record the endpoint will never take: only the operator can fix that.
-            Err(PutError::TooLarge { message }) if part.len() == 1 => {
-                Err(PutError::Configuration {
-                    message: format!(
-                        "the endpoint refuses a record of {} bytes as too large ({message})",
-                        part[0].size()
-                    ),
-                    hint: "set max_record_bytes to the stream's maximum record size".into(),
-                })
-            }
-            other => other,
-        };
-        match result {
+        let answer = call(shared, in_flight, first_slot.take(), &part).await;
+        match one_record_too_large(answer, &part) {
             Ok(failures) if failures.is_empty() => {
                 shared.pacer.answered(Answer {
                     accepted: part.len(),
@@ -157,59 +127,7 @@ async fn deliver<P: PutRecords>(
                 backoff = Backoff::new(shared.retry);
             }
             Ok(failures) => {
-                let throttled = failures
-                    .iter()
-                    .filter(|failure| is_throttle_code(&failure.code))
-                    .count();
-                shared.pacer.answered(Answer {
-                    accepted: part.len() - failures.len(),
-                    throttled,
-                });
-                count_throttled(shared, throttled as u64);
-                FlowMetrics::add(&shared.metrics.records_failed, failures.len() as u64);
-                // The refused records are copied out, so that while they wait to be sent again
-                // the accepted ones, and the read buffers they share, are freed, and so is
-                // their room in the memory budget.
-                let mut failed_records = Vec::with_capacity(failures.len());
-                for failure in &failures {
-                    if let Some(record) = part.get(failure.index) {
-                        failed_records.push(OutRecord {
-                            data: Bytes::copy_from_slice(&record.data),
-                            ..record.clone()
-                        });
-                    }
-                }
-                let accepted_cost: usize = part
-                    .iter()
-                    .map(|record| record.data.len() + RECORD_OVERHEAD)
-                    .sum::<usize>()
-                    .saturating_sub(
-                        failed_records
-                            .iter()
-                            .map(|record| record.data.len() + RECORD_OVERHEAD)
-                            .sum(),
-                    );
-                drop(reserved.take(accepted_cost));
-                let refused: std::collections::HashSet<usize> =
-                    failures.iter().map(|failure| failure.index).collect();
-                record_sent(
-                    shared,
-                    part.iter()
-                        .enumerate()
-                        .filter(|(index, _)| !refused.contains(index))
-                        .map(|(_, record)| record),
-                );
-                let first = &failures[0];
-                if throttled < failures.len() {
-                    if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY)
-                    {
-                        warn!(flow = %shared.flow, destination = %shared.stream, failed = failures.len(), of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
-                    }
-                }
-                let error = format!("{}: {}", first.code, first.message);
-                // The accepted records go now, not after the wait: they share read buffers,
-                // whose room in the budget was just given back.
-                drop(part);
+                let (failed_records, error) = refused_some(shared, part, &failures, &mut reserved);
                 if give_up(shared, started, &failed_records, &ranges, &error).await {
                     continue;
                 }
@@ -227,27 +145,7 @@ async fn deliver<P: PutRecords>(
                 parts.push_front(first);
             }
             Err(failure) => {
-                FlowMetrics::add(&shared.metrics.calls_failed, 1);
-                shared.failing.store(true, Ordering::Relaxed);
-                let throttled = matches!(failure, PutError::Throttled { .. });
-                shared.pacer.answered(Answer {
-                    accepted: 0,
-                    throttled: if throttled { part.len() } else { 0 },
-                });
-                let delay = if throttled {
-                    count_throttled(shared, part.len() as u64);
-                    backoff.next_delay()
-                } else if failure.needs_operator() {
-                    report_call_failure(
-                        shared,
-                        &failure,
-                        "Cannot deliver records; keeping them and trying again.",
-                    );
-                    backoff.slow_delay()
-                } else {
-                    report_call_failure(shared, &failure, "A call failed; trying again.");
-                    backoff.next_delay()
-                };
+                let delay = call_failed(shared, &failure, part.len(), &mut backoff);
                 if give_up(shared, started, &part, &ranges, &failure.to_string()).await {
                     continue;
                 }
@@ -259,4 +157,144 @@ async fn deliver<P: PutRecords>(
     }
     drop(reserved);
     ranges
+}
+
+/// Sends `part` in one call, holding a call slot (`slot`, or one taken now) and its request's
+/// room in the memory budget for the call only.
+async fn call<P: PutRecords>(
+    shared: &Shared<P>,
+    in_flight: &Arc<Semaphore>,
+    slot: Option<OwnedSemaphorePermit>,
+    part: &[OutRecord],
+) -> Result<Vec<RecordFailure>, PutError> {
+    // A slot is held for the call only, never through a backoff delay. The semaphore
+    // is never closed; without a slot the call simply goes ahead.
+    let _slot = match slot {
+        Some(slot) => Some(slot),
+        None => Arc::clone(in_flight).acquire_owned().await.ok(),
+    };
+    // The request the client encodes is a second copy of the records, larger than
+    // the first: it is in the budget too, until the answer came.
+    let _request = shared
+        .budget
+        .reserve_request(shared.client.request_bytes(part))
+        .await;
+    let _in_flight = shared.metrics.call_started();
+    let started = tokio::time::Instant::now();
+    let answer = shared.client.put_records(part).await;
+    shared.metrics.put_latency.observe(started.elapsed());
+    answer
+}
+
+/// A call of one record the endpoint finds too large is an error only the operator can fix.
+fn one_record_too_large(
+    answer: Result<Vec<RecordFailure>, PutError>,
+    part: &[OutRecord],
+) -> Result<Vec<RecordFailure>, PutError> {
+    match answer {
+        // One record the endpoint will never take: only the operator can fix that.
+        Err(PutError::TooLarge { message }) if part.len() == 1 => Err(PutError::Configuration {
+            message: format!(
+                "the endpoint refuses a record of {} bytes as too large ({message})",
+                part[0].size()
+            ),
+            hint: "set max_record_bytes to the stream's maximum record size".into(),
+        }),
+        other => other,
+    }
+}
+
+/// Learns from a call whose answer refused some of its records (`failures`, never empty):
+/// counts and logs them, gives back the accepted records' room in the budget, and returns
+/// copies of the refused records, to send again, with the first refusal's error.
+fn refused_some<P>(
+    shared: &Shared<P>,
+    part: Vec<OutRecord>,
+    failures: &[RecordFailure],
+    reserved: &mut Reservation,
+) -> (Vec<OutRecord>, String) {
+    let throttled = failures
+        .iter()
+        .filter(|failure| is_throttle_code(&failure.code))
+        .count();
+    shared.pacer.answered(Answer {
+        accepted: part.len() - failures.len(),
+        throttled,
+    });
+    count_throttled(shared, throttled as u64);
+    FlowMetrics::add(&shared.metrics.records_failed, failures.len() as u64);
+    // The refused records are copied out, so that while they wait to be sent again
+    // the accepted ones, and the read buffers they share, are freed, and so is
+    // their room in the memory budget.
+    let mut failed_records = Vec::with_capacity(failures.len());
+    for failure in failures {
+        if let Some(record) = part.get(failure.index) {
+            failed_records.push(OutRecord {
+                data: Bytes::copy_from_slice(&record.data),
+                ..record.clone()
+            });
+        }
+    }
+    let accepted_cost: usize = part
+        .iter()
+        .map(|record| record.data.len() + RECORD_OVERHEAD)
+        .sum::<usize>()
+        .saturating_sub(
+            failed_records
+                .iter()
+                .map(|record| record.data.len() + RECORD_OVERHEAD)
+                .sum(),
+        );
+    drop(reserved.take(accepted_cost));
+    let refused: std::collections::HashSet<usize> =
+        failures.iter().map(|failure| failure.index).collect();
+    record_sent(
+        shared,
+        part.iter()
+            .enumerate()
+            .filter(|(index, _)| !refused.contains(index))
+            .map(|(_, record)| record),
+    );
+    let first = &failures[0];
+    if throttled < failures.len() {
+        if let Some(held_back) = shared.may_log("record-failures", TRANSIENT_LOG_EVERY) {
+            warn!(flow = %shared.flow, destination = %shared.stream, failed = failures.len(), of = part.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again.");
+        }
+    }
+    let error = format!("{}: {}", first.code, first.message);
+    // The accepted records go now, not after the wait: they share read buffers,
+    // whose room in the budget was just given back.
+    drop(part);
+    (failed_records, error)
+}
+
+/// Learns from a whole call that failed: counts and logs it, and returns how long to wait
+/// before sending its `records` again.
+fn call_failed<P>(
+    shared: &Shared<P>,
+    failure: &PutError,
+    records: usize,
+    backoff: &mut Backoff,
+) -> Duration {
+    FlowMetrics::add(&shared.metrics.calls_failed, 1);
+    shared.failing.store(true, Ordering::Relaxed);
+    let throttled = matches!(failure, PutError::Throttled { .. });
+    shared.pacer.answered(Answer {
+        accepted: 0,
+        throttled: if throttled { records } else { 0 },
+    });
+    if throttled {
+        count_throttled(shared, records as u64);
+        backoff.next_delay()
+    } else if failure.needs_operator() {
+        report_call_failure(
+            shared,
+            failure,
+            "Cannot deliver records; keeping them and trying again.",
+        );
+        backoff.slow_delay()
+    } else {
+        report_call_failure(shared, failure, "A call failed; trying again.");
+        backoff.next_delay()
+    }
 }

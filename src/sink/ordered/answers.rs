@@ -23,6 +23,17 @@ use crate::sink::{is_throttle_code, Backoff, PutError, PutRecords, RecordFailure
 /// little before its next call.
 const THROTTLED_SHARE_WORTH_WAITING: usize = 20;
 
+/// Per lane of a call: records accepted, throttled and refused.
+type Tally = HashMap<usize, (usize, usize, usize)>;
+
+/// A call's records sorted by its answer.
+struct Sorted {
+    accepted: Vec<Queued>,
+    again: Vec<Queued>,
+    tally: Tally,
+    throttled_total: u64,
+}
+
 impl<P: PutRecords> Scheduler<P> {
     /// Learns from a call's answer: accepted records are done, the rest go back to the head
     /// of their lanes.
@@ -74,12 +85,7 @@ impl<P: PutRecords> Scheduler<P> {
     }
 
     /// The common answer: every record of the call accepted.
-    pub(super) async fn all_accepted(
-        &mut self,
-        records: Vec<OutRecord>,
-        notes: Vec<Note>,
-        lanes: &[usize],
-    ) {
+    async fn all_accepted(&mut self, records: Vec<OutRecord>, notes: Vec<Note>, lanes: &[usize]) {
         record_sent(&self.shared, records.iter());
         drop(records);
         // Records of a call come lane by lane, and mostly batch by batch: counted in runs.
@@ -117,12 +123,60 @@ impl<P: PutRecords> Scheduler<P> {
         self.call_records = self.max_records;
     }
 
-    pub(super) async fn answered_records(
+    /// Learns from an answer that refused some of the call's records.
+    async fn answered_records(
         &mut self,
         records: Vec<Queued>,
         lanes: &[usize],
         failures: &[RecordFailure],
     ) {
+        let Sorted {
+            accepted,
+            again,
+            tally,
+            throttled_total,
+        } = self.sort_answer(records, lanes, failures);
+        record_sent(&self.shared, accepted.iter().map(|queued| &queued.record));
+        for queued in accepted {
+            self.done(queued).await;
+        }
+        for (&lane, &(accepted, throttled, _)) in &tally {
+            let lane = &mut self.lanes[lane];
+            lane.busy = false;
+            lane.pacer.answered(Answer {
+                accepted,
+                throttled,
+            });
+        }
+        if again.is_empty() {
+            self.call_records = self.max_records;
+            for &lane in lanes {
+                self.lanes[lane].backoff = Backoff::new(self.shared.retry);
+            }
+            return;
+        }
+        count_throttled(&self.shared, throttled_total);
+        FlowMetrics::add(&self.shared.metrics.records_failed, again.len() as u64);
+        let first = failures[0].clone();
+        if (throttled_total as usize) < again.len() {
+            if let Some(held_back) = self.shared.may_log("record-failures", TRANSIENT_LOG_EVERY) {
+                warn!(flow = %self.shared.flow, destination = %self.shared.stream, failed = again.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again before later records of their shards.");
+            }
+        }
+        let error = format!("{}: {}", first.code, first.message);
+        let again = self.give_up_if_due(again, &error).await;
+        self.requeue(again, None);
+        self.delay_refusing_lanes(&tally);
+    }
+
+    /// Sorts a call's records into those accepted and those to send again, tallies them per
+    /// lane, and warns of accepted records that got ahead of a refused one of their shard.
+    fn sort_answer(
+        &self,
+        records: Vec<Queued>,
+        lanes: &[usize],
+        failures: &[RecordFailure],
+    ) -> Sorted {
         let mut refused = vec![None; records.len()];
         for failure in failures {
             if let Some(slot) = refused.get_mut(failure.index) {
@@ -130,8 +184,7 @@ impl<P: PutRecords> Scheduler<P> {
             }
         }
         // Per lane of the call: records accepted, throttled and refused.
-        let mut tally: HashMap<usize, (usize, usize, usize)> =
-            lanes.iter().map(|&l| (l, (0, 0, 0))).collect();
+        let mut tally: Tally = lanes.iter().map(|&l| (l, (0, 0, 0))).collect();
         let mut accepted = Vec::new();
         let mut again = Vec::new();
         let mut throttled_total = 0u64;
@@ -168,43 +221,22 @@ impl<P: PutRecords> Scheduler<P> {
                 warn!(flow = %self.shared.flow, destination = %self.shared.stream, records = overtaken, repeats = held_back, "The stream refused a record of a call but accepted later records of its shard in the same call; those got ahead of it.");
             }
         }
-        record_sent(&self.shared, accepted.iter().map(|queued| &queued.record));
-        for queued in accepted {
-            self.done(queued).await;
+        Sorted {
+            accepted,
+            again,
+            tally,
+            throttled_total,
         }
-        for (&lane, &(accepted, throttled, _)) in &tally {
-            let lane = &mut self.lanes[lane];
-            lane.busy = false;
-            lane.pacer.answered(Answer {
-                accepted,
-                throttled,
-            });
-        }
-        if again.is_empty() {
-            self.call_records = self.max_records;
-            for &lane in lanes {
-                self.lanes[lane].backoff = Backoff::new(self.shared.retry);
-            }
-            return;
-        }
-        count_throttled(&self.shared, throttled_total);
-        FlowMetrics::add(&self.shared.metrics.records_failed, again.len() as u64);
-        let first = failures[0].clone();
-        if (throttled_total as usize) < again.len() {
-            if let Some(held_back) = self.shared.may_log("record-failures", TRANSIENT_LOG_EVERY) {
-                warn!(flow = %self.shared.flow, destination = %self.shared.stream, failed = again.len(), code = %first.code, message = %first.message, repeats = held_back, "The stream refused some records; sending those again before later records of their shards.");
-            }
-        }
-        let error = format!("{}: {}", first.code, first.message);
-        let again = self.give_up_if_due(again, &error).await;
-        self.requeue(again, None);
-        // A shard that took some of its records goes on with the refused ones first: at once
-        // after other refusals and a few throttled records, after a short delay (up to
-        // `retry_initial_backoff`) when more than one in 20 were throttled (its pacer slows it
-        // too). One that took none waits out a backoff
-        // that grows while it goes on taking none.
+    }
+
+    /// A shard that took some of its records goes on with the refused ones first: at once
+    /// after other refusals and a few throttled records, after a short delay (up to
+    /// `retry_initial_backoff`) when more than one in 20 were throttled (its pacer slows it
+    /// too). One that took none waits out a backoff
+    /// that grows while it goes on taking none.
+    fn delay_refusing_lanes(&mut self, tally: &Tally) {
         let now = Instant::now();
-        for (&lane, &(accepted, throttled, refused)) in &tally {
+        for (&lane, &(accepted, throttled, refused)) in tally {
             let lane = &mut self.lanes[lane];
             if refused == 0 {
                 lane.backoff = Backoff::new(self.shared.retry);
@@ -220,12 +252,9 @@ impl<P: PutRecords> Scheduler<P> {
         }
     }
 
-    pub(super) async fn call_failed(
-        &mut self,
-        records: Vec<Queued>,
-        lanes: &[usize],
-        failure: PutError,
-    ) {
+    /// Learns from a whole call that failed: its records go back to the head of their lanes,
+    /// which wait out a backoff first.
+    async fn call_failed(&mut self, records: Vec<Queued>, lanes: &[usize], failure: PutError) {
         FlowMetrics::add(&self.shared.metrics.calls_failed, 1);
         self.shared
             .failing
@@ -262,11 +291,7 @@ impl<P: PutRecords> Scheduler<P> {
 
     /// Writes the records whose batches have been retried past `max_retry_duration` to the
     /// dead-letter file; returns the others (all of them if none is due or writing failed).
-    pub(super) async fn give_up_if_due(
-        &mut self,
-        records: Vec<Queued>,
-        error: &str,
-    ) -> Vec<Queued> {
+    async fn give_up_if_due(&mut self, records: Vec<Queued>, error: &str) -> Vec<Queued> {
         let Some((limit, _)) = &self.shared.give_up else {
             return self.detach(records);
         };
@@ -305,7 +330,7 @@ impl<P: PutRecords> Scheduler<P> {
 
     /// Copies the data of records that wait to be sent again out of the read buffers they
     /// share with accepted records, so those buffers are freed now.
-    pub(super) fn detach(&self, mut records: Vec<Queued>) -> Vec<Queued> {
+    fn detach(&self, mut records: Vec<Queued>) -> Vec<Queued> {
         for queued in &mut records {
             queued.record.data = Bytes::copy_from_slice(&queued.record.data);
         }

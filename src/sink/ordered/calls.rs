@@ -104,12 +104,7 @@ impl<P: PutRecords> Scheduler<P> {
         wake
     }
 
-    pub(super) fn start_call(
-        &self,
-        calls: &mut JoinSet<Answered>,
-        records: Vec<Queued>,
-        lanes: Vec<usize>,
-    ) {
+    fn start_call(&self, calls: &mut JoinSet<Answered>, records: Vec<Queued>, lanes: Vec<usize>) {
         let retried = records.iter().filter(|queued| queued.note.retry).count();
         if retried > 0 {
             FlowMetrics::add(&self.shared.metrics.records_retried, retried as u64);
