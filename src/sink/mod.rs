@@ -1,6 +1,11 @@
 //! The sink: sends batches to the destination through a small trait, retries what failed (only
 //! the failed records of a partly failed call), and acknowledges each batch once every one of
 //! its records was accepted. Nothing is ever dropped.
+//!
+//! [`Sink::run`] hands a flow's batches to one of two loops: `unordered` (each batch a call of
+//! its own) or [`ordered`] (calls built per shard). Both keep the flow's client, settings and
+//! log limits in `shared`, count what they did in `accounting`, and give up on records past
+//! `max_retry_duration` in `give_up`.
 
 mod accounting;
 pub mod backoff;

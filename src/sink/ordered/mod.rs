@@ -11,6 +11,9 @@
 //! changes (a split or a merge), no new call starts until the calls in flight have answered;
 //! then the waiting records are regrouped into the new lanes, each lane's records in the order
 //! they had.
+//!
+//! The loop is here; `batches` takes batches in and acknowledges them, `lanes` keeps the
+//! per-shard queues, `calls` builds calls from idle lanes, and `answers` applies their answers.
 
 mod answers;
 mod batches;

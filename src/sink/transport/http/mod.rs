@@ -2,6 +2,10 @@
 //! TCP_NODELAY, rustls with aws-lc trusting the platform's roots plus `aws.tls.ca_file`,
 //! HTTP/1.1 or (through ALPN) HTTP/2, and the proxies of `HTTPS_PROXY`, `HTTP_PROXY` and
 //! `NO_PROXY`, read as the SDK's client reads them.
+//!
+//! This module owns the client and its calls; a connection is opened in `connect` (TCP and the
+//! connect timeout), through `proxy` (proxies and `CONNECT` tunnels), over the byte streams of
+//! `stream`, trusting the roots of `tls`.
 
 mod connect;
 mod proxy;
