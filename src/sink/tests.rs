@@ -1,5 +1,7 @@
 //! The sink's retry and acknowledgement rules, against a scripted destination.
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use bytes::Bytes;

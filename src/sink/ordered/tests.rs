@@ -9,9 +9,10 @@ use bytes::Bytes;
 
 use super::*;
 use crate::limits::MemoryBudget;
-use crate::record::{FileId, SourceFile};
-use crate::shard_map::even_shards;
-use crate::sink::{Billing, RetryPolicy, Sink, StreamStatus};
+use crate::metrics::FlowMetrics;
+use crate::record::{FileId, FileRange, OutRecord, SourceFile};
+use crate::shard_map::{even_shards, shard_for};
+use crate::sink::{Billing, PutError, RecordFailure, RetryPolicy, Sink, StreamStatus};
 
 /// A stream of shards that refuses records as told and remembers what it stored.
 struct Stream {
