@@ -8,23 +8,23 @@
 //! `max_retry_duration` in `give_up`.
 
 mod accounting;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod check;
-pub mod clients;
-pub mod dead_letter;
-pub mod destination;
-pub mod direct;
-pub mod dry_run;
-pub mod firehose;
+pub(crate) mod clients;
+pub(crate) mod dead_letter;
+pub(crate) mod destination;
+pub(crate) mod direct;
+pub(crate) mod dry_run;
+pub(crate) mod firehose;
 mod give_up;
-pub mod kinesis;
-pub mod ordered;
-pub mod pacing;
-pub mod service_error;
+pub(crate) mod kinesis;
+pub(crate) mod ordered;
+pub(crate) mod pacing;
+pub(crate) mod service_error;
 mod shared;
-pub mod transport;
+pub(crate) mod transport;
 mod unordered;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
