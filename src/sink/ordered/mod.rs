@@ -38,7 +38,6 @@ use crate::shard_map::{Shard, ShardMap};
 use batches::Held;
 use calls::Answered;
 use lanes::Lane;
-pub use lanes::{key_hash, UNMAPPED_LANES};
 
 /// The per-shard pacing gauges are brought up to date at most this often.
 const GAUGES_EVERY: Duration = Duration::from_millis(250);

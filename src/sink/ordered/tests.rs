@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::lanes::key_hash;
 use super::*;
 use crate::limits::MemoryBudget;
 use crate::metrics::FlowMetrics;

@@ -15,8 +15,8 @@ mod http;
 pub(crate) mod test_support;
 
 pub use caller::AwsCaller;
-pub use endpoint::{firehose_endpoint, kinesis_endpoint, Endpoint};
-pub use error::{TimeoutPhase, TransportError};
-pub use http::{HttpClient, HttpSettings, RawResponse};
+pub use endpoint::{firehose_endpoint, kinesis_endpoint};
+pub use error::TransportError;
+pub use http::{HttpClient, HttpSettings};
 
 pub(crate) use http::{native_roots_available, read_ca_file};

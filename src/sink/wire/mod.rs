@@ -16,10 +16,6 @@ pub mod response;
 mod tests;
 
 pub use crate::config::WireFormat;
-pub use response::{
-    scan_error, scan_put_record_batch, scan_put_records, PutAnswer, Refused, ScanError,
-    ServiceError,
-};
 
 impl WireFormat {
     /// The `Content-Type` header of a request in this format.

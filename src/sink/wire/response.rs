@@ -57,14 +57,6 @@ pub enum ScanError {
     Missing { member: &'static str },
 }
 
-impl ScanError {
-    /// Whether sending the records again is the right answer: it always is, since the service
-    /// may or may not have taken them, and at least once is the promise.
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
-}
-
 /// The member names of one call's answer.
 struct Names {
     count: &'static str,
