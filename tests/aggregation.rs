@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::support::agent::Agent;
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::moto::Moto;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -55,7 +55,7 @@ fn config(dir: &Path, moto: &Moto, flow: &str) -> PathBuf {
 /// Waits for `lines` lines sent and stops the agent; returns its last progress figures.
 fn finish(mut agent: Agent, lines: usize) -> (u64, u64, String) {
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent")
+        holds_within(DEADLINE, || agent.progress("records_sent")
             == Some(lines as u64)),
         "{}",
         agent.output()

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crate::support::agent::{run_command_with_env, Agent};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::kinesalite::{self, Kinesalite};
 use crate::support::moto::{Moto, ACCOUNT};
 use crate::support::stream::read_back;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -40,7 +40,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 /// Waits until the agent reports `records` sent over all flows, failing with its log if not.
 fn wait_sent(agent: &Agent, records: u64) {
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent") == Some(records)),
+        holds_within(DEADLINE, || agent.progress("records_sent") == Some(records)),
         "expected {records} records sent:\n{}",
         agent.output()
     );

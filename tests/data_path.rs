@@ -17,8 +17,8 @@ use std::time::Duration;
 use crate::support::agent::{run_command_with_env, Agent};
 use crate::support::fault_kinesis::{delivery_report, FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::kinesalite::{self, Kinesalite, StoredRecord};
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const SHARDS: i32 = 4;
@@ -247,7 +247,7 @@ fn cbor_json_and_the_sdk_deliver_the_same_bytes_with_their_keys() {
     let mut agent = Agent::start(&config, dir.path());
     let total = (lines.len() * PATHS.len() * 2) as u64;
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent") == Some(total)),
+        holds_within(DEADLINE, || agent.progress("records_sent") == Some(total)),
         "expected {total} records sent:\n{}",
         agent.output()
     );
@@ -377,7 +377,7 @@ fn a_private_ca_in_tls_ca_file_is_trusted_by_every_call() {
         let config = tls_config(dir.path(), &server, Some(server.ca_pem_path()), keys);
         let mut agent = Agent::start(&config, dir.path());
         assert!(
-            wait_until(DEADLINE, || server.accepted_len()
+            holds_within(DEADLINE, || server.accepted_len()
                 >= accepted_before + lines.len()),
             "{keys}: {}",
             agent.output()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::agent::{run_command_with_env, saved_offset, Agent};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -91,7 +91,7 @@ fn the_streams_own_record_limit_is_learnt_at_start_up() {
     let mut agent = Agent::start(&config, dir.path());
     let output = agent.wait_for_log("Record size limit taken from the stream.", DEADLINE);
     assert!(output.contains("max_record_bytes=2048"), "{output}");
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 3));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 3));
     let accepted = server.accepted();
     assert_eq!(accepted[0], line(0));
     assert_eq!(accepted[2], line(1));
@@ -129,7 +129,7 @@ fn a_refused_describe_is_a_warning_and_records_still_flow() {
         warning.contains("WARN") && warning.contains("kinesis:DescribeStreamSummary"),
         "{warning}"
     );
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 100));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 100));
     assert_eq!(server.accepted(), expected);
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -162,7 +162,7 @@ fn requests_go_through_the_proxy_named_in_the_environment() {
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")],
     );
     assert!(
-        wait_until(DEADLINE, || proxy.accepted_len() >= 200),
+        holds_within(DEADLINE, || proxy.accepted_len() >= 200),
         "{}",
         agent.output()
     );
@@ -211,7 +211,7 @@ fn a_dry_run_writes_batches_and_advances_checkpoints_without_aws() {
     );
     let total: u64 = expected.iter().map(|l| l.len() as u64).sum();
     assert!(
-        wait_until(DEADLINE, || saved_offset(dir.path()) == Some(total)),
+        holds_within(DEADLINE, || saved_offset(dir.path()) == Some(total)),
         "{}",
         agent.output()
     );
@@ -259,8 +259,8 @@ fn a_dry_run_flow_writes_to_the_configured_file_beside_a_real_one() {
     fs::write(&config, config_text).expect("config");
     let expected = write_lines(&log, 0..300);
     let mut agent = Agent::start(&config, dir.path());
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 300));
-    assert!(wait_until(DEADLINE, || {
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 300));
+    assert!(holds_within(DEADLINE, || {
         fs::read_to_string(&output_path)
             .unwrap_or_default()
             .matches("GET /destinations/")
@@ -324,7 +324,7 @@ fn secrets_never_appear_in_output_and_a_readable_key_file_is_flagged() {
     // The identity check fails (STS is not listening); the agent says so and delivers anyway.
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log("sts:GetCallerIdentity", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 50));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 50));
     assert_eq!(server.accepted(), expected);
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -477,7 +477,7 @@ fn an_assumed_role_is_renewed_before_its_credentials_expire() {
         output.contains("arn=arn:aws:sts::123456789012:assumed-role/fault/kinship"),
         "{output}"
     );
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 1000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 1000));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
     assert_eq!(server.accepted(), expected);
@@ -542,7 +542,7 @@ fn a_profile_and_static_keys_sign_with_their_own_credentials() {
         &[],
         &[("AWS_SHARED_CREDENTIALS_FILE", &credentials_path)],
     );
-    assert!(wait_until(DEADLINE, || by_profile.accepted_len() >= 100
+    assert!(holds_within(DEADLINE, || by_profile.accepted_len() >= 100
         && by_keys.accepted_len() >= 100));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -587,7 +587,7 @@ fn firehose_partial_failures_resend_only_the_refused_records() {
     let expected = write_lines(&log, 0..5000);
     let mut agent = Agent::start(&config, dir.path());
     assert!(
-        wait_until(Duration::from_secs(120), || server.accepted_len() >= 5000),
+        holds_within(Duration::from_secs(120), || server.accepted_len() >= 5000),
         "{}",
         agent.output()
     );

@@ -13,7 +13,8 @@ use crate::support::agent::Agent;
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::http::{free_port, get};
-use crate::support::inproc::{wait_until, Accepted, InProcess};
+use crate::support::inproc::{Accepted, InProcess};
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -59,11 +60,11 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     append(&log, &first);
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log("Metrics endpoint listening", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 3000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 3000));
     // Acknowledgements reach the counters a moment after the records reach the server.
     let mut scrape = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             scrape = get(port, "/metrics")
                 .map(|(_, body)| body)
                 .unwrap_or_default();
@@ -112,7 +113,7 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     append(&log, &lines(3000..4000));
     let mut health = (0, String::new());
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             health = get(port, "/health").unwrap_or_default();
             health.0 == 503
         }),
@@ -124,9 +125,9 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
 
     // Back up: the lines flow and the flow is healthy again.
     server.set_down(false);
-    assert!(wait_until(DEADLINE, || get(port, "/health")
+    assert!(holds_within(DEADLINE, || get(port, "/health")
         .is_some_and(|(status, _)| status == 200)));
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 4000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 4000));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
 }
@@ -152,7 +153,7 @@ fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
     // Without RUST_LOG, the config's level applies.
     let mut agent = Agent::start_with(&config, dir.path(), None, &[], &[("RUST_LOG", "")]);
     agent.wait_for_log("kinship is running.", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 100));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 100));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
     let output = agent.output();
@@ -275,7 +276,7 @@ fn behind_follows_a_growing_file_while_reading_waits(
     let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             accepted.offered_while_held() > 0
                 && sample(&seen, "kinship_memory_budget_used_bytes").is_some_and(|used| used > 0.0)
@@ -288,7 +289,7 @@ fn behind_follows_a_growing_file_while_reading_waits(
     append(log, &long_lines(first_lines..all_lines));
     let size = fs::metadata(log).expect("log size").len() as f64;
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(size)
         }),
@@ -313,9 +314,9 @@ fn behind_follows_a_growing_file_while_reading_waits(
 
     // Delivery resumes: every line arrives and nothing is behind any more.
     accepted.release();
-    assert!(wait_until(DEADLINE, || accepted.len() == all_lines));
+    assert!(holds_within(DEADLINE, || accepted.len() == all_lines));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(0.0)
         }),
@@ -332,7 +333,7 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
     let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             accepted.offered_while_held() > 0
                 && count(&seen, "kinship_bytes_read_total") == Some(100_000.0)
@@ -344,16 +345,16 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
     fs::File::create(log).expect("truncate");
     append(log, &long_lines(1000..1010));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_read_total") == Some(101_000.0)
         }),
         "the new lines are read: {seen}"
     );
     accepted.release();
-    assert!(wait_until(DEADLINE, || accepted.len() >= 1010));
+    assert!(holds_within(DEADLINE, || accepted.len() >= 1010));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(0.0)
         }),

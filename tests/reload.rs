@@ -7,12 +7,13 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::agent::Agent;
 use crate::support::files::open_log;
 use crate::support::kinesalite::{self, Kinesalite};
 use crate::support::stream::{read_back, setup};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -50,18 +51,13 @@ fn write_config(dir: &Path, server: &Kinesalite, top: &str, flows: &[String]) {
 
 /// Waits until the agent's log holds `needle` at least `times` times.
 fn wait_for_log_times(agent: &mut Agent, needle: &str, times: usize) {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let output = agent.wait_for_log(needle, DEADLINE);
-        if output.matches(needle).count() >= times {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{needle:?} not logged {times} times:\n{output}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_log(needle, DEADLINE);
+    wait::wait_until_showing(
+        &format!("{needle:?} logged {times} times"),
+        DEADLINE,
+        || agent.output().matches(needle).count() >= times,
+        || agent.output(),
+    );
 }
 
 /// Fails unless `delivered` holds exactly lines `0..total` of `flow`, in order.

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::support::agent::{write_config, Agent};
 use crate::support::files::{append, open_log};
 use crate::support::kinesalite;
 use crate::support::stream::{read_back, setup, READ_DEADLINE};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -35,16 +36,8 @@ fn with_quick<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Polls `condition` until it holds, or fails with `what` and the agent's log.
-fn wait_until(agent: &Agent, what: &str, mut condition: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < until,
-            "{what} did not happen:\n{}",
-            agent.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(agent: &Agent, what: &str, condition: impl FnMut() -> bool) {
+    wait::wait_until_showing(what, DEADLINE, condition, || agent.output());
 }
 
 fn stop(mut agent: Agent) {

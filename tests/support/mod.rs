@@ -12,3 +12,4 @@ pub mod inproc;
 pub mod kinesalite;
 pub mod moto;
 pub mod stream;
+pub mod wait;
