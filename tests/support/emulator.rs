@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::wait;
-
 const START_ATTEMPTS: usize = 5;
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
@@ -187,12 +185,18 @@ pub fn wait_with_deadline(
     child: &mut Child,
     deadline: Duration,
 ) -> std::io::Result<Option<ExitStatus>> {
-    let exited = wait::poll(deadline, || child.try_wait().transpose()).transpose()?;
-    if exited.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(exited)
 }
 
 /// How to start one emulator's server and tell that it is up; [`ServerLaunch::start`] runs it.

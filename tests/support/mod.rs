@@ -10,6 +10,7 @@ pub mod files;
 pub mod http;
 pub mod inproc;
 pub mod kinesalite;
+pub mod kinesis_server;
 pub mod moto;
 pub mod stream;
 pub mod wait;
