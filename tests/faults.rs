@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{delivery_report, DeliveryReport, FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::wait;
@@ -39,29 +40,18 @@ fn write_lines(path: &Path, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 /// A config shipping `<dir>/logs/*` from their start to `endpoint`, with short backoffs so
 /// faults cost seconds, not minutes; `flow` and `top` add keys.
 fn config(dir: &Path, endpoint: &str, flow: &[&str], top: &[&str]) -> PathBuf {
-    let mut text = format!(
-        "state_dir: {}\nprogress_interval: 1s\nshutdown_grace: 20s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\n",
-        dir.join("state").display()
-    );
-    for line in top {
-        text.push_str(line);
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "flows:\n  - name: app\n    files: {}/logs/*\n    kinesis_stream: faults\n    retry_max_backoff: 1s\n    poll_interval: 100ms\n",
-        dir.display()
-    ));
+    let mut app = Flow::kinesis("app", format!("{}/logs/*", dir.display()), "faults")
+        .keys(&["retry_max_backoff: 1s", "poll_interval: 100ms"]);
     if !flow.iter().any(|key| key.starts_with("initial_position")) {
-        text.push_str("    initial_position: start_of_file\n");
+        app = app.key("initial_position: start_of_file");
     }
-    for line in flow {
-        text.push_str("    ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    let path = dir.join("kinship.yaml");
-    fs::write(&path, text).expect("write config");
-    path
+    AgentConfig::new(dir)
+        .tops(&["progress_interval: 1s", "shutdown_grace: 20s"])
+        .emulator("us-east-1", endpoint)
+        .aws_keys(&["request_timeout: 2s", "connect_timeout: 1s"])
+        .tops(top)
+        .flow(app.keys(flow))
+        .write()
 }
 
 /// Waits until every line of `expected` was stored, or the deadline passes.

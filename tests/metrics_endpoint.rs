@@ -14,6 +14,7 @@ use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::http::{free_port, get};
 use crate::support::inproc::{Accepted, InProcess};
+use crate::support::lines::numbered_range;
 use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -27,10 +28,7 @@ fn sample(scrape: &str, name: &str) -> Option<f64> {
 }
 
 fn lines(range: std::ops::Range<usize>) -> Vec<u8> {
-    range
-        .map(|i| format!("{i:06} GET /metrics/{i} 200\n"))
-        .collect::<String>()
-        .into_bytes()
+    numbered_range("metrics", range).concat()
 }
 
 fn append(path: &Path, bytes: &[u8]) {

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::agent::{Agent, BINARY};
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -39,17 +40,14 @@ fn the_agent_tells_systemd_it_is_ready_alive_and_stopping() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     fs::create_dir_all(dir.path().join("logs")).expect("logs");
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {}\naws:\n  region: us-east-1\n  endpoint_url: {}\n  check_identity: false\nflows:\n  - name: app\n    files: {}/logs/*.log\n    kinesis_stream: notified\n",
-            dir.path().join("state").display(),
-            server.endpoint(),
-            dir.path().display()
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .emulator("us-east-1", &server.endpoint())
+        .flow(Flow::kinesis(
+            "app",
+            format!("{}/logs/*.log", dir.path().display()),
+            "notified",
+        ))
+        .write();
     let socket_env = socket_path.display().to_string();
     let mut agent = Agent::start_with(
         &config,

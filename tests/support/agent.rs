@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
+use super::config::{AgentConfig, Flow};
 use super::{kinesalite, wait};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kinship");
@@ -21,26 +22,12 @@ pub fn write_config(
     extra: &[&str],
     top: &[&str],
 ) -> PathBuf {
-    let mut text = format!(
-        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {endpoint}\n  check_identity: false\nprogress_interval: 1s\n",
-        dir.join("state").display(),
-        kinesalite::REGION
-    );
-    for line in top {
-        text.push_str(line);
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "flows:\n  - name: app\n    files: {files}\n    kinesis_stream: {stream}\n"
-    ));
-    for line in extra {
-        text.push_str("    ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    let path = dir.join("kinship.yaml");
-    fs::write(&path, text).expect("write config");
-    path
+    AgentConfig::new(dir)
+        .emulator(kinesalite::REGION, endpoint)
+        .top("progress_interval: 1s")
+        .tops(top)
+        .flow(Flow::kinesis("app", files, stream).keys(extra))
+        .write()
 }
 
 pub struct Agent {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod config;
 pub mod emulator;
 pub mod fault_kinesis;
 pub mod files;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod inproc;
 pub mod kinesalite;
 pub mod kinesis_server;
+pub mod lines;
 pub mod moto;
 pub mod stream;
 pub mod wait;
