@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::http::{free_port, get};
@@ -43,17 +44,22 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     fs::create_dir_all(&logs).expect("logs");
     let log = logs.join("app.log");
     let port = free_port();
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nprogress_interval: 1s\nmetrics:\n  listen: 127.0.0.1:{port}\n  stuck_after: 2s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: metered\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 100ms\n    retry_max_backoff: 500ms\n",
-            state = dir.path().join("state").display(),
-            endpoint = server.endpoint(),
-            logs = logs.display(),
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .top("progress_interval: 1s")
+        .top(format!(
+            "metrics:\n  listen: 127.0.0.1:{port}\n  stuck_after: 2s"
+        ))
+        .emulator("us-east-1", &server.endpoint())
+        .aws_keys(&["request_timeout: 2s", "connect_timeout: 1s"])
+        .flow(
+            Flow::kinesis("app", format!("{}/*.log", logs.display()), "metered").keys(&[
+                "initial_position: start_of_file",
+                "max_batch_age: 100ms",
+                "poll_interval: 100ms",
+                "retry_max_backoff: 500ms",
+            ]),
+        )
+        .write();
     let first = lines(0..3000);
     append(&log, &first);
     let mut agent = Agent::start(&config, dir.path());
@@ -137,17 +143,14 @@ fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
     let logs = dir.path().join("logs");
     fs::create_dir_all(&logs).expect("logs");
     append(&logs.join("app.log"), &lines(0..100));
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nlog_format: json\nlog_level: warn,kinship::app=debug\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: logged\n    initial_position: start_of_file\n    max_batch_age: 100ms\n",
-            state = dir.path().join("state").display(),
-            endpoint = server.endpoint(),
-            logs = logs.display(),
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .tops(&["log_format: json", "log_level: warn,kinship::app=debug"])
+        .emulator("us-east-1", &server.endpoint())
+        .flow(
+            Flow::kinesis("app", format!("{}/*.log", logs.display()), "logged")
+                .keys(&["initial_position: start_of_file", "max_batch_age: 100ms"]),
+        )
+        .write();
     // Without RUST_LOG, the config's level applies.
     let mut agent = Agent::start_with(&config, dir.path(), None, &[], &[("RUST_LOG", "")]);
     agent.wait_for_log("kinship is running.", DEADLINE);
