@@ -10,24 +10,25 @@ use std::time::{Duration, Instant};
 use crate::support::agent::{Agent, BINARY};
 use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The next datagram that is not a watchdog ping, counting the pings seen on the way.
 fn next_state(socket: &UnixDatagram, pings: &mut usize) -> String {
-    let until = Instant::now() + DEADLINE;
     let mut buffer = [0u8; 4096];
-    while Instant::now() < until {
-        if let Ok(length) = socket.recv(&mut buffer) {
-            let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
-            if message == "WATCHDOG=1" {
-                *pings += 1;
-            } else {
-                return message;
-            }
+    // `recv` waits up to the socket's read timeout itself: no pause between tries.
+    let state = wait::poll_every(Duration::ZERO, DEADLINE, || {
+        let length = socket.recv(&mut buffer).ok()?;
+        let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        if message == "WATCHDOG=1" {
+            *pings += 1;
+            None
+        } else {
+            Some(message)
         }
-    }
-    panic!("no message from the agent within {DEADLINE:?}");
+    });
+    state.unwrap_or_else(|| panic!("no message from the agent within {DEADLINE:?}"))
 }
 
 #[test]

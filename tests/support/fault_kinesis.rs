@@ -68,6 +68,7 @@ use self::shards::{shard_count, ShardMap};
 use self::state::{Identity, RateLimit, Shared, State};
 use super::kinesis_server::listener::Listening;
 use super::kinesis_server::tls::ThrowawayCa;
+use super::wait;
 
 /// The seed of [`FaultKinesis::start`]; any fixed value makes runs repeatable.
 const DEFAULT_SEED: u64 = 0x6b69_6e73_6869_7021;
@@ -444,16 +445,23 @@ impl FaultKinesis {
     /// Binds the server's port again. The port was free a moment ago, but another test may have
     /// been handed it in between, so this tries until a deadline.
     fn listen_again(&self) -> TcpListener {
-        let deadline = Instant::now() + OUTAGE_SWITCH_DEADLINE;
-        loop {
+        let mut last_error = None;
+        let listener = wait::poll(OUTAGE_SWITCH_DEADLINE, || {
             match reusable_socket(self.addr).and_then(|socket| listen(&self.handle, socket)) {
-                Ok(listener) => return listener,
-                Err(error) if Instant::now() >= deadline => {
-                    panic!("listening again on {} after an outage: {error}", self.addr)
+                Ok(listener) => Some(listener),
+                Err(error) => {
+                    last_error = Some(error);
+                    None
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-        }
+        });
+        listener.unwrap_or_else(|| {
+            panic!(
+                "listening again on {} after an outage: {}",
+                self.addr,
+                last_error.map_or_else(String::new, |error| error.to_string())
+            )
+        })
     }
 
     /// The data of every record stored, in the order stored (duplicates included), all streams
