@@ -57,8 +57,9 @@ use self::kinesis_server::tls;
 #[allow(dead_code)]
 mod kinesis_server;
 
-// The services' own limits; a larger batch or record is an agent bug the bench must not hide.
-/// Kinesis: a record's data plus partition key (a stream's default), and a whole call.
+/// The services' own limits (with [`MAX_RECORDS_PER_CALL`]); a larger batch or record is an
+/// agent bug the bench must not hide. Kinesis: a record's data plus partition key (a stream's
+/// default), and a whole call.
 const KINESIS_MAX_RECORD_BYTES: u64 = 1024 * 1024;
 const KINESIS_MAX_REQUEST_BYTES: u64 = 5 * 1024 * 1024;
 /// Firehose: a record's data, and a whole call.
