@@ -32,6 +32,10 @@ mod put_request;
 mod record_lines;
 #[path = "ship/report.rs"]
 mod report;
+/// The tests' polling loop, shared with them.
+#[path = "../tests/support/wait.rs"]
+#[allow(dead_code)]
+mod wait;
 
 use std::fmt::Display;
 use std::fs;
@@ -1000,29 +1004,36 @@ fn wait_for_lines(
     let timeout = TIMEOUT_PER_DEFAULT_RUN
         .max(TIMEOUT_PER_DEFAULT_RUN.mul_f64(lines as f64 / DEFAULT_LINES as f64));
     let mut next_progress = PROGRESS_INTERVAL;
-    loop {
-        let received = stats.lines();
-        if received >= lines {
-            return Ok(());
-        }
-        let elapsed = started.elapsed();
-        if let Some(status) = agent.exited()? {
-            return Err(format!(
-                "the agent exited early ({status}) after {:.2} s, with {received} of {lines} lines delivered",
-                elapsed.as_secs_f64()
-            ));
-        }
-        if elapsed > timeout {
-            return Err(format!(
-                "gave up after {timeout:?}: {received} of {lines} lines delivered"
-            ));
-        }
-        if elapsed >= next_progress {
-            eprintln!("  {:>5.0} s: {received} lines", elapsed.as_secs_f64());
-            next_progress += PROGRESS_INTERVAL;
-        }
-        thread::sleep(POLL_INTERVAL);
-    }
+    let ended = wait::poll_every(
+        POLL_INTERVAL,
+        timeout.saturating_sub(started.elapsed()),
+        || {
+            let received = stats.lines();
+            if received >= lines {
+                return Some(Ok(()));
+            }
+            let elapsed = started.elapsed();
+            match agent.exited() {
+                Err(error) => return Some(Err(error)),
+                Ok(Some(status)) => return Some(Err(format!(
+                    "the agent exited early ({status}) after {:.2} s, with {received} of {lines} lines delivered",
+                    elapsed.as_secs_f64()
+                ))),
+                Ok(None) => {}
+            }
+            if elapsed >= next_progress {
+                eprintln!("  {:>5.0} s: {received} lines", elapsed.as_secs_f64());
+                next_progress += PROGRESS_INTERVAL;
+            }
+            None
+        },
+    );
+    ended.unwrap_or_else(|| {
+        Err(format!(
+            "gave up after {timeout:?}: {} of {lines} lines delivered",
+            stats.lines()
+        ))
+    })
 }
 
 /// Serves until Ctrl-C or SIGTERM, printing what arrived every few seconds.

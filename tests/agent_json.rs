@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::agent::{run_command, Agent};
-use crate::support::inproc::wait_until;
 use crate::support::moto::Moto;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -128,7 +128,7 @@ fn ship(moto: &Moto, config: &Path, dir: &Path) -> (Vec<String>, Vec<String>, St
             .map(|(_, data)| String::from_utf8_lossy(&data).into_owned())
             .collect()
     };
-    let done = wait_until(DEADLINE, || {
+    let done = holds_within(DEADLINE, || {
         read("web").len() >= 50 && read("app").len() >= 31
     });
     agent.signal("TERM");

@@ -11,9 +11,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::moto::Moto;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -37,25 +38,29 @@ fn write_lines(path: &Path, count: usize) -> Vec<String> {
     lines
 }
 
-fn config(dir: &Path, moto: &Moto, flow: &str) -> PathBuf {
-    let path = dir.join("kinship.yaml");
-    fs::write(
-        &path,
-        format!(
-            "state_dir: {state}\nprogress_interval: 1s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  sts_endpoint_url: {endpoint}\nflows:\n  - name: app\n    files: {logs}/*.log\n    initial_position: start_of_file\n    max_batch_age: 300ms\n    max_in_flight: 1\n{flow}",
-            state = dir.join("state").display(),
-            endpoint = moto.endpoint(),
-            logs = dir.join("logs").display(),
-        ),
-    )
-    .expect("write config");
-    path
+fn config(dir: &Path, moto: &Moto, flow: &[&str]) -> PathBuf {
+    let endpoint = moto.endpoint();
+    AgentConfig::new(dir)
+        .top("progress_interval: 1s")
+        .aws("region: us-east-1")
+        .aws(format!("endpoint_url: {endpoint}"))
+        .aws(format!("sts_endpoint_url: {endpoint}"))
+        .flow(
+            Flow::new("app", format!("{}/*.log", dir.join("logs").display()))
+                .keys(&[
+                    "initial_position: start_of_file",
+                    "max_batch_age: 300ms",
+                    "max_in_flight: 1",
+                ])
+                .keys(flow),
+        )
+        .write()
 }
 
 /// Waits for `lines` lines sent and stops the agent; returns its last progress figures.
 fn finish(mut agent: Agent, lines: usize) -> (u64, u64, String) {
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent")
+        holds_within(DEADLINE, || agent.progress("records_sent")
             == Some(lines as u64)),
         "{}",
         agent.output()
@@ -115,7 +120,11 @@ fn kpl_aggregates_deaggregate_with_the_awslabs_library_keys_and_shards_intact() 
     let config = config(
         dir.path(),
         &moto,
-        "    kinesis_stream: aggregated\n    aggregation: kpl\n    partition_key: { regex: 'user=(\\w+)' }\n",
+        &[
+            "kinesis_stream: aggregated",
+            "aggregation: kpl",
+            "partition_key: { regex: 'user=(\\w+)' }",
+        ],
     );
     let lines = write_lines(&dir.path().join("logs/app.log"), 20_000);
     let agent = Agent::start(&config, dir.path());
@@ -184,7 +193,11 @@ fn firehose_packs_lines_into_few_records_and_the_objects_hold_every_line() {
     let config = config(
         dir.path(),
         &moto,
-        "    firehose_stream: packed\n    pack_records: true\n    pack_record_bytes: 65536\n",
+        &[
+            "firehose_stream: packed",
+            "pack_records: true",
+            "pack_record_bytes: 65536",
+        ],
     );
     let lines = write_lines(&dir.path().join("logs/app.log"), 10_000);
     let agent = Agent::start(&config, dir.path());
@@ -210,7 +223,11 @@ fn gzip_compressed_packs_gunzip_to_the_same_lines() {
     let config = config(
         dir.path(),
         &moto,
-        "    firehose_stream: zipped\n    pack_records: true\n    compression: gzip\n",
+        &[
+            "firehose_stream: zipped",
+            "pack_records: true",
+            "compression: gzip",
+        ],
     );
     let lines = write_lines(&dir.path().join("logs/app.log"), 5_000);
     let agent = Agent::start(&config, dir.path());

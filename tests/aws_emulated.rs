@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use crate::support::agent::{run_command_with_env, Agent};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::kinesalite::{self, Kinesalite};
+use crate::support::lines::append_lines;
 use crate::support::moto::{Moto, ACCOUNT};
 use crate::support::stream::read_back;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -21,14 +22,7 @@ fn line(flow: &str, index: usize) -> Vec<u8> {
 }
 
 fn write_lines(path: &Path, flow: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).expect("log dir");
-    }
-    let lines: Vec<Vec<u8>> = range.map(|index| line(flow, index)).collect();
-    open_log(path)
-        .write_all(&lines.concat())
-        .expect("write lines");
-    lines
+    append_lines(path, range.map(|index| line(flow, index)).collect())
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -40,7 +34,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 /// Waits until the agent reports `records` sent over all flows, failing with its log if not.
 fn wait_sent(agent: &Agent, records: u64) {
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent") == Some(records)),
+        holds_within(DEADLINE, || agent.progress("records_sent") == Some(records)),
         "expected {records} records sent:\n{}",
         agent.output()
     );

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::support::agent::{saved_offset, write_config, Agent};
 use crate::support::fault_kinesis::{delivery_report, FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
@@ -53,12 +53,12 @@ fn group_commit_saves_deliveries_at_once_and_a_kill_then_sends_none_again() {
     let mut agent = Agent::start(&config, dir.path());
     let size = fs::metadata(&log).expect("log").len();
     assert!(
-        wait_until(DEADLINE, || server.accepted_len() == expected.len()),
+        holds_within(DEADLINE, || server.accepted_len() == expected.len()),
         "not delivered:\n{}",
         agent.output()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || saved_offset(dir.path())
+        holds_within(Duration::from_secs(10), || saved_offset(dir.path())
             == Some(size)),
         "not saved within seconds of delivery:\n{}",
         agent.output()
@@ -82,7 +82,7 @@ fn group_commit_saves_deliveries_at_once_and_a_kill_then_sends_none_again() {
     agent.wait_for_log("Checkpoints loaded.", DEADLINE);
     assert_eq!(journal_len(dir.path()), 0, "folded in at start");
     assert!(
-        wait_until(DEADLINE, || server.accepted_len() >= expected.len()),
+        holds_within(DEADLINE, || server.accepted_len() >= expected.len()),
         "not delivered:\n{}",
         agent.output()
     );

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::support::agent::{write_config, Agent};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::append;
+use crate::support::wait;
 
 const KILLS: usize = 20;
 /// Lines written per second, in steps of [`STEP`].
@@ -78,15 +79,14 @@ fn sigkills_while_shipping_lose_nothing_and_resend_only_calls_in_flight() {
         let mut agent = Agent::start(&config, dir.path());
         // Shipping: the server has stored some more since this run started.
         let before = server.accepted_len();
-        let until = Instant::now() + READ_DEADLINE;
-        while server.accepted_len() < before + (RATE / 4) as usize {
-            assert!(
-                Instant::now() < until,
-                "run {kill} shipped nothing within {READ_DEADLINE:?}:\n{}",
-                agent.output()
-            );
-            thread::sleep(POLL);
-        }
+        let shipped = wait::poll_every(POLL, READ_DEADLINE, || {
+            (server.accepted_len() >= before + (RATE / 4) as usize).then_some(())
+        });
+        assert!(
+            shipped.is_some(),
+            "run {kill} shipped nothing within {READ_DEADLINE:?}:\n{}",
+            agent.output()
+        );
         // Ship a little longer, a different while each time.
         thread::sleep(Duration::from_millis(200 + 37 * kill as u64 % 300));
         agent.signal("KILL");
@@ -97,20 +97,15 @@ fn sigkills_while_shipping_lose_nothing_and_resend_only_calls_in_flight() {
     let written = writer.join().expect("the writer");
 
     let mut agent = Agent::start(&config, dir.path());
-    let until = Instant::now() + READ_DEADLINE;
     let expected: HashSet<Vec<u8>> = (0..written)
         .map(|number| line(number).into_bytes())
         .collect();
-    let mut seen_all = false;
-    while Instant::now() < until {
+    let seen_all = wait::poll_every(POLL * 10, READ_DEADLINE, || {
         let stored = server.stored();
         let distinct: HashSet<&[u8]> = stored.iter().map(|record| record.data.as_slice()).collect();
-        if distinct.len() >= expected.len() {
-            seen_all = true;
-            break;
-        }
-        thread::sleep(POLL * 10);
-    }
+        (distinct.len() >= expected.len()).then_some(())
+    })
+    .is_some();
     agent.signal("TERM");
     assert!(
         agent.wait_exit(EXIT_DEADLINE).success(),

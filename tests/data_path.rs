@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::agent::{run_command_with_env, Agent};
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{delivery_report, FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::kinesalite::{self, Kinesalite, StoredRecord};
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const SHARDS: i32 = 4;
@@ -26,10 +27,10 @@ const SHARDS: i32 = 4;
 /// The ways a flow can send, by the stream each one fills. CBOR calls carry at most 100
 /// records here, whose answers stay under kinesalite's 16 KiB cut (about 160 results); the
 /// fault server answers full calls.
-const PATHS: [(&str, &str); 3] = [
-    ("cbor", "wire_format: cbor\n    max_batch_records: 100"),
-    ("json", "wire_format: json"),
-    ("sdk", "data_path: sdk"),
+const PATHS: [(&str, &[&str]); 3] = [
+    ("cbor", &["wire_format: cbor", "max_batch_records: 100"]),
+    ("json", &["wire_format: json"]),
+    ("sdk", &["data_path: sdk"]),
 ];
 
 /// Lines that test the encoders: keys with quotes, backslashes, control characters and
@@ -71,11 +72,14 @@ fn write_file(path: &Path, lines: &[Vec<u8>]) {
         .expect("write lines");
 }
 
-fn flow(dir: &Path, name: &str, keys: &str) -> String {
-    format!(
-        "  - name: {name}\n    files: {files}\n    kinesis_stream: {name}\n    initial_position: start_of_file\n    max_batch_age: 200ms\n    max_in_flight: 1\n    {keys}\n",
-        files = dir.join(name).join("app.log").display(),
-    )
+fn flow(dir: &Path, name: &str, keys: &[&str]) -> Flow {
+    Flow::kinesis(name, dir.join(name).join("app.log").display(), name)
+        .keys(&[
+            "initial_position: start_of_file",
+            "max_batch_age: 200ms",
+            "max_in_flight: 1",
+        ])
+        .keys(keys)
 }
 
 /// One call to kinesalite in AWS JSON 1.1 over plain HTTP/1.0 (it checks no signatures).
@@ -214,40 +218,25 @@ fn cbor_json_and_the_sdk_deliver_the_same_bytes_with_their_keys() {
     });
     let dir = tempfile::tempdir().expect("temp dir");
     let lines = awkward_lines();
-    let mut flows = String::new();
+    let mut config = AgentConfig::new(dir.path())
+        .top("progress_interval: 1s")
+        .emulator(kinesalite::REGION, &server.endpoint);
     for (name, keys) in PATHS {
         write_file(&dir.path().join(name).join("app.log"), &lines);
-        flows += &flow(
-            dir.path(),
-            name,
-            &format!("{keys}\n    partition_key: {{ regex: '^key=(\\S+)' }}"),
-        );
+        config = config
+            .flow(flow(dir.path(), name, keys).key("partition_key: { regex: '^key=(\\S+)' }"));
     }
     // Explicit hash keys: records step evenly through the hash key space, so they land on
     // the four shards evenly only if each record's key reached the stream.
     for ((_, keys), name) in PATHS.iter().zip(&spread_streams) {
         write_file(&dir.path().join(name).join("app.log"), &lines);
-        flows += &flow(
-            dir.path(),
-            name,
-            &format!("{keys}\n    explicit_hash_key: spread"),
-        );
+        config = config.flow(flow(dir.path(), name, keys).key("explicit_hash_key: spread"));
     }
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nprogress_interval: 1s\naws:\n  region: {region}\n  endpoint_url: {endpoint}\n  check_identity: false\nflows:\n{flows}",
-            state = dir.path().join("state").display(),
-            region = kinesalite::REGION,
-            endpoint = server.endpoint,
-        ),
-    )
-    .expect("write config");
+    let config = config.write();
     let mut agent = Agent::start(&config, dir.path());
     let total = (lines.len() * PATHS.len() * 2) as u64;
     assert!(
-        wait_until(DEADLINE, || agent.progress("records_sent") == Some(total)),
+        holds_within(DEADLINE, || agent.progress("records_sent") == Some(total)),
         "expected {total} records sent:\n{}",
         agent.output()
     );
@@ -377,7 +366,7 @@ fn a_private_ca_in_tls_ca_file_is_trusted_by_every_call() {
         let config = tls_config(dir.path(), &server, Some(server.ca_pem_path()), keys);
         let mut agent = Agent::start(&config, dir.path());
         assert!(
-            wait_until(DEADLINE, || server.accepted_len()
+            holds_within(DEADLINE, || server.accepted_len()
                 >= accepted_before + lines.len()),
             "{keys}: {}",
             agent.output()

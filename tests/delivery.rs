@@ -10,6 +10,7 @@ use crate::support::kinesalite::{self, Kinesalite};
 use crate::support::stream::{
     read_back, read_back_within, setup, setup_with_shards, READ_DEADLINE,
 };
+use crate::support::wait;
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -48,15 +49,12 @@ fn lines(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 
 /// Waits until the checkpoint shows some delivery, so a stop lands mid-file.
 fn wait_for_progress(dir: &std::path::Path, agent: &mut Agent, at_least: u64) {
-    let until = std::time::Instant::now() + READ_DEADLINE;
-    while saved_offset(dir).unwrap_or(0) < at_least {
-        assert!(
-            std::time::Instant::now() < until,
-            "no progress:\n{}",
-            agent.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait::wait_until_showing(
+        "progress in the checkpoint",
+        READ_DEADLINE,
+        || saved_offset(dir).unwrap_or(0) >= at_least,
+        || agent.output(),
+    );
 }
 
 #[test]
@@ -224,14 +222,13 @@ fn sigkill_mid_file_then_restart_loses_nothing_and_repeats_little() {
 
     let mut agent = Agent::start(&config, dir.path());
     // Everything arrives; the records between the last checkpoint and the kill arrive twice.
-    let until = std::time::Instant::now() + RESTART_READ_DEADLINE;
-    let delivered = loop {
-        let delivered = read_back(&runtime, &server, "kill", expected.len());
+    let mut delivered = Vec::new();
+    // `read_back` waits on its own; the next read starts at once.
+    wait::poll_every(Duration::ZERO, RESTART_READ_DEADLINE, || {
+        delivered = read_back(&runtime, &server, "kill", expected.len());
         let covered = delivered.last() == expected.last() && delivered.len() >= expected.len();
-        if covered || std::time::Instant::now() > until {
-            break delivered;
-        }
-    };
+        covered.then_some(())
+    });
     agent.signal("TERM");
     assert!(agent.wait_exit(EXIT_DEADLINE).success());
 
@@ -414,14 +411,12 @@ fn missing_credentials_are_reported_clearly() {
         .stderr(std::fs::File::create(&log_path).expect("log"))
         .stdout(std::process::Stdio::null());
     let mut child = command.spawn().expect("start kinship");
-    let until = std::time::Instant::now() + EXIT_DEADLINE;
-    let output = loop {
-        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if output.contains("ERROR") || std::time::Instant::now() > until {
-            break output;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait::holds_within(EXIT_DEADLINE, || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("ERROR")
+    });
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let error_line = output

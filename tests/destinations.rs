@@ -10,46 +10,37 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::agent::{run_command_with_env, saved_offset, Agent};
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
+use crate::support::lines::{append_lines, numbered, numbered_range};
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn line(index: usize) -> Vec<u8> {
-    format!("{index:06} GET /destinations/{index} 200\n").into_bytes()
-}
-
-fn write_lines(path: &Path, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
-    let mut file = open_log(path);
-    let lines: Vec<Vec<u8>> = range.map(line).collect();
-    file.write_all(&lines.concat()).expect("write lines");
-    lines
-}
+/// The topic of every sample line here.
+const TOPIC: &str = "destinations";
 
 /// A config shipping `<dir>/logs/*` from their start; `aws` lines go in the top-level aws
 /// block, `flow` lines in the flow, `top` lines at the top.
 fn config(dir: &Path, aws: &[&str], flow: &[&str], top: &[&str]) -> PathBuf {
-    let mut text = format!(
-        "state_dir: {}\nprogress_interval: 1s\nshutdown_grace: 10s\naws:\n  region: us-east-1\n  request_timeout: 2s\n  connect_timeout: 1s\n",
-        dir.join("state").display()
-    );
-    for line in aws {
-        text.push_str(&format!("  {line}\n"));
-    }
-    for line in top {
-        text.push_str(&format!("{line}\n"));
-    }
-    text.push_str(&format!(
-        "flows:\n  - name: app\n    files: {}/logs/*\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 100ms\n    max_in_flight: 1\n",
-        dir.display()
-    ));
-    for line in flow {
-        text.push_str(&format!("    {line}\n"));
-    }
-    let path = dir.join("kinship.yaml");
-    fs::write(&path, text).expect("write config");
-    path
+    let app = Flow::new("app", format!("{}/logs/*", dir.display())).keys(&[
+        "initial_position: start_of_file",
+        "max_batch_age: 100ms",
+        "poll_interval: 100ms",
+        "max_in_flight: 1",
+    ]);
+    AgentConfig::new(dir)
+        .tops(&["progress_interval: 1s", "shutdown_grace: 10s"])
+        .aws_keys(&[
+            "region: us-east-1",
+            "request_timeout: 2s",
+            "connect_timeout: 1s",
+        ])
+        .aws_keys(aws)
+        .tops(top)
+        .flow(app.keys(flow))
+        .write()
 }
 
 fn logs(dir: &Path) -> PathBuf {
@@ -84,17 +75,17 @@ fn the_streams_own_record_limit_is_learnt_at_start_up() {
     let mut long = vec![b'x'; 5000];
     long.push(b'\n');
     let mut file = open_log(&log);
-    file.write_all(&line(0)).expect("write");
+    file.write_all(&numbered(TOPIC, 0)).expect("write");
     file.write_all(&long).expect("write");
-    file.write_all(&line(1)).expect("write");
+    file.write_all(&numbered(TOPIC, 1)).expect("write");
     drop(file);
     let mut agent = Agent::start(&config, dir.path());
     let output = agent.wait_for_log("Record size limit taken from the stream.", DEADLINE);
     assert!(output.contains("max_record_bytes=2048"), "{output}");
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 3));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 3));
     let accepted = server.accepted();
-    assert_eq!(accepted[0], line(0));
-    assert_eq!(accepted[2], line(1));
+    assert_eq!(accepted[0], numbered(TOPIC, 0));
+    assert_eq!(accepted[2], numbered(TOPIC, 1));
     // Cut to fit 2 KiB beside the largest partition key, and ended with the terminator.
     assert!(accepted[1].len() <= 2048 - 20, "{}", accepted[1].len());
     assert!(accepted[1].len() > 1900, "{}", accepted[1].len());
@@ -118,7 +109,7 @@ fn a_refused_describe_is_a_warning_and_records_still_flow() {
         &["kinesis_stream: private"],
         &[],
     );
-    let expected = write_lines(&log, 0..100);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..100));
     let mut agent = Agent::start(&config, dir.path());
     let output = agent.wait_for_log("Cannot describe the destination", DEADLINE);
     let warning = output
@@ -129,7 +120,7 @@ fn a_refused_describe_is_a_warning_and_records_still_flow() {
         warning.contains("WARN") && warning.contains("kinesis:DescribeStreamSummary"),
         "{warning}"
     );
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 100));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 100));
     assert_eq!(server.accepted(), expected);
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -152,7 +143,7 @@ fn requests_go_through_the_proxy_named_in_the_environment() {
         &["kinesis_stream: proxied"],
         &[],
     );
-    let expected = write_lines(&log, 0..200);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..200));
     let proxy_url = proxy.endpoint();
     let mut agent = Agent::start_with(
         &config,
@@ -162,7 +153,7 @@ fn requests_go_through_the_proxy_named_in_the_environment() {
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")],
     );
     assert!(
-        wait_until(DEADLINE, || proxy.accepted_len() >= 200),
+        holds_within(DEADLINE, || proxy.accepted_len() >= 200),
         "{}",
         agent.output()
     );
@@ -201,7 +192,7 @@ fn a_dry_run_writes_batches_and_advances_checkpoints_without_aws() {
         &["kinesis_stream: never", "partition_key: deterministic"],
         &[],
     );
-    let expected = write_lines(&log, 0..1000);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..1000));
     let mut agent = Agent::start_with(
         &config,
         dir.path(),
@@ -211,7 +202,7 @@ fn a_dry_run_writes_batches_and_advances_checkpoints_without_aws() {
     );
     let total: u64 = expected.iter().map(|l| l.len() as u64).sum();
     assert!(
-        wait_until(DEADLINE, || saved_offset(dir.path()) == Some(total)),
+        holds_within(DEADLINE, || saved_offset(dir.path()) == Some(total)),
         "{}",
         agent.output()
     );
@@ -257,10 +248,10 @@ fn a_dry_run_flow_writes_to_the_configured_file_beside_a_real_one() {
     ));
     let config = dir.path().join("two.yaml");
     fs::write(&config, config_text).expect("config");
-    let expected = write_lines(&log, 0..300);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..300));
     let mut agent = Agent::start(&config, dir.path());
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 300));
-    assert!(wait_until(DEADLINE, || {
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 300));
+    assert!(holds_within(DEADLINE, || {
         fs::read_to_string(&output_path)
             .unwrap_or_default()
             .matches("GET /destinations/")
@@ -320,11 +311,11 @@ fn secrets_never_appear_in_output_and_a_readable_key_file_is_flagged() {
     set_mode(&config, 0o644);
     set_mode(&role_config, 0o600);
 
-    let expected = write_lines(&log, 0..50);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..50));
     // The identity check fails (STS is not listening); the agent says so and delivers anyway.
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log("sts:GetCallerIdentity", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 50));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 50));
     assert_eq!(server.accepted(), expected);
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -470,14 +461,14 @@ fn an_assumed_role_is_renewed_before_its_credentials_expire() {
         &["kinesis_stream: renewed", "max_batch_records: 100"],
         &[],
     );
-    let expected = write_lines(&log, 0..1000);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..1000));
     let mut agent = Agent::start(&config, dir.path());
     let output = agent.wait_for_log("AWS credentials work.", DEADLINE);
     assert!(
         output.contains("arn=arn:aws:sts::123456789012:assumed-role/fault/kinship"),
         "{output}"
     );
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 1000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 1000));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
     assert_eq!(server.accepted(), expected);
@@ -533,7 +524,7 @@ fn a_profile_and_static_keys_sign_with_their_own_credentials() {
     let config = dir.path().join("two.yaml");
     fs::write(&config, text).expect("config");
     set_mode(&config, 0o600);
-    let expected = write_lines(&log, 0..100);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..100));
     let credentials_path = credentials.display().to_string();
     let mut agent = Agent::start_with(
         &config,
@@ -542,7 +533,7 @@ fn a_profile_and_static_keys_sign_with_their_own_credentials() {
         &[],
         &[("AWS_SHARED_CREDENTIALS_FILE", &credentials_path)],
     );
-    assert!(wait_until(DEADLINE, || by_profile.accepted_len() >= 100
+    assert!(holds_within(DEADLINE, || by_profile.accepted_len() >= 100
         && by_keys.accepted_len() >= 100));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
@@ -584,10 +575,10 @@ fn firehose_partial_failures_resend_only_the_refused_records() {
         &["firehose_stream: partial", "retry_max_backoff: 200ms"],
         &[],
     );
-    let expected = write_lines(&log, 0..5000);
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..5000));
     let mut agent = Agent::start(&config, dir.path());
     assert!(
-        wait_until(Duration::from_secs(120), || server.accepted_len() >= 5000),
+        holds_within(Duration::from_secs(120), || server.accepted_len() >= 5000),
         "{}",
         agent.output()
     );

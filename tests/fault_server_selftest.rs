@@ -4,6 +4,7 @@
 //! and HTTPS, and that what the server reports as stored is exactly what it stored. Tests of
 //! the agent under faults rely on all of it.
 
+use std::cell::RefCell;
 use std::error::Error as _;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +29,7 @@ use crate::support::fault_kinesis::sigv4::{self, Signable, SIGNATURE_MISMATCH};
 use crate::support::fault_kinesis::{
     delivery_report, losses_and_duplicates, DeliveryReport, FaultKinesis, FaultStats, Faults,
 };
+use crate::support::wait;
 
 const STREAM: &str = "fault-selftest";
 /// Short, so that a stalled call times out quickly; long enough for a loaded debug build.
@@ -473,19 +475,20 @@ async fn fault_server_outage_refuses_connections_until_it_ends() {
     server.set_down(true);
     // The client may hold a pooled connection that the outage closed; the first call can fail
     // on it before a new connection is refused.
-    let deadline = Instant::now() + SETTLE_DEADLINE;
-    loop {
-        let error = expect_error(put(&client, &payloads(5)).await);
+    let last_error = &RefCell::new(String::new());
+    let client_ref = &client;
+    let refused = wait::poll_async(Duration::ZERO, SETTLE_DEADLINE, move || async move {
+        let error = expect_error(put(client_ref, &payloads(5)).await);
         assert_dispatch_failure(&error, "during an outage");
-        if caused_by(&error, ErrorKind::ConnectionRefused) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no connection refused during the outage: {}",
-            DisplayErrorContext(&error)
-        );
-    }
+        *last_error.borrow_mut() = DisplayErrorContext(&error).to_string();
+        caused_by(&error, ErrorKind::ConnectionRefused).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "no connection refused during the outage: {}",
+        last_error.borrow()
+    );
     assert_eq!(server.accepted_len(), 5, "nothing stored during the outage");
 
     server.set_down(false);
@@ -494,20 +497,19 @@ async fn fault_server_outage_refuses_connections_until_it_ends() {
         endpoint,
         "same endpoint after the outage"
     );
-    let deadline = Instant::now() + SETTLE_DEADLINE;
-    loop {
-        match put(&client, &payloads(5)).await {
-            Ok(output) => {
-                assert_eq!(output.failed_record_count(), Some(0));
-                break;
+    let recovered = wait::poll_async(Duration::ZERO, SETTLE_DEADLINE, move || async move {
+        match put(client_ref, &payloads(5)).await {
+            Ok(output) => Some(output),
+            Err(error) => {
+                *last_error.borrow_mut() = DisplayErrorContext(&error).to_string();
+                None
             }
-            Err(error) => assert!(
-                Instant::now() < deadline,
-                "still failing after the outage: {}",
-                DisplayErrorContext(&error)
-            ),
         }
-    }
+    })
+    .await;
+    let output = recovered
+        .unwrap_or_else(|| panic!("still failing after the outage: {}", last_error.borrow()));
+    assert_eq!(output.failed_record_count(), Some(0));
     assert_eq!(server.accepted_len(), 10);
 }
 
@@ -531,11 +533,14 @@ async fn fault_server_outage_drops_calls_in_flight() {
     let client = Client::from_conf(config);
     let call = tokio::spawn(async move { put(&client, &payloads(3)).await });
 
-    let deadline = Instant::now() + SETTLE_DEADLINE;
-    while server.stats().stalls == 0 {
-        assert!(Instant::now() < deadline, "the call never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let server_ref = &server;
+    let arrived = wait::poll_async(
+        Duration::from_millis(5),
+        SETTLE_DEADLINE,
+        move || async move { (server_ref.stats().stalls > 0).then_some(()) },
+    )
+    .await;
+    assert!(arrived.is_some(), "the call never arrived");
     server.set_down(true);
     let error = expect_error(call.await.expect("the call's task does not panic"));
     assert_dispatch_failure(&error, "a stalled call during an outage");

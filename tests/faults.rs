@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{delivery_report, DeliveryReport, FaultKinesis, Faults};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
+use crate::support::wait;
+use crate::support::wait::holds_within;
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a scenario may take to deliver everything; generous for a debug build on a busy
@@ -38,45 +40,29 @@ fn write_lines(path: &Path, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
 /// A config shipping `<dir>/logs/*` from their start to `endpoint`, with short backoffs so
 /// faults cost seconds, not minutes; `flow` and `top` add keys.
 fn config(dir: &Path, endpoint: &str, flow: &[&str], top: &[&str]) -> PathBuf {
-    let mut text = format!(
-        "state_dir: {}\nprogress_interval: 1s\nshutdown_grace: 20s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\n",
-        dir.join("state").display()
-    );
-    for line in top {
-        text.push_str(line);
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "flows:\n  - name: app\n    files: {}/logs/*\n    kinesis_stream: faults\n    retry_max_backoff: 1s\n    poll_interval: 100ms\n",
-        dir.display()
-    ));
+    let mut app = Flow::kinesis("app", format!("{}/logs/*", dir.display()), "faults")
+        .keys(&["retry_max_backoff: 1s", "poll_interval: 100ms"]);
     if !flow.iter().any(|key| key.starts_with("initial_position")) {
-        text.push_str("    initial_position: start_of_file\n");
+        app = app.key("initial_position: start_of_file");
     }
-    for line in flow {
-        text.push_str("    ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    let path = dir.join("kinship.yaml");
-    fs::write(&path, text).expect("write config");
-    path
+    AgentConfig::new(dir)
+        .tops(&["progress_interval: 1s", "shutdown_grace: 20s"])
+        .emulator("us-east-1", endpoint)
+        .aws_keys(&["request_timeout: 2s", "connect_timeout: 1s"])
+        .tops(top)
+        .flow(app.keys(flow))
+        .write()
 }
 
 /// Waits until every line of `expected` was stored, or the deadline passes.
 fn wait_delivered(server: &FaultKinesis, expected: &[Vec<u8>], deadline: Duration) -> bool {
-    let until = Instant::now() + deadline;
-    loop {
-        if server.accepted_len() >= expected.len()
-            && delivery_report(expected, &server.accepted()).lost == 0
-        {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Comparing every record is not cheap: a slower pace than the default.
+    wait::poll_every(Duration::from_millis(200), deadline, || {
+        let complete = server.accepted_len() >= expected.len()
+            && delivery_report(expected, &server.accepted()).lost == 0;
+        complete.then_some(())
+    })
+    .is_some()
 }
 
 fn logs_dir(dir: &Path) -> PathBuf {
@@ -279,7 +265,7 @@ fn faults_an_outage_loses_nothing_and_the_agent_says_so() {
     let mut expected = write_lines(&log, 0..20_000);
     let config = config(dir.path(), &server.endpoint(), &[], &[]);
     let mut agent = Agent::start(&config, dir.path());
-    assert!(wait_until(Duration::from_secs(60), || server
+    assert!(holds_within(Duration::from_secs(60), || server
         .accepted_len()
         >= 5_000));
     server.set_down(true);
@@ -376,12 +362,12 @@ fn faults_records_refused_past_max_retry_duration_are_dead_lettered_and_acknowle
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log("dead-letter file", Duration::from_secs(60));
     let letters_path = dir.path().join("state/dead-letter.jsonl");
-    assert!(wait_until(Duration::from_secs(30), || {
+    assert!(holds_within(Duration::from_secs(30), || {
         fs::read_to_string(&letters_path).is_ok_and(|text| text.lines().count() == 50)
     }));
     let size = fs::metadata(&log).expect("log").len();
     assert!(
-        wait_until(
+        holds_within(
             Duration::from_secs(30),
             || crate::support::agent::saved_offset(dir.path()) == Some(size)
         ),
@@ -455,7 +441,7 @@ fn faults_a_long_outage_keeps_memory_within_the_budget_and_loses_nothing() {
     // Reading stops once the budget is spent: the count of records read stays put.
     let mut last = None;
     assert!(
-        wait_until(Duration::from_secs(60), || {
+        holds_within(Duration::from_secs(60), || {
             let now = agent.progress("records_parsed");
             let settled = now.is_some_and(|count| count > 0) && now == last;
             last = now;
@@ -655,7 +641,7 @@ fn faults_a_full_state_disk_is_reported_shipping_goes_on_and_no_checkpoint_is_to
     );
     let mut agent = Agent::start(&config, dir.path());
     let first_size = fs::metadata(&log).expect("log").len();
-    assert!(wait_until(Duration::from_secs(60), || {
+    assert!(holds_within(Duration::from_secs(60), || {
         crate::support::agent::saved_offset(dir.path()) == Some(first_size)
     }));
     let filler = fill_disk(&state);
@@ -673,7 +659,7 @@ fn faults_a_full_state_disk_is_reported_shipping_goes_on_and_no_checkpoint_is_to
     fs::remove_file(filler).expect("free the disk");
     agent.wait_for_log("Checkpoints are written again", Duration::from_secs(30));
     let second_size = fs::metadata(&log).expect("log").len();
-    assert!(wait_until(Duration::from_secs(30), || {
+    assert!(holds_within(Duration::from_secs(30), || {
         crate::support::agent::saved_offset(dir.path()) == Some(second_size)
     }));
     agent.signal("TERM");

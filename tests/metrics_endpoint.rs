@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
 use crate::support::http::{free_port, get};
-use crate::support::inproc::{wait_until, Accepted, InProcess};
+use crate::support::inproc::{Accepted, InProcess};
+use crate::support::lines::numbered_range;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -26,10 +29,7 @@ fn sample(scrape: &str, name: &str) -> Option<f64> {
 }
 
 fn lines(range: std::ops::Range<usize>) -> Vec<u8> {
-    range
-        .map(|i| format!("{i:06} GET /metrics/{i} 200\n"))
-        .collect::<String>()
-        .into_bytes()
+    numbered_range("metrics", range).concat()
 }
 
 fn append(path: &Path, bytes: &[u8]) {
@@ -44,26 +44,31 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     fs::create_dir_all(&logs).expect("logs");
     let log = logs.join("app.log");
     let port = free_port();
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nprogress_interval: 1s\nmetrics:\n  listen: 127.0.0.1:{port}\n  stuck_after: 2s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\n  request_timeout: 2s\n  connect_timeout: 1s\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: metered\n    initial_position: start_of_file\n    max_batch_age: 100ms\n    poll_interval: 100ms\n    retry_max_backoff: 500ms\n",
-            state = dir.path().join("state").display(),
-            endpoint = server.endpoint(),
-            logs = logs.display(),
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .top("progress_interval: 1s")
+        .top(format!(
+            "metrics:\n  listen: 127.0.0.1:{port}\n  stuck_after: 2s"
+        ))
+        .emulator("us-east-1", &server.endpoint())
+        .aws_keys(&["request_timeout: 2s", "connect_timeout: 1s"])
+        .flow(
+            Flow::kinesis("app", format!("{}/*.log", logs.display()), "metered").keys(&[
+                "initial_position: start_of_file",
+                "max_batch_age: 100ms",
+                "poll_interval: 100ms",
+                "retry_max_backoff: 500ms",
+            ]),
+        )
+        .write();
     let first = lines(0..3000);
     append(&log, &first);
     let mut agent = Agent::start(&config, dir.path());
     agent.wait_for_log("Metrics endpoint listening", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 3000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 3000));
     // Acknowledgements reach the counters a moment after the records reach the server.
     let mut scrape = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             scrape = get(port, "/metrics")
                 .map(|(_, body)| body)
                 .unwrap_or_default();
@@ -112,7 +117,7 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     append(&log, &lines(3000..4000));
     let mut health = (0, String::new());
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             health = get(port, "/health").unwrap_or_default();
             health.0 == 503
         }),
@@ -124,9 +129,9 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
 
     // Back up: the lines flow and the flow is healthy again.
     server.set_down(false);
-    assert!(wait_until(DEADLINE, || get(port, "/health")
+    assert!(holds_within(DEADLINE, || get(port, "/health")
         .is_some_and(|(status, _)| status == 200)));
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 4000));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 4000));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
 }
@@ -138,21 +143,18 @@ fn log_format_json_writes_one_object_per_line_at_the_configured_level() {
     let logs = dir.path().join("logs");
     fs::create_dir_all(&logs).expect("logs");
     append(&logs.join("app.log"), &lines(0..100));
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {state}\nlog_format: json\nlog_level: warn,kinship::app=debug\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  check_identity: false\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: logged\n    initial_position: start_of_file\n    max_batch_age: 100ms\n",
-            state = dir.path().join("state").display(),
-            endpoint = server.endpoint(),
-            logs = logs.display(),
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .tops(&["log_format: json", "log_level: warn,kinship::app=debug"])
+        .emulator("us-east-1", &server.endpoint())
+        .flow(
+            Flow::kinesis("app", format!("{}/*.log", logs.display()), "logged")
+                .keys(&["initial_position: start_of_file", "max_batch_age: 100ms"]),
+        )
+        .write();
     // Without RUST_LOG, the config's level applies.
     let mut agent = Agent::start_with(&config, dir.path(), None, &[], &[("RUST_LOG", "")]);
     agent.wait_for_log("kinship is running.", DEADLINE);
-    assert!(wait_until(DEADLINE, || server.accepted_len() >= 100));
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 100));
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success());
     let output = agent.output();
@@ -277,7 +279,7 @@ fn behind_follows_a_growing_file_while_reading_waits(
     let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             accepted.offered_while_held() > 0
                 && sample(&seen, "kinship_memory_budget_used_bytes").is_some_and(|used| used > 0.0)
@@ -290,7 +292,7 @@ fn behind_follows_a_growing_file_while_reading_waits(
     append(log, &long_lines(first_lines..all_lines));
     let size = fs::metadata(log).expect("log size").len() as f64;
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(size)
         }),
@@ -315,9 +317,9 @@ fn behind_follows_a_growing_file_while_reading_waits(
 
     // Delivery resumes: every line arrives and nothing is behind any more.
     accepted.release();
-    assert!(wait_until(DEADLINE, || accepted.len() == all_lines));
+    assert!(holds_within(DEADLINE, || accepted.len() == all_lines));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(0.0)
         }),
@@ -334,7 +336,7 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
     let scrape = || scrape_metrics(port);
     let mut seen = String::new();
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             accepted.offered_while_held() > 0
                 && count(&seen, "kinship_bytes_read_total") == Some(100_000.0)
@@ -346,16 +348,16 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
     fs::File::create(log).expect("truncate");
     append(log, &long_lines(1000..1010));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_read_total") == Some(101_000.0)
         }),
         "the new lines are read: {seen}"
     );
     accepted.release();
-    assert!(wait_until(DEADLINE, || accepted.len() >= 1010));
+    assert!(holds_within(DEADLINE, || accepted.len() >= 1010));
     assert!(
-        wait_until(DEADLINE, || {
+        holds_within(DEADLINE, || {
             seen = scrape();
             count(&seen, "kinship_bytes_behind") == Some(0.0)
         }),

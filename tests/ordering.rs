@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 
@@ -13,6 +13,7 @@ use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::append;
 use crate::support::kinesalite;
 use crate::support::stream::setup_with_shards;
+use crate::support::wait;
 
 /// How long a test waits for every line to be read back.
 const READ_DEADLINE: Duration = Duration::from_secs(240);
@@ -259,10 +260,9 @@ fn refusals_and_a_throttled_shard_keep_order_and_the_other_shards_go_on() {
         &[],
     );
     let agent = Agent::start(&config, dir.path());
-    let until = Instant::now() + READ_DEADLINE;
-    while server.stored().len() < FILES * LINES && Instant::now() < until {
-        std::thread::sleep(POLL);
-    }
+    wait::poll_every(POLL, READ_DEADLINE, || {
+        (server.stored().len() >= FILES * LINES).then_some(())
+    });
     let output = agent.output();
     stop(agent);
     let stored = server.stored();

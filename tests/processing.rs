@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::support::agent::{saved_offset, write_config, Agent};
 use crate::support::files::open_log;
-use crate::support::inproc::wait_until;
 use crate::support::stream::{read_back, setup};
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -84,13 +84,13 @@ fn filter_redact_and_add_metadata_shape_what_is_sent() {
     );
     // The filtered lines were acknowledged too: the checkpoint covers the whole file.
     assert!(
-        wait_until(DEADLINE, || saved_offset(dir.path())
+        holds_within(DEADLINE, || saved_offset(dir.path())
             == Some(input.len() as u64)),
         "checkpoint {:?} of {}",
         saved_offset(dir.path()),
         input.len()
     );
-    assert!(wait_until(DEADLINE, || agent
+    assert!(holds_within(DEADLINE, || agent
         .progress("records_filtered")
         .is_some_and(|filtered| filtered == 100)));
     assert_eq!(agent.progress("records_unparsable"), Some(100));
@@ -156,11 +156,11 @@ fn log_to_json_converts_apache_lines_and_drops_the_rest_when_asked() {
         assert_eq!(got, want);
     }
     assert!(
-        wait_until(DEADLINE, || saved_offset(dir.path())
+        holds_within(DEADLINE, || saved_offset(dir.path())
             == Some(input.len() as u64)),
         "the dropped lines are acknowledged too"
     );
-    assert!(wait_until(DEADLINE, || agent
+    assert!(holds_within(DEADLINE, || agent
         .progress("records_unparsable")
         == Some(20)));
     agent.signal("TERM");

@@ -7,12 +7,14 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::agent::Agent;
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::files::open_log;
 use crate::support::kinesalite::{self, Kinesalite};
 use crate::support::stream::{read_back, setup};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -27,21 +29,30 @@ fn write_lines(path: &Path, flow: &str, range: std::ops::Range<usize>) {
 
 /// A flow of `name` following `<dir>/<name>.log` into the stream `s-<name>`, with `extra`
 /// keys.
-fn flow(dir: &Path, name: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    files: {}\n    kinesis_stream: s-{name}\n    initial_position: start_of_file\n    max_in_flight: 1\n    max_batch_age: 100ms\n    poll_interval: 50ms\n{extra}",
-        dir.join(format!("{name}.log")).display()
+fn flow(dir: &Path, name: &str, extra: &[&str]) -> Flow {
+    Flow::kinesis(
+        name,
+        dir.join(format!("{name}.log")).display(),
+        &format!("s-{name}"),
     )
+    .keys(&[
+        "initial_position: start_of_file",
+        "max_in_flight: 1",
+        "max_batch_age: 100ms",
+        "poll_interval: 50ms",
+    ])
+    .keys(extra)
 }
 
-fn write_config(dir: &Path, server: &Kinesalite, top: &str, flows: &[String]) {
-    let text = format!(
-        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {}\n  check_identity: false\nprogress_interval: 1s\n{top}flows:\n{}",
-        dir.join("state").display(),
-        kinesalite::REGION,
-        server.endpoint,
-        flows.concat()
-    );
+fn write_config(dir: &Path, server: &Kinesalite, top: &[&str], flows: &[Flow]) {
+    let config = AgentConfig::new(dir)
+        .emulator(kinesalite::REGION, &server.endpoint)
+        .top("progress_interval: 1s")
+        .tops(top);
+    let text = flows
+        .iter()
+        .fold(config, |config, flow| config.flow(flow.clone()))
+        .text();
     // Written aside and renamed, as configuration tools do, so a reader never sees half.
     let aside = dir.join(".kinship.yaml.new");
     fs::write(&aside, text).expect("write config");
@@ -50,18 +61,13 @@ fn write_config(dir: &Path, server: &Kinesalite, top: &str, flows: &[String]) {
 
 /// Waits until the agent's log holds `needle` at least `times` times.
 fn wait_for_log_times(agent: &mut Agent, needle: &str, times: usize) {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let output = agent.wait_for_log(needle, DEADLINE);
-        if output.matches(needle).count() >= times {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{needle:?} not logged {times} times:\n{output}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_log(needle, DEADLINE);
+    wait::wait_until_showing(
+        &format!("{needle:?} logged {times} times"),
+        DEADLINE,
+        || agent.output().matches(needle).count() >= times,
+        || agent.output(),
+    );
 }
 
 /// Fails unless `delivered` holds exactly lines `0..total` of `flow`, in order.
@@ -119,11 +125,11 @@ fn sighup_with_a_changed_flow_list_under_load_loses_and_repeats_nothing() {
     write_config(
         dir,
         &server,
-        "",
+        &[],
         &[
-            flow(dir, "steady", ""),
-            flow(dir, "edited", "    max_batch_records: 100\n"),
-            flow(dir, "dropped", ""),
+            flow(dir, "steady", &[]),
+            flow(dir, "edited", &["max_batch_records: 100"]),
+            flow(dir, "dropped", &[]),
         ],
     );
     let mut agent = Agent::start(&dir.join("kinship.yaml"), dir);
@@ -148,11 +154,11 @@ fn sighup_with_a_changed_flow_list_under_load_loses_and_repeats_nothing() {
     write_config(
         dir,
         &server,
-        "",
+        &[],
         &[
-            flow(dir, "edited", "    max_batch_records: 50\n"),
-            flow(dir, "steady", ""),
-            flow(dir, "added", ""),
+            flow(dir, "edited", &["max_batch_records: 50"]),
+            flow(dir, "steady", &[]),
+            flow(dir, "added", &[]),
         ],
     );
     agent.signal("HUP");
@@ -214,16 +220,16 @@ fn watch_config_reloads_when_the_file_changes() {
     write_config(
         dir,
         &server,
-        "watch_config: true\n",
-        &[flow(dir, "first", "")],
+        &["watch_config: true"],
+        &[flow(dir, "first", &[])],
     );
     let mut agent = Agent::start(&dir.join("kinship.yaml"), dir);
     agent.wait_for_log("Watching the config file", DEADLINE);
     write_config(
         dir,
         &server,
-        "watch_config: true\n",
-        &[flow(dir, "first", ""), flow(dir, "second", "")],
+        &["watch_config: true"],
+        &[flow(dir, "first", &[]), flow(dir, "second", &[])],
     );
     wait_for_log_times(&mut agent, "Config reloaded.", 1);
     let first = read_back(&runtime, &server, "s-first", 300);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::support::agent::{saved_offset, write_config, Agent};
 use crate::support::files::open_log;
 use crate::support::stream::{read_back, setup};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -88,11 +89,12 @@ fn rename_and_create_rotation_while_writing_delivers_every_line_once() {
         // or within scan_interval (polling), so wait for that before the next rotation, as
         // any real rotation schedule does. The agent may still be reading far behind.
         let opened = rotation + 2;
-        let until = std::time::Instant::now() + DEADLINE;
-        while agent.output().matches("Following file.").count() < opened {
-            assert!(std::time::Instant::now() < until, "{}", agent.output());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait::wait_until_showing(
+            "the rotated-in file followed",
+            DEADLINE,
+            || agent.output().matches("Following file.").count() >= opened,
+            || agent.output(),
+        );
     }
     drop(writer);
     let total = rotations * per_file;
@@ -164,15 +166,12 @@ fn copytruncate_rotation_is_detected_and_the_file_read_again_from_its_start() {
     write_lines(&mut writer, 0..5000);
     let mut agent = Agent::start(&config, dir.path());
     let size = fs::metadata(&log).expect("stat").len();
-    let until = std::time::Instant::now() + DEADLINE;
-    while saved_offset(dir.path()) != Some(size) {
-        assert!(
-            std::time::Instant::now() < until,
-            "not delivered:\n{}",
-            agent.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait::wait_until_showing(
+        "the whole file delivered",
+        DEADLINE,
+        || saved_offset(dir.path()) == Some(size),
+        || agent.output(),
+    );
 
     // copytruncate: copy the file aside (out of the glob), then truncate it in place. The
     // writer's handle is in append mode, so it goes on writing at the new end.
@@ -265,15 +264,16 @@ fn matrix_cell(
     };
     let mut agent = Agent::start(&config, dir.path());
     let size = fs::metadata(&log).expect("stat").len();
-    let until = std::time::Instant::now() + DEADLINE;
     let ready = |offset: Option<u64>| match acked {
         AckedAtStop::All => offset == Some(size),
         AckedAtStop::Some => offset.is_some_and(|offset| offset > 0),
     };
-    while !ready(saved_offset(dir.path())) {
-        assert!(std::time::Instant::now() < until, "{}", agent.output());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait::wait_until_showing(
+        "the checkpoint to stop at",
+        DEADLINE,
+        || ready(saved_offset(dir.path())),
+        || agent.output(),
+    );
     if rotate == RotateWhen::BeforeStop {
         rotate_now(&mut writer, &mut written);
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::support::agent::{run_command_with_env, saved_offset, Agent};
 use crate::support::http::{free_port, get};
-use crate::support::inproc::wait_until;
 use crate::support::moto::Moto;
+use crate::support::wait::holds_within;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -289,7 +289,7 @@ fn no_secret_reaches_the_output_of_a_run_at_any_level() {
         if case.delivers {
             let all = lines.len() as u64;
             assert!(
-                wait_until(DEADLINE, || saved_offset(dir) == Some(all)
+                holds_within(DEADLINE, || saved_offset(dir) == Some(all)
                     && fs::metadata(&dry_run).is_ok_and(|meta| meta.len() > 0)),
                 "{what}: the lines were not delivered:\n{}\n{}",
                 agent.output(),
@@ -299,12 +299,12 @@ fn no_secret_reaches_the_output_of_a_run_at_any_level() {
             let tried =
                 || format!("{}{}", agent.output(), written_files(dir)).contains("A call failed");
             assert!(
-                wait_until(DEADLINE, tried),
+                holds_within(DEADLINE, tried),
                 "{what}: no send was tried:\n{}",
                 agent.output()
             );
         }
-        let scrape = wait_until(DEADLINE, || get(metrics_port, "/metrics").is_some())
+        let scrape = holds_within(DEADLINE, || get(metrics_port, "/metrics").is_some())
             .then(|| get(metrics_port, "/metrics"))
             .flatten()
             .map(|(_, body)| body)

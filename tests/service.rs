@@ -8,25 +8,27 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::agent::{Agent, BINARY};
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The next datagram that is not a watchdog ping, counting the pings seen on the way.
 fn next_state(socket: &UnixDatagram, pings: &mut usize) -> String {
-    let until = Instant::now() + DEADLINE;
     let mut buffer = [0u8; 4096];
-    while Instant::now() < until {
-        if let Ok(length) = socket.recv(&mut buffer) {
-            let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
-            if message == "WATCHDOG=1" {
-                *pings += 1;
-            } else {
-                return message;
-            }
+    // `recv` waits up to the socket's read timeout itself: no pause between tries.
+    let state = wait::poll_every(Duration::ZERO, DEADLINE, || {
+        let length = socket.recv(&mut buffer).ok()?;
+        let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        if message == "WATCHDOG=1" {
+            *pings += 1;
+            None
+        } else {
+            Some(message)
         }
-    }
-    panic!("no message from the agent within {DEADLINE:?}");
+    });
+    state.unwrap_or_else(|| panic!("no message from the agent within {DEADLINE:?}"))
 }
 
 #[test]
@@ -39,17 +41,14 @@ fn the_agent_tells_systemd_it_is_ready_alive_and_stopping() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
     fs::create_dir_all(dir.path().join("logs")).expect("logs");
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {}\naws:\n  region: us-east-1\n  endpoint_url: {}\n  check_identity: false\nflows:\n  - name: app\n    files: {}/logs/*.log\n    kinesis_stream: notified\n",
-            dir.path().join("state").display(),
-            server.endpoint(),
-            dir.path().display()
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .emulator("us-east-1", &server.endpoint())
+        .flow(Flow::kinesis(
+            "app",
+            format!("{}/logs/*.log", dir.path().display()),
+            "notified",
+        ))
+        .write();
     let socket_env = socket_path.display().to_string();
     let mut agent = Agent::start_with(
         &config,

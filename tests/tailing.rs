@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::support::agent::{write_config, Agent};
+use crate::support::config::{AgentConfig, Flow};
 use crate::support::files::{append, open_log};
 use crate::support::kinesalite;
 use crate::support::stream::{read_back, setup, READ_DEADLINE};
+use crate::support::wait;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -35,16 +37,8 @@ fn with_quick<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// Polls `condition` until it holds, or fails with `what` and the agent's log.
-fn wait_until(agent: &Agent, what: &str, mut condition: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < until,
-            "{what} did not happen:\n{}",
-            agent.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(agent: &Agent, what: &str, condition: impl FnMut() -> bool) {
+    wait::wait_until_showing(what, DEADLINE, condition, || agent.output());
 }
 
 fn stop(mut agent: Agent) {
@@ -184,26 +178,21 @@ fn over_size_lines_are_split_or_skipped_as_configured() {
     });
     let dir = tempfile::tempdir().expect("temp dir");
     let flow = |name: &str| {
-        format!(
-            "  - name: {name}\n    files: {}\n    kinesis_stream: {name}\n    initial_position: start_of_file\n    \
-             max_in_flight: 1\n    max_batch_age: 50ms\n    partition_key: k\n    max_record_bytes: 1024\n    \
-             oversize_records: {name}\n",
-            dir.path().join(format!("{name}.log")).display()
-        )
+        Flow::kinesis(name, dir.path().join(format!("{name}.log")).display(), name)
+            .keys(&[
+                "initial_position: start_of_file",
+                "max_in_flight: 1",
+                "max_batch_age: 50ms",
+                "partition_key: k",
+                "max_record_bytes: 1024",
+            ])
+            .key(format!("oversize_records: {name}"))
     };
-    let config = dir.path().join("kinship.yaml");
-    fs::write(
-        &config,
-        format!(
-            "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {}\n  check_identity: false\nflows:\n{}{}",
-            dir.path().join("state").display(),
-            kinesalite::REGION,
-            server.endpoint,
-            flow("split"),
-            flow("skip")
-        ),
-    )
-    .expect("config");
+    let config = AgentConfig::new(dir.path())
+        .emulator(kinesalite::REGION, &server.endpoint)
+        .flow(flow("split"))
+        .flow(flow("skip"))
+        .write();
     // The limit for a line beside a one-character key is 1,023 bytes.
     let long: Vec<u8> = (0..3000u32)
         .map(|i| b'a' + (i % 26) as u8)

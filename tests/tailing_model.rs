@@ -15,7 +15,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use crate::support::files::open_log;
-use crate::support::inproc::{wait_until, Accepted, InProcess, LogCapture};
+use crate::support::inproc::{Accepted, InProcess, LogCapture};
+use crate::support::wait::holds_within;
 
 /// Identifies a file by this many first bytes: small, so short files are identified early.
 const FINGERPRINT_BYTES: u64 = 64;
@@ -215,7 +216,7 @@ impl World {
     /// Waits until every line written so far was delivered at least once.
     fn wait_delivered(&self) {
         let complete = self.written.len() - usize::from(self.unfinished.is_some());
-        let delivered = wait_until(DELIVERY_DEADLINE, || {
+        let delivered = holds_within(DELIVERY_DEADLINE, || {
             let delivered = self.accepted.snapshot();
             let counts = counts(&delivered);
             self.written[..complete]
@@ -335,7 +336,7 @@ fn a_copy_found_while_still_empty_is_recognised_once_written() {
     let copy = world.next_rotated_name();
     File::create(&copy).expect("create the copy");
     let copy_name = copy.display().to_string();
-    let looked_at = wait_until(DELIVERY_DEADLINE, || {
+    let looked_at = holds_within(DELIVERY_DEADLINE, || {
         LogCapture::install().text().lines().any(|line| {
             line.contains("too short to tell whether it is a copy") && line.contains(&copy_name)
         })
@@ -362,7 +363,7 @@ fn a_copy_made_while_its_original_is_in_flight_loses_nothing_to_a_kill() {
     let mut world = World::new();
     world.accepted.hold();
     world.apply(&Op::Append(120));
-    let in_flight = wait_until(DELIVERY_DEADLINE, || {
+    let in_flight = holds_within(DELIVERY_DEADLINE, || {
         world.accepted.offered_while_held() > 0
     });
     assert!(in_flight, "no call was made\n{}", world.report());
@@ -370,7 +371,7 @@ fn a_copy_made_while_its_original_is_in_flight_loses_nothing_to_a_kill() {
     let copy_name = world.dir.path().join("app.log.1").display().to_string();
     // Tests running beside this one clear the shared log capture, so the checkpoint file,
     // not the log, tells when the copy is followed.
-    let checkpointed = wait_until(DELIVERY_DEADLINE, || {
+    let checkpointed = holds_within(DELIVERY_DEADLINE, || {
         fs::read_to_string(world.dir.path().join("state/checkpoints.json"))
             .is_ok_and(|text| text.contains(&copy_name))
     });

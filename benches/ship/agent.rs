@@ -5,10 +5,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::Context;
+use crate::{wait, Context};
 
 /// A running `kinship run`. Dropping it kills the process, so a failed run leaves nothing behind.
 pub struct Agent {
@@ -86,15 +85,14 @@ impl Agent {
         if !sent.success() {
             return Err(format!("kill -TERM {} failed: {sent}", self.pid()));
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited()? {
-                return Ok(Ending {
-                    description: status.to_string(),
-                    clean: status.success(),
-                });
-            }
-            thread::sleep(Duration::from_millis(10));
+        let exited = wait::poll_every(Duration::from_millis(10), grace, || {
+            self.exited().transpose()
+        });
+        if let Some(status) = exited.transpose()? {
+            return Ok(Ending {
+                description: status.to_string(),
+                clean: status.success(),
+            });
         }
         self.child.kill().context("killing the agent")?;
         let status = self.child.wait().context("waiting for the killed agent")?;

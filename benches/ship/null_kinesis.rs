@@ -12,53 +12,54 @@
 //!
 //! [`NullKinesis::start_tls`] serves HTTPS instead, with a certificate for `localhost` and
 //! `127.0.0.1` from a CA made at start, whose PEM file [`NullKinesis::ca_pem_path`] names.
+//!
+//! The listener, the request envelope and the answer bodies are the test endpoints' shared
+//! core (`tests/support/kinesis_server`); the answers this endpoint gives most are built once
+//! per record count and then shared.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use md5::{Digest, Md5};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tokio_rustls::TlsAcceptor;
 
 use crate::put_request::{self, Data, Entry};
 use crate::record_lines::Encoding;
 use crate::Context;
 
-/// The test servers' throwaway CA, shared with them.
-#[path = "../../tests/support/fault_kinesis/tls.rs"]
-// Used through NullKinesis::start_tls, which the bench's options do not reach yet.
-#[allow(dead_code)]
-mod tls;
+use self::kinesis_server::answers::{self, BatchAnswer, RecordAnswer, Refusal};
+use self::kinesis_server::listener::{Endpoint, Listening};
+use self::kinesis_server::protocol::{
+    self, Wire, DESCRIBE_DELIVERY_STREAM, DESCRIBE_STREAM_SUMMARY, LIST_SHARDS,
+    MAX_RECORDS_PER_CALL, PUT_RECORDS, PUT_RECORD_BATCH,
+};
+use self::kinesis_server::tls;
 
-const JSON_1_1: &str = "application/x-amz-json-1.1";
-const CBOR_1_1: &str = "application/x-amz-cbor-1.1";
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
-const DESCRIBE_STREAM_SUMMARY: &str = "Kinesis_20131202.DescribeStreamSummary";
-const LIST_SHARDS: &str = "Kinesis_20131202.ListShards";
-const PUT_RECORD_BATCH: &str = "Firehose_20150804.PutRecordBatch";
-const DESCRIBE_DELIVERY_STREAM: &str = "Firehose_20150804.DescribeDeliveryStream";
-/// The services' own limits; a larger batch or record is an agent bug the bench must not hide.
-const MAX_RECORDS_PER_REQUEST: usize = 500;
-/// Kinesis: a record's data plus partition key (a stream's default), and a whole call.
+/// The test endpoints' shared core: listener, request envelope, answers, throwaway CA.
+#[path = "../../tests/support/kinesis_server/mod.rs"]
+// Parts of it serve only the fault server of the tests.
+#[allow(dead_code)]
+mod kinesis_server;
+
+/// The services' own limits (with [`MAX_RECORDS_PER_CALL`]); a larger batch or record is an
+/// agent bug the bench must not hide. Kinesis: a record's data plus partition key (a stream's
+/// default), and a whole call.
 const KINESIS_MAX_RECORD_BYTES: u64 = 1024 * 1024;
 const KINESIS_MAX_REQUEST_BYTES: u64 = 5 * 1024 * 1024;
 /// Firehose: a record's data, and a whole call.
@@ -273,7 +274,7 @@ impl NullKinesis {
             .local_addr()
             .context("reading the endpoint's address")?;
         let answers = || {
-            (0..=MAX_RECORDS_PER_REQUEST)
+            (0..=MAX_RECORDS_PER_CALL)
                 .map(|_| OnceLock::new())
                 .collect()
         };
@@ -294,7 +295,8 @@ impl NullKinesis {
         });
         let stats = Arc::clone(&state.stats);
         let acceptor = tls.as_ref().map(tls::ThrowawayCa::acceptor);
-        runtime.spawn(accept_loop(listener, Arc::clone(&state), acceptor));
+        // Never stopped: the endpoint serves until its runtime shuts down.
+        let _listening = Listening::start(runtime.handle(), listener, Arc::clone(&state), acceptor);
         Ok(NullKinesis {
             addr,
             stats,
@@ -367,62 +369,23 @@ impl State {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, Arc::clone(&state), tls.clone()));
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                eprintln!("null Kinesis: accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+impl Endpoint for State {
+    type Error = Infallible;
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>, tls: Option<TlsAcceptor>) {
-    // Responses are small and written in one go; Nagle would only add latency to each batch.
-    let _ = stream.set_nodelay(true);
-    let Some(acceptor) = tls else {
-        return serve_http(stream, state, false).await;
-    };
-    match tokio::time::timeout(TLS_HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            serve_http(stream, state, h2).await;
-        }
-        Ok(Err(error)) => eprintln!("null Kinesis: TLS handshake failed: {error}"),
-        Err(_) => eprintln!("null Kinesis: TLS handshake timed out"),
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send {
+        handle(self, request)
     }
-}
 
-async fn serve_http<I>(io: I, state: Arc<State>, h2: bool)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| handle(Arc::clone(&state), request));
-    let io = TokioIo::new(io);
-    // Errors here are clients hanging up mid-request, which an agent being stopped may do.
-    if h2 {
-        let _ = http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, service)
-            .await;
-    } else {
-        let _ = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(io, service)
-            .await;
+    fn tls_handshake_failed(&self, why: &str) {
+        eprintln!("null Kinesis: {why}");
     }
-}
 
-/// The format of a request's body, and so of its answer (the describe and list operations
-/// always answer in JSON).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Wire {
-    Json,
-    Cbor,
+    fn accept_failed(&self, error: &io::Error) {
+        eprintln!("null Kinesis: accept failed: {error}");
+    }
 }
 
 async fn handle(
@@ -431,10 +394,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let headers = request.headers();
     let target = headers.get("x-amz-target").cloned();
-    let wire = match headers.get(CONTENT_TYPE) {
-        Some(value) if value.as_bytes().eq_ignore_ascii_case(CBOR_1_1.as_bytes()) => Wire::Cbor,
-        _ => Wire::Json,
-    };
+    let wire = Wire::of(headers);
     let signed = headers.contains_key(AUTHORIZATION);
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -544,11 +504,11 @@ fn put(state: &State, api: Api, wire: Wire, body: &[u8]) -> Response<Full<Bytes>
         Err(message) => return state.reject(wire, "SerializationException", &message),
     };
     let count = entries.len();
-    if count == 0 || count > MAX_RECORDS_PER_REQUEST {
+    if count == 0 || count > MAX_RECORDS_PER_CALL {
         return state.reject(
             wire,
             "ValidationException",
-            &format!("1 validation error detected: {count} records; a request takes 1 to {MAX_RECORDS_PER_REQUEST}"),
+            &format!("1 validation error detected: {count} records; a request takes 1 to {MAX_RECORDS_PER_CALL}"),
         );
     }
     let mut sizes = Vec::with_capacity(count);
@@ -644,21 +604,20 @@ fn put(state: &State, api: Api, wire: Wire, body: &[u8]) -> Response<Full<Bytes>
     };
     let body = match (api, wire, &refused, &shards) {
         (Api::Kinesis, Wire::Json, None, None) => state.kinesis_answers[count]
-            .get_or_init(|| kinesis_answer(count, |_| Some(0)))
+            .get_or_init(|| kinesis_answer(wire, count, |_| Some(0)))
             .clone(),
         (Api::Kinesis, Wire::Cbor, None, None) => state.kinesis_cbor_answers[count]
-            .get_or_init(|| kinesis_cbor_answer(count, |_| Some(0)))
+            .get_or_init(|| kinesis_answer(wire, count, |_| Some(0)))
             .clone(),
         (Api::Firehose, _, None, _) => state.firehose_answers[count]
             .get_or_init(|| firehose_answer(count, |_| true))
             .clone(),
-        (Api::Kinesis, Wire::Json, _, _) => kinesis_answer(count, stored_on),
-        (Api::Kinesis, Wire::Cbor, _, _) => kinesis_cbor_answer(count, stored_on),
+        (Api::Kinesis, _, _, _) => kinesis_answer(wire, count, stored_on),
         (Api::Firehose, _, _, _) => firehose_answer(count, |index| !is_refused(index)),
     };
-    match (api, wire) {
-        (Api::Kinesis, Wire::Cbor) => response(StatusCode::OK, CBOR_1_1, body),
-        _ => json_response(StatusCode::OK, body),
+    match api {
+        Api::Kinesis => protocol::wire_response(wire, StatusCode::OK, body, request_id()),
+        Api::Firehose => json_response(StatusCode::OK, body),
     }
 }
 
@@ -705,109 +664,48 @@ fn shards_of(state: &State, api: Api, entries: &[Entry]) -> Result<Option<Vec<u3
     Ok((state.shards > 1).then_some(shards))
 }
 
-/// A `PutRecords` answer; `stored_on(index)` is the shard record `index` went to, or `None`
-/// when it was refused as throttled.
-fn kinesis_answer(records: usize, stored_on: impl Fn(usize) -> Option<u32>) -> Bytes {
-    let failed = (0..records)
-        .filter(|&index| stored_on(index).is_none())
-        .count();
-    let mut body = String::with_capacity(40 + records * 100);
-    body.push_str(&format!("{{\"FailedRecordCount\":{failed},\"Records\":["));
-    for index in 0..records {
-        if index > 0 {
-            body.push(',');
-        }
-        match stored_on(index) {
+/// How a throttled record is answered, in either service's words.
+const KINESIS_THROTTLED: Refusal<'static> = Refusal {
+    code: "ProvisionedThroughputExceededException",
+    message: Cow::Borrowed(
+        "Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.",
+    ),
+};
+const FIREHOSE_THROTTLED: Refusal<'static> = Refusal {
+    code: "ServiceUnavailableException",
+    message: Cow::Borrowed("Slow down."),
+};
+
+/// A `PutRecords` answer in `wire`'s format; `stored_on(index)` is the shard record `index`
+/// went to, or `None` when it was refused as throttled.
+fn kinesis_answer(wire: Wire, records: usize, stored_on: impl Fn(usize) -> Option<u32>) -> Bytes {
+    let records: Vec<RecordAnswer> = (0..records)
+        .map(|index| match stored_on(index) {
             // Real sequence numbers are 56 decimal digits; the same length keeps parsing honest.
-            Some(shard) => body.push_str(&format!(
-                "{{\"SequenceNumber\":\"4960{index:052}\",\"ShardId\":\"{}\"}}",
-                shard_id(shard)
-            )),
-            None => body.push_str("{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":\"Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.\"}"),
-        }
-    }
-    body.push_str("]}");
-    Bytes::from(body)
-}
-
-/// The CBOR form of [`kinesis_answer`]: the same members, as the service writes them.
-fn kinesis_cbor_answer(records: usize, stored_on: impl Fn(usize) -> Option<u32>) -> Bytes {
-    let failed = (0..records)
-        .filter(|&index| stored_on(index).is_none())
-        .count();
-    let mut body = Vec::with_capacity(32 + records * 90);
-    cbor_head(&mut body, 5, 2);
-    cbor_text(&mut body, "FailedRecordCount");
-    cbor_head(&mut body, 0, failed as u64);
-    cbor_text(&mut body, "Records");
-    cbor_head(&mut body, 4, records as u64);
-    for index in 0..records {
-        cbor_head(&mut body, 5, 2);
-        match stored_on(index) {
-            Some(shard) => {
-                cbor_text(&mut body, "SequenceNumber");
-                cbor_text(&mut body, &format!("4960{index:052}"));
-                cbor_text(&mut body, "ShardId");
-                cbor_text(&mut body, &shard_id(shard));
-            }
-            None => {
-                cbor_text(&mut body, "ErrorCode");
-                cbor_text(&mut body, "ProvisionedThroughputExceededException");
-                cbor_text(&mut body, "ErrorMessage");
-                cbor_text(&mut body, "Rate exceeded for shard shardId-000000000000 in stream bench under account 123456789012.");
-            }
-        }
-    }
-    Bytes::from(body)
-}
-
-/// A CBOR item head: major type and a definite argument, in the fewest bytes.
-fn cbor_head(out: &mut Vec<u8>, major: u8, argument: u64) {
-    let major = major << 5;
-    match argument {
-        0..=23 => out.push(major | argument as u8),
-        24..=0xff => out.extend([major | 24, argument as u8]),
-        0x100..=0xffff => {
-            out.push(major | 25);
-            out.extend((argument as u16).to_be_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(major | 26);
-            out.extend((argument as u32).to_be_bytes());
-        }
-        _ => {
-            out.push(major | 27);
-            out.extend(argument.to_be_bytes());
-        }
-    }
-}
-
-fn cbor_text(out: &mut Vec<u8>, text: &str) {
-    cbor_head(out, 3, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
+            Some(shard) => RecordAnswer::Stored {
+                sequence_number: format!("4960{index:052}"),
+                shard_id: Cow::Owned(shard_id(shard)),
+            },
+            None => RecordAnswer::Refused(KINESIS_THROTTLED),
+        })
+        .collect();
+    answers::put_records(wire, &records)
 }
 
 /// A `PutRecordBatch` answer; `stored(index)` is false for a record refused as throttled.
 fn firehose_answer(records: usize, stored: impl Fn(usize) -> bool) -> Bytes {
-    let failed = (0..records).filter(|&index| !stored(index)).count();
-    let mut body = String::with_capacity(64 + records * 96);
-    body.push_str(&format!(
-        "{{\"FailedPutCount\":{failed},\"Encrypted\":false,\"RequestResponses\":["
-    ));
-    for index in 0..records {
-        if index > 0 {
-            body.push(',');
-        }
-        if stored(index) {
-            body.push_str(&format!("{{\"RecordId\":\"{index:064x}\"}}"));
-        } else {
-            body.push_str(
-                "{\"ErrorCode\":\"ServiceUnavailableException\",\"ErrorMessage\":\"Slow down.\"}",
-            );
-        }
-    }
-    body.push_str("]}");
-    Bytes::from(body)
+    let records: Vec<BatchAnswer> = (0..records)
+        .map(|index| {
+            if stored(index) {
+                BatchAnswer::Stored {
+                    record_id: index as u64,
+                }
+            } else {
+                BatchAnswer::Refused(FIREHOSE_THROTTLED)
+            }
+        })
+        .collect();
+    answers::put_record_batch_json(&records)
 }
 
 fn shard_id(index: u32) -> String {
@@ -829,20 +727,8 @@ fn describe_stream_summary(state: &State, body: &[u8]) -> Response<Full<Bytes>> 
         .describe_requests
         .fetch_add(1, Ordering::Relaxed);
     let name = requested_stream_name(body, "StreamName", "StreamARN");
-    let summary = serde_json::json!({
-        "StreamDescriptionSummary": {
-            "StreamName": name,
-            "StreamARN": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}"),
-            "StreamStatus": "ACTIVE",
-            "StreamModeDetails": {"StreamMode": "PROVISIONED"},
-            "RetentionPeriodHours": 24,
-            "StreamCreationTimestamp": state.created,
-            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-            "EncryptionType": "NONE",
-            "OpenShardCount": state.shards,
-            "ConsumerCount": 0,
-        }
-    });
+    let summary =
+        answers::stream_description_summary(&name, state.created, u64::from(state.shards));
     json_response(StatusCode::OK, Bytes::from(summary.to_string()))
 }
 
@@ -852,18 +738,7 @@ fn describe_delivery_stream(state: &State, body: &[u8]) -> Response<Full<Bytes>>
         .describe_requests
         .fetch_add(1, Ordering::Relaxed);
     let name = requested_stream_name(body, "DeliveryStreamName", "DeliveryStreamARN");
-    let description = serde_json::json!({
-        "DeliveryStreamDescription": {
-            "DeliveryStreamName": name,
-            "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{name}"),
-            "DeliveryStreamStatus": "ACTIVE",
-            "DeliveryStreamType": "DirectPut",
-            "VersionId": "1",
-            "CreateTimestamp": state.created,
-            "Destinations": [],
-            "HasMoreDestinations": false,
-        }
-    });
+    let description = answers::delivery_stream_description(&name, state.created);
     json_response(StatusCode::OK, Bytes::from(description.to_string()))
 }
 
@@ -933,39 +808,14 @@ fn error_response(
     kind: &str,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    let mut response = match wire {
-        Wire::Json => {
-            let body = serde_json::json!({"__type": kind, "message": message});
-            json_response(status, Bytes::from(body.to_string()))
-        }
-        Wire::Cbor => {
-            let mut body = Vec::with_capacity(32 + kind.len() + message.len());
-            cbor_head(&mut body, 5, 2);
-            cbor_text(&mut body, "__type");
-            cbor_text(&mut body, kind);
-            cbor_text(&mut body, "message");
-            cbor_text(&mut body, message);
-            response(status, CBOR_1_1, Bytes::from(body))
-        }
-    };
-    if let Ok(kind) = HeaderValue::from_str(kind) {
-        response.headers_mut().insert("x-amzn-errortype", kind);
-    }
-    response
+    protocol::error_response(wire, status, kind, message, request_id())
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    response(status, JSON_1_1, body)
+    protocol::json_response(status, body, request_id())
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        "x-amzn-requestid",
-        HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
-    );
-    response
+/// Every answer carries the same request id: making fresh ones would cost the measurement.
+fn request_id() -> HeaderValue {
+    HeaderValue::from_static("00000000-0000-0000-0000-000000000000")
 }

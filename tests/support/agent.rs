@@ -4,9 +4,10 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::kinesalite;
+use super::config::{AgentConfig, Flow};
+use super::{kinesalite, wait};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_kinship");
 const POLL: Duration = Duration::from_millis(20);
@@ -21,26 +22,12 @@ pub fn write_config(
     extra: &[&str],
     top: &[&str],
 ) -> PathBuf {
-    let mut text = format!(
-        "state_dir: {}\naws:\n  region: {}\n  endpoint_url: {endpoint}\n  check_identity: false\nprogress_interval: 1s\n",
-        dir.join("state").display(),
-        kinesalite::REGION
-    );
-    for line in top {
-        text.push_str(line);
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "flows:\n  - name: app\n    files: {files}\n    kinesis_stream: {stream}\n"
-    ));
-    for line in extra {
-        text.push_str("    ");
-        text.push_str(line);
-        text.push('\n');
-    }
-    let path = dir.join("kinship.yaml");
-    fs::write(&path, text).expect("write config");
-    path
+    AgentConfig::new(dir)
+        .emulator(kinesalite::REGION, endpoint)
+        .top("progress_interval: 1s")
+        .tops(top)
+        .flow(Flow::kinesis("app", files, stream).keys(extra))
+        .write()
 }
 
 pub struct Agent {
@@ -136,20 +123,25 @@ impl Agent {
 
     /// Waits until the log contains `needle`; panics with the log after `deadline`.
     pub fn wait_for_log(&mut self, needle: &str, deadline: Duration) -> String {
-        let until = Instant::now() + deadline;
-        loop {
+        let found = wait::poll_every(POLL, deadline, || {
             let output = self.output();
             if output.contains(needle) {
-                return output;
+                return Some(Ok(output));
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("kinship exited ({status}) before logging {needle:?}:\n{output}");
+            match self.child.try_wait() {
+                Ok(Some(status)) => Some(Err(format!(
+                    "kinship exited ({status}) before logging {needle:?}:\n{output}"
+                ))),
+                _ => None,
             }
-            assert!(
-                Instant::now() < until,
-                "kinship did not log {needle:?} within {deadline:?}:\n{output}"
-            );
-            std::thread::sleep(POLL);
+        });
+        match found {
+            Some(Ok(output)) => output,
+            Some(Err(message)) => panic!("{message}"),
+            None => panic!(
+                "kinship did not log {needle:?} within {deadline:?}:\n{}",
+                self.output()
+            ),
         }
     }
 
@@ -164,18 +156,15 @@ impl Agent {
 
     /// Waits for the agent to exit; panics with its log after `deadline`.
     pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        let until = Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for kinship") {
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
+        let exited = wait::poll_every(POLL, deadline, || {
+            self.child.try_wait().expect("wait for kinship")
+        });
+        exited.unwrap_or_else(|| {
+            panic!(
                 "kinship did not exit within {deadline:?}:\n{}",
                 self.output()
-            );
-            std::thread::sleep(POLL);
-        }
+            )
+        })
     }
 }
 

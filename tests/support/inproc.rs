@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kinship::config::Config;
 use kinship::record::OutRecord;
@@ -184,19 +184,5 @@ impl std::io::Write for LogCapture {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
-pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + deadline;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -4,11 +4,15 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod config;
 pub mod emulator;
 pub mod fault_kinesis;
 pub mod files;
 pub mod http;
 pub mod inproc;
 pub mod kinesalite;
+pub mod kinesis_server;
+pub mod lines;
 pub mod moto;
 pub mod stream;
+pub mod wait;

@@ -1,7 +1,7 @@
 //! A throwaway certificate authority for the test servers' HTTPS listeners: made at start, its
 //! certificate written to a PEM file a client (the agent's `aws.tls.ca_file`) can trust, and one
 //! server certificate it signed for `localhost` and `127.0.0.1`. The key never leaves memory
-//! and the files go with the value. The benchmark's endpoint uses this file too.
+//! and the files go with the value.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
