@@ -22,11 +22,12 @@ fn filter_redact_and_add_metadata_shape_what_is_sent() {
         match index % 3 {
             0 => input.push_str(&format!("{{\"level\":\"DEBUG\",\"seq\":{index}}}\n")),
             1 => {
+                // The record's own `env` takes the added value where it stands.
                 input.push_str(&format!(
-                    "{{\"level\":\"INFO\",\"seq\":{index},\"msg\":\"paid by jane@example.com with 4111 1111 1111 1111\"}}\n"
+                    "{{\"level\":\"INFO\",\"env\":\"mine\",\"seq\":{index},\"msg\":\"paid by jane@example.com with 4111 1111 1111 1111\"}}\n"
                 ));
                 expected.push(format!(
-                    "{{\"level\":\"INFO\",\"seq\":{index},\"msg\":\"paid by [REDACTED] with [REDACTED]\",\"env\":\"test\",\"file\":\"{}\"}}\n",
+                    "{{\"level\":\"INFO\",\"env\":\"test\",\"seq\":{index},\"msg\":\"paid by [REDACTED] with [REDACTED]\",\"file\":\"{}\"}}\n",
                     log.display()
                 ));
             }

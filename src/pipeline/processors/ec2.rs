@@ -213,6 +213,13 @@ mod tests {
             add.apply(Bytes::from_static(b"{}\n")),
             Outcome::Keep(Bytes::from_static(b"{\"instanceId\":\"i-1\"}\n"))
         );
+        add.set("\"instanceId\":\"i-1\",\"region\":\"eu-west-1\"");
+        assert_eq!(
+            add.apply(Bytes::from_static(b"{\"region\":\"mine\",\"a\":1}\n")),
+            Outcome::Keep(Bytes::from_static(
+                b"{\"region\":\"eu-west-1\",\"a\":1,\"instanceId\":\"i-1\"}\n"
+            ))
+        );
         assert!(matches!(
             add.apply(Bytes::from_static(b"plain\n")),
             Outcome::Unparsable(_)

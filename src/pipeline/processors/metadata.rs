@@ -157,6 +157,17 @@ mod tests {
     }
 
     #[test]
+    fn a_key_the_record_has_takes_the_added_value_in_its_place() {
+        assert_eq!(
+            text(add(
+                &every(),
+                "{\"host\":\"mine\",\"a\":1,\"env\":\"dev\"}\n"
+            )),
+            "{\"host\":\"web-1\",\"a\":1,\"env\":\"prod\",\"shard\":3,\"file\":\"/var/log/app.log\",\"timestamp\":\"2024-05-06T07:08:09.123Z\"}\n"
+        );
+    }
+
+    #[test]
     fn the_envelope_wraps_any_record() {
         let envelope = AddMetadata {
             envelope: true,
