@@ -63,7 +63,8 @@ impl Checker<'_> {
                 format,
                 pattern,
                 field_names,
-            } => self.log_to_json(key, format, pattern, field_names),
+                dash_as_null,
+            } => self.log_to_json(key, format, pattern, field_names, dash_as_null),
             RawProcessor::Filter { include, exclude } => self.filter(key, include, exclude),
             RawProcessor::Redact {
                 builtin,
@@ -146,8 +147,13 @@ impl Checker<'_> {
         format: Option<String>,
         pattern: Option<String>,
         field_names: Option<Vec<String>>,
+        dash_as_null: Option<bool>,
     ) -> Option<ProcessorSpec> {
         let (parser, default_names) = self.log_parser(key, format, pattern)?;
+        let dash_as_null = dash_as_null.unwrap_or(match &parser {
+            LineParser::Format(format) => format.dash_as_null(),
+            LineParser::Pattern(_) => false,
+        });
         let field_names = match (field_names, default_names) {
             (Some(names), _) => names,
             (None, Some(defaults)) => defaults.iter().map(|name| (*name).to_owned()).collect(),
@@ -173,6 +179,7 @@ impl Checker<'_> {
         Some(ProcessorSpec::LogToJson {
             parser,
             field_names,
+            dash_as_null,
         })
     }
 

@@ -26,6 +26,8 @@ pub enum ProcessorSpec {
         parser: LineParser,
         /// One per group of the parser.
         field_names: Vec<String>,
+        /// A field that is exactly `-` becomes `null`.
+        dash_as_null: bool,
     },
     /// `filter`: keeps records that match any `include` pattern and no `exclude` pattern.
     Filter {
@@ -84,6 +86,18 @@ impl LogLineFormat {
             .iter()
             .find(|(known, _)| *known == name)
             .map(|(_, format)| *format)
+    }
+
+    /// Whether a field that is exactly `-` becomes `null` unless `dash_as_null` says otherwise:
+    /// the Kinesis Agent's Apache parser does this (for its own patterns and for a
+    /// `matchPattern` given with an Apache `logFormat`), its syslog parser does not.
+    pub fn dash_as_null(self) -> bool {
+        matches!(
+            self,
+            LogLineFormat::CommonApache
+                | LogLineFormat::CombinedApache
+                | LogLineFormat::ApacheError
+        )
     }
 
     /// The field names, in order, as the Kinesis Agent writes them: one per group of the

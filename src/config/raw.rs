@@ -140,6 +140,7 @@ pub enum RawProcessor {
         format: Option<String>,
         pattern: Option<String>,
         field_names: Option<Vec<String>>,
+        dash_as_null: Option<bool>,
     },
     Filter {
         include: Option<OneOrMany>,

@@ -1046,6 +1046,20 @@ fn processors_are_read_and_checked() {
             },
         ]
     );
+    // `-` is null by default in the Apache formats only, as with the Kinesis Agent; a pattern
+    // takes it when asked (what an Apache `logFormat` with a `matchPattern` migrates to).
+    let dashes = parse(&format!(
+            "{FLOW}    kinesis_stream: a\n    processors:\n      - type: log_to_json\n        format: apache_error\n      - type: log_to_json\n        format: syslog\n      - type: log_to_json\n        pattern: '(a)'\n        field_names: [one]\n      - type: log_to_json\n        pattern: '(a)'\n        field_names: [one]\n        dash_as_null: true\n      - type: log_to_json\n        format: common_apache\n        dash_as_null: false\n"
+        ));
+    let dash_as_null: Vec<bool> = dashes.flows[0]
+        .processors
+        .iter()
+        .map(|spec| match spec {
+            ProcessorSpec::LogToJson { dash_as_null, .. } => *dash_as_null,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(dash_as_null, [true, false, false, true, false]);
     assert_eq!(
             problems(&format!(
                 "{FLOW}    kinesis_stream: a\n    processors:\n      - type: csv_to_json\n        delimiter: ';;'\n      - type: log_to_json\n        format: nginx\n      - type: log_to_json\n        pattern: '(a)(b)'\n        field_names: [one]\n"

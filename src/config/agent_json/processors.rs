@@ -135,7 +135,14 @@ impl<'a> Processors<'a> {
         };
         self.items.line(6, "- type: log_to_json");
         match string(option, "matchPattern") {
-            Some(pattern) => self.items.key(8, "pattern", &json_quoted(&pattern)),
+            Some(pattern) => {
+                self.items.key(8, "pattern", &json_quoted(&pattern));
+                // The agent parses a matchPattern with the parser of its logFormat: the Apache
+                // one turns a `-` field into null, the syslog one keeps it.
+                let apache = !matches!(format.as_str(), "SYSLOG" | "RFC3339SYSLOG");
+                self.items
+                    .key(8, "dash_as_null", if apache { "true" } else { "false" });
+            }
             None => self.items.key(8, "format", kinship_format),
         }
         let names: Vec<String> = list(option, "customFieldNames");

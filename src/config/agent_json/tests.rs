@@ -137,3 +137,27 @@ fn values_that_look_like_secrets_are_not_echoed() {
         ]
     );
 }
+
+#[test]
+fn a_match_pattern_keeps_the_dash_rule_of_its_log_format() {
+    let text = r#"{ "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a",
+      "dataProcessingOptions": [
+        { "optionName": "LOGTOJSON", "logFormat": "COMMONAPACHELOG",
+          "matchPattern": "(\\S+) (\\S+)", "customFieldNames": ["a", "b"] },
+        { "optionName": "LOGTOJSON", "logFormat": "SYSLOG",
+          "matchPattern": "(\\S+) (\\S+)", "customFieldNames": ["a", "b"] },
+        { "optionName": "LOGTOJSON", "logFormat": "APACHEERRORLOG" } ] } ] }"#;
+    let migration = migrate(Path::new("/etc/aws-kinesis/agent.json"), text).expect("migrates");
+    let config =
+        super::super::Config::parse(Path::new("/etc/kinship/kinship.yaml"), &migration.yaml)
+            .unwrap_or_else(|error| panic!("{error}\n{}", migration.yaml));
+    let dash_as_null: Vec<bool> = config.flows[0]
+        .processors
+        .iter()
+        .map(|spec| match spec {
+            super::super::ProcessorSpec::LogToJson { dash_as_null, .. } => *dash_as_null,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(dash_as_null, [true, false, true], "{}", migration.yaml);
+}

@@ -227,6 +227,7 @@ pub(super) const PROCESSORS: &[Variant] = &[
                 ("format", STRING),
                 ("pattern", STRING),
                 ("field_names", STRINGS),
+                ("dash_as_null", BOOL),
             ],
         },
     },

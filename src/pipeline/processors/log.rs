@@ -13,14 +13,6 @@ use crate::config::LineParser;
 pub use crate::config::LogLineFormat as LogFormat;
 
 impl LogFormat {
-    /// Apache logs write `-` for a missing value, which becomes `null`.
-    fn dash_is_null(self) -> bool {
-        matches!(
-            self,
-            LogFormat::CommonApache | LogFormat::CombinedApache | LogFormat::ApacheError
-        )
-    }
-
     fn regex(self) -> &'static Regex {
         static COMMON: LazyLock<Regex> = LazyLock::new(|| compile(&common(false)));
         static COMBINED: LazyLock<Regex> = LazyLock::new(|| compile(&common(true)));
@@ -121,14 +113,16 @@ pub struct LogToJson {
     pub parser: Parser,
     /// One per group of the parser's pattern.
     pub field_names: Vec<String>,
+    /// A field that is exactly `-` becomes `null` (Apache logs write `-` for a missing value).
+    pub dash_as_null: bool,
 }
 
 impl LogToJson {
     pub fn apply(&self, record: Bytes) -> Outcome {
         let (body, line_end) = split_line_end(&record);
-        let (regex, dash_is_null) = match &self.parser {
-            Parser::Format(format) => (format.regex(), format.dash_is_null()),
-            Parser::Pattern { regex } => (regex, false),
+        let regex = match &self.parser {
+            Parser::Format(format) => format.regex(),
+            Parser::Pattern { regex } => regex,
         };
         let Some(found) = regex.captures(body) else {
             return Outcome::Unparsable("log_to_json: the line does not match the format".into());
@@ -142,7 +136,7 @@ impl LogToJson {
                 .get(index + 1)
                 .and_then(|group| std::str::from_utf8(group.as_bytes()).ok());
             let value = match text {
-                Some("-") if dash_is_null => Value::Null,
+                Some("-") if self.dash_as_null => Value::Null,
                 Some(text) => Value::Text(text),
                 None => Value::Null,
             };
@@ -164,6 +158,7 @@ mod tests {
                 .iter()
                 .map(|name| name.to_string())
                 .collect(),
+            dash_as_null: format.dash_as_null(),
         }
     }
 
@@ -270,6 +265,7 @@ mod tests {
         let custom = LogToJson {
             parser: Parser::pattern(r"(\w+)=(\d+)(?: (.*))?").expect("pattern"),
             field_names: vec!["key".into(), "value".into(), "rest".into()],
+            dash_as_null: false,
         };
         assert_eq!(custom.parser.groups(), 3);
         assert_eq!(
@@ -280,5 +276,25 @@ mod tests {
             parse(&custom, "size=42x\n"),
             Outcome::Unparsable(_)
         ));
+    }
+
+    #[test]
+    fn a_pattern_turns_dashes_into_null_when_asked() {
+        let pattern = r"(\S+) (\S+) (.*)";
+        let mut custom = LogToJson {
+            parser: Parser::pattern(pattern).expect("pattern"),
+            field_names: vec!["a".into(), "b".into(), "c".into()],
+            dash_as_null: true,
+        };
+        // Only a field that is exactly `-`.
+        assert_eq!(
+            kept(parse(&custom, "x - -1 -\n")),
+            "{\"a\":\"x\",\"b\":null,\"c\":\"-1 -\"}\n"
+        );
+        custom.dash_as_null = false;
+        assert_eq!(
+            kept(parse(&custom, "x - -\n")),
+            "{\"a\":\"x\",\"b\":\"-\",\"c\":\"-\"}\n"
+        );
     }
 }

@@ -82,9 +82,11 @@ impl Processor {
             ProcessorSpec::LogToJson {
                 parser,
                 field_names,
+                dash_as_null,
             } => Processor::LogToJson(LogToJson {
                 parser: log::Parser::from_spec(parser),
                 field_names: field_names.clone(),
+                dash_as_null: *dash_as_null,
             }),
             ProcessorSpec::Filter { include, exclude } => Processor::Filter(Filter {
                 include: include.clone(),
