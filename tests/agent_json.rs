@@ -197,3 +197,32 @@ fn keys_that_would_change_the_records_are_errors_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn checkpoint_database_timeouts_are_agent_keys_and_unknown_option_keys_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent_json = dir.path().join("agent.json");
+    fs::write(
+        &agent_json,
+        r#"{
+  "checkpoints.queryTimeoutSeconds": 30,
+  "checkpoints.connectionTimeoutSeconds": 5,
+  "flows": [ { "filePattern": "/var/log/x.log", "kinesisStream": "s",
+    "dataProcessingOptions": [ { "optionName": "CSVTOJSON", "customFieldNames": ["a"],
+                                 "delimeter": ";" } ] } ]
+}
+"#,
+    )
+    .expect("agent.json");
+    let migrated = run_command(&["migrate", &agent_json.display().to_string()]);
+    assert_eq!(migrated.status.code(), Some(0), "{migrated:?}");
+    let yaml = String::from_utf8(migrated.stdout).expect("utf-8");
+    for expected in [
+        "# Not carried over: checkpoints.queryTimeoutSeconds: ignored; kinship keeps its checkpoints in a file, with no database to time out",
+        "# Not carried over: checkpoints.connectionTimeoutSeconds: ignored; kinship keeps its checkpoints in a file, with no database to time out",
+        "# Not carried over: flows[0].dataProcessingOptions[0].delimeter: not a key of CSVTOJSON",
+    ] {
+        assert!(yaml.contains(expected), "{expected} in\n{yaml}");
+    }
+    assert!(!yaml.contains("not a Kinesis Agent key"), "{yaml}");
+}

@@ -63,6 +63,14 @@ const IGNORED_GLOBALS: &[(&str, &str)] = &[
         "kinship keeps counters, not a queue of metrics",
     ),
     (
+        "checkpoints.queryTimeoutSeconds",
+        "kinship keeps its checkpoints in a file, with no database to time out",
+    ),
+    (
+        "checkpoints.connectionTimeoutSeconds",
+        "kinship keeps its checkpoints in a file, with no database to time out",
+    ),
+    (
         "log.emitMetrics",
         "the progress line and the metrics endpoint show every counter",
     ),

@@ -44,6 +44,7 @@ impl<'a> Processors<'a> {
                 continue;
             };
             self.option(&key, option, &mut translation.problems);
+            warn_unknown_keys(&key, option, &mut translation.warnings);
         }
         if self.items.is_empty() {
             return;
@@ -186,6 +187,37 @@ impl<'a> Processors<'a> {
         let seconds = number(option, "metadataTTL", self.text, problems).unwrap_or(3600);
         self.items
             .key(8, "refresh", &format!("{}s", seconds.max(60)));
+    }
+}
+
+/// The keys the Kinesis Agent reads in an option of each kind, besides `optionName` and the
+/// `jsonFormat` its JSON printer reads.
+fn option_keys(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "SINGLELINE" => &["parseOptions"],
+        "CSVTOJSON" => &["customFieldNames", "delimiter"],
+        "LOGTOJSON" => &["logFormat", "matchPattern", "customFieldNames"],
+        "ADDMETADATA" => &["metadata", "timestamp"],
+        "ADDEC2METADATA" => &["metadataTTL"],
+        _ => return None,
+    })
+}
+
+/// A warning naming each key of an option that its kind does not read: the Kinesis Agent
+/// ignores it silently, which hides a misspelt key.
+fn warn_unknown_keys(key: &str, option: &Map<String, Value>, warnings: &mut Vec<String>) {
+    let name = string(option, "optionName").unwrap_or_default();
+    // An option kinship does not have is an error already.
+    let Some(known) = option_keys(&name) else {
+        return;
+    };
+    for field in option.keys() {
+        if field == "optionName" || field == "jsonFormat" || known.contains(&field.as_str()) {
+            continue;
+        }
+        warnings.push(format!(
+            "{key}.{field}: not a key of {name} (the Kinesis Agent ignores it too; misspelt?); ignored"
+        ));
     }
 }
 

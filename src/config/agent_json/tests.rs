@@ -33,6 +33,7 @@ fn every_global_and_flow_key_becomes_its_kinship_key() {
       "log.statusReportingPeriodSeconds": 10, "log.level": "DEBUG",
       "connectionTimeoutMillis": 3000, "socketTimeoutMillis": "40000",
       "useHttpGzip": true, "somethingElse": 1,
+      "checkpoints.queryTimeoutSeconds": 30, "checkpoints.connectionTimeoutSeconds": "5",
       "flows": [
         { "filePattern": "/var/log/a/*.log", "kinesisStream": "a", "partitionKeyOption": "RANDOM",
           "maxBufferSizeRecords": "100", "maxBufferSizeBytes": 1048576, "retryInitialBackoffMillis": 200,
@@ -98,9 +99,12 @@ fn every_global_and_flow_key_becomes_its_kinship_key() {
         "somethingElse: not a Kinesis Agent key",
         "flows[0].publishQueueCapacity: ignored",
         "checkpointFile:",
+        "checkpoints.queryTimeoutSeconds: ignored; kinship keeps its checkpoints in a file",
+        "checkpoints.connectionTimeoutSeconds: ignored; kinship keeps its checkpoints in a file",
     ] {
         assert!(warned.contains(key), "{key} in {warned}");
     }
+    assert!(!warned.contains("checkpoints.queryTimeoutSeconds: not a Kinesis Agent key"));
 }
 
 #[test]
@@ -160,4 +164,22 @@ fn a_match_pattern_keeps_the_dash_rule_of_its_log_format() {
         })
         .collect();
     assert_eq!(dash_as_null, [true, false, true], "{}", migration.yaml);
+}
+
+#[test]
+fn unknown_keys_of_a_processing_option_are_warned_by_name() {
+    let text = r#"{ "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a",
+      "dataProcessingOptions": [
+        { "optionName": "LOGTOJSON", "logFormat": "COMMONAPACHELOG", "customFieldName": ["a"],
+          "jsonFormat": "COMPACT" },
+        { "optionName": "ADDEC2METADATA", "metadataTTL": 600 },
+        { "optionName": "SINGLELINE", "parseOption": ["NO_TRIM"] } ] } ] }"#;
+    let migration = migrate(Path::new("/etc/aws-kinesis/agent.json"), text).expect("migrates");
+    assert_eq!(
+        migration.warnings,
+        [
+            "flows[0].dataProcessingOptions[0].customFieldName: not a key of LOGTOJSON (the Kinesis Agent ignores it too; misspelt?); ignored",
+            "flows[0].dataProcessingOptions[2].parseOption: not a key of SINGLELINE (the Kinesis Agent ignores it too; misspelt?); ignored",
+        ]
+    );
 }
