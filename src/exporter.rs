@@ -218,6 +218,7 @@ const FLOW_COUNTERS: &[FlowCounter] = &[
     (names::RECORDS_TRUNCATED, "Lines longer than the record limit, cut to fit.", |f| get(&f.records_truncated)),
     (names::RECORDS_FILTERED, "Records a filter processor left out (acknowledged, never sent).", |f| get(&f.records_filtered)),
     (names::RECORDS_UNPARSABLE, "Records a processor could not convert (sent as read or dropped, per on_error).", |f| get(&f.records_unparsable)),
+    (names::PARTITION_KEYS_CUT, "Partition keys taken from records, cut to the service's 256 characters.", |f| get(&f.partition_keys_cut)),
     (names::BYTES_ACKNOWLEDGED, "Bytes of files delivered and acknowledged.", |f| get(&f.bytes_acknowledged)),
 ];
 

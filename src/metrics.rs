@@ -29,6 +29,7 @@ pub mod names {
     pub const RECORDS_TRUNCATED: &str = "kinship_records_truncated_total";
     pub const RECORDS_FILTERED: &str = "kinship_records_filtered_total";
     pub const RECORDS_UNPARSABLE: &str = "kinship_records_unparsable_total";
+    pub const PARTITION_KEYS_CUT: &str = "kinship_partition_keys_cut_total";
     pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
     pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
     pub const FILE_BYTES_UNREAD: &str = "kinship_file_bytes_unread";
@@ -123,6 +124,8 @@ pub struct FlowMetrics {
     pub records_filtered: AtomicU64,
     /// Records a converter could not parse (sent as read or dropped, per `on_error`).
     pub records_unparsable: AtomicU64,
+    /// Partition keys taken from records that were longer than the service takes, cut to fit.
+    pub partition_keys_cut: AtomicU64,
     /// Bytes of files whose delivery moved a checkpoint forward (counted by the checkpoint
     /// store, as its watermarks advance).
     pub bytes_acknowledged: AtomicU64,

@@ -153,7 +153,8 @@ impl Flows {
                     .max(1),
                 max_age: flow.max_batch_age,
             },
-            KeyChooser::new(flow.partition_key.clone()),
+            KeyChooser::new(flow.partition_key.clone())
+                .reporting_cuts(&flow.name, Arc::clone(&flow_metrics)),
         )
         .with_combiner(Combiner::new(
             flow.combine,

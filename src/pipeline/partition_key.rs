@@ -1,15 +1,30 @@
 //! Chooses each record's partition key.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::warn;
 
 use crate::config::limits::PARTITION_KEY_MAX_CHARS;
 use crate::config::{KeyField, PartitionKey};
+use crate::metrics::FlowMetrics;
 use crate::record::{record_id, SourceFile};
 
 #[derive(Debug)]
 pub struct KeyChooser {
     mode: PartitionKey,
     random: fastrand::Rng,
+    /// Where keys cut to the service's limit are counted and told, when known.
+    cuts: Option<CutReport>,
+}
+
+/// Counts extracted keys cut to the limit, and warns of the first.
+#[derive(Debug)]
+struct CutReport {
+    flow: String,
+    metrics: Arc<FlowMetrics>,
+    warned: bool,
 }
 
 impl KeyChooser {
@@ -17,14 +32,25 @@ impl KeyChooser {
         Self {
             mode,
             random: fastrand::Rng::new(),
+            cuts: None,
         }
+    }
+
+    /// Counts each key cut to the limit in `metrics`, and warns once, naming `flow`.
+    pub fn reporting_cuts(mut self, flow: &str, metrics: Arc<FlowMetrics>) -> Self {
+        self.cuts = Some(CutReport {
+            flow: flow.to_owned(),
+            metrics,
+            warned: false,
+        });
+        self
     }
 
     /// The key for the record `data`, which starts at `offset` in `file`.
     pub fn key_for(&mut self, data: &[u8], file: &SourceFile, offset: u64) -> String {
         let mode = match &self.mode {
             PartitionKey::Extracted { from, fallback } => match extract(from, data) {
-                Some(key) => return key,
+                Some(found) => return self.cut(found),
                 None => fallback.as_ref(),
             },
             other => other,
@@ -46,7 +72,33 @@ impl KeyChooser {
     }
 }
 
-/// The key `from` finds in `data`, cut to 256 characters; `None` if it finds nothing (or an
+impl KeyChooser {
+    /// `found`, cut to the service's 256 characters (the rest would be refused), counted and,
+    /// the first time, told.
+    fn cut(&mut self, found: String) -> String {
+        let Some((cut, _)) = found.char_indices().nth(PARTITION_KEY_MAX_CHARS) else {
+            return found;
+        };
+        if let Some(report) = &mut self.cuts {
+            report
+                .metrics
+                .partition_keys_cut
+                .fetch_add(1, Ordering::Relaxed);
+            if !report.warned {
+                report.warned = true;
+                warn!(
+                    flow = %report.flow,
+                    characters = found.chars().count(),
+                    limit = PARTITION_KEY_MAX_CHARS,
+                    "A partition key taken from a record is longer than the service takes; cut to fit (told once per flow, counted in partition_keys_cut)."
+                );
+            }
+        }
+        found[..cut].to_owned()
+    }
+}
+
+/// The key `from` finds in `data`, as found (not cut yet); `None` if it finds nothing (or an
 /// empty value).
 fn extract(from: &KeyField, data: &[u8]) -> Option<String> {
     let found = match from {
@@ -71,10 +123,7 @@ fn extract(from: &KeyField, data: &[u8]) -> Option<String> {
     if found.is_empty() {
         return None;
     }
-    Some(match found.char_indices().nth(PARTITION_KEY_MAX_CHARS) {
-        Some((cut, _)) => found[..cut].to_owned(),
-        None => found,
-    })
+    Some(found)
 }
 
 #[cfg(test)]
@@ -163,6 +212,54 @@ mod tests {
         );
         let exact = format!("{{\"k\":\"{}\"}}", "a".repeat(256));
         assert_eq!(chooser.key_for(exact.as_bytes(), &f, 0).len(), 256);
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn cut_keys_are_counted_and_told_once_per_flow() {
+        let f = file(None);
+        let metrics = Arc::new(FlowMetrics::default());
+        let mut chooser = KeyChooser::new(json("k", PartitionKey::Random))
+            .reporting_cuts("web", Arc::clone(&metrics));
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for length in [300, 256, 1000] {
+                let record = format!("{{\"k\":\"{}\"}}", "x".repeat(length));
+                let key = chooser.key_for(record.as_bytes(), &f, 0);
+                assert_eq!(key.len(), length.min(256));
+            }
+        });
+        assert_eq!(metrics.partition_keys_cut.load(Ordering::Relaxed), 2);
+        let logged =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        assert_eq!(logged.matches("cut to fit").count(), 1, "{logged}");
+        assert!(
+            logged.contains("WARN")
+                && logged.contains("flow=web")
+                && logged.contains("characters=300"),
+            "{logged}"
+        );
     }
 
     fn file(head: Option<Head>) -> SourceFile {
