@@ -86,6 +86,7 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
     );
     assert_eq!(count("kinship_records_failed_total"), Some(0.0));
     assert_eq!(count("kinship_billing_units_total"), Some(3000.0));
+    assert_eq!(count("kinship_partition_keys_cut_total"), Some(0.0));
     let calls = count("kinship_put_latency_seconds_count").expect("latency count");
     assert!(calls >= 6.0, "3,000 records need at least 6 calls: {calls}");
     assert_eq!(
