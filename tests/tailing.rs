@@ -1,6 +1,7 @@
 //! Tailing with the real binary, real files and kinesalite: partial and multi-line records,
 //! headers and footers, over-size lines, binary files, globs, unreadable files, the open-file
-//! budget, copytruncate with the copy followed, rapid rotations and checkpoint expiry.
+//! budget, copytruncate with the copy followed, rapid rotations, checkpoint expiry and starting at the end
+//! of files present at start.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -610,5 +611,69 @@ fn checkpoints_of_files_gone_longer_than_the_expiry_are_forgotten() {
     wait_until(&agent, "only the new file's checkpoint", || {
         saved_inodes() == [second]
     });
+    stop(agent);
+}
+
+#[test]
+fn end_of_file_skips_what_is_there_at_start_and_sends_what_is_appended() {
+    let (server, dir, runtime) = setup("from-end");
+    let log = dir.path().join("app.log");
+    // Complete lines, then a line still being written: reading starts after the last
+    // complete line, so the unfinished one is sent whole once it ends.
+    let present = "old 1\nold 2\nold 3\nunfini";
+    append(&log, present.as_bytes());
+    let config = AgentConfig::new(dir.path())
+        .emulator(kinesalite::REGION, &server.endpoint)
+        .top("progress_interval: 1s")
+        .flow(
+            Flow::kinesis("app", dir.path().join("app*.log").display(), "from-end").keys(&[
+                "initial_position: end_of_file",
+                "max_in_flight: 1",
+                "max_batch_age: 50ms",
+                "poll_interval: 50ms",
+                "scan_interval: 200ms",
+            ]),
+        )
+        .write();
+    let mut agent = Agent::start(&config, dir.path());
+    // Appending before the file is opened would make the new lines "present at start" too.
+    let opened = agent.wait_for_log("Following file.", DEADLINE);
+    let start = "old 1\nold 2\nold 3\n".len();
+    let following = opened
+        .lines()
+        .find(|line| line.contains("Following file."))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        following.contains(&format!("offset={start}")),
+        "{following}\n{opened}"
+    );
+    append(&log, b"shed\nnew 1\nnew 2\n");
+    let delivered = read_back(&runtime, &server, "from-end", 3);
+    assert_eq!(
+        text(&delivered),
+        vec!["unfinished\n", "new 1\n", "new 2\n"],
+        "{}",
+        agent.output()
+    );
+    // A file that appears while kinship runs is read from its start.
+    append(&dir.path().join("app-2.log"), b"later 1\nlater 2\n");
+    let delivered = read_back(&runtime, &server, "from-end", 5);
+    assert_eq!(
+        text(&delivered[3..]),
+        vec!["later 1\n", "later 2\n"],
+        "{}",
+        agent.output()
+    );
+    // Nothing that was there at start ever arrives.
+    wait_until(&agent, "the appended lines acknowledged", || {
+        agent.progress("records_sent") == Some(5)
+    });
+    let all = text(&read_back(&runtime, &server, "from-end", 5));
+    assert!(
+        all.iter().all(|record| !record.starts_with("old")),
+        "{all:?}"
+    );
+    assert_eq!(all.len(), 5, "{all:?}");
     stop(agent);
 }
