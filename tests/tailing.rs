@@ -1,7 +1,7 @@
 //! Tailing with the real binary, real files and kinesalite: partial and multi-line records,
 //! headers and footers, over-size lines, binary files, globs, unreadable files, the open-file
-//! budget, copytruncate with the copy followed, rapid rotations, checkpoint expiry and starting at the end
-//! of files present at start.
+//! budget, copytruncate with the copy followed, rapid rotations, checkpoint expiry and
+//! starting at the end of the files present at start.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
