@@ -123,7 +123,6 @@ pub fn add_members(body: &[u8], members: &str, line_end: &[u8]) -> Option<Vec<u8
 
 /// A JSON object's members in the order written, each value as its own text (borrowed from
 /// the input, so its place in the input is known).
-#[derive(Default)]
 struct RawMembers<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
