@@ -11,6 +11,9 @@ use super::Translation;
 use crate::config::Problem;
 use crate::secrets;
 
+/// The shortest `refresh` of `add_ec2_metadata` kinship accepts, in seconds.
+const MIN_EC2_METADATA_REFRESH_SECONDS: i64 = 60;
+
 /// The `processors` list of one flow, written as its options are read.
 pub(super) struct Processors<'a> {
     /// The flow's place among all the flows, for keys such as `flows[0].dataProcessingOptions[1]`.
@@ -43,7 +46,7 @@ impl<'a> Processors<'a> {
                     .push(problem(self.text, &key, "must be an object"));
                 continue;
             };
-            self.option(&key, option, &mut translation.problems);
+            self.option(&key, option, translation);
             warn_unknown_keys(&key, option, &mut translation.warnings);
         }
         if self.items.is_empty() {
@@ -59,7 +62,8 @@ impl<'a> Processors<'a> {
     }
 
     /// One option, at `key`.
-    fn option(&mut self, key: &str, option: &Map<String, Value>, problems: &mut Vec<Problem>) {
+    fn option(&mut self, key: &str, option: &Map<String, Value>, translation: &mut Translation) {
+        let problems = &mut translation.problems;
         if let Some(format) = string(option, "jsonFormat") {
             if format != "COMPACT" {
                 problems.push(problem(
@@ -78,7 +82,9 @@ impl<'a> Processors<'a> {
             "CSVTOJSON" => self.csv_to_json(key, option, problems),
             "LOGTOJSON" => self.log_to_json(key, option, problems),
             "ADDMETADATA" => self.add_metadata(key, option, problems),
-            "ADDEC2METADATA" => self.add_ec2_metadata(option, problems),
+            "ADDEC2METADATA" => {
+                self.add_ec2_metadata(key, option, problems, &mut translation.warnings)
+            }
             other => {
                 problems.push(problem(self.text, &format!("{key}.optionName"), format!("`{}` has no kinship processor (kinship has SINGLELINE, CSVTOJSON, LOGTOJSON, ADDMETADATA, ADDEC2METADATA); remove it, or the records would change", secrets::quoted(other))));
             }
@@ -180,13 +186,27 @@ impl<'a> Processors<'a> {
         }
     }
 
-    fn add_ec2_metadata(&mut self, option: &Map<String, Value>, problems: &mut Vec<Problem>) {
+    fn add_ec2_metadata(
+        &mut self,
+        key: &str,
+        option: &Map<String, Value>,
+        problems: &mut Vec<Problem>,
+        warnings: &mut Vec<String>,
+    ) {
         self.items.line(6, "- type: add_ec2_metadata");
         self.items.comment(8, "Tags come from the instance metadata (allow tags in it), not from ec2:DescribeTags as with the Kinesis Agent.");
         self.items.key(8, "tags", "true");
         let seconds = number(option, "metadataTTL", self.text, problems).unwrap_or(3600);
-        self.items
-            .key(8, "refresh", &format!("{}s", seconds.max(60)));
+        if seconds < MIN_EC2_METADATA_REFRESH_SECONDS {
+            warnings.push(format!(
+                "{key}.metadataTTL: {seconds} s is below kinship's shortest refresh of the instance metadata; it is read again every {MIN_EC2_METADATA_REFRESH_SECONDS} s instead"
+            ));
+        }
+        self.items.key(
+            8,
+            "refresh",
+            &format!("{}s", seconds.max(MIN_EC2_METADATA_REFRESH_SECONDS)),
+        );
     }
 }
 

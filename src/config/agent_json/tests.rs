@@ -183,3 +183,19 @@ fn unknown_keys_of_a_processing_option_are_warned_by_name() {
         ]
     );
 }
+
+#[test]
+fn a_metadata_ttl_below_the_shortest_refresh_is_raised_with_a_warning() {
+    let text = r#"{ "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a",
+      "dataProcessingOptions": [ { "optionName": "ADDEC2METADATA", "metadataTTL": 10 } ] } ] }"#;
+    let migration = migrate(Path::new("/etc/aws-kinesis/agent.json"), text).expect("migrates");
+    assert_eq!(
+        migration.warnings,
+        ["flows[0].dataProcessingOptions[0].metadataTTL: 10 s is below kinship's shortest refresh of the instance metadata; it is read again every 60 s instead"]
+    );
+    assert!(
+        migration.yaml.contains("refresh: 60s"),
+        "{}",
+        migration.yaml
+    );
+}
