@@ -3,7 +3,7 @@
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// The first SIGTERM or SIGINT cancels `shutdown` (a clean shutdown); a second one exits the
 /// process at once with `exit_status`.
@@ -46,7 +46,7 @@ impl Hangups {
         match signal(SignalKind::hangup()) {
             Ok(hangups) => Some(Self(hangups)),
             Err(failure) => {
-                error!(%failure, "Cannot listen for SIGHUP; the config cannot be reloaded.");
+                tracing::error!(%failure, "Cannot listen for SIGHUP; the config cannot be reloaded.");
                 None
             }
         }
@@ -92,7 +92,7 @@ impl StopSignals {
                 interrupt,
             }),
             (Err(failure), _) | (_, Err(failure)) => {
-                error!(%failure, "Cannot listen for signals; stop kinship with SIGKILL.");
+                tracing::error!(%failure, "Cannot listen for signals; stop kinship with SIGKILL.");
                 None
             }
         }
