@@ -13,8 +13,11 @@ use crate::record::{FileId, FileRange, SourceFile};
 #[derive(Clone, Debug)]
 enum Reply {
     Accept,
-    /// Refuse the records whose data is in this list.
+    /// Refuse the records whose data is in this list, as throttled.
     Refuse(Vec<&'static str>),
+    /// Refuse the records whose data is in this list with an internal error (not a throttle,
+    /// so the flow's pacing is left alone).
+    RefuseInternal(Vec<&'static str>),
     Fail(PutError),
 }
 
@@ -53,16 +56,18 @@ impl PutRecords for Scripted {
             .unwrap_or(Reply::Accept);
         match reply {
             Reply::Accept => Ok(Vec::new()),
-            Reply::Refuse(refused) => Ok(data
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| refused.contains(&d.as_str()))
-                .map(|(index, _)| RecordFailure {
-                    index,
-                    code: "ProvisionedThroughputExceededException".into(),
-                    message: "Rate exceeded".into(),
-                })
-                .collect()),
+            Reply::Refuse(refused) => Ok(refusals(
+                &data,
+                &refused,
+                "ProvisionedThroughputExceededException",
+                "Rate exceeded",
+            )),
+            Reply::RefuseInternal(refused) => Ok(refusals(
+                &data,
+                &refused,
+                "InternalFailure",
+                "Internal service failure.",
+            )),
             Reply::Fail(error) => Err(error),
         }
     }
@@ -169,6 +174,19 @@ fn delivered(ack: Ack) -> Vec<(u64, u64)> {
         Ack::Delivered(ranges) => ranges.iter().map(|r| (r.start, r.end)).collect(),
         other => panic!("expected a delivery, got {other:?}"),
     }
+}
+
+/// A failure for each record of `data` listed in `refused`.
+fn refusals(data: &[String], refused: &[&str], code: &str, message: &str) -> Vec<RecordFailure> {
+    data.iter()
+        .enumerate()
+        .filter(|(_, d)| refused.contains(&d.as_str()))
+        .map(|(index, _)| RecordFailure {
+            index,
+            code: code.into(),
+            message: message.into(),
+        })
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,13 +374,14 @@ async fn a_single_record_the_endpoint_finds_too_large_is_kept_and_retried_slowly
     .await;
 }
 
-/// Two one-record batches, the first of which is refused once; returns the calls made and the
-/// ranges acknowledged, in order.
+/// Two one-record batches, the first of which is refused once (not throttled: a throttle would
+/// pace the second batch by a random delay that may outlast the first's retry); returns the
+/// calls made and the ranges acknowledged, in order.
 async fn first_of_two_batches_refused_once(
     max_in_flight: usize,
 ) -> (Vec<Vec<String>>, Vec<(u64, u64)>) {
     let client = Scripted::new(vec![
-        Reply::Refuse(vec!["a\n"]),
+        Reply::RefuseInternal(vec!["a\n"]),
         Reply::Accept,
         Reply::Accept,
     ]);
