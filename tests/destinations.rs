@@ -275,6 +275,80 @@ fn a_dry_run_flow_writes_to_the_configured_file_beside_a_real_one() {
     assert_eq!(records, expected);
 }
 
+/// The ids written by one dry run of `config` over the lines of `dir`, in order, each with the
+/// record's data.
+fn dry_run_ids(config: &Path, dir: &Path, total: u64) -> Vec<(String, String)> {
+    let mut agent = Agent::start_with(
+        config,
+        dir,
+        None,
+        &["--dry-run"],
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+    );
+    assert!(
+        holds_within(DEADLINE, || saved_offset(dir) == Some(total)),
+        "{}",
+        agent.output()
+    );
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+    let stdout = fs::read_to_string(&agent.stdout).expect("stdout");
+    let mut ids = Vec::new();
+    for batch in stdout.lines() {
+        let batch: serde_json::Value = serde_json::from_str(batch).expect("one JSON batch");
+        assert_eq!(batch["destination"], "firehose_stream");
+        for record in batch["records"].as_array().expect("records") {
+            let data = record["data"].as_str().expect("text");
+            let envelope: serde_json::Value = serde_json::from_str(data.trim_end())
+                .unwrap_or_else(|error| panic!("{data:?} is not JSON: {error}"));
+            let id = envelope["record_id"]
+                .as_str()
+                .expect("a record_id")
+                .to_owned();
+            let line = envelope["data"].as_str().expect("the line").to_owned();
+            ids.push((id, line));
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_firehose_record_carries_its_stable_id_and_a_resend_carries_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = logs(dir.path()).join("app.log");
+    let config = config(
+        dir.path(),
+        &[&format!("endpoint_url: http://127.0.0.1:{}", closed_port())],
+        &[
+            "firehose_stream: planned",
+            "processors:",
+            "  - type: add_metadata",
+            "    record_id: true",
+            "    envelope: true",
+        ],
+        &[],
+    );
+    let expected = append_lines(&log, numbered_range(TOPIC, 0..500));
+    let total: u64 = expected.iter().map(|l| l.len() as u64).sum();
+    let first = dry_run_ids(&config, dir.path(), total);
+    // Each line once, in order, each id naming where its line starts.
+    let mut offset = 0;
+    assert_eq!(first.len(), expected.len());
+    for ((id, line), sent) in first.iter().zip(&expected) {
+        assert_eq!(format!("{line}\n").as_bytes(), sent.as_slice());
+        assert!(
+            id.ends_with(&format!("-{offset}")),
+            "{id} for offset {offset}"
+        );
+        offset += sent.len();
+    }
+    // Sent again from the start (the checkpoints forgotten, as after a lost acknowledgement):
+    // the same records carry the same ids, so a consumer drops them as duplicates.
+    fs::remove_dir_all(dir.path().join("state")).expect("forget checkpoints");
+    let again = dry_run_ids(&config, dir.path(), total);
+    assert_eq!(again, first);
+}
+
 const SECRET_KEY: &str = "kinshipTestSecret/MustNeverBeLogged+0123456789";
 const SESSION_TOKEN: &str = "kinshipTestSessionTokenMustNeverBeLogged";
 const EXTERNAL_ID: &str = "kinship-external-id-never-logged";

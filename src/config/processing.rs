@@ -81,8 +81,19 @@ impl Checker<'_> {
                 fields,
                 host,
                 file,
+                record_id,
                 envelope,
-            } => Some(self.add_metadata(key, timestamp, fields, host, file, envelope)),
+            } => Some(self.add_metadata(
+                key,
+                timestamp,
+                fields,
+                MetadataSwitches {
+                    host,
+                    file,
+                    record_id,
+                    envelope,
+                },
+            )),
         }
     }
 
@@ -366,9 +377,7 @@ impl Checker<'_> {
         key: &str,
         timestamp: Option<bool>,
         fields: Option<serde_yaml::Mapping>,
-        host: Option<bool>,
-        file: Option<bool>,
-        envelope: Option<bool>,
+        switches: MetadataSwitches,
     ) -> ProcessorSpec {
         let mut converted = Vec::new();
         for (name, value) in fields.unwrap_or_default() {
@@ -387,9 +396,10 @@ impl Checker<'_> {
         ProcessorSpec::AddMetadata {
             timestamp: timestamp.unwrap_or(false),
             fields: converted,
-            host: host.unwrap_or(false),
-            file: file.unwrap_or(false),
-            envelope: envelope.unwrap_or(false),
+            host: switches.host.unwrap_or(false),
+            file: switches.file.unwrap_or(false),
+            record_id: switches.record_id.unwrap_or(false),
+            envelope: switches.envelope.unwrap_or(false),
         }
     }
 
@@ -414,4 +424,12 @@ impl Checker<'_> {
         }
         Some(names)
     }
+}
+
+/// `add_metadata`'s switches, as written (unset is off).
+struct MetadataSwitches {
+    host: Option<bool>,
+    file: Option<bool>,
+    record_id: Option<bool>,
+    envelope: Option<bool>,
 }

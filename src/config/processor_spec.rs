@@ -46,6 +46,8 @@ pub enum ProcessorSpec {
         host: bool,
         /// Add the path of the file the record was read from.
         file: bool,
+        /// Add the record's stable id.
+        record_id: bool,
         /// Wrap the record instead of adding keys to it.
         envelope: bool,
     },

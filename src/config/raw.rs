@@ -161,6 +161,7 @@ pub enum RawProcessor {
         fields: Option<serde_yaml::Mapping>,
         host: Option<bool>,
         file: Option<bool>,
+        record_id: Option<bool>,
         envelope: Option<bool>,
     },
 }

@@ -84,7 +84,13 @@ impl BatchBuilder {
             let record_cost = data.len() + RECORD_OVERHEAD;
             let data = match &mut self.processors {
                 None => data,
-                Some(chain) => match chain.apply(data, Origin { file: &lines.file }) {
+                Some(chain) => match chain.apply(
+                    data,
+                    Origin {
+                        file: &lines.file,
+                        offset: start,
+                    },
+                ) {
                     Some(processed) => processed,
                     None => {
                         // Left out: covered, so it is acknowledged in order.

@@ -280,6 +280,7 @@ pub(super) const PROCESSORS: &[Variant] = &[
                 ("fields", Kind::FreeMapping),
                 ("host", BOOL),
                 ("file", BOOL),
+                ("record_id", BOOL),
                 ("envelope", BOOL),
             ],
         },

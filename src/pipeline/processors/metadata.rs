@@ -1,13 +1,14 @@
 //! `add_metadata`: adds fields to each record: a timestamp, fixed fields, the host name and
-//! the file the record was read from. A JSON object record gets them as its last keys, its
-//! own bytes otherwise untouched; with `envelope`, any record is wrapped as
-//! `{"ts":…,"metadata":{…},"data":"…"}` (the record as a string), as the Kinesis Agent's
-//! ADDMETADATA writes it.
+//! the file the record was read from, and the record's stable id. A JSON object record gets
+//! them as its last keys, its own bytes otherwise untouched; with `envelope`, any record is
+//! wrapped as `{"ts":…,"record_id":…,"metadata":{…},"data":"…"}` (the record as a string), as
+//! the Kinesis Agent's ADDMETADATA writes it (which has no record id).
 
 use bytes::Bytes;
 
 use super::json;
 use super::{split_line_end, Origin, Outcome};
+use crate::record::record_id;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AddMetadata {
@@ -19,6 +20,9 @@ pub struct AddMetadata {
     pub host: Option<String>,
     /// Add the path of the file the record was read from.
     pub file: bool,
+    /// Add the record's stable id (the same each time the record is sent), by which consumers
+    /// drop duplicates.
+    pub record_id: bool,
     /// Wrap the record instead of adding keys to it.
     pub envelope: bool,
 }
@@ -27,6 +31,7 @@ pub struct AddMetadata {
 pub const TIMESTAMP_KEY: &str = "timestamp";
 pub const HOST_KEY: &str = "host";
 pub const FILE_KEY: &str = "file";
+pub const RECORD_ID_KEY: &str = "record_id";
 
 impl AddMetadata {
     pub fn apply(&self, record: Bytes, origin: Origin<'_>) -> Outcome {
@@ -52,7 +57,13 @@ impl AddMetadata {
                 &json::string(&origin.file.path.to_string_lossy()),
             );
         }
+        let id = self
+            .record_id
+            .then(|| json::string(&record_id(origin.file, origin.offset)));
         if !self.envelope {
+            if let Some(id) = &id {
+                push_field(&mut added, RECORD_ID_KEY, id);
+            }
             if let Some(now) = now {
                 push_field(&mut added, TIMESTAMP_KEY, &json::string(now));
             }
@@ -67,6 +78,9 @@ impl AddMetadata {
         out.push(b'{');
         if let Some(now) = now {
             out.extend_from_slice(format!("\"ts\":{},", json::string(now)).as_bytes());
+        }
+        if let Some(id) = &id {
+            out.extend_from_slice(format!("\"{RECORD_ID_KEY}\":{id},").as_bytes());
         }
         out.extend_from_slice(format!("\"metadata\":{{{added}}},\"data\":").as_bytes());
         // Always as a string, JSON or not, as the Kinesis Agent writes it.
@@ -114,7 +128,10 @@ mod tests {
         let file = testing::file("/var/log/app.log");
         processor.apply_at(
             Bytes::from_static(line.as_bytes()),
-            Origin { file: &file },
+            Origin {
+                file: &file,
+                offset: 1234,
+            },
             processor.timestamp.then_some(NOW),
         )
     }
@@ -128,6 +145,7 @@ mod tests {
             ],
             host: Some("web-1".into()),
             file: true,
+            record_id: false,
             envelope: false,
         }
     }
@@ -186,8 +204,37 @@ mod tests {
             fields: vec![],
             host: None,
             file: false,
+            record_id: false,
             envelope: true,
         };
         assert_eq!(text(add(&bare, "x")), "{\"metadata\":{},\"data\":\"x\"}");
+    }
+
+    #[test]
+    fn the_record_id_names_the_file_head_and_the_record_offset() {
+        let with_id = AddMetadata {
+            timestamp: false,
+            fields: vec![],
+            host: None,
+            file: false,
+            record_id: true,
+            envelope: false,
+        };
+        let file = testing::file("/var/log/app.log");
+        let id = record_id(&file, 1234);
+        assert!(id.ends_with("-1234"), "{id}");
+        assert_eq!(
+            text(add(&with_id, "{\"a\":1,\"record_id\":\"mine\"}\n")),
+            format!("{{\"a\":1,\"record_id\":\"{id}\"}}\n")
+        );
+        let envelope = AddMetadata {
+            timestamp: true,
+            envelope: true,
+            ..with_id
+        };
+        assert_eq!(
+            text(add(&envelope, "plain line\n")),
+            format!("{{\"ts\":\"{NOW}\",\"record_id\":\"{id}\",\"metadata\":{{}},\"data\":\"plain line\"}}\n")
+        );
     }
 }

@@ -56,6 +56,8 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug)]
 pub struct Origin<'a> {
     pub file: &'a SourceFile,
+    /// Where the record starts in `file`.
+    pub offset: u64,
 }
 
 /// The processors a flow's specs name, in order. The config checked every spec, so building
@@ -98,12 +100,14 @@ impl Processor {
                 fields,
                 host,
                 file,
+                record_id,
                 envelope,
             } => Processor::AddMetadata(AddMetadata {
                 timestamp: *timestamp,
                 fields: fields.clone(),
                 host: host.then(metadata::host_name),
                 file: *file,
+                record_id: *record_id,
                 envelope: *envelope,
             }),
             ProcessorSpec::AddEc2Metadata(settings) => {
@@ -285,7 +289,10 @@ mod tests {
         )
         .expect("a chain");
         let file = testing::file("/logs/a.log");
-        let origin = Origin { file: &file };
+        let origin = Origin {
+            file: &file,
+            offset: 0,
+        };
         assert_eq!(
             chain.apply(Bytes::from_static(b"login secret=hunter2 ok\n"), origin),
             Some(Bytes::from_static(b"login secret=*** ok\n"))
@@ -310,11 +317,15 @@ mod tests {
                 fields: vec![("env".into(), serde_json::json!("prod"))],
                 host: None,
                 file: false,
+                record_id: false,
                 envelope: false,
             }),
         ];
         let file = testing::file("/logs/a.log");
-        let origin = Origin { file: &file };
+        let origin = Origin {
+            file: &file,
+            offset: 0,
+        };
         let metrics = Arc::new(FlowMetrics::default());
         let mut send_raw = Chain::new(
             "app",
