@@ -43,6 +43,12 @@ pub enum Command {
         /// this state_dir; point state_dir elsewhere to keep a real agent's checkpoints.
         #[arg(long)]
         dry_run: bool,
+        /// Before any file is opened, give each file kinship has no checkpoint for the
+        /// checkpoint the Kinesis Agent saved for it in this database (its checkpointFile, by
+        /// default /var/run/aws-kinesis-agent/checkpoints), if the file is still the one it
+        /// recorded. Files kinship has a checkpoint for keep kinship's.
+        #[arg(long, value_name = "AGENT_DB")]
+        import_checkpoints: Option<PathBuf>,
     },
     /// Validate a config file and exit: 0 when valid; 64 when not, printing every problem as
     /// FILE:LINE:COLUMN: KEY: MESSAGE.
@@ -61,8 +67,14 @@ pub enum Command {
     /// beside it), with a comment wherever kinship's meaning differs and the keys it does
     /// without listed first. `kinship run --config agent.json` reads it the same way.
     ///
-    /// Exit status: 0 when printed; 64 when the agent.json has a key kinship cannot honour
-    /// (each printed as FILE:LINE: KEY: MESSAGE).
+    /// With --checkpoints, print no YAML: seed kinship's checkpoints from the Kinesis Agent's
+    /// checkpoint database instead, for the flows and state_dir of the agent.json as
+    /// translated (or of --config), and print what became of each file. Run it with both
+    /// agents stopped, before kinship first starts.
+    ///
+    /// Exit status: 0 when printed (or seeded); 64 when the agent.json has a key kinship cannot
+    /// honour (each printed as FILE:LINE: KEY: MESSAGE); 1 when the checkpoints cannot be read
+    /// or written.
     Migrate {
         /// The Kinesis Agent's config file.
         #[arg(
@@ -70,6 +82,14 @@ pub enum Command {
             default_value = "/etc/aws-kinesis/agent.json"
         )]
         agent_json: PathBuf,
+        /// The Kinesis Agent's checkpoint database (its checkpointFile, by default
+        /// /var/run/aws-kinesis-agent/checkpoints) to seed kinship's checkpoints from.
+        #[arg(long, value_name = "AGENT_DB")]
+        checkpoints: Option<PathBuf>,
+        /// With --checkpoints: the kinship YAML config whose flows and state_dir receive the
+        /// checkpoints, instead of the agent.json's translation.
+        #[arg(short, long, value_name = "PATH", requires = "checkpoints")]
+        config: Option<PathBuf>,
     },
     /// Manage the Windows service (Windows only): install, uninstall, start, stop.
     ///

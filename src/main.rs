@@ -1,10 +1,12 @@
 //! The `kinship` binary: parses the command line, calls the library, prints, and maps the
 //! outcome to an exit status.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use kinship::app::command::{self, CheckReport};
+use kinship::checkpoint::import::Action;
 use kinship::cli::{Cli, Command};
 use kinship::config::{Config, ConfigError};
 use kinship::secrets::mask;
@@ -23,7 +25,12 @@ const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Migrate { agent_json } => match Config::migrate_agent_json(&agent_json) {
+        Command::Migrate {
+            agent_json,
+            checkpoints: Some(db),
+            config,
+        } => import_checkpoints(&config.unwrap_or(agent_json), &db),
+        Command::Migrate { agent_json, .. } => match Config::migrate_agent_json(&agent_json) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -51,7 +58,11 @@ fn main() -> ExitCode {
             }
             check_online(&loaded)
         }
-        Command::Run { config, dry_run } => {
+        Command::Run {
+            config,
+            dry_run,
+            import_checkpoints,
+        } => {
             let mut loaded = match Config::load(&config) {
                 Ok(loaded) => loaded,
                 Err(problem) => return config_error(&problem),
@@ -69,7 +80,12 @@ fn main() -> ExitCode {
                 command::dry_run_all(&mut loaded);
                 info!("Dry run: batches are written, not sent; checkpoints advance.");
             }
-            run(loaded, dry_run, CancellationToken::new())
+            run(
+                loaded,
+                dry_run,
+                import_checkpoints,
+                CancellationToken::new(),
+            )
         }
         Command::Service { action } => service(action),
     }
@@ -103,18 +119,53 @@ fn run_as_service(config: Config, shutdown: CancellationToken) -> u8 {
         return EXIT_FAILURE;
     }
     info!(config = %config.source.display(), "Running as the Windows service.");
-    if run(config, false, shutdown) == ExitCode::SUCCESS {
+    if run(config, false, None, shutdown) == ExitCode::SUCCESS {
         0
     } else {
         EXIT_FAILURE
     }
 }
 
-fn run(config: Config, dry_run: bool, shutdown: CancellationToken) -> ExitCode {
-    match command::run_agent(config, dry_run, shutdown) {
+fn run(
+    config: Config,
+    dry_run: bool,
+    import: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> ExitCode {
+    match command::run_agent(config, dry_run, import, shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             error!(%failure, "kinship stopped.");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `migrate --checkpoints`: seeds the checkpoints of `config`'s flows (a kinship YAML or an
+/// agent.json) from the Kinesis Agent's database `db`, and prints a line per file: what was
+/// seeded or kept on standard output, what was skipped and why as a warning.
+fn import_checkpoints(config: &Path, db: &Path) -> ExitCode {
+    let loaded = match Config::load(config) {
+        Ok(loaded) => loaded,
+        Err(problem) => return config_error(&problem),
+    };
+    match command::import_checkpoints(&loaded, db) {
+        Ok(imported) => {
+            for outcome in &imported.outcomes {
+                match outcome.action {
+                    Action::Skipped(_) => eprintln!("kinship: warning: {outcome}"),
+                    _ => println!("{outcome}"),
+                }
+            }
+            println!(
+                "{} of the Kinesis Agent's checkpoints seeded into {}",
+                imported.seeded(),
+                loaded.state_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("kinship: {failure}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

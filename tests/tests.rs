@@ -12,6 +12,7 @@ mod agent_json;
 mod aggregation;
 mod architecture;
 mod aws_emulated;
+mod checkpoint_import;
 mod checkpoints;
 mod cli;
 mod crash;

@@ -3,10 +3,13 @@
 //! warnings given before anything starts. The binary only parses the command line, calls
 //! these, prints, and maps the outcome to an exit status.
 
+use std::path::{Path, PathBuf};
+
 use tokio_util::sync::CancellationToken;
 
 use super::signals::{watch_hangups, watch_signals};
 use super::AppError;
+use crate::checkpoint::import::{import_into, ImportError, Imported};
 use crate::config::{Config, Destination};
 use crate::reload::Reloading;
 use crate::secrets::mask;
@@ -46,10 +49,13 @@ pub fn dry_run_all(config: &mut Config) {
 }
 
 /// Runs the agent on a runtime of its own until `shutdown` fires or a stop signal comes;
-/// SIGHUP reloads the config (read again as a dry run if `dry_run`).
+/// SIGHUP reloads the config (read again as a dry run if `dry_run`). With `import`, the
+/// Kinesis Agent's checkpoint database, its checkpoints are first given to the files that
+/// have none.
 pub fn run_agent(
     config: Config,
     dry_run: bool,
+    import: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -66,10 +72,17 @@ pub fn run_agent(
     let outcome = runtime.block_on(async {
         tokio::spawn(watch_signals(shutdown.clone(), EXIT_ON_SECOND_SIGNAL));
         tokio::spawn(watch_hangups(reloading.trigger.clone()));
-        super::run(config, shutdown, Some(reloading)).await
+        super::run_importing(config, import, shutdown, Some(reloading)).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     outcome
+}
+
+/// `kinship migrate --checkpoints`: seeds the checkpoint store of `config` (its `state_dir`,
+/// for its flows) from the Kinesis Agent's checkpoint database at `db`. kinship must not be
+/// running on that state directory.
+pub fn import_checkpoints(config: &Config, db: &Path) -> Result<Imported, ImportError> {
+    import_into(&config.state_dir, &config.flows, db)
 }
 
 /// What `check --online` prints: one line per flow checked, and how many failed.

@@ -2,6 +2,7 @@
 //! between them, runs until shutdown is asked for, then shuts down in order under a deadline:
 //! tailers stop → batchers flush → sinks finish their calls → the last checkpoint is written.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::checkpoint::import::{self as agent_import, Action, ImportError, Imported};
 use crate::checkpoint::{self, AckTracker, CheckpointStore, StoreError};
 use crate::cloudwatch;
 use crate::config::{Config, InitialPosition};
@@ -39,6 +41,8 @@ pub enum AppError {
     State(#[from] StoreError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
     #[error("cannot listen for metrics on {address} (metrics.listen): {source}")]
     MetricsListen {
         address: std::net::SocketAddr,
@@ -62,19 +66,46 @@ pub async fn run(
     shutdown: CancellationToken,
     reloading: Option<Reloading>,
 ) -> Result<(), AppError> {
+    run_importing(config, None, shutdown, reloading).await
+}
+
+/// As [`run`]; with `import`, the Kinesis Agent's checkpoint database, its checkpoints are
+/// first given to the files that have none (`kinship run --import-checkpoints`).
+pub async fn run_importing(
+    config: Config,
+    import: Option<PathBuf>,
+    shutdown: CancellationToken,
+    reloading: Option<Reloading>,
+) -> Result<(), AppError> {
     let destinations = Destinations::build(&config).await?;
-    run_with(config, shutdown, reloading, destinations).await
+    start(config, import, shutdown, reloading, destinations).await
 }
 
 /// Runs the agent with `clients` making each flow's client: the real AWS clients, or another
 /// implementation of [`PutRecords`]. With `reloading`, each request reads the config again
 /// and applies it.
 pub async fn run_with<C: ClientFactory>(
+    config: Config,
+    shutdown: CancellationToken,
+    reloading: Option<Reloading>,
+    clients: C,
+) -> Result<(), AppError> {
+    start(config, None, shutdown, reloading, clients).await
+}
+
+/// Runs the agent, after importing the Kinesis Agent's checkpoints from `import` if given.
+async fn start<C: ClientFactory>(
     mut config: Config,
+    import: Option<PathBuf>,
     shutdown: CancellationToken,
     reloading: Option<Reloading>,
     mut clients: C,
 ) -> Result<(), AppError> {
+    // The agent's database is read first: if it cannot be, nothing has started.
+    let agent_rows = match import.clone() {
+        Some(db) => Some(blocking(move || agent_import::read_agent_db(&db)).await??),
+        None => None,
+    };
     let mut starting: Vec<Starting<C::Client>> = config
         .flows
         .iter()
@@ -83,9 +114,7 @@ pub async fn run_with<C: ClientFactory>(
     check_destinations(&mut starting, &shutdown).await;
 
     let state_dir = config.state_dir.clone();
-    let (store, loaded) = tokio::task::spawn_blocking(move || CheckpointStore::open(&state_dir))
-        .await
-        .map_err(|error| AppError::Task(error.to_string()))??;
+    let (mut store, mut loaded) = blocking(move || CheckpointStore::open(&state_dir)).await??;
     if loaded.removed_leftover {
         info!(path = %store.path().display(), "Removed the temp file of an interrupted checkpoint write; the last complete checkpoint is used.");
     }
@@ -99,6 +128,19 @@ pub async fn run_with<C: ClientFactory>(
         error!(path = %store.journal_path().display(), reason = %corrupt.reason, moved_to = %corrupt.moved_to.display(), "The checkpoint journal is corrupt and was moved aside; its entries before the bad one are used, and every file without a checkpoint is read from its start (lines already delivered are sent again, none is lost).");
     }
     info!(path = %store.path().display(), files = loaded.checkpoints.len(), journal_entries = loaded.journal_entries, "Checkpoints loaded.");
+    if let (Some(rows), Some(db)) = (agent_rows, import) {
+        let flows = config.flows.clone();
+        let saved = std::mem::take(&mut loaded.checkpoints);
+        let (returned, imported) = blocking(move || {
+            let imported = agent_import::import(&mut store, saved, &flows, rows);
+            (store, imported)
+        })
+        .await?;
+        store = returned;
+        let imported = imported?;
+        log_import(&imported, &db);
+        loaded.checkpoints = imported.checkpoints;
+    }
     let start_over = loaded.start_over();
 
     let metrics = Arc::new(Metrics::new(
@@ -247,4 +289,34 @@ pub async fn run_with<C: ClientFactory>(
     finished.map_err(|error| AppError::Task(error.to_string()))?;
     info!("Stopped.");
     Ok(())
+}
+
+/// Runs blocking work (file and database reads, the store's writes) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Task(error.to_string()))
+}
+
+/// Logs what became of each of the Kinesis Agent's checkpoints read from `db`.
+fn log_import(imported: &Imported, db: &std::path::Path) {
+    for outcome in &imported.outcomes {
+        let flow = outcome.flow.as_deref().unwrap_or("-");
+        let file = outcome.path.display();
+        let agent_flow = &outcome.agent_flow;
+        match &outcome.action {
+            Action::Seeded { offset, size } => {
+                info!(flow, file = %file, offset, size, agent_flow, "Seeded the file's checkpoint from the Kinesis Agent's.");
+            }
+            Action::Kept { offset } => {
+                info!(flow, file = %file, offset, agent_flow, "Kept kinship's own checkpoint of the file over the Kinesis Agent's.");
+            }
+            Action::Skipped(reason) => {
+                warn!(flow, file = %file, %reason, agent_flow, "Did not import the Kinesis Agent's checkpoint of the file; it is read as initial_position says.");
+            }
+        }
+    }
+    info!(database = %db.display(), outcomes = imported.outcomes.len(), seeded = imported.seeded(), "Imported the Kinesis Agent's checkpoints.");
 }

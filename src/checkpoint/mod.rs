@@ -6,6 +6,7 @@
 //! This module runs the loop that applies acknowledgements; `tracker` keeps the checkpoints,
 //! `writer` writes them one write at a time, and `store` holds them on disk.
 
+pub mod import;
 mod store;
 mod tracker;
 mod writer;

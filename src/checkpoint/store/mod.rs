@@ -217,6 +217,22 @@ pub fn read_saved(directory: &Path) -> Result<Vec<Checkpoint>, StoreError> {
     Ok(apply_entries(snapshot.checkpoints, journal.entries))
 }
 
+/// The file and the reason, if opening the store in `directory` would find its snapshot or
+/// its journal corrupt (and move it aside); read without changing anything, so that a tool
+/// can leave a corrupt store for the agent's next start to handle.
+pub(crate) fn find_corruption(directory: &Path) -> Result<Option<(PathBuf, String)>, StoreError> {
+    let journal_path = directory.join(JOURNAL_NAME);
+    let journal_bytes = read_if_present(&journal_path)?;
+    let snapshot_path = directory.join(FILE_NAME);
+    let snapshot = match read_snapshot(&snapshot_path) {
+        Ok(snapshot) => snapshot,
+        Err(StoreError::Corrupt { path, reason }) => return Ok(Some((path, reason))),
+        Err(other) => return Err(other),
+    };
+    let journal = read_journal(&journal_bytes, Some(snapshot.journal_seq));
+    Ok(journal.bad.map(|reason| (journal_path, reason)))
+}
+
 fn read_if_present(path: &Path) -> Result<Vec<u8>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => Ok(bytes),

@@ -147,8 +147,8 @@ impl GlobalKeys<'_> {
 
     /// `state_dir`: beside the Kinesis Agent's checkpointFile, unless that is lost at reboot.
     fn write_state_dir(&self, translation: &mut Translation) {
-        // The Kinesis Agent's checkpoints (SQLite) cannot be read: each file starts as
-        // initial_position says.
+        // The Kinesis Agent's checkpoints (SQLite) are read only when imported (the
+        // checkpoint component's import); otherwise each file starts as initial_position says.
         let state_dir = match string(self.root, "checkpointFile") {
             Some(file) => {
                 let parent = Path::new(&file)
@@ -160,7 +160,7 @@ impl GlobalKeys<'_> {
                     || parent.starts_with("/var/run/")
                     || parent == "/run"
                     || parent.starts_with("/run/");
-                translation.warnings.push(format!("checkpointFile: {file} (the Kinesis Agent's SQLite checkpoints) is not read; each file starts as initial_position says"));
+                translation.warnings.push(format!("checkpointFile: {file} (the Kinesis Agent's SQLite checkpoints) is not read at each start; import it once with `kinship migrate --checkpoints {file}` (or `kinship run --import-checkpoints {file}`), or each file starts as initial_position says"));
                 (!volatile).then_some(parent)
             }
             None => None,
