@@ -220,6 +220,7 @@ const FLOW_COUNTERS: &[FlowCounter] = &[
     (names::RECORDS_UNPARSABLE, "Records a processor could not convert (sent as read or dropped, per on_error).", |f| get(&f.records_unparsable)),
     (names::PARTITION_KEYS_CUT, "Partition keys taken from records, cut to the service's 256 characters.", |f| get(&f.partition_keys_cut)),
     (names::BYTES_ACKNOWLEDGED, "Bytes of files delivered and acknowledged.", |f| get(&f.bytes_acknowledged)),
+    (names::PROCESSING_ERRORS, "Failed reads, looks (stat) and opens of the flow's files.", |f| get(&f.processing_errors)),
 ];
 
 fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
@@ -254,6 +255,21 @@ pub fn render(metrics: &Metrics) -> String {
             names::BYTES_BEHIND,
             escape(flow),
             counters.bytes_behind()
+        );
+    }
+    header(
+        &mut out,
+        names::CONSECUTIVE_PROCESSING_ERRORS,
+        "The longest run of failed reads, looks or opens of one of the flow's files, without a success between (the Kinesis Agent's ConsecutiveProcessingErrors); 0 while files are read.",
+        "gauge",
+    );
+    for (flow, counters) in &flows {
+        let _ = writeln!(
+            out,
+            "{}{{flow=\"{}\"}} {}",
+            names::CONSECUTIVE_PROCESSING_ERRORS,
+            escape(flow),
+            counters.consecutive_processing_errors()
         );
     }
     header(
@@ -422,6 +438,18 @@ mod tests {
             ),
             "{with_file}"
         );
+        followed.failed();
+        followed.failed();
+        let failing = render(&metrics);
+        assert!(
+            failing.contains("kinship_consecutive_processing_errors{flow=\"app\"} 2\n"),
+            "{failing}"
+        );
+        assert!(failing.contains("kinship_processing_errors_total{flow=\"app\"} 2\n"));
+        followed.succeeded();
+        let recovered = render(&metrics);
+        assert!(recovered.contains("kinship_consecutive_processing_errors{flow=\"app\"} 0\n"));
+        assert!(recovered.contains("kinship_processing_errors_total{flow=\"app\"} 2\n"));
         drop(followed);
         assert!(!render(&metrics).contains("kinship_file_bytes_unread{"));
         // Every sample line is NAME{LABELS} VALUE or NAME VALUE, with a number.

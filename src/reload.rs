@@ -106,6 +106,14 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         running.progress_interval != new.progress_interval,
     );
     compare(
+        "progress_format",
+        running.progress_format != new.progress_format,
+    );
+    compare(
+        "behind_warning_bytes",
+        running.behind_warning_bytes != new.behind_warning_bytes,
+    );
+    compare(
         "checkpoint_expiry",
         running.checkpoint_expiry != new.checkpoint_expiry,
     );

@@ -283,3 +283,74 @@ fn metrics_are_published_to_cloudwatch_under_the_kinesis_agent_names() {
     assert!(samples >= 1.0, "{sums}");
     assert_eq!(sums["ServiceErrors"][1].as_f64(), Some(samples), "{sums}");
 }
+
+/// Every metric moto holds in a namespace, with its dimensions, and the sum and maximum of its
+/// points for the dimensions given.
+const CLOUDWATCH_METRICS: &str = r#"
+import datetime
+cloudwatch = client("cloudwatch")
+now = datetime.datetime.now(datetime.timezone.utc)
+found = {}
+for metric in cloudwatch.list_metrics(Namespace=ARGS[0])["Metrics"]:
+    dimensions = sorted([d["Name"], d["Value"]] for d in metric["Dimensions"])
+    answer = cloudwatch.get_metric_statistics(
+        Namespace=ARGS[0], MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
+        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(hours=1),
+        Period=60, Statistics=["Sum", "Maximum"])
+    points = answer["Datapoints"]
+    found[metric["MetricName"]] = {
+        "dimensions": dimensions,
+        "sum": sum(p["Sum"] for p in points),
+        "max": max([p["Maximum"] for p in points], default=None),
+    }
+reply(found)
+"#;
+
+#[test]
+fn tag_instance_adds_the_instance_dimension_beside_destination() {
+    let moto = Moto::start();
+    moto.create_kinesis_stream("tagged", 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("logs/app.log");
+    write_lines(&log, "tagged", 0..200);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "state_dir: {state}\nprogress_interval: 1s\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  sts_endpoint_url: {endpoint}\ncloudwatch:\n  interval: 1s\n  namespace: Tagged\n  tag_instance: true\n  instance_id: i-0123456789abcdef0\nflows:\n  - name: app\n    files: {logs}/*.log\n    kinesis_stream: tagged\n    initial_position: start_of_file\n    max_batch_age: 200ms\n",
+            state = dir.path().join("state").display(),
+            endpoint = moto.endpoint(),
+            logs = log.parent().expect("log dir").display(),
+        ),
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    wait_sent(&agent, 200);
+    agent.wait_for_log("Publishing metrics to CloudWatch.", DEADLINE);
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+    let metrics = moto.python(CLOUDWATCH_METRICS, &["Tagged"]);
+    let both = serde_json::json!([
+        ["Destination", "KinesisStream:tagged"],
+        ["Instance", "i-0123456789abcdef0"]
+    ]);
+    for name in [
+        "BytesSent",
+        "RecordSendAttempts",
+        "RecordSendErrors",
+        "RecordsSent",
+        "ServiceErrors",
+        "ConsecutiveProcessingErrors",
+    ] {
+        assert_eq!(metrics[name]["dimensions"], both, "{name}: {metrics}");
+    }
+    assert_eq!(
+        metrics["RecordsSent"]["sum"].as_f64(),
+        Some(200.0),
+        "{metrics}"
+    );
+    // Every file was read without a failure.
+    assert_eq!(
+        metrics["ConsecutiveProcessingErrors"]["max"].as_f64(),
+        Some(0.0),
+        "{metrics}"
+    );
+}

@@ -1,7 +1,9 @@
 //! The Prometheus endpoint, scraped while the real agent ships to the fault server: counters
 //! match what was shipped, and `/health` turns unhealthy while the endpoint is down and the
 //! files grow, then healthy again once lines flow. `kinship_bytes_behind` keeps up with a file
-//! that grows while reading waits for the memory budget.
+//! that grows while reading waits for the memory budget, and counts bytes read but not yet
+//! acknowledged. `progress_format: kinesis_agent` words progress as the Kinesis Agent does, and a
+//! flow far behind is warned about once.
 
 use std::fs;
 use std::io::Write;
@@ -72,7 +74,11 @@ fn the_endpoint_reports_what_was_shipped_and_a_stuck_flow() {
             scrape = get(port, "/metrics")
                 .map(|(_, body)| body)
                 .unwrap_or_default();
+            // The checkpoint store counts acknowledged bytes a moment after the sink counts
+            // them delivered.
             sample(&scrape, "kinship_bytes_behind{flow=\"app\"}") == Some(0.0)
+                && sample(&scrape, "kinship_bytes_acknowledged_total{flow=\"app\"}")
+                    == Some(first.len() as f64)
         }),
         "{scrape}"
     );
@@ -365,4 +371,106 @@ fn bytes_behind_returns_to_zero_after_a_file_is_truncated_with_records_in_flight
         "nothing behind once delivered: {seen}"
     );
     held.agent.stop();
+}
+
+#[test]
+fn kinesis_agent_progress_lines_and_a_flow_far_behind_warned_once_with_read_bytes_counted() {
+    let server = FaultKinesis::start(Faults::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let log = logs.join("app.log");
+    let port = free_port();
+    let glob = format!("{}/*.log", logs.display());
+    let config = AgentConfig::new(dir.path())
+        .tops(&[
+            "progress_interval: 1s",
+            "progress_format: kinesis_agent",
+            "behind_warning_bytes: 10000",
+        ])
+        .top(format!("metrics:\n  listen: 127.0.0.1:{port}"))
+        .emulator("us-east-1", &server.endpoint())
+        .aws_keys(&["request_timeout: 2s", "connect_timeout: 1s"])
+        .flow(Flow::kinesis("app", &glob, "prose").keys(&[
+            "initial_position: start_of_file",
+            "max_batch_age: 100ms",
+            "poll_interval: 100ms",
+            "retry_max_backoff: 500ms",
+        ]))
+        .write();
+    // Fewer bytes than the warning's threshold, so the flow is never far behind before the
+    // destination goes away.
+    let first = lines(0..100);
+    assert!(first.len() < 10_000, "{}", first.len());
+    append(&log, &first);
+    let mut agent = Agent::start(&config, dir.path());
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 100));
+    agent.wait_for_log(
+        &format!(
+            "FileTailer[kinesis:prose:{glob}]: Tailer Progress: Tailer has parsed 100 records ({} bytes), transformed 0 records, skipped 0 records, and has successfully sent 100 records to destination.",
+            first.len()
+        ),
+        DEADLINE,
+    );
+    let output = agent.wait_for_log(
+        &format!(
+            "Agent: Progress: 100 records parsed ({} bytes), and 100 records sent successfully to destinations. Uptime: ",
+            first.len()
+        ),
+        DEADLINE,
+    );
+    assert!(!output.contains("Progress. records_parsed="), "{output}");
+
+    // The destination goes away: what is read next is in calls that fail, read but not
+    // acknowledged, and counted behind all the same.
+    server.set_down(true);
+    let more = lines(100..1100);
+    assert!(more.len() > 20_000, "{}", more.len());
+    append(&log, &more);
+    let mut seen = String::new();
+    assert!(
+        holds_within(DEADLINE, || {
+            seen = scrape_metrics(port);
+            count(&seen, "kinship_bytes_read_total") == Some((first.len() + more.len()) as f64)
+                && count(&seen, "kinship_calls_failed_total").is_some_and(|failed| failed > 0.0)
+        }),
+        "every line read, calls failing: {seen}"
+    );
+    assert_eq!(
+        sample(
+            &seen,
+            &format!(
+                "kinship_file_bytes_unread{{flow=\"app\",file=\"{}\"}}",
+                log.display()
+            )
+        ),
+        Some(0.0),
+        "nothing left unread: {seen}"
+    );
+    assert_eq!(
+        count(&seen, "kinship_bytes_behind"),
+        Some(more.len() as f64),
+        "read and not acknowledged is behind: {seen}"
+    );
+    agent.wait_for_log("Flow is far behind its files", DEADLINE);
+
+    server.set_down(false);
+    assert!(holds_within(DEADLINE, || server.accepted_len() >= 1100));
+    let output = agent.wait_for_log("Flow has caught up with its files", DEADLINE);
+    assert_eq!(
+        output.matches("Flow is far behind its files").count(),
+        1,
+        "warned once: {output}"
+    );
+    // And once more as it stops.
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+    let output = agent.output();
+    let total = first.len() + more.len();
+    assert!(
+        output.contains(&format!(
+            "Agent: Progress: 1100 records parsed ({total} bytes), and 1100 records sent successfully to destinations."
+        )),
+        "{output}"
+    );
 }

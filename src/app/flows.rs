@@ -17,7 +17,7 @@ use crate::cloudwatch;
 use crate::config::{Combine, Config, DestinationKind, FlowConfig};
 use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
-use crate::metrics::Metrics;
+use crate::metrics::{FlowLabels, Metrics};
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::processors;
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
@@ -121,10 +121,7 @@ impl Flows {
             tasks,
         } = starting;
         let flow = Arc::new(flow);
-        let flow_metrics = self.metrics.start_flow(
-            &flow.name,
-            &cloudwatch::destination_dimension(&flow.destination),
-        );
+        let flow_metrics = self.metrics.start_flow(&flow.name, flow_labels(&flow));
         let (lines, lines_received) = mpsc::channel(LINES_QUEUE_BLOCKS);
         let (batches, batches_received) = mpsc::channel(flow.max_in_flight);
         let source = Source {
@@ -330,5 +327,22 @@ impl Flows {
         }
         running.flows = new.flows;
         info!(path, added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, unchanged = changes.unchanged.len(), "Config reloaded.");
+    }
+}
+
+/// How the flow is named in metrics and in the Kinesis Agent's progress lines.
+fn flow_labels(flow: &FlowConfig) -> FlowLabels {
+    let service = match flow.destination.kind {
+        DestinationKind::Kinesis => "kinesis",
+        DestinationKind::Firehose => "fh",
+    };
+    FlowLabels {
+        destination: cloudwatch::destination_dimension(&flow.destination),
+        tailer_id: format!(
+            "{service}:{}:{}",
+            flow.destination.name,
+            flow.files.join(",")
+        ),
+        transforms: !flow.processors.is_empty(),
     }
 }

@@ -206,9 +206,14 @@ async fn start<C: ClientFactory>(
         flows.start(flow, flow_resume).await;
     }
 
+    let progress = metrics::ProgressSettings {
+        interval: config.progress_interval,
+        format: config.progress_format,
+        behind_warning_bytes: config.behind_warning_bytes,
+    };
     background.spawn(metrics::report_progress(
         Arc::clone(&metrics),
-        config.progress_interval,
+        progress,
         finish.clone(),
     ));
     info!(flows = config.flows.len(), "kinship is running.");
@@ -219,8 +224,11 @@ async fn start<C: ClientFactory>(
     if let (Some(settings), Some(client)) = (&config.cloudwatch, clients.cloudwatch()) {
         background.spawn(cloudwatch::publish(
             client,
-            settings.namespace.clone(),
-            settings.interval,
+            cloudwatch::Publishing {
+                namespace: settings.namespace.clone(),
+                interval: settings.interval,
+                instance: settings.instance.clone(),
+            },
             Arc::clone(&metrics),
             finish.clone(),
         ));
@@ -285,7 +293,7 @@ async fn start<C: ClientFactory>(
     finish.cancel();
     background.close();
     background.wait().await;
-    metrics.log_progress();
+    metrics.log_progress(config.progress_format);
     finished.map_err(|error| AppError::Task(error.to_string()))?;
     info!("Stopped.");
     Ok(())

@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::aws;
 use super::checker::Checker;
 use super::model::{
-    CheckpointCommit, CloudWatchSettings, Config, FlowConfig, LogFileSettings, LogFormat,
-    MetricsSettings, DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_METRICS_LISTEN,
+    CheckpointCommit, CloudWatchSettings, Config, FlowConfig, InstanceDimension, LogFileSettings,
+    LogFormat, MetricsSettings, ProgressFormat, DEFAULT_CLOUDWATCH_NAMESPACE,
+    DEFAULT_METRICS_LISTEN,
 };
 use super::paths::default_paths;
 use super::raw::{RawCloudWatch, RawConfig, RawFlow, RawMetrics};
@@ -33,6 +34,12 @@ const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
+/// A flow is warned about when this far behind: the level at which the Kinesis Agent's own
+/// "behind" line turns into a WARN (40 MiB).
+const DEFAULT_BEHIND_WARNING_BYTES: usize = crate::metrics::AGENT_BEHIND_WARN_BYTES as usize;
+const MAX_BEHIND_WARNING_BYTES: usize = 1 << 50;
+/// CloudWatch takes dimension values up to this long.
+const MAX_INSTANCE_ID_CHARS: usize = 1024;
 /// Checkpoints of files not found for a week are forgotten.
 const DEFAULT_CHECKPOINT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_METRICS_STUCK_AFTER: Duration = Duration::from_secs(60);
@@ -71,6 +78,13 @@ impl Checker<'_> {
             raw.progress_interval,
             DEFAULT_PROGRESS_INTERVAL,
         );
+        let progress_format = self.progress_format(raw.progress_format.as_deref());
+        let behind_warning_bytes = self.number(
+            "behind_warning_bytes",
+            raw.behind_warning_bytes,
+            DEFAULT_BEHIND_WARNING_BYTES,
+            0..=MAX_BEHIND_WARNING_BYTES,
+        ) as u64;
         let checkpoint_expiry = self.long_duration(
             "checkpoint_expiry",
             raw.checkpoint_expiry,
@@ -96,6 +110,8 @@ impl Checker<'_> {
             checkpoint_interval,
             checkpoint_commit,
             progress_interval,
+            progress_format,
+            behind_warning_bytes,
             checkpoint_expiry,
             max_open_files,
             memory_budget,
@@ -153,6 +169,20 @@ impl Checker<'_> {
             );
         }
         log_level
+    }
+
+    fn progress_format(&mut self, raw: Option<&str>) -> ProgressFormat {
+        match raw {
+            None | Some("kinship") => ProgressFormat::Kinship,
+            Some("kinesis_agent") => ProgressFormat::KinesisAgent,
+            Some(other) => {
+                self.problem(
+                    "progress_format",
+                    format!("`{}` is not one of kinship, kinesis_agent", quoted(other)),
+                );
+                ProgressFormat::Kinship
+            }
+        }
     }
 
     fn log_format(&mut self, raw: Option<&str>) -> LogFormat {
@@ -333,6 +363,7 @@ impl Checker<'_> {
         if interval < MIN_CLOUDWATCH_INTERVAL {
             self.problem("cloudwatch.interval", "must be at least 1s");
         }
+        let instance = self.instance_dimension(raw.tag_instance, raw.instance_id);
         let own = match raw.aws {
             Some(block) => self.aws_block(
                 "cloudwatch.aws",
@@ -345,7 +376,37 @@ impl Checker<'_> {
         CloudWatchSettings {
             namespace,
             interval,
+            instance,
             aws: own.over(top_aws),
+        }
+    }
+
+    /// `cloudwatch.tag_instance` and `cloudwatch.instance_id`.
+    fn instance_dimension(
+        &mut self,
+        tag_instance: Option<bool>,
+        instance_id: Option<String>,
+    ) -> InstanceDimension {
+        match (tag_instance.unwrap_or(false), instance_id) {
+            (false, None) => InstanceDimension::Off,
+            (false, Some(_)) => {
+                self.problem(
+                    "cloudwatch.instance_id",
+                    "is used only with tag_instance: true; add it, or remove instance_id",
+                );
+                InstanceDimension::Off
+            }
+            (true, None) => InstanceDimension::FromMetadata,
+            (true, Some(id)) => {
+                let id = id.trim().to_owned();
+                if id.is_empty() || id.len() > MAX_INSTANCE_ID_CHARS {
+                    self.problem(
+                        "cloudwatch.instance_id",
+                        "must be from 1 to 1024 characters long, such as i-0123456789abcdef0",
+                    );
+                }
+                InstanceDimension::Given(id)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use super::limits;
 use super::processor_spec::{OnError, ProcessorSpec};
 use super::{AwsSettings, Destination};
 use crate::compression::Compression;
+pub use crate::metrics::ProgressFormat;
 use crate::pattern::Pattern;
 
 /// A validated configuration.
@@ -21,6 +22,10 @@ pub struct Config {
     /// How acknowledged offsets reach the disk.
     pub checkpoint_commit: CheckpointCommit,
     pub progress_interval: Duration,
+    /// How progress is logged: kinship's line or the Kinesis Agent's (`progress_format`).
+    pub progress_format: ProgressFormat,
+    /// A flow this many bytes behind its files is warned about once; 0 for never.
+    pub behind_warning_bytes: u64,
     /// Checkpoints of files no scan has found for this long are forgotten.
     pub checkpoint_expiry: Duration,
     /// Most files the agent holds open at once, over all flows.
@@ -143,8 +148,23 @@ pub enum LogFormat {
 pub struct CloudWatchSettings {
     pub namespace: String,
     pub interval: Duration,
+    /// The `Instance` dimension beside `Destination` (`tag_instance`, `instance_id`).
+    pub instance: InstanceDimension,
     /// The top-level `aws` block, with the `cloudwatch.aws` block over it.
     pub aws: AwsSettings,
+}
+
+/// Whether CloudWatch data points carry the `Instance` dimension, as the Kinesis Agent's do with
+/// `cloudwatch.tagInstance`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum InstanceDimension {
+    /// `Destination` only.
+    #[default]
+    Off,
+    /// The EC2 instance id, read from the instance metadata service at start.
+    FromMetadata,
+    /// This instance id (`cloudwatch.instance_id`).
+    Given(String),
 }
 
 /// The Kinesis Agent's namespace, so dashboards and alarms built for it keep working.

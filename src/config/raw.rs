@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub checkpoint_interval: Option<String>,
     pub checkpoint_commit: Option<String>,
     pub progress_interval: Option<String>,
+    pub progress_format: Option<String>,
+    pub behind_warning_bytes: Option<u64>,
     pub checkpoint_expiry: Option<String>,
     pub max_open_files: Option<u64>,
     pub memory_budget: Option<u64>,
@@ -196,6 +198,8 @@ pub struct RawCloudWatch {
     pub enabled: Option<bool>,
     pub namespace: Option<String>,
     pub interval: Option<String>,
+    pub tag_instance: Option<bool>,
+    pub instance_id: Option<String>,
     pub aws: Option<RawAws>,
 }
 

@@ -1113,6 +1113,58 @@ fn cloudwatch_publishing_is_off_unless_asked_for_and_checked() {
 }
 
 #[test]
+fn the_instance_dimension_is_off_read_from_metadata_or_given() {
+    let cloudwatch = |keys: &str| {
+        parse(&format!("cloudwatch:\n{keys}{FLOW}    kinesis_stream: a\n"))
+            .cloudwatch
+            .expect("cloudwatch on")
+            .instance
+    };
+    assert_eq!(cloudwatch("  interval: 60s\n"), InstanceDimension::Off);
+    assert_eq!(
+        cloudwatch("  tag_instance: true\n"),
+        InstanceDimension::FromMetadata
+    );
+    assert_eq!(
+        cloudwatch("  tag_instance: true\n  instance_id: i-0123456789abcdef0\n"),
+        InstanceDimension::Given("i-0123456789abcdef0".to_owned())
+    );
+    assert_eq!(
+        problems(&format!(
+            "cloudwatch:\n  instance_id: i-0123\n{FLOW}    kinesis_stream: a\n"
+        )),
+        ["/etc/k.yaml:2:3: cloudwatch.instance_id: is used only with tag_instance: true; add it, or remove instance_id"]
+    );
+    assert_eq!(
+        problems(&format!(
+            "cloudwatch:\n  tag_instance: true\n  instance_id: ' '\n{FLOW}    kinesis_stream: a\n"
+        )),
+        ["/etc/k.yaml:3:3: cloudwatch.instance_id: must be from 1 to 1024 characters long, such as i-0123456789abcdef0"]
+    );
+}
+
+#[test]
+fn the_progress_format_and_the_behind_warning_are_read_and_checked() {
+    let config = parse(&format!("{FLOW}    kinesis_stream: a\n"));
+    assert_eq!(config.progress_format, ProgressFormat::Kinship);
+    assert_eq!(config.behind_warning_bytes, 40 * 1024 * 1024);
+    let set = parse(&format!(
+        "progress_format: kinesis_agent\nbehind_warning_bytes: 0\n{FLOW}    kinesis_stream: a\n"
+    ));
+    assert_eq!(set.progress_format, ProgressFormat::KinesisAgent);
+    assert_eq!(set.behind_warning_bytes, 0);
+    assert_eq!(
+        problems(&format!(
+            "progress_format: java\nbehind_warning_bytes: -1\n{FLOW}    kinesis_stream: a\n"
+        )),
+        [
+            "/etc/k.yaml:1:1: progress_format: `java` is not one of kinship, kinesis_agent",
+            "/etc/k.yaml:2:23: behind_warning_bytes: `-1` is negative; give a whole number from 0 up",
+        ]
+    );
+}
+
+#[test]
 fn the_log_file_keys_are_read_and_checked() {
     let config = parse(&format!(
             "log_file: 'C:\\ProgramData\\kinship\\logs\\kinship.log'\nlog_file_max_bytes: 1048576\nlog_file_keep: 0\n{FLOW}    kinesis_stream: a\n"

@@ -55,10 +55,6 @@ const IGNORED_GLOBALS: &[(&str, &str)] = &[
         "kinship sends the AWS SDK for Rust's user agent",
     ),
     (
-        "cloudwatch.tagInstance",
-        "kinship publishes the Destination dimension only",
-    ),
-    (
         "cloudwatch.metricsQueueSize",
         "kinship keeps counters, not a queue of metrics",
     ),
@@ -97,6 +93,7 @@ const TRANSLATED_GLOBALS: &[&str] = &[
     "cloudwatch.emitMetrics",
     "cloudwatch.metricsBufferTimeMillis",
     "cloudwatch.namespace",
+    "cloudwatch.tagInstance",
     "log.statusReportingPeriodSeconds",
     "log.file",
     "log.level",
@@ -197,6 +194,11 @@ impl GlobalKeys<'_> {
         if let Some(seconds) = number(root, "log.statusReportingPeriodSeconds", text, problems) {
             yaml.key(0, "progress_interval", &format!("{seconds}s"));
         }
+        yaml.comment(
+            0,
+            "progress_format: kinesis_agent logs progress worded as the Kinesis Agent did, for scrapers of its log.",
+        );
+        yaml.line(0, "# progress_format: kinesis_agent");
         if let Some(level) = string(root, "log.level") {
             yaml.key(0, "log_level", &quoted(&level.to_lowercase()));
         }
@@ -290,6 +292,13 @@ impl GlobalKeys<'_> {
             .unwrap_or(30_000)
             .max(1000);
         yaml.key(2, "interval", &format!("{ms}ms"));
+        if boolean(root, "cloudwatch.tagInstance", text, problems).unwrap_or(false) {
+            yaml.comment(
+                2,
+                "The EC2 instance id, read from the instance metadata service, as an Instance dimension.",
+            );
+            yaml.key(2, "tag_instance", "true");
+        }
         if let Some(endpoint) = string(root, "cloudwatch.endpoint") {
             yaml.line(2, "aws:");
             let (region, url) = endpoint_parts(&endpoint, "monitoring");

@@ -167,6 +167,40 @@ fn a_match_pattern_keeps_the_dash_rule_of_its_log_format() {
 }
 
 #[test]
+fn tag_instance_becomes_the_instance_dimension_and_the_progress_format_is_offered() {
+    let text = r#"{ "cloudwatch.tagInstance": true,
+      "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a" } ] }"#;
+    let migration = migrate(Path::new("/etc/aws-kinesis/agent.json"), text).expect("migrates");
+    assert!(migration.warnings.is_empty(), "{:?}", migration.warnings);
+    let config =
+        super::super::Config::parse(Path::new("/etc/kinship/kinship.yaml"), &migration.yaml)
+            .unwrap_or_else(|error| panic!("{error}\n{}", migration.yaml));
+    let cloudwatch = config.cloudwatch.expect("cloudwatch on by default");
+    assert_eq!(
+        cloudwatch.instance,
+        super::super::InstanceDimension::FromMetadata
+    );
+    // Offered, commented out: kinship's own line stays the default.
+    assert!(
+        migration
+            .yaml
+            .contains("\n# progress_format: kinesis_agent\n"),
+        "{}",
+        migration.yaml
+    );
+    assert_eq!(
+        config.progress_format,
+        super::super::ProgressFormat::Kinship
+    );
+    let without = migrate(
+        Path::new("/etc/aws-kinesis/agent.json"),
+        r#"{ "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a" } ] }"#,
+    )
+    .expect("migrates");
+    assert!(!without.yaml.contains("tag_instance"), "{}", without.yaml);
+}
+
+#[test]
 fn unknown_keys_of_a_processing_option_are_warned_by_name() {
     let text = r#"{ "flows": [ { "filePattern": "/var/log/*.log", "kinesisStream": "a",
       "dataProcessingOptions": [

@@ -54,6 +54,8 @@ pub(super) const TOP_LEVEL: Shape = Shape {
         ("checkpoint_interval", STRING),
         ("checkpoint_commit", STRING),
         ("progress_interval", STRING),
+        ("progress_format", STRING),
+        ("behind_warning_bytes", NUMBER),
         ("checkpoint_expiry", STRING),
         ("max_open_files", NUMBER),
         ("memory_budget", NUMBER),
@@ -120,6 +122,8 @@ pub(super) const CLOUDWATCH: Shape = Shape {
         ("enabled", BOOL),
         ("namespace", STRING),
         ("interval", STRING),
+        ("tag_instance", BOOL),
+        ("instance_id", STRING),
         ("aws", Kind::Mapping(&AWS)),
     ],
 };

@@ -123,6 +123,7 @@ impl Discovery {
         let catching_up = self.catch_up.is_catching_up();
         let mut waiting = 0;
         let mut present = HashSet::new();
+        let failed_opens = self.shared.metrics.open_failures_now();
         for candidate in candidates {
             present.insert(candidate.id);
             if self.shared.cancel.is_cancelled() {
@@ -142,6 +143,7 @@ impl Discovery {
             self.open_and_follow(candidate, decided, permit, tailers, data_watch)
                 .await;
         }
+        self.shared.metrics.scan_done(failed_opens);
         self.forget_absent(&present, now);
         self.set_waiting(waiting);
         self.first_scan = false;
@@ -312,6 +314,7 @@ impl Discovery {
             }
             Ok(None) => {} // Replaced between the scan and the open: the next scan sees the new file.
             Err(error) => {
+                self.shared.metrics.open_failed();
                 if self.unopenable.insert(candidate.path.clone()) {
                     warn!(flow = %self.flow.name, file = %candidate.path.display(), %error, "Cannot open file; will keep trying at every scan (logged once).");
                 }

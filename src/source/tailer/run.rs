@@ -121,7 +121,11 @@ impl Tailer {
         let offset = self.framer.read_offset();
         let want = usize::try_from(progress.size_seen - offset)
             .map_or(READ_CHUNK, |left| left.min(READ_CHUNK));
-        match self.read_chunk(want).await {
+        let outcome = self.read_chunk(want).await;
+        if outcome.is_ok() {
+            self.unread.succeeded();
+        }
+        match outcome {
             Ok(ReadOutcome::Read(0)) => progress.size_seen = offset,
             Ok(ReadOutcome::Read(_)) => {
                 self.idle_polls = 0;
@@ -157,7 +161,10 @@ impl Tailer {
     ) -> ControlFlow<Ending> {
         let offset = self.framer.read_offset();
         let state = match self.stat().await {
-            Ok(state) => state,
+            Ok(state) => {
+                self.unread.succeeded();
+                state
+            }
             Err(error) => {
                 self.report_trouble("Cannot stat file; will retry.", &error);
                 self.wait(changed).await;
@@ -326,6 +333,7 @@ impl Tailer {
 
     /// Logs a read or stat error at most once per `LOG_EVERY`, counting the repeats.
     fn report_trouble(&mut self, what: &'static str, error: &std::io::Error) {
+        self.unread.failed();
         if let Some(repeats) = self.trouble_log.allow() {
             warn!(file = %self.path.display(), %error, repeats, "{what}");
         }

@@ -47,6 +47,16 @@ impl Unread {
         self.update();
     }
 
+    /// A read of the file, or a look at it, failed (counted for ConsecutiveProcessingErrors).
+    pub(super) fn failed(&self) {
+        self.file.failed();
+    }
+
+    /// A read of the file, or a look at it, worked.
+    pub(super) fn succeeded(&self) {
+        self.file.succeeded();
+    }
+
     /// The file was truncated to `size` and is read again from its start.
     pub(super) fn restart(&mut self, size: u64) {
         self.handed_on = 0;

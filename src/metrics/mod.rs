@@ -1,4 +1,6 @@
-//! The agent's counters, named in one place, and the periodic progress line.
+//! The agent's counters, named in one place, and the periodic progress lines: kinship's own
+//! structured line, or the Kinesis Agent's prose lines (`progress_format`), and the warning
+//! when a flow falls far behind its files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,10 +9,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
+
+mod progress;
+
+pub use progress::{report_progress, ProgressFormat, ProgressSettings, AGENT_BEHIND_WARN_BYTES};
 
 /// Metric names, as exporters will publish them.
 pub mod names {
@@ -40,6 +45,8 @@ pub mod names {
     pub const OPEN_FILES: &str = "kinship_open_files";
     pub const CHECKPOINT_AGE: &str = "kinship_checkpoint_age_seconds";
     pub const UPTIME: &str = "kinship_uptime_seconds";
+    pub const PROCESSING_ERRORS: &str = "kinship_processing_errors_total";
+    pub const CONSECUTIVE_PROCESSING_ERRORS: &str = "kinship_consecutive_processing_errors";
 }
 
 /// Upper bounds, in seconds, of the put latency histogram's buckets.
@@ -98,6 +105,10 @@ impl Drop for InFlight<'_> {
 pub struct FlowMetrics {
     /// The flow's destination as CloudWatch's `Destination` dimension shows it.
     pub destination: String,
+    /// The flow as the Kinesis Agent names its tailer: `kinesis:STREAM:GLOB` or `fh:STREAM:GLOB`.
+    pub tailer_id: String,
+    /// Whether the flow has processors (the Kinesis Agent's "transformed" count is zero without).
+    pub transforms: bool,
     pub records_read: AtomicU64,
     pub bytes_read: AtomicU64,
     /// Lines the destination accepted (inside aggregated or packed records, each counts).
@@ -143,23 +154,54 @@ pub struct FlowMetrics {
     pub shards_paced: AtomicI64,
     /// The lowest records-per-second limit of a paced shard; 0 while none is paced.
     pub shard_rate_limit: AtomicI64,
-    /// The files being followed, each with its unread bytes.
-    followed: Mutex<BTreeMap<u64, (PathBuf, Arc<AtomicI64>)>>,
+    /// Errors reading, looking at or opening the flow's files, since start.
+    pub processing_errors: AtomicU64,
+    /// Attempts to open files a scan found that failed since the last scan in which none did.
+    pub open_failures: AtomicU64,
+    /// The files being followed, each with its unread bytes and its errors in a row.
+    followed: Mutex<BTreeMap<u64, Followed>>,
     next_followed: AtomicU64,
     pub put_latency: LatencyHistogram,
 }
 
-/// One followed file's unread bytes, listed in its flow's metrics until dropped.
+/// A followed file as its flow's metrics list it.
+#[derive(Debug)]
+struct Followed {
+    path: PathBuf,
+    unread: Arc<AtomicI64>,
+    /// Reads or looks at the file that failed since one last succeeded.
+    errors: Arc<AtomicU64>,
+}
+
+/// One followed file's unread bytes and errors in a row, listed in its flow's metrics until
+/// dropped.
 #[derive(Debug)]
 pub struct FileGauge {
     metrics: Arc<FlowMetrics>,
     key: u64,
     unread: Arc<AtomicI64>,
+    errors: Arc<AtomicU64>,
 }
 
 impl FileGauge {
     pub fn set(&self, unread: i64) {
         self.unread.store(unread, Ordering::Relaxed);
+    }
+
+    /// A read of the file, or a look at it, failed.
+    pub fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .processing_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A read of the file, or a look at it, worked: the errors in a row start again from zero.
+    /// On the read path: one relaxed load, and a store only after errors.
+    pub fn succeeded(&self) {
+        if self.errors.load(Ordering::Relaxed) != 0 {
+            self.errors.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -178,15 +220,74 @@ impl FlowMetrics {
     pub fn follow_file(self: &Arc<Self>, path: &Path) -> FileGauge {
         let key = self.next_followed.fetch_add(1, Ordering::Relaxed);
         let unread = Arc::new(AtomicI64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
         self.followed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key, (path.to_owned(), Arc::clone(&unread)));
+            .insert(
+                key,
+                Followed {
+                    path: path.to_owned(),
+                    unread: Arc::clone(&unread),
+                    errors: Arc::clone(&errors),
+                },
+            );
         FileGauge {
             metrics: Arc::clone(self),
             key,
             unread,
+            errors,
         }
+    }
+
+    /// An attempt to open a file a scan found failed.
+    pub fn open_failed(&self) {
+        self.open_failures.fetch_add(1, Ordering::Relaxed);
+        self.processing_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed opens counted so far, to give [`Self::scan_done`] at the end of a scan.
+    pub fn open_failures_now(&self) -> u64 {
+        self.open_failures.load(Ordering::Relaxed)
+    }
+
+    /// A scan ended; `failures_at_start` were counted when it began. If no open failed
+    /// during it, the failures in a row are over (the file was opened, or is gone).
+    pub fn scan_done(&self, failures_at_start: u64) {
+        let _ = self.open_failures.compare_exchange(
+            failures_at_start,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The Kinesis Agent's `ConsecutiveProcessingErrors` for this flow: the longest run of
+    /// failures, without a success between them, of reading or looking at one of its files, or
+    /// the failed opens since the last scan that opened (or found no need to open) every file
+    /// it found. Zero while every file is read as it should be.
+    pub fn consecutive_processing_errors(&self) -> u64 {
+        let followed = self
+            .followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let worst = followed
+            .values()
+            .map(|file| file.errors.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        worst.max(self.open_failures.load(Ordering::Relaxed))
+    }
+
+    /// Followed files with bytes not handed on yet: kinship reads all of a flow's files at
+    /// once, so this stands for the Kinesis Agent's files waiting behind the one it reads.
+    pub fn files_behind(&self) -> u64 {
+        self.followed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .filter(|file| file.unread.load(Ordering::Relaxed) > 0)
+            .count() as u64
     }
 
     /// Each followed file and its unread bytes, in the order they were followed.
@@ -195,10 +296,10 @@ impl FlowMetrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .values()
-            .map(|(path, unread)| {
+            .map(|file| {
                 (
-                    path.clone(),
-                    unread.load(Ordering::Relaxed).max(0).unsigned_abs(),
+                    file.path.clone(),
+                    file.unread.load(Ordering::Relaxed).max(0).unsigned_abs(),
                 )
             })
             .collect()
@@ -229,6 +330,17 @@ impl FlowMetrics {
         let read = self.bytes_read.load(Ordering::Relaxed);
         unread + read.saturating_sub(delivered)
     }
+}
+
+/// How a flow is named in metrics and progress lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowLabels {
+    /// CloudWatch's `Destination` dimension: `KinesisStream:NAME` or `DeliveryStream:NAME`.
+    pub destination: String,
+    /// The Kinesis Agent's name for the flow's tailer: `kinesis:STREAM:GLOB` or `fh:STREAM:GLOB`.
+    pub tailer_id: String,
+    /// Whether the flow has processors.
+    pub transforms: bool,
 }
 
 /// Every flow's counters.
@@ -308,9 +420,11 @@ impl Metrics {
 
     /// Gives `name` new counters (a flow started, or started again with a changed config:
     /// its counters begin at zero) and returns them.
-    pub fn start_flow(&self, name: &str, destination: &str) -> Arc<FlowMetrics> {
+    pub fn start_flow(&self, name: &str, labels: FlowLabels) -> Arc<FlowMetrics> {
         let counters = Arc::new(FlowMetrics {
-            destination: destination.to_owned(),
+            destination: labels.destination,
+            tailer_id: labels.tailer_id,
+            transforms: labels.transforms,
             ..FlowMetrics::default()
         });
         let mut flows = self
@@ -397,40 +511,9 @@ impl Metrics {
         parts.join(",")
     }
 
-    /// Logs one progress line.
-    pub fn log_progress(&self) {
-        let totals = self.totals();
-        tracing::info!(
-            records_parsed = totals.records_read,
-            bytes_parsed = totals.bytes_read,
-            records_sent = totals.records_sent,
-            records_put = totals.records_put,
-            billing_units = %self.billing_units_by_flow(),
-            records_failed = totals.records_failed,
-            calls_retried = totals.calls_failed,
-            records_retried = totals.records_retried,
-            records_throttled = totals.records_throttled,
-            records_dead_lettered = totals.records_dead_lettered,
-            records_truncated = totals.records_truncated,
-            records_filtered = totals.records_filtered,
-            records_unparsable = totals.records_unparsable,
-            memory_used = self.memory.get().map_or(0, |budget| budget.used()),
-            bytes_behind = %self.behind_by_flow(),
-            uptime_s = self.started.elapsed().as_secs(),
-            "Progress."
-        );
-    }
-}
-
-/// Logs a progress line every `interval` until `cancel` fires.
-pub async fn report_progress(metrics: Arc<Metrics>, interval: Duration, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => metrics.log_progress(),
-        }
+    /// Bytes held in the memory budget now.
+    fn memory_now(&self) -> usize {
+        self.memory.get().map_or(0, |budget| budget.used())
     }
 }
 

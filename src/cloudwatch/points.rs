@@ -1,37 +1,33 @@
-//! Optional publishing of each flow's counters to CloudWatch under the Kinesis Agent's metric
-//! names and `Destination` dimension, so dashboards and alarms built for that agent keep
-//! working. Each interval sends what changed since the last accepted call; a failed call
-//! loses nothing, its counts go with the next one.
+//! The data points of one publish: what each flow's counters grew by since the last accepted
+//! publish, and its gauges now, under the Kinesis Agent's names and dimensions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
 use crate::config::{Destination, DestinationKind};
 use crate::metrics::{FlowMetrics, Metrics};
 
-/// The metric names the Kinesis Agent publishes.
+/// The metric and dimension names the Kinesis Agent publishes.
 pub mod names {
     pub const BYTES_SENT: &str = "BytesSent";
     pub const RECORD_SEND_ATTEMPTS: &str = "RecordSendAttempts";
     pub const RECORD_SEND_ERRORS: &str = "RecordSendErrors";
     pub const RECORDS_SENT: &str = "RecordsSent";
     pub const SERVICE_ERRORS: &str = "ServiceErrors";
+    /// A gauge: the flow's longest run of failed reads or opens of its files.
+    pub const CONSECUTIVE_PROCESSING_ERRORS: &str = "ConsecutiveProcessingErrors";
     /// The dimension: `KinesisStream:NAME` or `DeliveryStream:NAME`.
     pub const DESTINATION: &str = "Destination";
+    /// The second dimension with `cloudwatch.tag_instance`: the EC2 instance id.
+    pub const INSTANCE: &str = "Instance";
 }
-
-/// Most data points one `PutMetricData` call takes.
-const DATUMS_PER_CALL: usize = 1000;
 
 /// One flow's published counters at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Counts {
+pub(super) struct Counts {
     bytes_sent: u64,
     records_sent: u64,
     attempts: u64,
@@ -67,19 +63,19 @@ impl Counts {
 
 /// One data point to publish.
 #[derive(Clone, Debug, PartialEq)]
-struct Point {
-    name: &'static str,
-    destination: String,
-    value: f64,
-    unit: StandardUnit,
+pub(super) struct Point {
+    pub(super) name: &'static str,
+    pub(super) destination: String,
+    pub(super) value: f64,
+    pub(super) unit: StandardUnit,
 }
 
 /// Each flow's counters and their values, as read for one publish.
-type Snapshot = Vec<(String, (Arc<FlowMetrics>, Counts))>;
+pub(super) type Snapshot = Vec<(String, (Arc<FlowMetrics>, Counts))>;
 
 /// What each flow's counters were when last published.
 #[derive(Debug, Default)]
-struct Publisher {
+pub(super) struct Publisher {
     /// By flow: the counters (a flow a reload restarted has new ones, which start from zero)
     /// and their values.
     published: HashMap<String, (Arc<FlowMetrics>, Counts)>,
@@ -95,7 +91,7 @@ pub fn destination_dimension(destination: &Destination) -> String {
 
 impl Publisher {
     /// The points to send now, and the counts to remember once they are accepted.
-    fn pending(&self, metrics: &Metrics) -> (Vec<Point>, Snapshot) {
+    pub(super) fn pending(&self, metrics: &Metrics) -> (Vec<Point>, Snapshot) {
         let mut points = Vec::new();
         let mut snapshot = Vec::new();
         for (flow, counters) in metrics.flows() {
@@ -133,90 +129,54 @@ impl Publisher {
                     unit,
                 });
             }
+            // A gauge: its value now, whatever was published before.
+            points.push(Point {
+                name: names::CONSECUTIVE_PROCESSING_ERRORS,
+                destination: destination.clone(),
+                value: counters.consecutive_processing_errors() as f64,
+                unit: StandardUnit::Count,
+            });
             snapshot.push((flow, (counters, now)));
         }
         (points, snapshot)
     }
 
     /// Remembers counts whose points were accepted.
-    fn published(&mut self, snapshot: Snapshot) {
+    pub(super) fn published(&mut self, snapshot: Snapshot) {
         self.published = snapshot.into_iter().collect();
     }
 }
 
-fn datum(point: &Point) -> MetricDatum {
-    MetricDatum::builder()
-        .metric_name(point.name)
-        .dimensions(
+/// The data point as sent: dimensions `Destination`, and `Instance` when it is given.
+pub(super) fn datum(point: &Point, instance: Option<&str>) -> MetricDatum {
+    let mut builder = MetricDatum::builder().metric_name(point.name).dimensions(
+        Dimension::builder()
+            .name(names::DESTINATION)
+            .value(&point.destination)
+            .build(),
+    );
+    if let Some(instance) = instance {
+        builder = builder.dimensions(
             Dimension::builder()
-                .name(names::DESTINATION)
-                .value(&point.destination)
+                .name(names::INSTANCE)
+                .value(instance)
                 .build(),
-        )
-        .value(point.value)
-        .unit(point.unit.clone())
-        .build()
-}
-
-/// Publishes every `interval` until `stop` fires, then once more.
-pub async fn publish(
-    client: aws_sdk_cloudwatch::Client,
-    namespace: String,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    let mut publisher = Publisher::default();
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    info!(%namespace, ?interval, "Publishing metrics to CloudWatch.");
-    loop {
-        let last = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = ticker.tick() => false,
-        };
-        failing = publish_once(&client, &namespace, &metrics, &mut publisher, failing).await;
-        if last {
-            return;
-        }
+        );
     }
-}
-
-/// Sends the pending points; returns whether publishing is failing.
-async fn publish_once(
-    client: &aws_sdk_cloudwatch::Client,
-    namespace: &str,
-    metrics: &Metrics,
-    publisher: &mut Publisher,
-    was_failing: bool,
-) -> bool {
-    let (points, snapshot) = publisher.pending(metrics);
-    for chunk in points.chunks(DATUMS_PER_CALL) {
-        let sent = client
-            .put_metric_data()
-            .namespace(namespace)
-            .set_metric_data(Some(chunk.iter().map(datum).collect()))
-            .send()
-            .await;
-        if let Err(failure) = sent {
-            if !was_failing {
-                warn!(%namespace, cause = %crate::error_chain::error_chain(&failure), "Cannot publish metrics to CloudWatch (cloudwatch:PutMetricData); shipping goes on, and the counts are sent with the next publish.");
-            }
-            return true;
-        }
-    }
-    if was_failing {
-        info!(%namespace, "Metrics are published to CloudWatch again.");
-    }
-    debug!(points = points.len(), "Metrics published to CloudWatch.");
-    publisher.published(snapshot);
-    false
+    builder.value(point.value).unit(point.unit.clone()).build()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::FlowLabels;
+
+    fn labels(destination: &str) -> FlowLabels {
+        FlowLabels {
+            destination: destination.to_owned(),
+            ..FlowLabels::default()
+        }
+    }
 
     fn value(points: &[Point], name: &str, destination: &str) -> f64 {
         points
@@ -228,7 +188,7 @@ mod tests {
     #[test]
     fn each_publish_sends_what_grew_since_the_last_accepted_one() {
         let metrics = Metrics::new([]);
-        let app = metrics.start_flow("app", "KinesisStream:logs");
+        let app = metrics.start_flow("app", labels("KinesisStream:logs"));
         FlowMetrics::add(&app.bytes_sent, 1000);
         FlowMetrics::add(&app.records_sent, 10);
         FlowMetrics::add(&app.records_put, 10);
@@ -237,7 +197,7 @@ mod tests {
         FlowMetrics::add(&app.calls_failed, 1);
         let mut publisher = Publisher::default();
         let (points, snapshot) = publisher.pending(&metrics);
-        assert_eq!(points.len(), 5);
+        assert_eq!(points.len(), 6);
         assert_eq!(value(&points, "BytesSent", "KinesisStream:logs"), 1000.0);
         assert_eq!(value(&points, "RecordsSent", "KinesisStream:logs"), 10.0);
         assert_eq!(
@@ -261,9 +221,84 @@ mod tests {
         publisher.published(snapshot);
 
         // A reload restarts the flow with new counters: they count from zero.
-        let again = metrics.start_flow("app", "DeliveryStream:logs");
+        let again = metrics.start_flow("app", labels("DeliveryStream:logs"));
         FlowMetrics::add(&again.records_sent, 3);
         let (points, _) = publisher.pending(&metrics);
         assert_eq!(value(&points, "RecordsSent", "DeliveryStream:logs"), 3.0);
+    }
+
+    #[test]
+    fn consecutive_processing_errors_rise_while_reads_fail_and_reset_on_success() {
+        let metrics = Metrics::new([]);
+        let app = metrics.start_flow("app", labels("KinesisStream:logs"));
+        let gauge = |publisher: &Publisher| {
+            let (points, _) = publisher.pending(&metrics);
+            value(&points, "ConsecutiveProcessingErrors", "KinesisStream:logs")
+        };
+        let publisher = Publisher::default();
+        assert_eq!(gauge(&publisher), 0.0);
+        let stuck = app.follow_file(std::path::Path::new("/logs/stuck.log"));
+        let fine = app.follow_file(std::path::Path::new("/logs/fine.log"));
+        for _ in 0..3 {
+            stuck.failed();
+        }
+        fine.failed();
+        fine.succeeded();
+        // A file read well does not hide one that keeps failing.
+        assert_eq!(gauge(&publisher), 3.0);
+        assert_eq!(app.processing_errors.load(Ordering::Relaxed), 4);
+        stuck.failed();
+        assert_eq!(gauge(&publisher), 4.0);
+        stuck.succeeded();
+        assert_eq!(gauge(&publisher), 0.0);
+        // Opens that fail count too, scan after scan, until a scan has none failing.
+        let scan = app.open_failures_now();
+        app.open_failed();
+        app.scan_done(scan);
+        let scan = app.open_failures_now();
+        app.open_failed();
+        app.scan_done(scan);
+        assert_eq!(gauge(&publisher), 2.0);
+        let scan = app.open_failures_now();
+        app.scan_done(scan);
+        assert_eq!(gauge(&publisher), 0.0);
+        // A file no longer followed no longer counts.
+        stuck.failed();
+        drop(stuck);
+        assert_eq!(gauge(&publisher), 0.0);
+        assert_eq!(app.processing_errors.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn the_instance_dimension_goes_beside_destination() {
+        let point = Point {
+            name: names::RECORDS_SENT,
+            destination: "KinesisStream:logs".to_owned(),
+            value: 1.0,
+            unit: StandardUnit::Count,
+        };
+        let dimensions = |datum: &MetricDatum| -> Vec<(String, String)> {
+            datum
+                .dimensions()
+                .iter()
+                .map(|d| {
+                    (
+                        d.name().unwrap_or_default().to_owned(),
+                        d.value().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            dimensions(&datum(&point, None)),
+            [("Destination".to_owned(), "KinesisStream:logs".to_owned())]
+        );
+        assert_eq!(
+            dimensions(&datum(&point, Some("i-0123456789abcdef0"))),
+            [
+                ("Destination".to_owned(), "KinesisStream:logs".to_owned()),
+                ("Instance".to_owned(), "i-0123456789abcdef0".to_owned())
+            ]
+        );
     }
 }
