@@ -85,6 +85,8 @@ pub enum DescribeTagsError {
     },
     #[error("EC2's answer to DescribeTags cannot be read: {0}")]
     Malformed(String),
+    #[error("DescribeTags did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl DescribeTagsError {
@@ -98,6 +100,7 @@ impl DescribeTagsError {
             Self::Signing(_) => "SigningFailed",
             Self::Unreachable { .. } => "Unreachable",
             Self::Malformed(_) => "MalformedResponse",
+            Self::TimedOut(_) => "TimedOut",
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct AddEc2Metadata {
 
 /// How long one read of the metadata may take (the identity, then the tags page by page).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `DescribeTags` may take, all pages, before the instance metadata's tags are used.
+const DESCRIBE_TAGS_TIMEOUT: Duration = Duration::from_secs(15);
 /// How soon a failed read is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -168,13 +170,17 @@ impl AddEc2Metadata {
         if let Some(ec2) = &self.ec2 {
             let described = match identity.instance_id.as_deref() {
                 Some(instance_id) => {
-                    describe_tags::describe_tags(
+                    let call = describe_tags::describe_tags(
                         ec2,
                         self.settings.ec2_endpoint.as_deref(),
                         identity.region.as_deref(),
                         instance_id,
-                    )
-                    .await
+                    );
+                    tokio::time::timeout(DESCRIBE_TAGS_TIMEOUT, call)
+                        .await
+                        .unwrap_or(Err(describe_tags::DescribeTagsError::TimedOut(
+                            DESCRIBE_TAGS_TIMEOUT,
+                        )))
                 }
                 None => Err(describe_tags::DescribeTagsError::Malformed(
                     "the instance identity document has no instanceId".into(),
