@@ -1,6 +1,7 @@
 //! Each flow's client and the start-up checks: the AWS clients built from the config (shared
-//! between flows with equal settings), the dry-run output, the factory that makes a flow's
-//! client at start and at reload, and the destination checks run before tailing starts.
+//! between flows with equal settings), the dry-run output, how a flow's `add_ec2_metadata`
+//! calls EC2, the factory that makes a flow's client at start and at reload, and the
+//! destination checks run before tailing starts.
 
 use std::collections::HashMap;
 use std::future::Future;
