@@ -19,6 +19,7 @@ mod crash;
 mod data_path;
 mod delivery;
 mod destinations;
+mod ec2_metadata;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;

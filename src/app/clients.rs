@@ -1,20 +1,26 @@
 //! Each flow's client and the start-up checks: the AWS clients built from the config (shared
-//! between flows with equal settings), the dry-run output, the factory that makes a flow's
-//! client at start and at reload, and the destination checks run before tailing starts.
+//! between flows with equal settings), the dry-run output, how a flow's `add_ec2_metadata`
+//! calls EC2, the factory that makes a flow's client at start and at reload, and the
+//! destination checks run before tailing starts.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, Destination, FlowConfig};
+use crate::config::{Config, Destination, FlowConfig, ProcessorSpec};
+use crate::error_chain::chain_text;
+use crate::pipeline::processors::ec2::{Ec2Access, HttpAnswer, SendFuture, SendRequest};
 use crate::sink::check::{self, CheckFailed, CheckPassed};
 use crate::sink::clients::{AwsClients, FlowClients};
 use crate::sink::destination::DestinationClient;
 use crate::sink::dry_run::DryRunOutput;
+use crate::sink::transport::HttpClient;
 use crate::sink::wire::WireFormat;
 use crate::sink::PutRecords;
 
@@ -26,6 +32,40 @@ pub struct Destinations {
     clients: HashMap<String, FlowClients>,
     dry_run: Option<Arc<DryRunOutput>>,
     cloudwatch: Option<aws_sdk_cloudwatch::Client>,
+    /// How each flow that adds EC2 tags calls `DescribeTags`.
+    ec2: HashMap<String, FlowEc2Access>,
+}
+
+/// How a flow's `add_ec2_metadata` calls EC2 (`DescribeTags`): the flow's credentials, region
+/// and HTTP client (its proxies, CA bundle and timeouts).
+#[derive(Clone, Debug)]
+pub struct FlowEc2Access(pub(crate) Ec2Access);
+
+/// The data path's HTTP client, as `add_ec2_metadata` sends through it.
+#[derive(Debug)]
+struct FlowHttp(HttpClient);
+
+impl SendRequest for FlowHttp {
+    fn send(&self, request: http::Request<Bytes>) -> SendFuture<'_> {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            self.0
+                .send(http::Request::from_parts(parts, Full::new(body)))
+                .await
+                .map(|answer| HttpAnswer {
+                    status: answer.status,
+                    body: answer.body,
+                })
+                .map_err(|error| chain_text(&error))
+        })
+    }
+}
+
+/// Whether `flow` has an `add_ec2_metadata` that reads the instance's tags.
+fn reads_ec2_tags(flow: &FlowConfig) -> bool {
+    flow.processors
+        .iter()
+        .any(|spec| matches!(spec, ProcessorSpec::AddEc2Metadata(settings) if settings.tags))
 }
 
 impl Destinations {
@@ -77,10 +117,22 @@ impl Destinations {
             Some(settings) => Some(aws.cloudwatch(&settings.aws).await?),
             None => None,
         };
+        let mut ec2 = HashMap::new();
+        for flow in config.flows.iter().filter(|flow| reads_ec2_tags(flow)) {
+            let (sdk, http) = aws.sdk_and_http(flow).await?;
+            let access = Ec2Access {
+                credentials: sdk.credentials_provider(),
+                time: sdk.time_source().unwrap_or_default(),
+                region: sdk.region().map(ToString::to_string),
+                http: Arc::new(FlowHttp(http)),
+            };
+            ec2.insert(flow.name.clone(), FlowEc2Access(access));
+        }
         Ok(Self {
             clients,
             dry_run,
             cloudwatch,
+            ec2,
         })
     }
 
@@ -146,6 +198,12 @@ pub trait ClientFactory: Send {
 
     fn client_for(&self, flow: &FlowConfig) -> Self::Client;
 
+    /// How `flow`'s `add_ec2_metadata` calls `DescribeTags`; `None`: it reads the instance's
+    /// tags from the instance metadata only.
+    fn ec2_access(&self, _flow: &FlowConfig) -> Option<FlowEc2Access> {
+        None
+    }
+
     /// The client metrics are published through, when `cloudwatch` is enabled.
     fn cloudwatch(&self) -> Option<aws_sdk_cloudwatch::Client> {
         None
@@ -179,6 +237,10 @@ impl ClientFactory for Destinations {
 
     fn client_for(&self, flow: &FlowConfig) -> DestinationClient {
         Destinations::client_for(self, flow)
+    }
+
+    fn ec2_access(&self, flow: &FlowConfig) -> Option<FlowEc2Access> {
+        self.ec2.get(&flow.name).cloned()
     }
 
     fn cloudwatch(&self) -> Option<aws_sdk_cloudwatch::Client> {

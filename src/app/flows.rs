@@ -19,7 +19,7 @@ use crate::limits::MemoryBudget;
 use crate::limits::OpenFiles;
 use crate::metrics::{FlowLabels, Metrics};
 use crate::pipeline::combine::Combiner;
-use crate::pipeline::processors;
+use crate::pipeline::processors::{self, Ec2Access};
 use crate::pipeline::{self, BatchBuilder, BatchLimits, KeyChooser};
 use crate::record::{Ack, CopyFrom, FileId};
 use crate::reload::{self, FlowChanges};
@@ -41,16 +41,24 @@ pub(super) struct Starting<P> {
     pub(super) configured: FlowConfig,
     pub(super) flow: FlowConfig,
     pub(super) client: Arc<P>,
+    /// How the flow's `add_ec2_metadata` calls EC2, when it reads tags.
+    pub(super) ec2: Option<Ec2Access>,
     pub(super) stop: CancellationToken,
     pub(super) tasks: TaskTracker,
 }
 
 impl<P> Starting<P> {
-    pub(super) fn new(flow: &FlowConfig, client: P, shutdown: &CancellationToken) -> Self {
+    pub(super) fn new(
+        flow: &FlowConfig,
+        client: P,
+        ec2: Option<Ec2Access>,
+        shutdown: &CancellationToken,
+    ) -> Self {
         Self {
             configured: flow.clone(),
             flow: flow.clone(),
             client: Arc::new(client),
+            ec2,
             stop: shutdown.child_token(),
             tasks: TaskTracker::new(),
         }
@@ -117,6 +125,7 @@ impl Flows {
             configured,
             flow,
             client,
+            ec2,
             stop,
             tasks,
         } = starting;
@@ -138,7 +147,7 @@ impl Flows {
         };
         let shards = shard_map(&flow, &client, &tasks, &stop).await;
         // Built once: the chain and the EC2 metadata refreshers share each processor's cache.
-        let steps = processors::build(&flow.processors);
+        let steps = processors::build(&flow.processors, ec2.as_ref());
         let builder = BatchBuilder::new(
             BatchLimits {
                 max_records: flow.max_batch_records,
@@ -318,7 +327,14 @@ impl Flows {
             .filter(|flow| {
                 changes.added.contains(&flow.name) || changes.changed.contains(&flow.name)
             })
-            .map(|flow| Starting::new(flow, clients.client_for(flow), &self.shutdown))
+            .map(|flow| {
+                Starting::new(
+                    flow,
+                    clients.client_for(flow),
+                    clients.ec2_access(flow).map(|access| access.0),
+                    &self.shutdown,
+                )
+            })
             .collect();
         check_destinations(&mut starting, &self.shutdown).await;
         for flow in starting {

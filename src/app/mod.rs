@@ -30,7 +30,7 @@ mod shards;
 pub mod signals;
 
 use clients::*;
-pub use clients::{check_online, ClientFactory, Destinations};
+pub use clients::{check_online, ClientFactory, Destinations, FlowEc2Access};
 use flows::*;
 /// Acknowledgement events queued for the checkpoint store.
 const ACK_QUEUE: usize = 4096;
@@ -109,7 +109,14 @@ async fn start<C: ClientFactory>(
     let mut starting: Vec<Starting<C::Client>> = config
         .flows
         .iter()
-        .map(|flow| Starting::new(flow, clients.client_for(flow), &shutdown))
+        .map(|flow| {
+            Starting::new(
+                flow,
+                clients.client_for(flow),
+                clients.ec2_access(flow).map(|access| access.0),
+                &shutdown,
+            )
+        })
         .collect();
     check_destinations(&mut starting, &shutdown).await;
 

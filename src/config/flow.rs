@@ -94,12 +94,23 @@ impl Checker<'_> {
         };
         let firehose = written(&raw.firehose_stream, "firehose_stream")
             && !written(&raw.kinesis_stream, "kinesis_stream");
+        // The flow's own allowance, else the top level's, as its aws block inherits it.
+        let allow_insecure_http = raw
+            .aws
+            .as_ref()
+            .and_then(|block| block.allow_insecure_http)
+            .or(top_aws.allows_insecure_http())
+            .unwrap_or(false);
         let route = self.route(key, &mut raw, firehose, top_aws);
         let (partition_key, explicit_hash_key) = self.partition_keys(key, &mut raw, firehose);
         let batching = self.batching(key, &mut raw, firehose);
         let retries = self.retries(key, &mut raw);
-        let (processors, on_error) =
-            self.processors(key, raw.processors.take(), raw.on_error.take());
+        let (processors, on_error) = self.processors(
+            key,
+            raw.processors.take(),
+            raw.on_error.take(),
+            allow_insecure_http,
+        );
         let tailing = self.tailing(key, &mut raw);
         let (combine, compression) = self.combining(
             key,

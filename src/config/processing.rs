@@ -24,6 +24,7 @@ impl Checker<'_> {
         flow_key: &str,
         raw: Option<Vec<Option<RawProcessor>>>,
         on_error: Option<String>,
+        allow_insecure_http: bool,
     ) -> (Vec<ProcessorSpec>, OnError) {
         let on_error = match on_error.as_deref() {
             None | Some("send_raw") => OnError::SendRaw,
@@ -42,13 +43,22 @@ impl Checker<'_> {
             .enumerate()
             // A hole is a processor the schema's pass reported (no type, or an unknown one).
             .filter_map(|(index, raw)| {
-                self.processor(&format!("{flow_key}.processors[{index}]"), raw?)
+                self.processor(
+                    &format!("{flow_key}.processors[{index}]"),
+                    raw?,
+                    allow_insecure_http,
+                )
             })
             .collect();
         (processors, on_error)
     }
 
-    fn processor(&mut self, key: &str, raw: RawProcessor) -> Option<ProcessorSpec> {
+    fn processor(
+        &mut self,
+        key: &str,
+        raw: RawProcessor,
+        allow_insecure_http: bool,
+    ) -> Option<ProcessorSpec> {
         match raw {
             RawProcessor::SingleLine {
                 no_trim,
@@ -75,7 +85,14 @@ impl Checker<'_> {
                 refresh,
                 tags,
                 endpoint,
-            } => self.add_ec2_metadata(key, refresh, tags, endpoint),
+                ec2_endpoint,
+            } => self.add_ec2_metadata(
+                key,
+                refresh,
+                tags,
+                endpoint,
+                (ec2_endpoint, allow_insecure_http),
+            ),
             RawProcessor::AddMetadata {
                 timestamp,
                 fields,
@@ -348,13 +365,15 @@ impl Checker<'_> {
         Some(ProcessorSpec::Redact { rules })
     }
 
-    /// `add_ec2_metadata`: read again every `refresh`, at least a minute.
+    /// `add_ec2_metadata`: read again every `refresh`, at least a minute; `DescribeTags` sent
+    /// over https://, or plain http:// to this machine or where the flow's aws block allows it.
     fn add_ec2_metadata(
         &mut self,
         key: &str,
         refresh: Option<String>,
         tags: Option<bool>,
         endpoint: Option<String>,
+        (ec2_endpoint, allow_insecure_http): (Option<String>, bool),
     ) -> Option<ProcessorSpec> {
         let refresh = self.long_duration(
             &format!("{key}.refresh"),
@@ -364,10 +383,14 @@ impl Checker<'_> {
         if refresh < MIN_EC2_METADATA_REFRESH {
             self.problem(&format!("{key}.refresh"), "must be at least 1m");
         }
+        if let Some(url) = &ec2_endpoint {
+            self.endpoint(&format!("{key}.ec2_endpoint"), url, allow_insecure_http);
+        }
         Some(ProcessorSpec::AddEc2Metadata(Ec2Settings {
             refresh,
             tags: tags.unwrap_or(false),
             endpoint,
+            ec2_endpoint,
         }))
     }
 

@@ -215,9 +215,11 @@ pub enum RedactRule {
 pub struct Ec2Settings {
     /// How long the metadata is kept before it is read again (the agent's metadataTTL).
     pub refresh: Duration,
-    /// Add the instance's tags (the instance must allow tags in its metadata).
+    /// Add the instance's tags: from `ec2:DescribeTags`, else from the instance metadata.
     pub tags: bool,
     /// The metadata service's address; the AWS SDK's default (or
     /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`) when `None`.
     pub endpoint: Option<String>,
+    /// Where `DescribeTags` is sent; the EC2 endpoint of the instance's region when `None`.
+    pub ec2_endpoint: Option<String>,
 }

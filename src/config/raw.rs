@@ -157,6 +157,7 @@ pub enum RawProcessor {
         refresh: Option<String>,
         tags: Option<bool>,
         endpoint: Option<String>,
+        ec2_endpoint: Option<String>,
     },
     AddMetadata {
         timestamp: Option<bool>,

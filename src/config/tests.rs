@@ -1197,3 +1197,43 @@ fn the_log_file_keys_are_read_and_checked() {
             ]
         );
 }
+
+#[test]
+fn add_ec2_metadata_keys_are_read_and_checked() {
+    let config = parse(&format!(
+        "{FLOW}    kinesis_stream: a\n    processors:\n      - type: add_ec2_metadata\n        tags: true\n        refresh: 10m\n        endpoint: http://127.0.0.1:1338\n        ec2_endpoint: http://127.0.0.1:5000\n      - type: add_ec2_metadata\n"
+    ));
+    assert_eq!(
+        config.flows[0].processors,
+        [
+            ProcessorSpec::AddEc2Metadata(Ec2Settings {
+                refresh: Duration::from_secs(600),
+                tags: true,
+                endpoint: Some("http://127.0.0.1:1338".into()),
+                ec2_endpoint: Some("http://127.0.0.1:5000".into()),
+            }),
+            ProcessorSpec::AddEc2Metadata(Ec2Settings {
+                refresh: Duration::from_secs(3600),
+                tags: false,
+                endpoint: None,
+                ec2_endpoint: None,
+            }),
+        ]
+    );
+    // A refresh under the minimum is refused, naming the key, rather than raised silently;
+    // DescribeTags carries a signature, so it goes over https:// to any other host.
+    assert_eq!(
+        problems(&format!(
+            "{FLOW}    kinesis_stream: a\n    processors:\n      - type: add_ec2_metadata\n        refresh: 30s\n        ec2_endpoint: http://ec2.internal\n      - type: add_ec2_metadata\n        ec2_endpoint: ec2.eu-west-1.amazonaws.com\n"
+        )),
+        [
+            "/etc/k.yaml:7:9: flows[0].processors[0].refresh: must be at least 1m",
+            "/etc/k.yaml:8:9: flows[0].processors[0].ec2_endpoint: `http://ec2.internal` would send requests and signatures unencrypted to another host; use https://, or set allow_insecure_http: true",
+            "/etc/k.yaml:10:9: flows[0].processors[1].ec2_endpoint: `ec2.eu-west-1.amazonaws.com` is not an http:// or https:// URL with a host",
+        ]
+    );
+    assert!(problems(&format!(
+        "aws:\n  allow_insecure_http: true\n{FLOW}    kinesis_stream: a\n    processors:\n      - type: add_ec2_metadata\n        ec2_endpoint: http://ec2.internal\n"
+    ))
+    .is_empty());
+}

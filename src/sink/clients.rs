@@ -230,6 +230,22 @@ impl AwsClients {
         Ok(aws_sdk_cloudwatch::Client::from_conf(builder.build()))
     }
 
+    /// The SDK configuration (credentials, region, clock) and the data path's HTTP client of
+    /// `flow`'s AWS settings, shared with its other clients, for calls kinship makes itself
+    /// outside the data path (`add_ec2_metadata`'s `DescribeTags`). Dry-run flows too.
+    pub async fn sdk_and_http(
+        &mut self,
+        flow: &FlowConfig,
+    ) -> Result<(SdkConfig, HttpClient), ClientError> {
+        let http_error = |error| ClientError::Http {
+            flow: flow.name.clone(),
+            error,
+        };
+        let sdk = self.sdk_config(&flow.aws).await.map_err(http_error)?;
+        let http = self.transport_http(&flow.aws).map_err(http_error)?;
+        Ok((sdk, http))
+    }
+
     async fn sdk_config(&mut self, settings: &AwsSettings) -> Result<SdkConfig, TransportError> {
         if let Some(config) = self.configs.get(settings) {
             return Ok(config.clone());

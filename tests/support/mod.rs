@@ -9,6 +9,7 @@ pub mod emulator;
 pub mod fault_kinesis;
 pub mod files;
 pub mod http;
+pub mod imds;
 pub mod inproc;
 pub mod kinesalite;
 pub mod kinesis_server;

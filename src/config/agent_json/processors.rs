@@ -194,7 +194,7 @@ impl<'a> Processors<'a> {
         warnings: &mut Vec<String>,
     ) {
         self.items.line(6, "- type: add_ec2_metadata");
-        self.items.comment(8, "Tags come from the instance metadata (allow tags in it), not from ec2:DescribeTags as with the Kinesis Agent.");
+        self.items.comment(8, "Tags are read with ec2:DescribeTags as with the Kinesis Agent, but with the flow's credentials (allow it to them); if that fails, from the instance metadata.");
         self.items.key(8, "tags", "true");
         let seconds = number(option, "metadataTTL", self.text, problems).unwrap_or(3600);
         if seconds < MIN_EC2_METADATA_REFRESH_SECONDS {

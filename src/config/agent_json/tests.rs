@@ -232,4 +232,9 @@ fn a_metadata_ttl_below_the_shortest_refresh_is_raised_with_a_warning() {
         "{}",
         migration.yaml
     );
+    assert!(
+        migration.yaml.contains("tags: true") && migration.yaml.contains("ec2:DescribeTags"),
+        "{}",
+        migration.yaml
+    );
 }

@@ -72,7 +72,7 @@ impl Checker<'_> {
     }
 
     /// An endpoint URL: `https://`, or `http://` to this machine or when `allow_insecure`.
-    pub(super) fn endpoint(&mut self, key: &str, url: &str, allow_insecure: bool) {
+    pub(in crate::config) fn endpoint(&mut self, key: &str, url: &str, allow_insecure: bool) {
         match url_host(url) {
             None => self.problem(
                 key,

@@ -270,6 +270,7 @@ pub(super) const PROCESSORS: &[Variant] = &[
                 ("refresh", STRING),
                 ("tags", BOOL),
                 ("endpoint", STRING),
+                ("ec2_endpoint", STRING),
             ],
         },
     },

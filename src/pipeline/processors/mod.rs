@@ -23,7 +23,7 @@ use crate::metrics::FlowMetrics;
 use crate::record::SourceFile;
 
 pub use crate::config::OnError;
-pub use ec2::AddEc2Metadata;
+pub use ec2::{AddEc2Metadata, Ec2Access};
 pub use filter::Filter;
 pub use log::LogToJson;
 pub use metadata::AddMetadata;
@@ -61,14 +61,18 @@ pub struct Origin<'a> {
 }
 
 /// The processors a flow's specs name, in order. The config checked every spec, so building
-/// cannot fail; each `add_ec2_metadata` starts with no metadata until its refresher reads it.
-pub fn build(specs: &[ProcessorSpec]) -> Vec<Processor> {
-    specs.iter().map(Processor::from_spec).collect()
+/// cannot fail; each `add_ec2_metadata` starts with no metadata until its refresher reads it,
+/// and calls EC2 through `ec2` (the flow's credentials and HTTP client) when given.
+pub fn build(specs: &[ProcessorSpec], ec2: Option<&Ec2Access>) -> Vec<Processor> {
+    specs
+        .iter()
+        .map(|spec| Processor::from_spec(spec, ec2))
+        .collect()
 }
 
 impl Processor {
     /// The processor `spec` names.
-    pub fn from_spec(spec: &ProcessorSpec) -> Processor {
+    pub fn from_spec(spec: &ProcessorSpec, ec2: Option<&Ec2Access>) -> Processor {
         match spec {
             ProcessorSpec::SingleLine { trim, separator } => Processor::SingleLine(SingleLine {
                 trim: *trim,
@@ -111,7 +115,7 @@ impl Processor {
                 envelope: *envelope,
             }),
             ProcessorSpec::AddEc2Metadata(settings) => {
-                Processor::AddEc2Metadata(AddEc2Metadata::new(settings.clone()))
+                Processor::AddEc2Metadata(AddEc2Metadata::new(settings.clone(), ec2.cloned()))
             }
         }
     }
