@@ -34,7 +34,8 @@ use checker::Checker;
 pub use model::{
     CheckpointCommit, CloudWatchSettings, Combine, Config, DataPath, Delivery, FlowConfig,
     InitialPosition, KeyField, LogFileSettings, LogFormat, MetricsSettings, Oversize, PartitionKey,
-    WireFormat, DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_METRICS_LISTEN, EXTRACTED_KEY_MAX_BYTES,
+    ShippedFiles, WireFormat, DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_METRICS_LISTEN,
+    EXTRACTED_KEY_MAX_BYTES,
 };
 pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};
 use problem::quote_values_in;

@@ -604,3 +604,52 @@ fn a_longer_head_replaces_the_saved_one() {
     assert_eq!(written[0].head, Some(Head { len: 1024, hash: 5 }));
     assert_eq!(written[0].offset, 10);
 }
+
+#[test]
+fn the_acknowledged_offset_is_told_and_a_shipped_file_is_forgotten() {
+    let a = file(1, 10);
+    let b = file(2, 20);
+    let mut tracker = AckTracker::new(Vec::new());
+    for f in [&a, &b] {
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(f),
+            offset: 0,
+            original: None,
+        });
+    }
+    // [100, 200) is in flight: the offset told stops before it.
+    delivered(&mut tracker, vec![range(&a, 0, 100), range(&a, 200, 300)]);
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let unknown = FileId {
+        device: 1,
+        inode: 99,
+    };
+    tracker.apply(Ack::AskAcknowledged {
+        flow: Arc::from("app"),
+        ids: vec![a.id, unknown],
+        reply,
+    });
+    let told = answer.try_recv().expect("answered at once");
+    assert_eq!(
+        told,
+        vec![
+            Some(Acknowledged {
+                offset: 100,
+                head: None
+            }),
+            None
+        ]
+    );
+    tracker.take_delta();
+    tracker.apply(Ack::Shipped {
+        flow: Arc::from("app"),
+        id: a.id,
+    });
+    assert_eq!(tracker.checkpoint("app", a.id), None);
+    let delta = tracker.take_delta().expect("the removal is written");
+    assert_eq!(delta.removed, vec![("app".to_owned(), a.id)]);
+    // Its reading ended: late acknowledgements bring nothing back.
+    assert_eq!(delivered(&mut tracker, vec![range(&a, 100, 200)]), 0);
+    assert_eq!(tracker.checkpoint("app", a.id), None);
+    assert_eq!(tracker.checkpoint("app", b.id), Some(0));
+}
