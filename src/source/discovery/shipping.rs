@@ -18,6 +18,10 @@ impl Discovery {
     /// Deletes or moves the files found that are done with (see `shipped::decide`); returns
     /// the others.
     pub(super) async fn ship_done_files(&mut self, found: Vec<Candidate>) -> Vec<Candidate> {
+        // A dry run sends nothing: it never deletes or moves a file either.
+        if self.flow.shipped_files == ShippedFiles::Keep || self.flow.dry_run {
+            return found;
+        }
         let present: HashSet<_> = found.iter().map(|candidate| candidate.id).collect();
         self.first_paths.retain(|id, _| present.contains(id));
         self.ship_failing.retain(|id| present.contains(id));
@@ -29,7 +33,7 @@ impl Discovery {
                 .or_insert_with(|| candidate.path.clone());
             renamed.push(*first != candidate.path);
         }
-        if self.flow.shipped_files == ShippedFiles::Keep || self.shared.cancel.is_cancelled() {
+        if self.shared.cancel.is_cancelled() {
             return found;
         }
         let matches: Vec<_> = found
