@@ -12,6 +12,7 @@ use crate::support::agent::{write_config, Agent};
 use crate::support::config::{AgentConfig, Flow};
 use crate::support::fault_kinesis::{FaultKinesis, Faults};
 use crate::support::files::open_log;
+use crate::support::http::{free_port, get};
 use crate::support::stream::{read_back, setup};
 use crate::support::wait;
 
@@ -118,19 +119,35 @@ fn flow_keys(extra: &[&str]) -> Vec<String> {
 }
 
 fn config(dir: &Path, endpoint: &str, stream: &str, glob: &Path, extra: &[&str]) -> PathBuf {
+    config_with(dir, endpoint, stream, glob, extra, &[])
+}
+
+/// As [`config`], with `top` keys besides.
+fn config_with(
+    dir: &Path,
+    endpoint: &str,
+    stream: &str,
+    glob: &Path,
+    extra: &[&str],
+    top: &[&str],
+) -> PathBuf {
     let keys = flow_keys(extra);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let top: Vec<&str> = ["checkpoint_interval: 100ms"]
+        .into_iter()
+        .chain(top.iter().copied())
+        .collect();
     write_config(
         dir,
         endpoint,
         stream,
         &glob.display().to_string(),
         &keys,
-        &["checkpoint_interval: 100ms"],
+        &top,
     )
 }
 
-/// The paths of the files the state directory's checkpoints name.
+/// The paths of the files the state directory's checkpoints name, one per checkpoint.
 fn checkpointed_paths(dir: &Path) -> Vec<PathBuf> {
     kinship::checkpoint::read_saved(&dir.join("state"))
         .map(|saved| {
@@ -161,12 +178,14 @@ fn all_saved(dir: &Path, paths: &[&Path]) -> bool {
 fn shipped_files_delete_removes_a_rotated_file_once_every_line_is_acknowledged() {
     let (server, dir, runtime) = setup("deleted");
     let logs = logs_dir(dir.path());
-    let config = config(
+    let port = free_port();
+    let config = config_with(
         dir.path(),
         &server.endpoint,
         "deleted",
         &logs.join("app.log*"),
         &["shipped_files: delete"],
+        &[&format!("metrics:\n  listen: 127.0.0.1:{port}")],
     );
     let (files, mut agent) = rotate_under(&logs, || start(&config, dir.path()));
     wait::wait_until_showing(
@@ -184,11 +203,23 @@ fn shipped_files_delete_removes_a_rotated_file_once_every_line_is_acknowledged()
             && output.contains(&format!("path={}", files.rotated.display())),
         "{output}"
     );
+    let counted = "kinship_shipped_files_total{flow=\"app\",action=\"delete\"} 1\n";
+    wait::wait_until_showing(
+        "the deletion counted",
+        DEADLINE,
+        || get(port, "/metrics").is_some_and(|(_, body)| body.contains(counted)),
+        || {
+            get(port, "/metrics")
+                .map(|(_, body)| body)
+                .unwrap_or_default()
+        },
+    );
+    // Only the file being written keeps a checkpoint.
     wait::wait_until_showing(
         "the deleted file's checkpoint dropped",
         DEADLINE,
-        || !checkpointed_paths(dir.path()).contains(&files.rotated),
-        || agent.output(),
+        || checkpointed_paths(dir.path()) == [files.log.clone()],
+        || format!("{:?}\n{}", checkpointed_paths(dir.path()), agent.output()),
     );
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
@@ -430,6 +461,11 @@ fn shipped_files_a_crash_after_acknowledgement_deletes_at_restart_without_sendin
         || agent.output(),
     );
     assert!(files.log.exists());
+    assert!(
+        agent.output().contains("Deleted a file done with"),
+        "{}",
+        agent.output()
+    );
     // One more line to know the agent still ships: it arrives alone, nothing else again.
     let last = line("new", 400);
     write(&mut open_log(&files.log), std::slice::from_ref(&last));
