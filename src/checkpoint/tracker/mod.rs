@@ -154,18 +154,28 @@ impl AckTracker {
     }
 
     /// How far each of `ids` of `flow` was acknowledged: its saved offset, which advances only
-    /// across delivered bytes, so that nothing before it is in flight.
+    /// across delivered bytes, so that nothing before it is in flight. A file another flow
+    /// follows too is told at the lesser of the two offsets: it is not done with while any flow
+    /// that read it still has lines of it to deliver.
     pub(crate) fn acknowledged(&self, flow: &str, ids: &[FileId]) -> Vec<Option<Acknowledged>> {
-        let flow = flow.to_owned();
-        ids.iter()
+        let mut told: FastMap<FileId, Option<Acknowledged>> = ids
+            .iter()
             .map(|id| {
-                self.saved
-                    .get(&(flow.clone(), *id))
-                    .map(|saved| Acknowledged {
-                        offset: saved.offset,
-                        head: saved.head,
-                    })
+                let own = self.saved.get(&(flow.to_owned(), *id));
+                let own = own.map(|saved| Acknowledged {
+                    offset: saved.offset,
+                    head: saved.head,
+                });
+                (*id, own)
             })
+            .collect();
+        for saved in self.saved.values() {
+            if let Some(Some(own)) = told.get_mut(&saved.id) {
+                own.offset = own.offset.min(saved.offset);
+            }
+        }
+        ids.iter()
+            .map(|id| told.get(id).copied().flatten())
             .collect()
     }
 

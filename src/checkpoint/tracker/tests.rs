@@ -653,3 +653,27 @@ fn the_acknowledged_offset_is_told_and_a_shipped_file_is_forgotten() {
     assert_eq!(tracker.checkpoint("app", a.id), None);
     assert_eq!(tracker.checkpoint("app", b.id), Some(0));
 }
+
+#[test]
+fn a_file_two_flows_follow_is_told_at_the_lesser_acknowledged_offset() {
+    let app = file(1, 10);
+    let audit = Arc::new(SourceFile {
+        flow: Arc::from("audit"),
+        ..(*file(2, 10)).clone()
+    });
+    let mut tracker = AckTracker::new(Vec::new());
+    for f in [&app, &audit] {
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(f),
+            offset: 0,
+            original: None,
+        });
+    }
+    delivered(&mut tracker, vec![range(&app, 0, 300)]);
+    delivered(&mut tracker, vec![range(&audit, 0, 120)]);
+    let told = tracker.acknowledged("app", &[app.id]);
+    assert_eq!(told[0].map(|acknowledged| acknowledged.offset), Some(120));
+    delivered(&mut tracker, vec![range(&audit, 120, 300)]);
+    let told = tracker.acknowledged("app", &[app.id]);
+    assert_eq!(told[0].map(|acknowledged| acknowledged.offset), Some(300));
+}
