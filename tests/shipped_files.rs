@@ -360,6 +360,81 @@ fn shipped_files_idle_deletes_an_older_match_and_never_the_newest() {
     assert!(newest.exists());
 }
 
+#[cfg(unix)]
+#[test]
+fn shipped_files_a_file_that_cannot_be_deleted_is_warned_of_once_and_deleted_once_allowed() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let (server, dir, runtime) = setup("denied");
+    // Root may delete anything: run the agent as "nobody" then.
+    let running_as_root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let nobody = 65534;
+    let uid = running_as_root.then_some(nobody);
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let state = dir.path().join("state");
+    fs::create_dir_all(&state).expect("state dir");
+    if running_as_root {
+        chown(&state, Some(nobody), Some(nobody)).expect("chown state");
+    }
+    let logs = logs_dir(dir.path());
+    let older = logs.join("worker-1.log");
+    let newest = logs.join("worker-2.log");
+    let mut expected = lines("w1", 0..200);
+    write(&mut open_log(&older), &expected);
+    let second = lines("w2", 0..200);
+    write(&mut open_log(&newest), &second);
+    expected.extend(second);
+    modified_ago(&older, Duration::from_secs(3600));
+    modified_ago(&newest, Duration::from_secs(1800));
+    // The agent may read the files but not remove them from their directory.
+    let locked = if running_as_root { 0o755 } else { 0o555 };
+    fs::set_permissions(&logs, fs::Permissions::from_mode(locked)).expect("chmod logs");
+    let config = config(
+        dir.path(),
+        &server.endpoint,
+        "denied",
+        &logs.join("*.log"),
+        &["shipped_files: delete", "shipped_files_idle: 1s"],
+    );
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).expect("chmod config");
+    let filter = "info,kinship::source::discovery::shipping=debug";
+    let mut agent = Agent::start_with(&config, dir.path(), uid, &[], &[("RUST_LOG", filter)]);
+    let delivered = read_back(&runtime, &server, "denied", expected.len());
+    assert_each_once(&delivered, &expected, &agent);
+    agent.wait_for_log("Cannot act on a file done with", DEADLINE);
+    // Retried at later scans, warned of once.
+    let retried = "Cannot act on a file done with; will retry.";
+    wait::wait_until_showing(
+        "the deletion tried again",
+        DEADLINE,
+        || agent.output().matches(retried).count() >= 2,
+        || agent.output(),
+    );
+    let output = agent.output();
+    assert_eq!(
+        output
+            .matches("will retry at every scan (logged once)")
+            .count(),
+        1,
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!("path={}", older.display()))
+            && output.contains("Permission denied"),
+        "{output}"
+    );
+    assert!(older.exists());
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o777)).expect("chmod logs");
+    wait::wait_until_showing(
+        "the file deleted once allowed",
+        DEADLINE,
+        || !older.exists(),
+        || agent.output(),
+    );
+    assert!(newest.exists());
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+}
+
 /// A config for the fault-injecting server, as `tests/faults.rs` writes them.
 fn fault_config(dir: &Path, endpoint: &str, glob: &Path, extra: &[&str]) -> PathBuf {
     let keys = flow_keys(extra);
