@@ -141,6 +141,8 @@ pub(super) enum ShipError {
     Move { to: PathBuf, source: io::Error },
     #[error("the path has no file name")]
     NoName,
+    #[error("{0}")]
+    Task(#[source] io::Error),
 }
 
 /// Deletes or moves the file at `path` if it is still the file `id`, `size` bytes long and
@@ -158,6 +160,7 @@ pub(super) fn act(
         return Ok(Outcome::Changed);
     }
     match action {
+        // Never asked for: `keep` acts on nothing.
         ShippedFiles::Keep => Ok(Outcome::Changed),
         ShippedFiles::Delete => {
             fs::remove_file(path).map_err(ShipError::Delete)?;

@@ -123,7 +123,7 @@ impl Discovery {
         let (id, size) = (candidate.id, candidate.size);
         let acted = blocking(move || shipped::act(&action, &path, id, size, acknowledged.head))
             .await
-            .map_err(shipped::ShipError::Check)
+            .map_err(shipped::ShipError::Task)
             .and_then(|result| result);
         let flow = &self.flow.name;
         let path = candidate.path.display();
