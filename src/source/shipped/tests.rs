@@ -257,3 +257,29 @@ fn a_failure_is_an_error_naming_the_cause_and_the_file_stays() {
         assert!(path.exists());
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_move_to_another_filesystem_copies_then_removes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // /dev/shm is a tmpfs on most Linux hosts; where it shares the temp dir's device (or is
+    // missing), the rename path is what runs, and the other tests cover it.
+    let Ok(into) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let device = |path: &Path| fs::metadata(path).map(|metadata| metadata.dev()).ok();
+    if device(dir.path()) == device(into.path()) {
+        return;
+    }
+    let (path, id, head) = written(dir.path(), "app.log.1", b"across\n");
+    let action = ShippedFiles::Move(into.path().to_path_buf());
+    let outcome = act(&action, &path, id, 7, head).expect("move across filesystems");
+    assert_eq!(outcome, Outcome::Moved(into.path().join("app.log.1")));
+    assert!(!path.exists());
+    assert_eq!(
+        fs::read(into.path().join("app.log.1")).expect("read"),
+        b"across\n"
+    );
+    assert_eq!(fs::read_dir(into.path()).expect("list").count(), 1);
+}
