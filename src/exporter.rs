@@ -244,6 +244,26 @@ pub fn render(metrics: &Metrics) -> String {
     }
     header(
         &mut out,
+        names::SHIPPED_FILES,
+        "Files done with (every line acknowledged, no longer written) that shipped_files deleted or moved.",
+        "counter",
+    );
+    for (flow, counters) in &flows {
+        let flow = escape(flow);
+        for (action, counter) in [
+            ("delete", &counters.files_deleted),
+            ("move", &counters.files_moved),
+        ] {
+            let _ = writeln!(
+                out,
+                "{}{{flow=\"{flow}\",action=\"{action}\"}} {}",
+                names::SHIPPED_FILES,
+                get(counter)
+            );
+        }
+    }
+    header(
+        &mut out,
         names::BYTES_BEHIND,
         "Bytes in followed files not yet delivered: not handed on yet, plus handed on but not delivered.",
         "gauge",
@@ -422,6 +442,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("kinship_records_sent_total{flow=\"web\"} 0\n"));
+        FlowMetrics::add(&app.files_deleted, 2);
+        let shipped = render(&metrics);
+        assert!(
+            shipped.contains("kinship_shipped_files_total{flow=\"app\",action=\"delete\"} 2\n"),
+            "{shipped}"
+        );
+        assert!(shipped.contains("kinship_shipped_files_total{flow=\"app\",action=\"move\"} 0\n"));
         assert!(text.contains("# TYPE kinship_put_latency_seconds histogram\n"));
         assert!(text.contains("kinship_put_latency_seconds_bucket{flow=\"app\",le=\"0.005\"} 1\n"));
         assert!(text.contains("kinship_put_latency_seconds_bucket{flow=\"app\",le=\"0.1\"} 2\n"));

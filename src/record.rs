@@ -162,6 +162,26 @@ pub enum Ack {
     Identified { file: Arc<SourceFile> },
     /// A scan of `flow` found these files: their checkpoints are still wanted.
     Seen { flow: Arc<str>, ids: Vec<FileId> },
+    /// The source asks how far each of these files of `flow` was acknowledged, to decide
+    /// whether it is done with (`shipped_files`): `reply` gets one answer per id, in order,
+    /// once every acknowledgement sent before the question has been applied.
+    AskAcknowledged {
+        flow: Arc<str>,
+        ids: Vec<FileId>,
+        reply: tokio::sync::oneshot::Sender<Vec<Option<Acknowledged>>>,
+    },
+    /// The file `id` of `flow` was deleted or moved away once every line of it was
+    /// acknowledged: its checkpoint and readings are dropped.
+    Shipped { flow: Arc<str>, id: FileId },
+}
+
+/// How far a file was acknowledged, as the checkpoint store knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acknowledged {
+    /// Every byte before this offset was delivered; nothing before it is in flight.
+    pub offset: u64,
+    /// The head of the file this offset belongs to (`None` if it was empty when opened).
+    pub head: Option<Head>,
 }
 
 /// A record's stable identity: the hash of its file's first bytes and the offset it starts at.

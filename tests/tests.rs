@@ -31,5 +31,6 @@ mod reload;
 mod rotation;
 mod secrets;
 mod service;
+mod shipped_files;
 mod tailing;
 mod tailing_model;

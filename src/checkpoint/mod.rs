@@ -209,7 +209,7 @@ fn apply(tracker: &mut AckTracker, ack: Ack, metrics: &Metrics) {
         | Ack::Closed { file, .. }
         | Ack::Identified { file } => Some(Arc::clone(&file.flow)),
         Ack::Delivered(ranges) => ranges.first().map(|range| Arc::clone(&range.file.flow)),
-        Ack::Seen { .. } => None,
+        Ack::Seen { .. } | Ack::AskAcknowledged { .. } | Ack::Shipped { .. } => None,
     };
     let advanced = tracker.apply(ack);
     if let Some(flow_metrics) = flow.and_then(|flow| metrics.flow(&flow)) {

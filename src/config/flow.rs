@@ -1,14 +1,14 @@
 //! The checks of one flow: its name and files, where its records go, how they are batched,
 //! retried and read. Each group of keys is one step; a flow with any problem is left out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::aws::{self, arn_region, AwsSettings, Destination};
 use super::checker::Checker;
 use super::limits;
 use super::model::{
-    Combine, DataPath, Delivery, FlowConfig, InitialPosition, Oversize, WireFormat,
+    Combine, DataPath, Delivery, FlowConfig, InitialPosition, Oversize, ShippedFiles, WireFormat,
 };
 use super::raw::{self, RawFlow};
 use crate::pattern::Pattern;
@@ -31,6 +31,9 @@ const DEFAULT_MULTILINE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_SKIP_HEADER_LINES: usize = 1_000_000;
 const DEFAULT_TRUNCATED_RECORD_TERMINATOR: &str = "\n";
 const MAX_TRUNCATED_RECORD_TERMINATOR_BYTES: usize = 256;
+/// How long a file that was not renamed must stay unmodified, besides not being the newest
+/// match of its glob, before `shipped_files` acts on it.
+const DEFAULT_SHIPPED_FILES_IDLE: Duration = Duration::from_secs(5 * 60);
 
 /// Where a flow's records go and who sends them.
 struct Route {
@@ -112,6 +115,7 @@ impl Checker<'_> {
             allow_insecure_http,
         );
         let tailing = self.tailing(key, &mut raw);
+        let (shipped_files, shipped_files_idle) = self.shipped_files(key, &mut raw, &files);
         let (combine, compression) = self.combining(
             key,
             &raw,
@@ -157,6 +161,8 @@ impl Checker<'_> {
             max_retry_duration: retries.max_retry_duration,
             exclude: tailing.exclude,
             ignore_older: tailing.ignore_older,
+            shipped_files,
+            shipped_files_idle,
             fingerprint_bytes: tailing.fingerprint_bytes,
             partial_line_timeout: tailing.partial_line_timeout,
             multiline_start_pattern: tailing.multiline_start_pattern,
@@ -438,6 +444,97 @@ impl Checker<'_> {
         }
     }
 
+    /// `shipped_files`, `shipped_files_dir` and `shipped_files_idle`. The directory is
+    /// needed with `move` and only then; it must exist, be a directory, and lie outside the
+    /// flow's globs, or moved files would be found and read again.
+    fn shipped_files(
+        &mut self,
+        key: &str,
+        raw: &mut RawFlow,
+        files: &[String],
+    ) -> (ShippedFiles, Duration) {
+        let idle = self.long_duration(
+            &format!("{key}.shipped_files_idle"),
+            raw.shipped_files_idle.take(),
+            DEFAULT_SHIPPED_FILES_IDLE,
+        );
+        let dir_key = format!("{key}.shipped_files_dir");
+        let dir = raw.shipped_files_dir.take();
+        let shipped = match raw.shipped_files.as_deref() {
+            None | Some("keep") => ShippedFiles::Keep,
+            Some("delete") => ShippedFiles::Delete,
+            Some("move") => match &dir {
+                Some(dir) => self
+                    .shipped_files_dir(&dir_key, dir, files)
+                    .map_or(ShippedFiles::Keep, ShippedFiles::Move),
+                None => {
+                    if !self.rejected(&dir_key) {
+                        self.problem(
+                            &format!("{key}.shipped_files"),
+                            "is move, but shipped_files_dir is missing; name the directory to move files into",
+                        );
+                    }
+                    ShippedFiles::Keep
+                }
+            },
+            Some(other) => {
+                self.problem(
+                    &format!("{key}.shipped_files"),
+                    format!("`{}` is not one of keep, delete, move", quoted(other)),
+                );
+                return (ShippedFiles::Keep, idle);
+            }
+        };
+        if dir.is_some() && raw.shipped_files.as_deref() != Some("move") {
+            self.problem(
+                &dir_key,
+                "is set, but shipped_files is not move; set shipped_files: move or remove this key",
+            );
+        }
+        (shipped, idle)
+    }
+
+    /// `shipped_files_dir`: an existing directory, outside the flow's globs.
+    fn shipped_files_dir(&mut self, key: &str, dir: &str, files: &[String]) -> Option<PathBuf> {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() {
+            self.problem(key, format!("`{}` must be an absolute path", quoted(dir)));
+            return None;
+        }
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => {
+                self.problem(key, format!("`{}` is not a directory", quoted(dir)));
+                return None;
+            }
+            Err(error) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` cannot be used ({error}); create the directory first",
+                        quoted(dir)
+                    ),
+                );
+                return None;
+            }
+        }
+        if let Some(pattern) = files
+            .iter()
+            .find(|pattern| glob_directory_matches(pattern, &path))
+        {
+            self.problem(
+                key,
+                format!(
+                    "`{}` is a directory the glob `{}` reads; files moved there would be read again: choose a directory outside the flow's files",
+                    quoted(dir),
+                    quoted(pattern)
+                ),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
     fn initial_position(&mut self, key: &str, raw: Option<&str>) -> InitialPosition {
         match raw {
             None | Some("end_of_file") => InitialPosition::EndOfFile,
@@ -517,4 +614,18 @@ impl Checker<'_> {
         }
         (oversize, terminator)
     }
+}
+
+/// Whether `dir` is a directory whose files the glob `pattern` can match: its directory part
+/// matches `dir`.
+fn glob_directory_matches(pattern: &str, dir: &Path) -> bool {
+    let Some(parent) = Path::new(pattern).parent().and_then(Path::to_str) else {
+        return false;
+    };
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    glob::Pattern::new(parent).is_ok_and(|glob| glob.matches_path_with(dir, options))
 }

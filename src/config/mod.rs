@@ -34,7 +34,7 @@ use checker::Checker;
 pub use model::{
     CheckpointCommit, CloudWatchSettings, Combine, Config, DataPath, Delivery, FlowConfig,
     InitialPosition, InstanceDimension, KeyField, LogFileSettings, LogFormat, MetricsSettings,
-    Oversize, PartitionKey, ProgressFormat, WireFormat, DEFAULT_CLOUDWATCH_NAMESPACE,
+    Oversize, PartitionKey, ProgressFormat, ShippedFiles, WireFormat, DEFAULT_CLOUDWATCH_NAMESPACE,
     DEFAULT_METRICS_LISTEN, EXTRACTED_KEY_MAX_BYTES,
 };
 pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};

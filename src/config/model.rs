@@ -70,6 +70,30 @@ pub enum InitialPosition {
     EndOfFile,
 }
 
+/// What becomes of a file once every line of it is acknowledged and it is no longer written
+/// (`shipped_files`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ShippedFiles {
+    /// Left where it is (the default).
+    #[default]
+    Keep,
+    /// Deleted.
+    Delete,
+    /// Moved into this directory (`shipped_files_dir`), under its own name.
+    Move(PathBuf),
+}
+
+impl ShippedFiles {
+    /// The action's name, as logs and metrics show it; `None` for `keep`.
+    pub fn action(&self) -> Option<&'static str> {
+        match self {
+            ShippedFiles::Keep => None,
+            ShippedFiles::Delete => Some("delete"),
+            ShippedFiles::Move(_) => Some("move"),
+        }
+    }
+}
+
 /// How each record's partition key is chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PartitionKey {
@@ -245,6 +269,11 @@ pub struct FlowConfig {
     pub exclude: Vec<glob::Pattern>,
     /// Files not modified for this long are not opened (until they are written again).
     pub ignore_older: Option<Duration>,
+    /// What becomes of a file once all of it is acknowledged and it is no longer written.
+    pub shipped_files: ShippedFiles,
+    /// A file that was not renamed counts as no longer written once it is not the newest
+    /// match of its glob and was not modified for this long.
+    pub shipped_files_idle: Duration,
     pub destination: Destination,
     /// Region, endpoints, credentials and timeouts: the flow's own over the top-level ones.
     pub aws: AwsSettings,

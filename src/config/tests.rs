@@ -1237,3 +1237,128 @@ fn add_ec2_metadata_keys_are_read_and_checked() {
     ))
     .is_empty());
 }
+
+#[test]
+fn shipped_files_defaults_to_keep_and_takes_delete_or_move_into_a_directory() {
+    let config = Config::parse(Path::new("/etc/k.yaml"), GOOD).expect("valid config");
+    assert_eq!(config.flows[0].shipped_files, ShippedFiles::Keep);
+    assert_eq!(
+        config.flows[0].shipped_files_idle,
+        Duration::from_secs(5 * 60)
+    );
+    let text = GOOD.replace(
+        "    max_batch_age: 250ms\n",
+        "    max_batch_age: 250ms\n    shipped_files: delete\n    shipped_files_idle: 1h\n",
+    );
+    let config = Config::parse(Path::new("/etc/k.yaml"), &text).expect("valid config");
+    assert_eq!(config.flows[0].shipped_files, ShippedFiles::Delete);
+    assert_eq!(
+        config.flows[0].shipped_files_idle,
+        Duration::from_secs(3600)
+    );
+
+    let done = tempfile::tempdir().expect("temp dir");
+    let text = GOOD.replace(
+        "    max_batch_age: 250ms\n",
+        &format!(
+            "    max_batch_age: 250ms\n    shipped_files: move\n    shipped_files_dir: {}\n",
+            done.path().display()
+        ),
+    );
+    let config = Config::parse(Path::new("/etc/k.yaml"), &text).expect("valid config");
+    assert_eq!(
+        config.flows[0].shipped_files,
+        ShippedFiles::Move(done.path().to_path_buf())
+    );
+}
+
+#[test]
+fn bad_shipped_files_keys_name_file_line_and_key() {
+    let with = |keys: &str| {
+        problems(&GOOD.replace(
+            "    max_batch_age: 250ms\n",
+            &format!("    max_batch_age: 250ms\n{keys}"),
+        ))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").expect("write");
+    let missing = dir.path().join("missing");
+    let cases = [
+        (
+            "    shipped_files: archive\n".to_owned(),
+            "/etc/k.yaml:12:5: flows[0].shipped_files: `archive` is not one of keep, delete, move"
+                .to_owned(),
+        ),
+        (
+            "    shipped_files: move\n".to_owned(),
+            "/etc/k.yaml:12:5: flows[0].shipped_files: is move, but shipped_files_dir is missing"
+                .to_owned(),
+        ),
+        (
+            format!("    shipped_files_dir: {}\n", dir.path().display()),
+            "/etc/k.yaml:12:5: flows[0].shipped_files_dir: is set, but shipped_files is not move"
+                .to_owned(),
+        ),
+        (
+            format!(
+                "    shipped_files: move\n    shipped_files_dir: {}\n",
+                file.display()
+            ),
+            format!(
+                "/etc/k.yaml:13:5: flows[0].shipped_files_dir: `{}` is not a directory",
+                file.display()
+            ),
+        ),
+        (
+            format!(
+                "    shipped_files: move\n    shipped_files_dir: {}\n",
+                missing.display()
+            ),
+            format!(
+                "/etc/k.yaml:13:5: flows[0].shipped_files_dir: `{}` cannot be used (",
+                missing.display()
+            ),
+        ),
+        (
+            "    shipped_files: move\n    shipped_files_dir: done\n".to_owned(),
+            "/etc/k.yaml:13:5: flows[0].shipped_files_dir: `done` must be an absolute path"
+                .to_owned(),
+        ),
+        (
+            "    shipped_files: delete\n    shipped_files_idle: soon\n".to_owned(),
+            "/etc/k.yaml:13:5: flows[0].shipped_files_idle: `soon` is not a duration".to_owned(),
+        ),
+    ];
+    for (keys, want) in cases {
+        let found = with(&keys);
+        assert!(
+            found.len() == 1 && found[0].starts_with(&want),
+            "{keys}: want {want}\nfound {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_shipped_files_dir_the_flow_reads_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = GOOD
+        .replace(
+            "files: /var/log/app/*.log",
+            &format!("files: {}/*.log", dir.path().display()),
+        )
+        .replace(
+            "    max_batch_age: 250ms\n",
+            &format!(
+                "    max_batch_age: 250ms\n    shipped_files: move\n    shipped_files_dir: {}\n",
+                dir.path().display()
+            ),
+        );
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("flows[0].shipped_files_dir:")
+            && found[0].contains("files moved there would be read again"),
+        "{found:#?}"
+    );
+}

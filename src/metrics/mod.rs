@@ -36,6 +36,7 @@ pub mod names {
     pub const RECORDS_UNPARSABLE: &str = "kinship_records_unparsable_total";
     pub const PARTITION_KEYS_CUT: &str = "kinship_partition_keys_cut_total";
     pub const BYTES_ACKNOWLEDGED: &str = "kinship_bytes_acknowledged_total";
+    pub const SHIPPED_FILES: &str = "kinship_shipped_files_total";
     pub const BYTES_BEHIND: &str = "kinship_bytes_behind";
     pub const FILE_BYTES_UNREAD: &str = "kinship_file_bytes_unread";
     pub const PUT_LATENCY: &str = "kinship_put_latency_seconds";
@@ -140,6 +141,10 @@ pub struct FlowMetrics {
     /// Bytes of files whose delivery moved a checkpoint forward (counted by the checkpoint
     /// store, as its watermarks advance).
     pub bytes_acknowledged: AtomicU64,
+    /// Files deleted by `shipped_files: delete` once every line of them was acknowledged.
+    pub files_deleted: AtomicU64,
+    /// Files moved by `shipped_files: move` once every line of them was acknowledged.
+    pub files_moved: AtomicU64,
     /// Bytes of files the sink acknowledged, each range once, as soon as all of its records
     /// were accepted (or dead-lettered, or were not to be sent): the counterpart of
     /// `bytes_read`, in the same units, whatever happens to the file afterwards (a range of a

@@ -13,6 +13,7 @@ mod copy_decision;
 mod discovery;
 mod framer;
 mod identity;
+mod shipped;
 mod tailer;
 mod watcher;
 

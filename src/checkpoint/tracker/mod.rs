@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::record::{Ack, CopyFrom, FileId, FileRange, Head, Original, SourceFile};
+use crate::record::{Ack, Acknowledged, CopyFrom, FileId, FileRange, Head, Original, SourceFile};
 use copies::Behind;
 use fast_hash::{FastMap, FastSet};
 use watermark::Watermark;
@@ -141,6 +141,60 @@ impl AckTracker {
                 self.seen(&flow, &ids, unix_now());
                 0
             }
+            Ack::AskAcknowledged { flow, ids, reply } => {
+                // The source may have stopped asking meanwhile: nothing to tell then.
+                let _ = reply.send(self.acknowledged(&flow, &ids));
+                0
+            }
+            Ack::Shipped { flow, id } => {
+                self.shipped(&flow, id);
+                0
+            }
+        }
+    }
+
+    /// How far each of `ids` of `flow` was acknowledged: its saved offset, which advances only
+    /// across delivered bytes, so that nothing before it is in flight. A file another flow
+    /// follows too is told at the lesser of the two offsets: it is not done with while any flow
+    /// that read it still has lines of it to deliver.
+    pub(crate) fn acknowledged(&self, flow: &str, ids: &[FileId]) -> Vec<Option<Acknowledged>> {
+        let mut told: FastMap<FileId, Option<Acknowledged>> = ids
+            .iter()
+            .map(|id| {
+                let own = self.saved.get(&(flow.to_owned(), *id));
+                let own = own.map(|saved| Acknowledged {
+                    offset: saved.offset,
+                    head: saved.head,
+                });
+                (*id, own)
+            })
+            .collect();
+        for saved in self.saved.values() {
+            if let Some(Some(own)) = told.get_mut(&saved.id) {
+                own.offset = own.offset.min(saved.offset);
+            }
+        }
+        ids.iter()
+            .map(|id| told.get(id).copied().flatten())
+            .collect()
+    }
+
+    /// The file `id` of `flow` is done with (deleted or moved away): its readings end and its
+    /// checkpoint is forgotten, so that the store does not grow.
+    pub(crate) fn shipped(&mut self, flow: &str, id: FileId) {
+        let readings: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, progress)| *progress.file.flow == *flow && progress.file.id == id)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in readings {
+            self.waiting_copies.remove(&key);
+            self.end_reading(key);
+        }
+        let identity = (flow.to_owned(), id);
+        if self.saved.remove(&identity).is_some() {
+            self.dirty.insert(identity);
         }
     }
 

@@ -604,3 +604,76 @@ fn a_longer_head_replaces_the_saved_one() {
     assert_eq!(written[0].head, Some(Head { len: 1024, hash: 5 }));
     assert_eq!(written[0].offset, 10);
 }
+
+#[test]
+fn the_acknowledged_offset_is_told_and_a_shipped_file_is_forgotten() {
+    let a = file(1, 10);
+    let b = file(2, 20);
+    let mut tracker = AckTracker::new(Vec::new());
+    for f in [&a, &b] {
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(f),
+            offset: 0,
+            original: None,
+        });
+    }
+    // [100, 200) is in flight: the offset told stops before it.
+    delivered(&mut tracker, vec![range(&a, 0, 100), range(&a, 200, 300)]);
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let unknown = FileId {
+        device: 1,
+        inode: 99,
+    };
+    tracker.apply(Ack::AskAcknowledged {
+        flow: Arc::from("app"),
+        ids: vec![a.id, unknown],
+        reply,
+    });
+    let told = answer.try_recv().expect("answered at once");
+    assert_eq!(
+        told,
+        vec![
+            Some(Acknowledged {
+                offset: 100,
+                head: None
+            }),
+            None
+        ]
+    );
+    tracker.take_delta();
+    tracker.apply(Ack::Shipped {
+        flow: Arc::from("app"),
+        id: a.id,
+    });
+    assert_eq!(tracker.checkpoint("app", a.id), None);
+    let delta = tracker.take_delta().expect("the removal is written");
+    assert_eq!(delta.removed, vec![("app".to_owned(), a.id)]);
+    // Its reading ended: late acknowledgements bring nothing back.
+    assert_eq!(delivered(&mut tracker, vec![range(&a, 100, 200)]), 0);
+    assert_eq!(tracker.checkpoint("app", a.id), None);
+    assert_eq!(tracker.checkpoint("app", b.id), Some(0));
+}
+
+#[test]
+fn a_file_two_flows_follow_is_told_at_the_lesser_acknowledged_offset() {
+    let app = file(1, 10);
+    let audit = Arc::new(SourceFile {
+        flow: Arc::from("audit"),
+        ..(*file(2, 10)).clone()
+    });
+    let mut tracker = AckTracker::new(Vec::new());
+    for f in [&app, &audit] {
+        tracker.apply(Ack::Opened {
+            file: Arc::clone(f),
+            offset: 0,
+            original: None,
+        });
+    }
+    delivered(&mut tracker, vec![range(&app, 0, 300)]);
+    delivered(&mut tracker, vec![range(&audit, 0, 120)]);
+    let told = tracker.acknowledged("app", &[app.id]);
+    assert_eq!(told[0].map(|acknowledged| acknowledged.offset), Some(120));
+    delivered(&mut tracker, vec![range(&audit, 120, 300)]);
+    let told = tracker.acknowledged("app", &[app.id]);
+    assert_eq!(told[0].map(|acknowledged| acknowledged.offset), Some(300));
+}

@@ -3,6 +3,7 @@
 //! it within the open-file budget, and starts its tailer; it forgets what it no longer finds.
 
 mod new_file;
+mod shipping;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,12 @@ pub(super) struct Discovery {
     first_scan: bool,
     /// What the followed files start with on disk, once read in this scan.
     now_holding: Option<Arc<Vec<CopyCandidate>>>,
+    /// Where each file found was first known (its checkpoint, or the first scan that found
+    /// it): a file found elsewhere since was renamed (`shipped_files`).
+    first_paths: HashMap<FileId, PathBuf>,
+    /// Files done with that could not be deleted or moved: retried at every scan, warned of
+    /// once.
+    ship_failing: HashSet<FileId>,
 }
 
 impl Discovery {
@@ -76,6 +83,10 @@ impl Discovery {
         checkpoints: HashMap<FileId, KnownOffset>,
         checkpoint_expiry: Duration,
     ) -> Self {
+        let first_paths = checkpoints
+            .iter()
+            .filter_map(|(id, known)| Some((*id, known.path.clone()?)))
+            .collect();
         Discovery {
             flow,
             shared,
@@ -92,6 +103,8 @@ impl Discovery {
             catch_up: Arc::new(CatchUpState::default()),
             first_scan: true,
             now_holding: None,
+            first_paths,
+            ship_failing: HashSet::new(),
         }
     }
 
@@ -118,6 +131,7 @@ impl Discovery {
         self.now_holding = None;
         let found = self.find_files().await;
         self.report_seen(&found).await;
+        let found = self.ship_done_files(found).await;
         let now = Instant::now();
         let candidates = self.not_followed_in_turn(found, now);
         let catching_up = self.catch_up.is_catching_up();
