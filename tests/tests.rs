@@ -18,6 +18,7 @@ mod crash;
 mod data_path;
 mod delivery;
 mod destinations;
+mod event_log;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;
