@@ -20,6 +20,7 @@ mod data_path;
 mod delivery;
 mod destinations;
 mod ec2_metadata;
+mod event_log;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;

@@ -8,7 +8,8 @@ use super::aws::{self, arn_region, AwsSettings, Destination};
 use super::checker::Checker;
 use super::limits;
 use super::model::{
-    Combine, DataPath, Delivery, FlowConfig, InitialPosition, Oversize, ShippedFiles, WireFormat,
+    Combine, DataPath, Delivery, EventLogSource, FlowConfig, InitialPosition, Oversize,
+    ShippedFiles, WireFormat,
 };
 use super::raw::{self, RawFlow};
 use crate::pattern::Pattern;
@@ -89,7 +90,11 @@ impl Checker<'_> {
     ) -> Option<FlowConfig> {
         let before = self.problems.len();
         let name = self.flow_name(key, raw.name.take());
-        let files = self.flow_files(key, raw.files.take());
+        let event_log = self.event_log(key, &mut raw);
+        let files = match event_log {
+            Some(_) => Vec::new(),
+            None => self.flow_files(key, raw.files.take()),
+        };
         // The service is the one whose key is written, even when its stream's name is wrong,
         // so that keys of that service are checked as such and not also reported.
         let written = |raw: &Option<String>, name: &str| {
@@ -114,7 +119,11 @@ impl Checker<'_> {
             raw.on_error.take(),
             allow_insecure_http,
         );
-        let tailing = self.tailing(key, &mut raw);
+        let mut tailing = self.tailing(key, &mut raw);
+        if event_log.is_some() && raw.initial_position.is_none() {
+            // An event log file is shipped once: unless told otherwise, all of it.
+            tailing.initial_position = InitialPosition::StartOfFile;
+        }
         let (shipped_files, shipped_files_idle) = self.shipped_files(key, &mut raw, &files);
         let (combine, compression) = self.combining(
             key,
@@ -137,6 +146,7 @@ impl Checker<'_> {
         Some(FlowConfig {
             name,
             files,
+            event_log,
             destination,
             aws: route.aws,
             dry_run: raw.dry_run.unwrap_or(false),
@@ -202,12 +212,70 @@ impl Checker<'_> {
         name
     }
 
+    /// `windows_event_log`: where the flow's events are read, instead of files. Keys that
+    /// only say how files are read are mistakes beside it.
+    fn event_log(&mut self, key: &str, raw: &mut RawFlow) -> Option<EventLogSource> {
+        let block = raw.windows_event_log.take()?;
+        let block_key = format!("{key}.windows_event_log");
+        if raw.files.is_some() {
+            self.problem(
+                &format!("{key}.files"),
+                "a flow reads files or the Windows Event Log, not both; give each its own flow",
+            );
+        }
+        let file_only = [
+            ("exclude", raw.exclude.is_some()),
+            ("ignore_older", raw.ignore_older.is_some()),
+            ("partial_line_timeout", raw.partial_line_timeout.is_some()),
+            (
+                "multiline_start_pattern",
+                raw.multiline_start_pattern.is_some(),
+            ),
+            (
+                "multiline_flush_timeout",
+                raw.multiline_flush_timeout.is_some(),
+            ),
+            ("skip_header_lines", raw.skip_header_lines.is_some()),
+            ("file_footer_pattern", raw.file_footer_pattern.is_some()),
+            ("oversize_records", raw.oversize_records.is_some()),
+            (
+                "truncated_record_terminator",
+                raw.truncated_record_terminator.is_some(),
+            ),
+            ("shipped_files", raw.shipped_files.is_some()),
+            ("shipped_files_dir", raw.shipped_files_dir.is_some()),
+            ("shipped_files_idle", raw.shipped_files_idle.is_some()),
+        ];
+        for (name, _) in file_only.iter().filter(|(_, written)| *written) {
+            self.problem(
+                &format!("{key}.{name}"),
+                "applies to lines of files; this flow reads the Windows Event Log (an event over the record limit is not sent)",
+            );
+        }
+        let Some(file) = block.file else {
+            self.problem(
+                &format!("{block_key}.file"),
+                "is missing; give the path of the .evtx file to ship",
+            );
+            return None;
+        };
+        let path = PathBuf::from(&file);
+        if !path.is_absolute() {
+            self.problem(
+                &format!("{block_key}.file"),
+                format!("`{}` must be an absolute path", quoted(&file)),
+            );
+            return None;
+        }
+        Some(EventLogSource::File(path))
+    }
+
     /// `files`: one glob or a list, each an absolute path.
     fn flow_files(&mut self, key: &str, raw: Option<raw::OneOrMany>) -> Vec<String> {
         let Some(files) = raw.map(raw::OneOrMany::into_vec) else {
             self.problem(
                 &format!("{key}.files"),
-                "is missing; give a glob such as /var/log/app/*.log",
+                "is missing; give a glob such as /var/log/app/*.log (or, instead, windows_event_log)",
             );
             return Vec::new();
         };

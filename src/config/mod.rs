@@ -32,10 +32,10 @@ pub use aws::{
 };
 use checker::Checker;
 pub use model::{
-    CheckpointCommit, CloudWatchSettings, Combine, Config, DataPath, Delivery, FlowConfig,
-    InitialPosition, InstanceDimension, KeyField, LogFileSettings, LogFormat, MetricsSettings,
-    Oversize, PartitionKey, ProgressFormat, ShippedFiles, WireFormat, DEFAULT_CLOUDWATCH_NAMESPACE,
-    DEFAULT_METRICS_LISTEN, EXTRACTED_KEY_MAX_BYTES,
+    CheckpointCommit, CloudWatchSettings, Combine, Config, DataPath, Delivery, EventLogSource,
+    FlowConfig, InitialPosition, InstanceDimension, KeyField, LogFileSettings, LogFormat,
+    MetricsSettings, Oversize, PartitionKey, ProgressFormat, ShippedFiles, WireFormat,
+    DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_METRICS_LISTEN, EXTRACTED_KEY_MAX_BYTES,
 };
 pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};
 use problem::quote_values_in;

@@ -63,6 +63,13 @@ pub struct LogFileSettings {
     pub keep: usize,
 }
 
+/// Where a flow's Windows events are read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventLogSource {
+    /// An archived or exported `.evtx` file, shipped once, positioned by event record id.
+    File(PathBuf),
+}
+
 /// Where reading starts in a file that has no checkpoint yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -264,7 +271,10 @@ pub enum WireFormat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowConfig {
     pub name: String,
+    /// The globs of the files followed; empty when the flow reads the Windows Event Log.
     pub files: Vec<String>,
+    /// Set when the flow reads Windows events instead of files.
+    pub event_log: Option<EventLogSource>,
     /// Paths matching any of these globs are not followed.
     pub exclude: Vec<glob::Pattern>,
     /// Files not modified for this long are not opened (until they are written again).

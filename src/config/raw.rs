@@ -66,6 +66,13 @@ pub struct RawAssumeRole {
     pub duration: Option<String>,
 }
 
+/// `windows_event_log`: where a flow's events are read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventLog {
+    pub file: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
@@ -73,6 +80,7 @@ pub struct RawFlow {
     pub processors: Option<Vec<Option<RawProcessor>>>,
     pub on_error: Option<String>,
     pub files: Option<OneOrMany>,
+    pub windows_event_log: Option<RawEventLog>,
     pub exclude: Option<OneOrMany>,
     pub ignore_older: Option<String>,
     pub shipped_files: Option<String>,

@@ -1362,3 +1362,66 @@ fn a_shipped_files_dir_the_flow_reads_is_refused() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_flow_reads_an_event_log_file_instead_of_files() {
+    let text = "flows:\n  - name: winlog\n    windows_event_log: { file: /archive/Security.evtx }\n    kinesis_stream: s\n";
+    let config = Config::parse(Path::new("/etc/k.yaml"), text).expect("valid");
+    let flow = &config.flows[0];
+    assert!(flow.files.is_empty());
+    assert_eq!(
+        flow.event_log,
+        Some(EventLogSource::File(PathBuf::from(
+            "/archive/Security.evtx"
+        )))
+    );
+    // Shipped once, so from its start unless told otherwise.
+    assert_eq!(flow.initial_position, InitialPosition::StartOfFile);
+    let told = Config::parse(
+        Path::new("/etc/k.yaml"),
+        &text.replace(
+            "kinesis_stream: s\n",
+            "kinesis_stream: s\n    initial_position: end_of_file\n",
+        ),
+    )
+    .expect("valid");
+    assert_eq!(told.flows[0].initial_position, InitialPosition::EndOfFile);
+}
+
+#[test]
+fn event_log_mistakes_name_their_key() {
+    let flow = |keys: &str| {
+        problems(&format!(
+            "flows:\n  - name: winlog\n    kinesis_stream: s\n{keys}"
+        ))
+        .join("\n")
+    };
+    let both = flow("    files: /var/log/*.log\n    windows_event_log: { file: /a.evtx }\n");
+    assert!(
+        both.contains("flows[0].files") && both.contains("not both"),
+        "{both}"
+    );
+    let relative = flow("    windows_event_log: { file: logs/a.evtx }\n");
+    assert!(
+        relative.contains("flows[0].windows_event_log.file") && relative.contains("absolute"),
+        "{relative}"
+    );
+    let missing = flow("    windows_event_log: {}\n");
+    assert!(
+        missing.contains("flows[0].windows_event_log.file"),
+        "{missing}"
+    );
+    let line_keys = flow(
+        "    windows_event_log: { file: /a.evtx }\n    multiline_start_pattern: '^x'\n    skip_header_lines: 1\n",
+    );
+    assert!(
+        line_keys.contains("flows[0].multiline_start_pattern")
+            && line_keys.contains("flows[0].skip_header_lines")
+            && line_keys.contains("applies to lines of files"),
+        "{line_keys}"
+    );
+    let unknown = flow("    windows_event_log: { file: /a.evtx, channel: Security }\n");
+    assert!(unknown.contains("channel"), "{unknown}");
+    let neither = flow("");
+    assert!(neither.contains("windows_event_log"), "{neither}");
+}

@@ -4,13 +4,15 @@
 //!
 //! This module wires one flow's source together; the jobs live beside it: `discovery` (the
 //! scans), `copies` and `copy_decision` (copytruncate), `catch_up` (files rotated while the
-//! agent was stopped), `watcher` (file events) and `tailer` (one file).
+//! agent was stopped), `watcher` (file events) and `tailer` (one file). A flow that reads an
+//! `.evtx` file instead runs `event_log`.
 
 mod assembler;
 mod catch_up;
 mod copies;
 mod copy_decision;
 mod discovery;
+mod event_log;
 mod framer;
 mod identity;
 mod shipped;
@@ -29,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::FlowConfig;
+use crate::config::{EventLogSource, FlowConfig};
 use crate::limits::{MemoryBudget, OpenFiles};
 use crate::metrics::FlowMetrics;
 use crate::record::{Ack, CopyFrom, FileId, Head, Lines, Original};
@@ -149,6 +151,20 @@ impl Source {
             budget,
             cancel,
         } = self;
+        if let Some(EventLogSource::File(path)) = &flow.event_log {
+            let events = event_log::EventLogFile {
+                path: path.clone(),
+                flow: Arc::clone(&flow),
+                checkpoints,
+                lines,
+                acks,
+                metrics,
+                budget,
+                cancel,
+            };
+            events.run().await;
+            return;
+        }
         let shared = Arc::new(FlowShared {
             flow: Arc::from(flow.name.as_str()),
             settings: TailSettings::for_flow(&flow),

@@ -106,6 +106,17 @@ impl Flow {
         }
     }
 
+    /// A flow `name` shipping the `.evtx` file `file` into the Kinesis stream `stream`.
+    pub fn event_log_file(name: &str, file: impl Display, stream: &str) -> Flow {
+        Flow {
+            name: name.to_owned(),
+            keys: vec![
+                format!("windows_event_log: {{ file: {file} }}"),
+                format!("kinesis_stream: {stream}"),
+            ],
+        }
+    }
+
     /// A flow `name` following `files` into the Kinesis stream `stream`.
     pub fn kinesis(name: &str, files: impl Display, stream: &str) -> Flow {
         Flow::new(name, files).key(format!("kinesis_stream: {stream}"))

@@ -136,6 +136,7 @@ pub(super) const FLOW: Shape = Shape {
         ("processors", Kind::List(&Kind::Typed(PROCESSORS))),
         ("on_error", STRING),
         ("files", STRING_OR_LIST),
+        ("windows_event_log", Kind::Mapping(&EVENT_LOG)),
         ("exclude", STRING_OR_LIST),
         ("ignore_older", STRING),
         ("shipped_files", STRING),
@@ -177,6 +178,12 @@ pub(super) const FLOW: Shape = Shape {
         ("oversize_records", STRING),
         ("truncated_record_terminator", STRING),
     ],
+};
+
+pub(super) const EVENT_LOG: Shape = Shape {
+    what: "a windows_event_log block",
+    section: "Windows Event Log",
+    keys: &[("file", STRING)],
 };
 
 pub(super) const KEY_EXTRACTION: Shape = Shape {

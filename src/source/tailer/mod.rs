@@ -34,6 +34,11 @@ const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 static NEXT_FILE_KEY: AtomicU64 = AtomicU64::new(1);
 
+/// A key no other reading of a file in this process has.
+pub(super) fn next_file_key() -> u64 {
+    NEXT_FILE_KEY.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Where a tailer starts reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Start {
@@ -160,7 +165,7 @@ fn new_source(
     path: &std::path::Path,
 ) -> Arc<SourceFile> {
     Arc::new(SourceFile {
-        key: NEXT_FILE_KEY.fetch_add(1, Ordering::Relaxed),
+        key: next_file_key(),
         flow: Arc::clone(&shared.flow),
         id,
         head,

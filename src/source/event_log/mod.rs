@@ -1,0 +1,318 @@
+//! The Windows Event Log as a source: `windows_event_log: { file: PATH }` ships the events of
+//! an archived or exported `.evtx` file once, each as a JSON object record (see `render`).
+//!
+//! An event's position is its record id: the checkpoint of the file (known by its identity and
+//! first bytes, as any file) is one past the last record id acknowledged, and a restart sends
+//! only events from there. Record ids take the place of byte offsets all the way through, so
+//! the flow's `bytes_*` counters count record ids, one per event.
+
+mod reader;
+mod render;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::identity;
+use super::KnownOffset;
+use crate::config::{FlowConfig, InitialPosition};
+use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
+use crate::log_limit::LogLimiter;
+use crate::metrics::FlowMetrics;
+use crate::record::{Ack, FileId, LineSpan, Lines, SourceFile};
+use reader::Read;
+
+/// Skipped events and over-long events are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Blocks of events waiting between the reader and the pipeline.
+const READ_AHEAD_BLOCKS: usize = 2;
+
+/// What one event log flow needs.
+pub(super) struct EventLogFile {
+    pub flow: Arc<FlowConfig>,
+    pub path: PathBuf,
+    pub checkpoints: HashMap<FileId, KnownOffset>,
+    pub lines: mpsc::Sender<Lines>,
+    pub acks: mpsc::Sender<Ack>,
+    pub metrics: Arc<FlowMetrics>,
+    pub budget: Arc<MemoryBudget>,
+    pub cancel: CancellationToken,
+}
+
+/// Why a file cannot be shipped.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("cannot open it: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl EventLogFile {
+    /// Ships the file's events from its checkpoint (or its start), then keeps the checkpoint
+    /// alive until `cancel` fires.
+    pub(super) async fn run(self) {
+        let flow = self.flow.name.clone();
+        let source = match self.identify().await {
+            Ok(source) => source,
+            Err(failure) => {
+                error!(flow, file = %self.path.display(), %failure, "Cannot read the event log file; nothing of it is sent.");
+                self.cancel.cancelled().await;
+                return;
+            }
+        };
+        let seen = Ack::Seen {
+            flow: Arc::clone(&source.flow),
+            ids: vec![source.id],
+        };
+        if self.acks.send(seen).await.is_err() {
+            return;
+        }
+        let known = self
+            .checkpoints
+            .get(&source.id)
+            .filter(|known| known.head.is_none() || known.head == source.head)
+            .map(|known| known.offset);
+        let shipped = match (known, self.flow.initial_position) {
+            (Some(position), _) => self.ship(&source, position).await,
+            (None, InitialPosition::StartOfFile) => self.ship(&source, 0).await,
+            (None, InitialPosition::EndOfFile) => self.skip_all(&source).await,
+        };
+        if shipped {
+            self.keep_alive(&source).await;
+        }
+    }
+
+    /// The file as a source of records: its identity and first bytes.
+    async fn identify(&self) -> Result<Arc<SourceFile>, OpenError> {
+        let path = self.path.clone();
+        let fingerprint = self.flow.fingerprint_bytes as u64;
+        let flow: Arc<str> = Arc::from(self.flow.name.as_str());
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let file = std::fs::File::open(&path)?;
+            let id = identity::id_of(&file)?;
+            let size = file.metadata()?.len();
+            let start = identity::read_start(&file, size.min(fingerprint))?;
+            Ok((id, identity::head_of_bytes(&start)))
+        })
+        .await
+        .map_err(|joined| std::io::Error::other(joined.to_string()))??;
+        let (id, head) = opened;
+        Ok(Arc::new(SourceFile {
+            key: super::tailer::next_file_key(),
+            flow,
+            id,
+            head,
+            path: self.path.clone(),
+        }))
+    }
+
+    /// Sends every event from record id `from` on; false if shutdown began first.
+    async fn ship(&self, source: &Arc<SourceFile>, from: u64) -> bool {
+        let opened = Ack::Opened {
+            file: Arc::clone(source),
+            offset: from,
+            original: None,
+        };
+        if self.acks.send(opened).await.is_err() {
+            return false;
+        }
+        let flow = self.flow.name.as_str();
+        info!(flow, file = %self.path.display(), from_record_id = from, "Shipping the event log file.");
+        let mut events = start_reader(&self.path, from);
+        let mut sending = Sending {
+            position: from,
+            max_bytes: self.flow.max_line_bytes(),
+            oversize_log: LogLimiter::new(LOG_EVERY),
+            skipped_log: LogLimiter::new(LOG_EVERY),
+        };
+        loop {
+            let read = tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                read = events.recv() => read,
+            };
+            match read {
+                Some(Read::Events(block)) => {
+                    let Some(lines) = sending.lines(source, block, self, flow) else {
+                        continue;
+                    };
+                    if !self.send(lines).await {
+                        return false;
+                    }
+                }
+                Some(Read::EventSkipped { error }) => {
+                    if let Some(earlier) = sending.skipped_log.allow() {
+                        warn!(flow, file = %self.path.display(), %error, earlier, "An event of the event log file cannot be read; it is not sent (logged at most once a minute).");
+                    }
+                }
+                Some(Read::Damaged {
+                    chunk,
+                    offset,
+                    error,
+                }) => {
+                    error!(flow, file = %self.path.display(), chunk, offset, %error, last_record_id = sending.position.checked_sub(1), "The event log file is damaged here: the events before it were sent, none after it can be read.");
+                    return true;
+                }
+                Some(Read::Unreadable(error)) => {
+                    error!(flow, file = %self.path.display(), %error, "Cannot read the file as a Windows event log; nothing of it is sent.");
+                    return true;
+                }
+                Some(Read::Done { .. }) => {
+                    info!(flow, file = %self.path.display(), next_record_id = sending.position, "Every event of the event log file has been read.");
+                    return true;
+                }
+                None => return true,
+            }
+        }
+    }
+
+    /// `initial_position: end_of_file` on a file with no checkpoint: every event present now
+    /// counts as sent.
+    async fn skip_all(&self, source: &Arc<SourceFile>) -> bool {
+        let mut events = start_reader(&self.path, u64::MAX);
+        let last = loop {
+            let read = tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                read = events.recv() => read,
+            };
+            match read {
+                Some(Read::Done { last_record_id }) => break last_record_id,
+                Some(Read::Unreadable(error)) => {
+                    error!(flow = %self.flow.name, file = %self.path.display(), %error, "Cannot read the file as a Windows event log.");
+                    return true;
+                }
+                Some(_) => {}
+                None => return true,
+            }
+        };
+        let position = last.map_or(0, |last| last.saturating_add(1));
+        info!(flow = %self.flow.name, file = %self.path.display(), next_record_id = position, "initial_position is end_of_file: the events in the file are not sent.");
+        let opened = Ack::Opened {
+            file: Arc::clone(source),
+            offset: position,
+            original: None,
+        };
+        self.acks.send(opened).await.is_ok()
+    }
+
+    /// Hands `lines` on once the memory budget has room; false if shutdown began first.
+    async fn send(&self, mut lines: Lines) -> bool {
+        let records = lines
+            .spans
+            .iter()
+            .filter(|span| span.data_end > span.data_start)
+            .count();
+        let cost = lines.data.len() + records * RECORD_OVERHEAD;
+        let reserve = self.budget.reserve(cost);
+        lines.reserved = tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            reserved = reserve => reserved,
+        };
+        let positions = lines
+            .spans
+            .last()
+            .map_or(0, |span| span.file_end - lines.file_start);
+        let sent = tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            sent = self.lines.send(lines) => sent.is_ok(),
+        };
+        if sent {
+            FlowMetrics::add(&self.metrics.records_read, records as u64);
+            FlowMetrics::add(&self.metrics.bytes_read, positions);
+        }
+        sent
+    }
+
+    /// Tells the checkpoint store the file is still wanted, every scan interval, so its
+    /// checkpoint is not forgotten while the agent runs.
+    async fn keep_alive(&self, source: &Arc<SourceFile>) {
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.flow.scan_interval) => {}
+            }
+            let seen = Ack::Seen {
+                flow: Arc::clone(&source.flow),
+                ids: vec![source.id],
+            };
+            if self.acks.send(seen).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts reading `path` on a blocking thread, from record id `from`.
+fn start_reader(path: &Path, from: u64) -> mpsc::Receiver<Read> {
+    let (sender, receiver) = mpsc::channel(READ_AHEAD_BLOCKS);
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || reader::read_file(path, from, sender));
+    receiver
+}
+
+/// Turns blocks of events into lines, in record id order.
+struct Sending {
+    /// The next record id to send: every event below it was handed on (or left out).
+    position: u64,
+    max_bytes: usize,
+    oversize_log: LogLimiter,
+    skipped_log: LogLimiter,
+}
+
+impl Sending {
+    /// The events of `block` after `position`, as lines; `None` if there are none.
+    fn lines(
+        &mut self,
+        source: &Arc<SourceFile>,
+        block: Vec<reader::Event>,
+        file: &EventLogFile,
+        flow: &str,
+    ) -> Option<Lines> {
+        let file_start = self.position;
+        let mut data = BytesMut::with_capacity(block.iter().map(|e| e.json.len() + 1).sum());
+        let mut spans = Vec::with_capacity(block.len());
+        let mut oversize = 0u64;
+        for event in block {
+            // A record id at or below one already handed on is not sent again.
+            if event.record_id < self.position {
+                continue;
+            }
+            let data_start = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            if event.json.len() + 1 > self.max_bytes {
+                oversize += 1;
+            } else {
+                data.put_slice(&event.json);
+                data.put_u8(b'\n');
+            }
+            self.position = event.record_id.saturating_add(1);
+            spans.push(LineSpan {
+                data_start,
+                data_end: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                file_end: self.position,
+            });
+        }
+        if oversize > 0 {
+            FlowMetrics::add(&file.metrics.records_truncated, oversize);
+            if let Some(earlier) = self.oversize_log.allow_counting(oversize) {
+                warn!(
+                    flow,
+                    file = %file.path.display(),
+                    max_record_bytes = self.max_bytes,
+                    events = oversize + earlier,
+                    "Events longer than the record limit are not sent (logged at most once a minute)."
+                );
+            }
+        }
+        (!spans.is_empty()).then(|| Lines {
+            file: Arc::clone(source),
+            file_start,
+            data: Bytes::from(data),
+            spans,
+            reserved: crate::limits::Reservation::none(),
+        })
+    }
+}
