@@ -390,6 +390,7 @@ fn the_shape_and_the_raw_types_name_the_same_keys() {
         serde_keys::<raw::RawCloudWatch>(Mapping::new()),
     );
     compare(&FLOW, serde_keys::<raw::RawFlow>(Mapping::new()));
+    compare(&EVENT_LOG, serde_keys::<raw::RawEventLog>(Mapping::new()));
     compare(
         &KEY_EXTRACTION,
         serde_keys::<raw::RawKeyExtraction>(Mapping::new()),
