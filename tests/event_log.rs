@@ -1,6 +1,6 @@
 //! The Windows Event Log source's file mode with the real binary: real `.evtx` logs (from
 //! `../shared/fixtures/evtx/`) shipped to kinesalite, every event once as a JSON record,
-//! resumed by record id after a restart or a crash, and a damaged log sent up to its damage.
+//! resumed by record id after a restart or a crash, and a damaged log read around its damage.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -145,7 +145,7 @@ fn a_crash_part_way_resends_only_what_was_not_saved_as_acknowledged() {
 }
 
 #[test]
-fn a_damaged_log_is_sent_up_to_its_damage_and_the_agent_goes_on() {
+fn a_damaged_log_is_read_around_its_damage_and_the_agent_goes_on() {
     let (server, dir, runtime) = setup(STREAM);
     let file = fixture("sysmon.evtx");
     let config = config(dir.path(), &server, &file, &[]);
@@ -180,4 +180,10 @@ fn a_damaged_log_is_sent_up_to_its_damage_and_the_agent_goes_on() {
         1,
         "{output}"
     );
+    // Every chunk after the damage was tried: the ones that follow are damaged too.
+    let end = output
+        .lines()
+        .find(|line| line.contains("Every event of the event log file has been read."))
+        .expect("the end of the file reached");
+    assert!(end.contains("damaged_chunks=8"), "{end}");
 }

@@ -44,9 +44,15 @@ pub(super) enum Verdict {
     MaybeWritten,
 }
 
+/// How long a file renamed away must stay unmodified before it is done with (or `idle_after`,
+/// if shorter): an application writes on into its rotated file until it reopens its log (after
+/// logrotate's `postrotate` signal, say).
+pub(super) const RENAMED_QUIET: Duration = Duration::from_secs(10);
+
 /// Whether a file is done with: never the newest match of its glob; every byte acknowledged
 /// (the acknowledged offset is the file's size: nothing of it is in flight, nothing unread);
-/// and no longer written, for it was renamed away or was not modified for `idle_after`.
+/// and no longer written, for it was renamed away and not modified for [`RENAMED_QUIET`], or
+/// was not modified for `idle_after`.
 pub(super) fn decide(facts: Facts, idle_after: Duration) -> Verdict {
     if facts.newest {
         return Verdict::Newest;
@@ -55,8 +61,8 @@ pub(super) fn decide(facts: Facts, idle_after: Duration) -> Verdict {
     if facts.acknowledged != Some(facts.size) {
         return Verdict::Unacknowledged;
     }
-    let idle = facts.idle.is_some_and(|idle| idle >= idle_after);
-    if facts.renamed || idle {
+    let idle_for = |needed: Duration| facts.idle.is_some_and(|idle| idle >= needed);
+    if (facts.renamed && idle_for(idle_after.min(RENAMED_QUIET))) || idle_for(idle_after) {
         Verdict::Act
     } else {
         Verdict::MaybeWritten
@@ -184,27 +190,56 @@ fn still_acknowledged(path: &Path, id: FileId, size: u64, head: Option<Head>) ->
     }
 }
 
-/// Moves `path` into `dir`, under a name not taken there; returns where it went.
+/// Moves `path` into `dir`, under a name not taken there; returns where it went. A file is
+/// never replaced: the new name is made as a hard link, which fails where the name exists (two
+/// flows moving files of one name at once each get their own), and only then is the old name
+/// removed. A crash between the two leaves both names; the original, found again, is moved
+/// again under another name.
 fn move_into(path: &Path, dir: &Path) -> Result<PathBuf, ShipError> {
-    let name = path.file_name().ok_or(ShipError::NoName)?;
-    let to = free_name(dir, &name.to_string_lossy());
-    match fs::rename(path, &to) {
-        Ok(()) => {
+    let name = path
+        .file_name()
+        .ok_or(ShipError::NoName)?
+        .to_string_lossy()
+        .into_owned();
+    match link_under_free_name(path, dir, &name) {
+        Ok(to) => {
+            fs::remove_file(path).map_err(|source| ShipError::Move {
+                to: to.clone(),
+                source,
+            })?;
             sync_directories(path, dir);
             Ok(to)
         }
         Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
-            copy_then_remove(path, dir, &to).map_err(|source| ShipError::Move {
+            copy_then_remove(path, dir, &name).map_err(|source| ShipError::Move {
+                to: dir.join(&name),
+                source,
+            })
+        }
+        // Where links cannot be made (a filesystem without them, or a file of another user
+        // with protected hard links), a rename to a name not taken when looked at.
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+            ) =>
+        {
+            let to = free_name(dir, &name);
+            fs::rename(path, &to).map_err(|source| ShipError::Move {
                 to: to.clone(),
                 source,
             })?;
+            sync_directories(path, dir);
             Ok(to)
         }
-        Err(source) => Err(ShipError::Move { to, source }),
+        Err(source) => Err(ShipError::Move {
+            to: dir.join(&name),
+            source,
+        }),
     }
 }
 
-/// `dir/name`, or `dir/name-1`, `dir/name-2`… the first that does not exist.
+/// `dir/name`, or `dir/name-1`, `dir/name-2`… the first that does not exist now.
 fn free_name(dir: &Path, name: &str) -> PathBuf {
     let mut candidate = dir.join(name);
     let mut suffix = 1u64;
@@ -215,33 +250,51 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
     candidate
 }
 
-/// Another filesystem: copies to a temporary name beside `to`, syncs it, renames it to `to`,
-/// syncs the directory, and only then removes the original. A crash before the removal leaves
-/// both; the original, found again, is moved again under another name.
-fn copy_then_remove(path: &Path, dir: &Path, to: &Path) -> io::Result<()> {
-    let name = to.file_name().map_or_else(
-        || "shipped".into(),
-        |name| name.to_string_lossy().into_owned(),
-    );
-    let temp = dir.join(format!(".{name}.kinship-partial"));
-    let copied = (|| -> io::Result<()> {
+/// Links `from` as `dir/name`, or `dir/name-1`, `dir/name-2`… the first name not taken.
+fn link_under_free_name(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let mut suffix = 0u64;
+    loop {
+        let candidate = match suffix {
+            0 => dir.join(name),
+            n => dir.join(format!("{name}-{n}")),
+        };
+        match fs::hard_link(from, &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => suffix += 1,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Another filesystem: copies to a temporary file of its own in `dir` (made new: never an
+/// existing file, nor a link planted at its name), syncs it, links it under a free name, syncs
+/// the directory, and only then removes the original. A crash before the removal leaves both;
+/// the original, found again, is moved again under another name.
+fn copy_then_remove(path: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let copy = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir.join(format!(
+        ".{name}.kinship-partial-{}-{copy}",
+        std::process::id()
+    ));
+    let copied = (|| -> io::Result<PathBuf> {
         let mut from = File::open(path)?;
-        // A leftover of a copy interrupted earlier is ours to replace.
-        let mut into = File::create(&temp)?;
+        let mut into = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
         io::copy(&mut from, &mut into)?;
         into.sync_all()?;
-        fs::rename(&temp, to)
+        link_under_free_name(&temp, dir, name)
     })();
-    if let Err(error) = copied {
-        let _ = fs::remove_file(&temp);
-        return Err(error);
-    }
+    let _ = fs::remove_file(&temp);
+    let to = copied?;
     sync_directory(dir);
     fs::remove_file(path)?;
     if let Some(parent) = path.parent() {
         sync_directory(parent);
     }
-    Ok(())
+    Ok(to)
 }
 
 /// Makes a rename durable: both directories synced (best effort; the rename itself is done).

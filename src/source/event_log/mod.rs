@@ -78,8 +78,8 @@ impl EventLogFile {
             .filter(|known| known.head.is_none() || known.head == source.head)
             .map(|known| known.offset);
         let shipped = match (known, self.flow.initial_position) {
-            (Some(position), _) => self.ship(&source, position).await,
-            (None, InitialPosition::StartOfFile) => self.ship(&source, 0).await,
+            (Some(position), _) => self.ship(&source, Some(position)).await,
+            (None, InitialPosition::StartOfFile) => self.ship(&source, None).await,
             (None, InitialPosition::EndOfFile) => self.skip_all(&source).await,
         };
         if shipped {
@@ -111,25 +111,25 @@ impl EventLogFile {
         }))
     }
 
-    /// Sends every event from record id `from` on; false if shutdown began first.
-    async fn ship(&self, source: &Arc<SourceFile>, from: u64) -> bool {
-        let opened = Ack::Opened {
-            file: Arc::clone(source),
-            offset: from,
-            original: None,
-        };
-        if self.acks.send(opened).await.is_err() {
-            return false;
+    /// Sends every event from record id `from` on (from the first event, when `None`); false if
+    /// shutdown began first.
+    async fn ship(&self, source: &Arc<SourceFile>, from: Option<u64>) -> bool {
+        if let Some(from) = from {
+            if !self.announce(source, from).await {
+                return false;
+            }
         }
         let flow = self.flow.name.as_str();
-        info!(flow, file = %self.path.display(), from_record_id = from, "Shipping the event log file.");
-        let mut events = start_reader(&self.path, from);
+        info!(flow, file = %self.path.display(), from_record_id = from.unwrap_or(0), "Shipping the event log file.");
+        let mut events = start_reader(&self.path, from.unwrap_or(0));
         let mut sending = Sending {
             position: from,
             max_bytes: self.flow.max_line_bytes(),
             oversize_log: LogLimiter::new(LOG_EVERY),
-            skipped_log: LogLimiter::new(LOG_EVERY),
+            out_of_order_log: LogLimiter::new(LOG_EVERY),
         };
+        let mut skipped_log = LogLimiter::new(LOG_EVERY);
+        let mut damaged_chunks = 0u64;
         loop {
             let read = tokio::select! {
                 _ = self.cancel.cancelled() => return false,
@@ -137,6 +137,14 @@ impl EventLogFile {
             };
             match read {
                 Some(Read::Events(block)) => {
+                    if sending.position.is_none() {
+                        // The first event read: the file's position starts at it.
+                        let first = block.first().map_or(0, |event| event.record_id);
+                        sending.position = Some(first);
+                        if !self.announce(source, first).await {
+                            return false;
+                        }
+                    }
                     let Some(lines) = sending.lines(source, block, self, flow) else {
                         continue;
                     };
@@ -145,7 +153,7 @@ impl EventLogFile {
                     }
                 }
                 Some(Read::EventSkipped { error }) => {
-                    if let Some(earlier) = sending.skipped_log.allow() {
+                    if let Some(earlier) = skipped_log.allow() {
                         warn!(flow, file = %self.path.display(), %error, earlier, "An event of the event log file cannot be read; it is not sent (logged at most once a minute).");
                     }
                 }
@@ -154,20 +162,39 @@ impl EventLogFile {
                     offset,
                     error,
                 }) => {
-                    error!(flow, file = %self.path.display(), chunk, offset, %error, last_record_id = sending.position.checked_sub(1), "The event log file is damaged here: the events before it were sent, none after it can be read.");
-                    return true;
+                    damaged_chunks += 1;
+                    if damaged_chunks == 1 {
+                        error!(flow, file = %self.path.display(), chunk, offset, %error, next_record_id = sending.position, "The event log file is damaged here: the events of this chunk cannot be read; reading goes on after it (further damaged chunks are counted in the line that ends the file).");
+                    }
                 }
                 Some(Read::Unreadable(error)) => {
                     error!(flow, file = %self.path.display(), %error, "Cannot read the file as a Windows event log; nothing of it is sent.");
                     return true;
                 }
                 Some(Read::Done { .. }) => {
-                    info!(flow, file = %self.path.display(), next_record_id = sending.position, "Every event of the event log file has been read.");
+                    if sending.position.is_none() && !self.announce(source, 0).await {
+                        return false;
+                    }
+                    info!(flow, file = %self.path.display(), next_record_id = sending.position.unwrap_or(0), damaged_chunks, "Every event of the event log file has been read.");
                     return true;
                 }
-                None => return true,
+                None => {
+                    error!(flow, file = %self.path.display(), "Reading the event log file stopped before its end; the events read were sent, the rest are read again at the next start.");
+                    return true;
+                }
             }
         }
+    }
+
+    /// Tells the checkpoint store the file's events are sent from record id `from` on; false if
+    /// shutting down.
+    async fn announce(&self, source: &Arc<SourceFile>, from: u64) -> bool {
+        let opened = Ack::Opened {
+            file: Arc::clone(source),
+            offset: from,
+            original: None,
+        };
+        self.acks.send(opened).await.is_ok()
     }
 
     /// `initial_position: end_of_file` on a file with no checkpoint: every event present now
@@ -191,12 +218,7 @@ impl EventLogFile {
         };
         let position = last.map_or(0, |last| last.saturating_add(1));
         info!(flow = %self.flow.name, file = %self.path.display(), next_record_id = position, "initial_position is end_of_file: the events in the file are not sent.");
-        let opened = Ack::Opened {
-            file: Arc::clone(source),
-            offset: position,
-            original: None,
-        };
-        self.acks.send(opened).await.is_ok()
+        self.announce(source, position).await
     }
 
     /// Hands `lines` on once the memory budget has room; false if shutdown began first.
@@ -256,11 +278,12 @@ fn start_reader(path: &Path, from: u64) -> mpsc::Receiver<Read> {
 
 /// Turns blocks of events into lines, in record id order.
 struct Sending {
-    /// The next record id to send: every event below it was handed on (or left out).
-    position: u64,
+    /// The next record id to send: every event below it was handed on (or left out). `None`
+    /// until the first event of a file read from its start.
+    position: Option<u64>,
     max_bytes: usize,
     oversize_log: LogLimiter,
-    skipped_log: LogLimiter,
+    out_of_order_log: LogLimiter,
 }
 
 impl Sending {
@@ -272,13 +295,17 @@ impl Sending {
         file: &EventLogFile,
         flow: &str,
     ) -> Option<Lines> {
-        let file_start = self.position;
+        let file_start = self.position.unwrap_or(0);
+        let mut position = file_start;
         let mut data = BytesMut::with_capacity(block.iter().map(|e| e.json.len() + 1).sum());
         let mut spans = Vec::with_capacity(block.len());
         let mut oversize = 0u64;
+        let mut out_of_order = 0u64;
         for event in block {
-            // A record id at or below one already handed on is not sent again.
-            if event.record_id < self.position {
+            // An event whose record id is not past those handed on cannot be given a position
+            // of its own; it is told, not sent.
+            if event.record_id < position {
+                out_of_order += 1;
                 continue;
             }
             let data_start = u32::try_from(data.len()).unwrap_or(u32::MAX);
@@ -288,13 +315,14 @@ impl Sending {
                 data.put_slice(&event.json);
                 data.put_u8(b'\n');
             }
-            self.position = event.record_id.saturating_add(1);
+            position = event.record_id.saturating_add(1);
             spans.push(LineSpan {
                 data_start,
                 data_end: u32::try_from(data.len()).unwrap_or(u32::MAX),
-                file_end: self.position,
+                file_end: position,
             });
         }
+        self.position = Some(position);
         if oversize > 0 {
             FlowMetrics::add(&file.metrics.records_truncated, oversize);
             if let Some(earlier) = self.oversize_log.allow_counting(oversize) {
@@ -304,6 +332,17 @@ impl Sending {
                     max_record_bytes = self.max_bytes,
                     events = oversize + earlier,
                     "Events longer than the record limit are not sent (logged at most once a minute)."
+                );
+            }
+        }
+        if out_of_order > 0 {
+            if let Some(earlier) = self.out_of_order_log.allow_counting(out_of_order) {
+                warn!(
+                    flow,
+                    file = %file.path.display(),
+                    events = out_of_order + earlier,
+                    next_record_id = position,
+                    "Events whose record ids are not past those already sent (a log written out of order, or damaged) are not sent (logged at most once a minute)."
                 );
             }
         }

@@ -29,8 +29,8 @@ pub struct Event {
 #[derive(Debug)]
 pub enum Read {
     Events(Vec<Event>),
-    /// The file is damaged at `chunk` (which starts at byte `offset`): the events before it
-    /// were read, nothing after it is.
+    /// The file is damaged at `chunk` (which starts at byte `offset`): its events cannot be
+    /// read; reading goes on with the next chunk.
     Damaged {
         chunk: u64,
         offset: u64,
@@ -70,11 +70,13 @@ pub fn read_file(path: PathBuf, from: u64, events: mpsc::Sender<Read>) {
                 }
                 let damaged = Read::Damaged {
                     chunk: chunk_id,
-                    offset: FIRST_CHUNK_OFFSET + chunk_id * CHUNK_BYTES,
+                    offset: FIRST_CHUNK_OFFSET.saturating_add(chunk_id.saturating_mul(CHUNK_BYTES)),
                     error: source.to_string(),
                 };
-                let _ = events.blocking_send(damaged);
-                return;
+                if events.blocking_send(damaged).is_err() {
+                    return;
+                }
+                continue;
             }
             Err(error) => {
                 if !flush(&events, &mut block, &mut block_bytes)

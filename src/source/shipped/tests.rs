@@ -24,9 +24,18 @@ fn a_file_is_done_with_only_when_acknowledged_to_its_size_not_newest_and_no_long
             100,
             false,
             true,
-            0,
+            10,
             Act,
-            "rotated away, all acknowledged",
+            "rotated away, all acknowledged, quiet since",
+        ),
+        (
+            Some(100),
+            100,
+            false,
+            true,
+            9,
+            MaybeWritten,
+            "rotated away moments ago: its writer may not have reopened its log yet",
         ),
         (
             Some(100),
@@ -232,11 +241,49 @@ fn a_copy_across_filesystems_replaces_the_original() {
     let into = dir.path().join("done");
     fs::create_dir(&into).expect("mkdir");
     let (path, _, _) = written(dir.path(), "app.log.1", b"lines\n");
-    copy_then_remove(&path, &into, &into.join("app.log.1")).expect("copy");
+    fs::write(into.join("app.log.1"), b"an earlier one\n").expect("write");
+    // A link planted where an older kinship put its temporary copy changes nothing.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&path, into.join(".app.log.1.kinship-partial")).expect("link");
+    let to = copy_then_remove(&path, &into, "app.log.1").expect("copy");
+    assert_eq!(
+        to,
+        into.join("app.log.1-1"),
+        "the file there is not replaced"
+    );
     assert!(!path.exists());
-    assert_eq!(fs::read(into.join("app.log.1")).expect("read"), b"lines\n");
-    let left: Vec<_> = fs::read_dir(&into).expect("list").collect();
-    assert_eq!(left.len(), 1, "no temporary file left");
+    assert_eq!(fs::read(&to).expect("read"), b"lines\n");
+    assert_eq!(
+        fs::read(into.join("app.log.1")).expect("read"),
+        b"an earlier one\n"
+    );
+    let partial = fs::read_dir(&into)
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.contains("kinship-partial-")
+        })
+        .count();
+    assert_eq!(partial, 0, "no temporary file left");
+}
+
+#[test]
+fn a_move_never_replaces_a_file_of_the_same_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let into = dir.path().join("done");
+    fs::create_dir(&into).expect("mkdir");
+    let (first, _, _) = written(dir.path(), "app.log.1", b"first\n");
+    let taken = move_into(&first, &into).expect("moved");
+    let other = dir.path().join("b");
+    fs::create_dir(&other).expect("mkdir");
+    let (second, _, _) = written(&other, "app.log.1", b"second\n");
+    let moved = move_into(&second, &into).expect("moved");
+    assert_eq!(taken, into.join("app.log.1"));
+    assert_eq!(moved, into.join("app.log.1-1"));
+    assert_eq!(fs::read(&taken).expect("read"), b"first\n");
+    assert_eq!(fs::read(&moved).expect("read"), b"second\n");
+    assert!(!first.exists() && !second.exists());
 }
 
 #[cfg(unix)]
