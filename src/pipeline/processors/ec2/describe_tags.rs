@@ -215,7 +215,10 @@ pub fn signed_request(
     let uri: http::Uri = format!("{}/", url.trim_end_matches('/'))
         .parse()
         .map_err(|_| DescribeTagsError::Endpoint(url.to_owned()))?;
-    let Some(authority) = uri.authority().map(|a| a.as_str().to_owned()) else {
+    let Some(authority) = uri
+        .authority()
+        .map(|authority| signed_host(&uri, authority))
+    else {
         return Err(DescribeTagsError::Endpoint(url.to_owned()));
     };
     let signing = |error: &(dyn std::error::Error + 'static)| {
@@ -356,6 +359,20 @@ fn parse_error(text: &str) -> Option<(String, String)> {
         }
     }
     None
+}
+
+/// The `host` a request to `uri` carries, as signed: the authority without a port that is the
+/// scheme's default, which the HTTP client leaves out of the header it sends.
+fn signed_host(uri: &http::Uri, authority: &http::uri::Authority) -> String {
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    match authority.port_u16() {
+        Some(port) if Some(port) == default_port => authority.host().to_owned(),
+        _ => authority.as_str().to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -625,5 +642,21 @@ mod tests {
             error.to_string(),
             "cannot reach EC2 at http://127.0.0.1:9: connection refused"
         );
+    }
+
+    #[test]
+    fn a_default_port_is_not_part_of_the_signed_host() {
+        let host = |url: &str| {
+            let uri: http::Uri = url.parse().expect("uri");
+            let authority = uri.authority().expect("authority").clone();
+            signed_host(&uri, &authority)
+        };
+        assert_eq!(
+            host("https://ec2.eu-west-1.amazonaws.com:443/"),
+            "ec2.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(host("http://127.0.0.1:80/"), "127.0.0.1");
+        assert_eq!(host("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+        assert_eq!(host("https://ec2.internal:8443/"), "ec2.internal:8443");
     }
 }
