@@ -363,18 +363,10 @@ fn shipped_files_idle_deletes_an_older_match_and_never_the_newest() {
 #[cfg(unix)]
 #[test]
 fn shipped_files_a_file_that_cannot_be_deleted_is_warned_of_once_and_deleted_once_allowed() {
-    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let (server, dir, runtime) = setup("denied");
     // Root may delete anything: run the agent as "nobody" then.
-    let running_as_root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let nobody = 65534;
-    let uid = running_as_root.then_some(nobody);
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
-    let state = dir.path().join("state");
-    fs::create_dir_all(&state).expect("state dir");
-    if running_as_root {
-        chown(&state, Some(nobody), Some(nobody)).expect("chown state");
-    }
+    let uid = crate::support::files::agent_user_held_by_permissions(dir.path());
     let logs = logs_dir(dir.path());
     let older = logs.join("worker-1.log");
     let newest = logs.join("worker-2.log");
@@ -386,7 +378,7 @@ fn shipped_files_a_file_that_cannot_be_deleted_is_warned_of_once_and_deleted_onc
     modified_ago(&older, Duration::from_secs(3600));
     modified_ago(&newest, Duration::from_secs(1800));
     // The agent may read the files but not remove them from their directory.
-    let locked = if running_as_root { 0o755 } else { 0o555 };
+    let locked = if uid.is_some() { 0o755 } else { 0o555 };
     fs::set_permissions(&logs, fs::Permissions::from_mode(locked)).expect("chmod logs");
     let config = config(
         dir.path(),

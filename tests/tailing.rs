@@ -352,21 +352,10 @@ fn globs_reach_into_new_directories_and_honour_exclude_and_ignore_older() {
 #[cfg(unix)]
 #[test]
 fn an_unreadable_file_is_reported_once_and_read_once_it_is_allowed() {
-    use std::os::unix::fs::{chown, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let (server, dir, runtime) = setup("denied");
     // Root reads everything: run the agent as "nobody" then.
-    let running_as_root = fs::metadata("/proc/self").is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    });
-    let nobody = 65534;
-    let uid = running_as_root.then_some(nobody);
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
-    let state = dir.path().join("state");
-    fs::create_dir_all(&state).expect("state dir");
-    if running_as_root {
-        chown(&state, Some(nobody), Some(nobody)).expect("chown state");
-    }
+    let uid = crate::support::files::agent_user_held_by_permissions(dir.path());
     // Apart from the agent's own log, which the test keeps in `dir`.
     let logs = dir.path().join("logs");
     fs::create_dir(&logs).expect("mkdir");
