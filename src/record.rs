@@ -173,6 +173,15 @@ pub enum Ack {
     /// The file `id` of `flow` was deleted or moved away once every line of it was
     /// acknowledged: its checkpoint and readings are dropped.
     Shipped { flow: Arc<str>, id: FileId },
+    /// A source that is not a file (the journal) names the entry of `file` ending at position
+    /// `end` by `cursor`: once every position before `end` is delivered, the checkpoint keeps
+    /// `cursor`, from which the source resumes after a restart. Sent before the entry is
+    /// handed on.
+    Marked {
+        file: Arc<SourceFile>,
+        end: u64,
+        cursor: Box<str>,
+    },
 }
 
 /// How far a file was acknowledged, as the checkpoint store knows it.

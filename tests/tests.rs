@@ -24,6 +24,7 @@ mod event_log;
 mod fault_server_selftest;
 mod faults;
 mod harness_selftest;
+mod journald;
 mod metrics_endpoint;
 mod moto_selftest;
 mod ordering;

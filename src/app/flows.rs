@@ -99,6 +99,7 @@ pub(super) fn resume_points(checkpoints: &[Checkpoint]) -> HashMap<String, Resum
                 head: saved.head,
                 path: Some(saved.path.clone()),
                 original: None,
+                cursor: saved.cursor.clone(),
             },
         );
     }

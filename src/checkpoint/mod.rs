@@ -207,7 +207,8 @@ fn apply(tracker: &mut AckTracker, ack: Ack, metrics: &Metrics) {
         Ack::Opened { file, .. }
         | Ack::Restarted { file, .. }
         | Ack::Closed { file, .. }
-        | Ack::Identified { file } => Some(Arc::clone(&file.flow)),
+        | Ack::Identified { file }
+        | Ack::Marked { file, .. } => Some(Arc::clone(&file.flow)),
         Ack::Delivered(ranges) => ranges.first().map(|range| Arc::clone(&range.file.flow)),
         Ack::Seen { .. } | Ack::AskAcknowledged { .. } | Ack::Shipped { .. } => None,
     };

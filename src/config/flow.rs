@@ -90,10 +90,13 @@ impl Checker<'_> {
     ) -> Option<FlowConfig> {
         let before = self.problems.len();
         let name = self.flow_name(key, raw.name.take());
+        let reads_files = raw.journald.is_none() && raw.windows_event_log.is_none();
+        let journald = self.journald(key, &mut raw);
         let event_log = self.event_log(key, &mut raw);
-        let files = match event_log {
-            Some(_) => Vec::new(),
-            None => self.flow_files(key, raw.files.take()),
+        let files = if reads_files {
+            self.flow_files(key, raw.files.take())
+        } else {
+            Vec::new()
         };
         // The service is the one whose key is written, even when its stream's name is wrong,
         // so that keys of that service are checked as such and not also reported.
@@ -147,6 +150,7 @@ impl Checker<'_> {
             name,
             files,
             event_log,
+            journald,
             destination,
             aws: route.aws,
             dry_run: raw.dry_run.unwrap_or(false),
@@ -223,6 +227,32 @@ impl Checker<'_> {
                 "a flow reads files or the Windows Event Log, not both; give each its own flow",
             );
         }
+        self.no_file_keys(
+            key,
+            raw,
+            "applies to lines of files; this flow reads the Windows Event Log (an event over the record limit is not sent)",
+        );
+        let Some(file) = block.file else {
+            self.problem(
+                &format!("{block_key}.file"),
+                "is missing; give the path of the .evtx file to ship",
+            );
+            return None;
+        };
+        let path = PathBuf::from(&file);
+        if !path.is_absolute() {
+            self.problem(
+                &format!("{block_key}.file"),
+                format!("`{}` must be an absolute path", quoted(&file)),
+            );
+            return None;
+        }
+        Some(EventLogSource::File(path))
+    }
+
+    /// Reports each key written in `raw` that only says how lines of files are read, for a flow
+    /// that reads something else: `why` says so.
+    pub(super) fn no_file_keys(&mut self, key: &str, raw: &RawFlow, why: &str) {
         let file_only = [
             ("exclude", raw.exclude.is_some()),
             ("ignore_older", raw.ignore_older.is_some()),
@@ -247,27 +277,8 @@ impl Checker<'_> {
             ("shipped_files_idle", raw.shipped_files_idle.is_some()),
         ];
         for (name, _) in file_only.iter().filter(|(_, written)| *written) {
-            self.problem(
-                &format!("{key}.{name}"),
-                "applies to lines of files; this flow reads the Windows Event Log (an event over the record limit is not sent)",
-            );
+            self.problem(&format!("{key}.{name}"), why);
         }
-        let Some(file) = block.file else {
-            self.problem(
-                &format!("{block_key}.file"),
-                "is missing; give the path of the .evtx file to ship",
-            );
-            return None;
-        };
-        let path = PathBuf::from(&file);
-        if !path.is_absolute() {
-            self.problem(
-                &format!("{block_key}.file"),
-                format!("`{}` must be an absolute path", quoted(&file)),
-            );
-            return None;
-        }
-        Some(EventLogSource::File(path))
     }
 
     /// `files`: one glob or a list, each an absolute path.
@@ -275,7 +286,7 @@ impl Checker<'_> {
         let Some(files) = raw.map(raw::OneOrMany::into_vec) else {
             self.problem(
                 &format!("{key}.files"),
-                "is missing; give a glob such as /var/log/app/*.log (or, instead, windows_event_log)",
+                "is missing; give a glob such as /var/log/app/*.log (or, instead, journald or windows_event_log)",
             );
             return Vec::new();
         };

@@ -12,6 +12,7 @@ mod aws;
 mod checker;
 mod flow;
 mod global;
+mod journald;
 pub mod limits;
 mod locate;
 mod model;
@@ -31,10 +32,11 @@ pub use aws::{
     arn_region, AssumeRole, AwsSettings, CredentialSource, Destination, DestinationKind, Secret,
 };
 use checker::Checker;
+pub use journald::journald_priority_name;
 pub use model::{
     CheckpointCommit, CloudWatchSettings, Combine, Config, DataPath, Delivery, EventLogSource,
-    FlowConfig, InitialPosition, InstanceDimension, KeyField, LogFileSettings, LogFormat,
-    MetricsSettings, Oversize, PartitionKey, ProgressFormat, ShippedFiles, WireFormat,
+    FlowConfig, InitialPosition, InstanceDimension, JournaldSource, KeyField, LogFileSettings,
+    LogFormat, MetricsSettings, Oversize, PartitionKey, ProgressFormat, ShippedFiles, WireFormat,
     DEFAULT_CLOUDWATCH_NAMESPACE, DEFAULT_METRICS_LISTEN, EXTRACTED_KEY_MAX_BYTES,
 };
 pub use paths::{default_paths, DefaultPaths, DEFAULT_CONFIG_PATH};

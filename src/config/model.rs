@@ -70,6 +70,19 @@ pub enum EventLogSource {
     File(PathBuf),
 }
 
+/// A flow that reads the systemd journal (`journald`), through `journalctl`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournaldSource {
+    /// A journal directory to read instead of the system journal.
+    pub directory: Option<PathBuf>,
+    /// Only entries of these units (`_SYSTEMD_UNIT`), when any are given.
+    pub units: Vec<String>,
+    /// Only entries of this priority or more urgent (0 emerg … 7 debug).
+    pub max_priority: Option<u8>,
+    /// The `journalctl` program run: a bare name is looked up on `PATH`.
+    pub journalctl: PathBuf,
+}
+
 /// Where reading starts in a file that has no checkpoint yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -271,10 +284,13 @@ pub enum WireFormat {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowConfig {
     pub name: String,
-    /// The globs of the files followed; empty when the flow reads the Windows Event Log.
+    /// The globs of the files followed; empty when the flow reads the Windows Event Log or
+    /// the journal.
     pub files: Vec<String>,
     /// Set when the flow reads Windows events instead of files.
     pub event_log: Option<EventLogSource>,
+    /// Set when the flow reads the systemd journal instead of files.
+    pub journald: Option<JournaldSource>,
     /// Paths matching any of these globs are not followed.
     pub exclude: Vec<glob::Pattern>,
     /// Files not modified for this long are not opened (until they are written again).

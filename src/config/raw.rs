@@ -73,6 +73,16 @@ pub struct RawEventLog {
     pub file: Option<String>,
 }
 
+/// `journald`: a flow that reads the systemd journal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournald {
+    pub directory: Option<String>,
+    pub units: Option<OneOrMany>,
+    pub max_priority: Option<String>,
+    pub journalctl: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
@@ -81,6 +91,7 @@ pub struct RawFlow {
     pub on_error: Option<String>,
     pub files: Option<OneOrMany>,
     pub windows_event_log: Option<RawEventLog>,
+    pub journald: Option<RawJournald>,
     pub exclude: Option<OneOrMany>,
     pub ignore_older: Option<String>,
     pub shipped_files: Option<String>,

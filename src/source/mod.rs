@@ -15,6 +15,7 @@ mod discovery;
 mod event_log;
 mod framer;
 mod identity;
+mod journald;
 mod shipped;
 mod tailer;
 mod watcher;
@@ -51,6 +52,8 @@ pub struct KnownOffset {
     pub path: Option<PathBuf>,
     /// Set for a copy of a file truncated while this process read it.
     pub original: Option<Original>,
+    /// Where a `journald` flow resumes: the cursor of the last entry delivered.
+    pub cursor: Option<String>,
 }
 
 /// What the tailers of one flow need.
@@ -151,6 +154,20 @@ impl Source {
             budget,
             cancel,
         } = self;
+        if let Some(journal) = &flow.journald {
+            let journald = journald::Journald {
+                journal: journal.clone(),
+                flow: Arc::clone(&flow),
+                checkpoints,
+                lines,
+                acks,
+                metrics,
+                budget,
+                cancel,
+            };
+            journald.run().await;
+            return;
+        }
         if let Some(EventLogSource::File(path)) = &flow.event_log {
             let events = event_log::EventLogFile {
                 path: path.clone(),

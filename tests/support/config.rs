@@ -117,6 +117,18 @@ impl Flow {
         }
     }
 
+    /// A flow `name` shipping the journal in `directory` into the Kinesis stream `stream`;
+    /// `more` are further keys of its `journald` block.
+    pub fn journald(name: &str, directory: impl Display, more: &str, stream: &str) -> Flow {
+        Flow {
+            name: name.to_owned(),
+            keys: vec![
+                format!("journald: {{ directory: {directory}{more} }}"),
+                format!("kinesis_stream: {stream}"),
+            ],
+        }
+    }
+
     /// A flow `name` following `files` into the Kinesis stream `stream`.
     pub fn kinesis(name: &str, files: impl Display, stream: &str) -> Flow {
         Flow::new(name, files).key(format!("kinesis_stream: {stream}"))

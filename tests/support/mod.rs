@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod imds;
 pub mod inproc;
+pub mod journal;
 pub mod kinesalite;
 pub mod kinesis_server;
 pub mod lines;

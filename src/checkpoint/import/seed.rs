@@ -199,6 +199,7 @@ pub fn seed(
                                 offset: file.offset,
                                 seen: unix_now(),
                                 copy_from: Vec::new(),
+                                cursor: None,
                             },
                         );
                         Action::Seeded {

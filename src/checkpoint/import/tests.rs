@@ -281,6 +281,7 @@ fn a_file_kinship_has_a_checkpoint_for_keeps_it() {
         offset: 90,
         seen: 1_700_000_000,
         copy_from: Vec::new(),
+        cursor: None,
     };
     let (mut store, _) = CheckpointStore::open(&setup.state()).expect("open store");
     store

@@ -15,7 +15,12 @@ use crate::checkpoint::tracker::{unix_now, Checkpoint};
 use crate::record::{CopyFrom, FileId, Head};
 
 /// Version 2 added `journal_seq`; version 1 files are read as including no journal entry.
-pub(super) const FORMAT_VERSION: u32 = 2;
+/// Version 3 added a checkpoint's `cursor`; a snapshot is written as version 3 only when one
+/// of its checkpoints has a cursor (a `journald` flow), so that a store without one still
+/// reads in a kinship that knows only version 2.
+pub(super) const FORMAT_VERSION: u32 = 3;
+/// The version written when no checkpoint has a cursor.
+const FORMAT_VERSION_WITHOUT_CURSORS: u32 = 2;
 pub(super) const FILE_NAME: &str = "checkpoints.json";
 pub(super) const TEMP_NAME: &str = ".checkpoints.json.tmp";
 
@@ -63,6 +68,9 @@ pub(super) struct OnDiskFile {
     /// truncations continues (the head the file had then, and the offset delivered).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     copy_from: Vec<CopyFrom>,
+    /// Where a `journald` flow resumes: the cursor of the last entry delivered.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 /// [`OnDiskFile`] as written, borrowing the checkpoint: a journal entry costs no copy of
@@ -81,6 +89,8 @@ pub(super) struct FileOut<'a> {
     seen: u64,
     #[serde(skip_serializing_if = "<[CopyFrom]>::is_empty")]
     copy_from: &'a [CopyFrom],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<&'a str>,
 }
 
 impl<'a> FileOut<'a> {
@@ -95,6 +105,7 @@ impl<'a> FileOut<'a> {
             offset: checkpoint.offset,
             seen: checkpoint.seen,
             copy_from: &checkpoint.copy_from,
+            cursor: checkpoint.cursor.as_deref(),
         }
     }
 }
@@ -115,6 +126,7 @@ impl OnDiskFile {
             offset: self.offset,
             seen: self.seen.unwrap_or(now),
             copy_from: self.copy_from,
+            cursor: self.cursor,
         }
     }
 }
@@ -163,7 +175,11 @@ impl CheckpointStore {
     /// journal entry so far.
     pub(super) fn write_snapshot(&mut self, checkpoints: &[Checkpoint]) -> Result<(), StoreError> {
         let on_disk = OnDiskOut {
-            version: FORMAT_VERSION,
+            version: if checkpoints.iter().any(|saved| saved.cursor.is_some()) {
+                FORMAT_VERSION
+            } else {
+                FORMAT_VERSION_WITHOUT_CURSORS
+            },
             journal_seq: self.seq,
             files: checkpoints.iter().map(FileOut::of).collect(),
         };

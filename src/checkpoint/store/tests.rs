@@ -31,6 +31,7 @@ fn checkpoint(inode: u64, offset: u64) -> Checkpoint {
         } else {
             Vec::new()
         },
+        cursor: None,
     }
 }
 
@@ -409,4 +410,31 @@ fn after_a_failed_append_the_next_write_is_a_snapshot() {
         loaded.checkpoints,
         vec![checkpoint(1, 71), checkpoint(3, 36)]
     );
+}
+
+#[test]
+fn a_cursor_is_kept_and_only_a_store_holding_one_is_written_as_version_3() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, _) = CheckpointStore::open(dir.path()).expect("open");
+    let plain = vec![checkpoint(1, 10)];
+    store.write(&plain).expect("snapshot");
+    let version = |path: &Path| {
+        let snapshot: serde_json::Value =
+            serde_json::from_slice(&fs::read(path).expect("snapshot")).expect("JSON");
+        snapshot["version"].clone()
+    };
+    assert_eq!(version(store.path()), 2);
+    let mut journal = checkpoint(2, 7);
+    journal.cursor = Some("s=1;i=7;b=2;m=3;t=4;x=5".into());
+    store
+        .write(&[plain[0].clone(), journal.clone()])
+        .expect("snapshot");
+    assert_eq!(version(store.path()), 3);
+    let mut later = journal.clone();
+    later.offset = 9;
+    later.cursor = Some("s=1;i=9;b=2;m=3;t=4;x=6".into());
+    store.append(&changed(&[later.clone()])).expect("entry");
+    drop(store);
+    let (_, loaded) = CheckpointStore::open(dir.path()).expect("reopen");
+    assert_eq!(loaded.checkpoints, vec![plain[0].clone(), later]);
 }

@@ -10,6 +10,7 @@ mod copies;
 mod fast_hash;
 mod watermark;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct Checkpoint {
     /// are kept, up to `MAX_COPIES_KEPT`, oldest first: a file truncated twice in quick
     /// succession may have two copies still to be found.
     pub copy_from: Vec<CopyFrom>,
+    /// Where a source that is not a file resumes (the journal's cursor of the last entry
+    /// delivered, with every entry before it): set for `journald` flows only.
+    pub cursor: Option<String>,
 }
 
 /// A saved checkpoint's key: its flow and its file's identity.
@@ -77,6 +81,9 @@ struct Progress {
     superseded: Option<u64>,
     /// Set for a copy of a file truncated while its records were in flight.
     behind: Option<Behind>,
+    /// Cursors of entries read but not yet delivered, by the position their entry ends at, in
+    /// order (sources that are not files: see [`Ack::Marked`]).
+    marks: VecDeque<(u64, Box<str>)>,
 }
 
 /// Hears files opened and ranges delivered, and keeps each file's checkpoint: how far its
@@ -148,6 +155,10 @@ impl AckTracker {
             }
             Ack::Shipped { flow, id } => {
                 self.shipped(&flow, id);
+                0
+            }
+            Ack::Marked { file, end, cursor } => {
+                self.marked(&file, end, cursor);
                 0
             }
         }
@@ -290,10 +301,10 @@ impl AckTracker {
 
     fn start_reading(&mut self, file: Arc<SourceFile>, offset: u64) {
         let identity = (file.flow.to_string(), file.id);
-        let copy_from = self
+        let (copy_from, cursor) = self
             .saved
             .get(&identity)
-            .map(|saved| saved.copy_from.clone())
+            .map(|saved| (saved.copy_from.clone(), saved.cursor.clone()))
             .unwrap_or_default();
         self.saved.insert(
             identity.clone(),
@@ -305,6 +316,7 @@ impl AckTracker {
                 offset,
                 seen: unix_now(),
                 copy_from,
+                cursor,
             },
         );
         self.dirty.insert(identity);
@@ -317,6 +329,7 @@ impl AckTracker {
                 forget_at: None,
                 superseded: None,
                 behind: None,
+                marks: VecDeque::new(),
             },
         );
     }
@@ -378,6 +391,23 @@ impl AckTracker {
         self.continued_by.get(&key).copied().unwrap_or(key)
     }
 
+    /// The entry of `file` ending at `end` is named `cursor`: it is where the source resumes
+    /// once every position before `end` is delivered.
+    fn marked(&mut self, file: &SourceFile, end: u64, cursor: Box<str>) {
+        let key = self.current_key(file.key);
+        let Some(progress) = self.live.get_mut(&key) else {
+            return;
+        };
+        if end > progress.watermark.offset() {
+            progress.marks.push_back((end, cursor));
+            return;
+        }
+        if let Some(saved) = self.saved.get_mut(&progress.identity) {
+            saved.cursor = Some(cursor.into());
+            self.dirty.insert(progress.identity.clone());
+        }
+    }
+
     fn delivered(&mut self, range: FileRange) -> u64 {
         let key = self.current_key(range.file.key);
         let Some(progress) = self.live.get_mut(&key) else {
@@ -397,6 +427,18 @@ impl AckTracker {
                 .map_or(progress.watermark.offset(), |behind| behind.delivered);
             if saved.path != progress.file.path {
                 saved.path.clone_from(&progress.file.path);
+            }
+            let delivered_to = progress.watermark.offset();
+            let mut passed = None;
+            while progress
+                .marks
+                .front()
+                .is_some_and(|(end, _)| *end <= delivered_to)
+            {
+                passed = progress.marks.pop_front().map(|(_, cursor)| cursor);
+            }
+            if let Some(cursor) = passed {
+                saved.cursor = Some(cursor.into());
             }
             // Most acknowledgements find their file marked already: no key is made for them.
             if !self.dirty.contains(&progress.identity) {

@@ -427,6 +427,7 @@ fn loaded_checkpoints_are_kept_until_replaced_and_changes_are_reported_once() {
         offset: 7,
         seen: unix_now(),
         copy_from: Vec::new(),
+        cursor: None,
     };
     let mut tracker = AckTracker::new(vec![loaded.clone()]);
     assert_eq!(tracker.take_changes(), None);
@@ -503,6 +504,7 @@ fn expired_checkpoints_are_removed_in_the_delta() {
         offset: 7,
         seen: now - 100,
         copy_from: Vec::new(),
+        cursor: None,
     };
     let mut tracker = AckTracker::new(vec![old.clone()]);
     assert_eq!(
@@ -525,6 +527,7 @@ fn checkpoints_of_files_no_scan_finds_for_the_expiry_are_forgotten() {
         offset: 7,
         seen,
         copy_from: Vec::new(),
+        cursor: None,
     };
     let mut tracker = AckTracker::new(vec![
         saved(1, now - 10 * day),
@@ -676,4 +679,73 @@ fn a_file_two_flows_follow_is_told_at_the_lesser_acknowledged_offset() {
     delivered(&mut tracker, vec![range(&audit, 120, 300)]);
     let told = tracker.acknowledged("app", &[app.id]);
     assert_eq!(told[0].map(|acknowledged| acknowledged.offset), Some(300));
+}
+
+fn cursor_of(tracker: &AckTracker, file: &SourceFile) -> Option<String> {
+    tracker
+        .snapshot()
+        .into_iter()
+        .find(|saved| saved.id == file.id)
+        .and_then(|saved| saved.cursor)
+}
+
+fn mark(tracker: &mut AckTracker, file: &Arc<SourceFile>, end: u64, cursor: &str) {
+    tracker.apply(Ack::Marked {
+        file: Arc::clone(file),
+        end,
+        cursor: cursor.into(),
+    });
+}
+
+#[test]
+fn a_cursor_is_kept_only_once_every_entry_before_it_is_delivered() {
+    let journal = file(1, 10);
+    let mut tracker = AckTracker::new(Vec::new());
+    tracker.apply(Ack::Opened {
+        file: Arc::clone(&journal),
+        offset: 0,
+        original: None,
+    });
+    mark(&mut tracker, &journal, 2, "c2");
+    mark(&mut tracker, &journal, 5, "c5");
+    mark(&mut tracker, &journal, 9, "c9");
+    // The second block is delivered first: nothing is kept yet.
+    delivered(&mut tracker, vec![range(&journal, 2, 5)]);
+    assert_eq!(cursor_of(&tracker, &journal), None);
+    // Then the first: both are, and the later cursor is the one kept.
+    delivered(&mut tracker, vec![range(&journal, 0, 2)]);
+    assert_eq!(cursor_of(&tracker, &journal).as_deref(), Some("c5"));
+    // Part of the third block is not enough.
+    delivered(&mut tracker, vec![range(&journal, 5, 7)]);
+    assert_eq!(cursor_of(&tracker, &journal).as_deref(), Some("c5"));
+    delivered(&mut tracker, vec![range(&journal, 7, 9)]);
+    assert_eq!(cursor_of(&tracker, &journal).as_deref(), Some("c9"));
+    assert_eq!(tracker.checkpoint("app", journal.id), Some(9));
+}
+
+#[test]
+fn a_cursor_survives_a_new_reading_and_a_mark_at_the_watermark_is_kept_at_once() {
+    let journal = file(1, 10);
+    let loaded = Checkpoint {
+        flow: "app".into(),
+        id: journal.id,
+        head: None,
+        path: journal.path.clone(),
+        offset: 40,
+        seen: 1,
+        copy_from: Vec::new(),
+        cursor: Some("c40".into()),
+    };
+    let mut tracker = AckTracker::new(vec![loaded]);
+    tracker.apply(Ack::Opened {
+        file: Arc::clone(&journal),
+        offset: 40,
+        original: None,
+    });
+    assert_eq!(cursor_of(&tracker, &journal).as_deref(), Some("c40"));
+    // A source that starts at the end names the last entry there, before sending anything.
+    mark(&mut tracker, &journal, 40, "tail");
+    assert_eq!(cursor_of(&tracker, &journal).as_deref(), Some("tail"));
+    let delta = tracker.take_delta().expect("changed");
+    assert_eq!(delta.changed[0].cursor.as_deref(), Some("tail"));
 }

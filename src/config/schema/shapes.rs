@@ -137,6 +137,7 @@ pub(super) const FLOW: Shape = Shape {
         ("on_error", STRING),
         ("files", STRING_OR_LIST),
         ("windows_event_log", Kind::Mapping(&EVENT_LOG)),
+        ("journald", Kind::Mapping(&JOURNALD)),
         ("exclude", STRING_OR_LIST),
         ("ignore_older", STRING),
         ("shipped_files", STRING),
@@ -184,6 +185,17 @@ pub(super) const EVENT_LOG: Shape = Shape {
     what: "a windows_event_log block",
     section: "Windows Event Log",
     keys: &[("file", STRING)],
+};
+
+pub(super) const JOURNALD: Shape = Shape {
+    what: "a journald block",
+    section: "The systemd journal",
+    keys: &[
+        ("directory", STRING),
+        ("units", STRING_OR_LIST),
+        ("max_priority", STRING),
+        ("journalctl", STRING),
+    ],
 };
 
 pub(super) const KEY_EXTRACTION: Shape = Shape {

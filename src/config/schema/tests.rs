@@ -391,6 +391,7 @@ fn the_shape_and_the_raw_types_name_the_same_keys() {
     );
     compare(&FLOW, serde_keys::<raw::RawFlow>(Mapping::new()));
     compare(&EVENT_LOG, serde_keys::<raw::RawEventLog>(Mapping::new()));
+    compare(&JOURNALD, serde_keys::<raw::RawJournald>(Mapping::new()));
     compare(
         &KEY_EXTRACTION,
         serde_keys::<raw::RawKeyExtraction>(Mapping::new()),

@@ -274,6 +274,7 @@ impl Discovery {
                     head: None,
                     path: None,
                     original: None,
+                    cursor: None,
                 }),
                 None,
             )),

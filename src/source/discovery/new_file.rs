@@ -157,6 +157,7 @@ impl Discovery {
                     head: Some(head),
                     path: None,
                     original,
+                    cursor: None,
                 }))
             }
             CopyDecision::StartsLikeFollowed { like } => {

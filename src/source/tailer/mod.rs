@@ -152,6 +152,7 @@ impl Tailer {
                 head: self.source.head,
                 path: Some(self.path.clone()),
                 original: None,
+                cursor: None,
             }),
             parked,
         }

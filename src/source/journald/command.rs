@@ -1,0 +1,125 @@
+//! The `journalctl` command lines a journald flow runs: one that follows the journal from a
+//! cursor (or from its start) and prints each entry as JSON, and one that names the journal's
+//! last entry now.
+
+use std::ffi::OsString;
+
+use crate::config::{journald_priority_name, JournaldSource};
+
+/// The arguments that follow the journal after the entry `after` (from its first entry, when
+/// `None`), with the flow's filters, printing every field of every entry in full as one JSON
+/// object a line.
+pub fn follow(source: &JournaldSource, after: Option<&str>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--follow".into(),
+        "--output=json".into(),
+        // Fields over 4 KiB, or with unprintable bytes, are printed too (not as null).
+        "--all".into(),
+        // Every entry after the start point, not the last ten.
+        "--no-tail".into(),
+        "--no-pager".into(),
+    ];
+    args.extend(journal(source));
+    for unit in &source.units {
+        args.push(format!("--unit={unit}").into());
+    }
+    if let Some(priority) = source.max_priority {
+        args.push(format!("--priority={}", journald_priority_name(priority)).into());
+    }
+    if let Some(cursor) = after {
+        args.push(format!("--after-cursor={cursor}").into());
+    }
+    args
+}
+
+/// The arguments that print the journal's last entry (any unit, any priority) as JSON.
+pub fn last_entry(source: &JournaldSource) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--lines=1".into(),
+        "--output=json".into(),
+        "--no-pager".into(),
+    ];
+    args.extend(journal(source));
+    args
+}
+
+/// Which journal is read: the directory given, else the system's.
+fn journal(source: &JournaldSource) -> Option<OsString> {
+    source.directory.as_ref().map(|directory| {
+        let mut arg = OsString::from("--directory=");
+        arg.push(directory);
+        arg
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn source(units: &[&str], max_priority: Option<u8>) -> JournaldSource {
+        JournaldSource {
+            directory: Some(PathBuf::from("/var/log/journal")),
+            units: units.iter().map(|unit| (*unit).to_owned()).collect(),
+            max_priority,
+            journalctl: PathBuf::from("journalctl"),
+        }
+    }
+
+    fn text(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn following_carries_the_filters_and_the_cursor() {
+        let args = text(follow(
+            &source(&["nginx.service", "sshd.service"], Some(6)),
+            Some("s=1;i=2"),
+        ));
+        assert_eq!(
+            args,
+            [
+                "--follow",
+                "--output=json",
+                "--all",
+                "--no-tail",
+                "--no-pager",
+                "--directory=/var/log/journal",
+                "--unit=nginx.service",
+                "--unit=sshd.service",
+                "--priority=info",
+                "--after-cursor=s=1;i=2",
+            ]
+        );
+        let system = JournaldSource {
+            directory: None,
+            ..source(&[], None)
+        };
+        assert_eq!(
+            text(follow(&system, None)),
+            [
+                "--follow",
+                "--output=json",
+                "--all",
+                "--no-tail",
+                "--no-pager"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_entry_is_asked_of_the_whole_journal() {
+        assert_eq!(
+            text(last_entry(&source(&["nginx.service"], Some(3)))),
+            [
+                "--lines=1",
+                "--output=json",
+                "--no-pager",
+                "--directory=/var/log/journal"
+            ]
+        );
+    }
+}

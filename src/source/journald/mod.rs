@@ -1,0 +1,477 @@
+//! The systemd journal as a source: `journald:` runs `journalctl --follow --output=json` and
+//! ships each entry as a JSON object record (see `entry`). Running journalctl keeps the binary
+//! free of libsystemd, and the journal's own reader handles its file formats, rotation and
+//! access rights.
+//!
+//! An entry's position is its count since the flow first read the journal: entry `n` spans
+//! the positions `n..n+1`, in the place of byte offsets, so batching, acknowledgements and the
+//! checkpoint store work as for files (and the flow's `bytes_*` counters count entries). The
+//! position alone cannot find an entry again, so before each block of entries is handed on
+//! the source tells the checkpoint store the cursor of the block's last entry
+//! ([`Ack::Marked`]); the store keeps the cursor once the block and everything before it is
+//! delivered, and a restart follows the journal after that cursor.
+//!
+//! journalctl is read only as fast as the pipeline takes records: while the memory budget or
+//! the channel is full, its output waits in the pipe and journalctl waits with it. If it stops,
+//! it is started again after the last entry handed on, after a pause that grows while it keeps
+//! failing.
+
+mod command;
+mod entry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::KnownOffset;
+use crate::config::{FlowConfig, InitialPosition, JournaldSource};
+use crate::limits::{MemoryBudget, Reservation, RECORD_OVERHEAD};
+use crate::log_limit::LogLimiter;
+use crate::metrics::FlowMetrics;
+use crate::record::{Ack, FileId, LineSpan, Lines, SourceFile};
+use entry::{entry_of, EntryError};
+
+/// The device number of every journal's identity: no file has it, so a journal's checkpoint
+/// is never taken for a file's.
+const JOURNAL_DEVICE: u64 = u64::MAX;
+/// Entries handed on at a time, at most.
+const BLOCK_ENTRIES: usize = 512;
+/// Bytes of records handed on at a time, about.
+const BLOCK_BYTES: usize = 512 * 1024;
+/// journalctl's output is read this much at a time.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// The first pause before journalctl is started again; it doubles while starts keep failing.
+const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(1);
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(60);
+/// Lines journalctl writes to its standard error that are logged per run; the rest are counted.
+const STDERR_LINES_LOGGED: usize = 20;
+/// Entries that cannot be read, and cut entries, are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What one journald flow needs.
+pub(super) struct Journald {
+    pub flow: Arc<FlowConfig>,
+    pub journal: JournaldSource,
+    pub checkpoints: HashMap<FileId, KnownOffset>,
+    pub lines: mpsc::Sender<Lines>,
+    pub acks: mpsc::Sender<Ack>,
+    pub metrics: Arc<FlowMetrics>,
+    pub budget: Arc<MemoryBudget>,
+    pub cancel: CancellationToken,
+}
+
+/// Why following the journal stopped.
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error("the journalctl program `{program}` was not found; install systemd's journalctl or set journald.journalctl")]
+    NotFound { program: String },
+    #[error("journalctl could not be started: {0}")]
+    Start(std::io::Error),
+    #[error("reading journalctl's output failed: {0}")]
+    Read(std::io::Error),
+    #[error("journalctl ended ({status}){}", last_words(.stderr))]
+    Ended {
+        status: String,
+        stderr: Option<String>,
+    },
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+fn last_words(stderr: &Option<String>) -> String {
+    stderr
+        .as_deref()
+        .map(|line| format!(": {line}"))
+        .unwrap_or_default()
+}
+
+/// Where the flow stands: the position of the next entry, and the cursor of the last one
+/// handed on (where journalctl resumes).
+struct Place {
+    position: u64,
+    after: Option<String>,
+}
+
+impl Journald {
+    /// Follows the journal until `cancel` fires.
+    pub(super) async fn run(self) {
+        let file = self.identity();
+        let flow = self.flow.name.as_str();
+        if !self.seen(&file).await {
+            return;
+        }
+        let known = self.checkpoints.get(&file.id);
+        let mut place = Place {
+            position: known.map_or(0, |known| known.offset),
+            after: known.and_then(|known| known.cursor.clone()),
+        };
+        let starts_at_end =
+            place.after.is_none() && self.flow.initial_position == InitialPosition::EndOfFile;
+        if starts_at_end {
+            match self.last_cursor().await {
+                Ok(last) => place.after = last,
+                Err(stopped) => {
+                    error!(flow, journal = %file.path.display(), error = %stopped, "Cannot find the journal's last entry for initial_position end_of_file; entries are shipped from the journal's start instead.");
+                }
+            }
+        }
+        let opened = Ack::Opened {
+            file: Arc::clone(&file),
+            offset: place.position,
+            original: None,
+        };
+        if self.acks.send(opened).await.is_err() {
+            return;
+        }
+        if starts_at_end {
+            if let Some(last) = &place.after {
+                // Saved at once: a restart before any new entry still starts here.
+                if !self.mark(&file, place.position, last).await {
+                    return;
+                }
+            }
+        }
+        info!(flow, journal = %file.path.display(), position = place.position, after_cursor = place.after.as_deref().unwrap_or(""), "Following the journal.");
+        let mut pause = FIRST_RESTART_PAUSE;
+        loop {
+            let before = place.position;
+            let stopped = self.follow(&file, &mut place).await;
+            if matches!(stopped, Stopped::ShuttingDown) || self.cancel.is_cancelled() {
+                return;
+            }
+            if place.position > before {
+                pause = FIRST_RESTART_PAUSE;
+            }
+            error!(flow, journal = %file.path.display(), error = %stopped, retry_in = ?pause, "Following the journal stopped; journalctl is started again after the last entry read.");
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX_RESTART_PAUSE);
+        }
+    }
+
+    /// The journal as a source of records: an identity made from the journal read.
+    fn identity(&self) -> Arc<SourceFile> {
+        let path = match &self.journal.directory {
+            Some(directory) => directory.clone(),
+            None => PathBuf::from("system journal"),
+        };
+        let named = path.to_string_lossy();
+        Arc::new(SourceFile {
+            key: super::tailer::next_file_key(),
+            flow: Arc::from(self.flow.name.as_str()),
+            id: FileId {
+                device: JOURNAL_DEVICE,
+                inode: xxhash_rust::xxh3::xxh3_64(named.as_bytes()),
+            },
+            head: None,
+            path,
+        })
+    }
+
+    /// Tells the checkpoint store the journal is still read; false if shutting down.
+    async fn seen(&self, file: &Arc<SourceFile>) -> bool {
+        let seen = Ack::Seen {
+            flow: Arc::clone(&file.flow),
+            ids: vec![file.id],
+        };
+        self.acks.send(seen).await.is_ok()
+    }
+
+    /// Tells the checkpoint store the entry ending at `end` is `cursor`; false if shutting down.
+    async fn mark(&self, file: &Arc<SourceFile>, end: u64, cursor: &str) -> bool {
+        let marked = Ack::Marked {
+            file: Arc::clone(file),
+            end,
+            cursor: cursor.into(),
+        };
+        self.acks.send(marked).await.is_ok()
+    }
+
+    fn command(&self, args: Vec<std::ffi::OsString>) -> Command {
+        let mut command = Command::new(&self.journal.journalctl);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    fn spawn(&self, args: Vec<std::ffi::OsString>) -> Result<Child, Stopped> {
+        self.command(args).spawn().map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                Stopped::NotFound {
+                    program: self.journal.journalctl.display().to_string(),
+                }
+            } else {
+                Stopped::Start(error)
+            }
+        })
+    }
+
+    /// The cursor of the journal's last entry now; `None` for an empty journal.
+    async fn last_cursor(&self) -> Result<Option<String>, Stopped> {
+        let child = self.spawn(command::last_entry(&self.journal))?;
+        let output = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(Stopped::ShuttingDown),
+            output = child.wait_with_output() => output.map_err(Stopped::Read)?,
+        };
+        if !output.status.success() {
+            return Err(Stopped::Ended {
+                status: output.status.to_string(),
+                stderr: last_line(&output.stderr),
+            });
+        }
+        let line = output
+            .stdout
+            .split(|byte| *byte == b'\n')
+            .find(|line| !line.is_empty());
+        Ok(line.and_then(|line| entry_of(line, usize::MAX).ok().map(|entry| entry.cursor)))
+    }
+
+    /// Runs journalctl from `place` and hands its entries on until it stops or shutdown
+    /// begins; `place` follows what was handed on.
+    async fn follow(&self, file: &Arc<SourceFile>, place: &mut Place) -> Stopped {
+        let mut child = match self.spawn(command::follow(&self.journal, place.after.as_deref())) {
+            Ok(child) => child,
+            Err(stopped) => return stopped,
+        };
+        let stderr = child.stderr.take().map(|stderr| self.relay(stderr));
+        let Some(stdout) = child.stdout.take() else {
+            return Stopped::Start(std::io::Error::other("no output pipe"));
+        };
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stdout);
+        let mut block = Block::new(place.position);
+        let mut logs = Logs::default();
+        let mut line = Vec::new();
+        let mut keep_alive = tokio::time::interval(self.flow.scan_interval);
+        let read_failed = loop {
+            let read = tokio::select! {
+                _ = self.cancel.cancelled() => return Stopped::ShuttingDown,
+                _ = keep_alive.tick() => {
+                    if !self.seen(file).await {
+                        return Stopped::ShuttingDown;
+                    }
+                    continue;
+                }
+                read = reader.read_until(b'\n', &mut line) => read,
+            };
+            match read {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(error) => break Some(error),
+            }
+            block.add(&line, self.flow.max_line_bytes(), &mut logs, self);
+            line.clear();
+            if block.is_full() || (reader.buffer().is_empty() && !block.is_empty()) {
+                let next = Block::new(block.position);
+                let full = std::mem::replace(&mut block, next);
+                if !self.hand_on(file, full, place).await {
+                    return Stopped::ShuttingDown;
+                }
+            }
+        };
+        if !block.is_empty() && !self.hand_on(file, block, place).await {
+            return Stopped::ShuttingDown;
+        }
+        if let Some(error) = read_failed {
+            return Stopped::Read(error);
+        }
+        let status = tokio::select! {
+            _ = self.cancel.cancelled() => return Stopped::ShuttingDown,
+            status = child.wait() => status,
+        };
+        let stderr = match stderr {
+            Some(relay) => relay.await.ok().flatten(),
+            None => None,
+        };
+        Stopped::Ended {
+            status: status
+                .as_ref()
+                .map_or_else(ToString::to_string, ExitStatus::to_string),
+            stderr,
+        }
+    }
+
+    /// Logs what journalctl writes to its standard error (as warnings naming the flow); the
+    /// task returns the last line.
+    fn relay(&self, stderr: ChildStderr) -> JoinHandle<Option<String>> {
+        let flow = self.flow.name.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut last = None;
+            let mut logged = 0usize;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if logged < STDERR_LINES_LOGGED {
+                    warn!(flow, journalctl = %line, "journalctl reports a problem.");
+                } else if logged == STDERR_LINES_LOGGED {
+                    warn!(flow, "journalctl reports more; further lines are not logged until it is started again.");
+                }
+                logged += 1;
+                last = Some(line);
+            }
+            last
+        })
+    }
+
+    /// Hands a block on: first its last cursor to the checkpoint store, then its records once
+    /// the memory budget has room. False if shutting down.
+    async fn hand_on(&self, file: &Arc<SourceFile>, block: Block, place: &mut Place) -> bool {
+        let Some(cursor) = block.last_cursor.clone() else {
+            return true;
+        };
+        if !self.mark(file, block.position, &cursor).await {
+            return false;
+        }
+        let entries = block.spans.len() as u64;
+        let records = block.records;
+        let cost = block.data.len() + records * RECORD_OVERHEAD;
+        let reserve = self.budget.reserve(cost);
+        let reserved = tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            reserved = reserve => reserved,
+        };
+        let lines = block.into_lines(file, reserved);
+        let sent = tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            sent = self.lines.send(lines) => sent.is_ok(),
+        };
+        if sent {
+            FlowMetrics::add(&self.metrics.records_read, records as u64);
+            FlowMetrics::add(&self.metrics.bytes_read, entries);
+            place.position += entries;
+            place.after = Some(cursor);
+        }
+        sent
+    }
+}
+
+/// The last non-empty line of `bytes`, as text.
+fn last_line(bytes: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+}
+
+/// Rate limits for the warnings of one run of journalctl.
+struct Logs {
+    unreadable: LogLimiter,
+    cut: LogLimiter,
+    dropped: LogLimiter,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self {
+            unreadable: LogLimiter::new(LOG_EVERY),
+            cut: LogLimiter::new(LOG_EVERY),
+            dropped: LogLimiter::new(LOG_EVERY),
+        }
+    }
+}
+
+/// Entries gathered to be handed on together.
+struct Block {
+    /// The position after the block's last entry.
+    position: u64,
+    /// Where the block starts.
+    start: u64,
+    data: BytesMut,
+    spans: Vec<LineSpan>,
+    records: usize,
+    last_cursor: Option<String>,
+}
+
+impl Block {
+    fn new(position: u64) -> Self {
+        Self {
+            position,
+            start: position,
+            data: BytesMut::new(),
+            spans: Vec::new(),
+            records: 0,
+            last_cursor: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.spans.len() >= BLOCK_ENTRIES || self.data.len() >= BLOCK_BYTES
+    }
+
+    /// Adds the entry journalctl printed as `line`: as a record, or (too long even cut, so
+    /// not sent) as a position only. A line that is no entry is told and left out.
+    fn add(&mut self, line: &[u8], max_bytes: usize, logs: &mut Logs, journald: &Journald) {
+        let flow = journald.flow.name.as_str();
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        if line.is_empty() {
+            return;
+        }
+        let data_start = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
+        match entry_of(line, max_bytes) {
+            Ok(entry) => {
+                if entry.truncated {
+                    FlowMetrics::add(&journald.metrics.records_truncated, 1);
+                    if let Some(earlier) = logs.cut.allow() {
+                        warn!(flow, max_record_bytes = max_bytes, earlier, cursor = %entry.cursor, "A journal entry longer than the record limit is sent with its largest fields cut, named in truncated_fields (logged at most once a minute).");
+                    }
+                }
+                self.data.reserve(entry.json.len() + 1);
+                self.data.put_slice(&entry.json);
+                self.data.put_u8(b'\n');
+                self.records += 1;
+                self.last_cursor = Some(entry.cursor);
+            }
+            Err(EntryError::TooLong { cursor, .. }) => {
+                FlowMetrics::add(&journald.metrics.records_truncated, 1);
+                if let Some(earlier) = logs.dropped.allow() {
+                    warn!(flow, max_record_bytes = max_bytes, earlier, %cursor, "A journal entry with too many fields to fit in a record even cut is not sent (logged at most once a minute).");
+                }
+                self.last_cursor = Some(cursor);
+            }
+            Err(error) => {
+                if let Some(earlier) = logs.unreadable.allow() {
+                    warn!(flow, %error, earlier, "A line journalctl printed is not a journal entry; it is not sent (logged at most once a minute).");
+                }
+                return;
+            }
+        }
+        self.position += 1;
+        self.spans.push(LineSpan {
+            data_start,
+            data_end: u32::try_from(self.data.len()).unwrap_or(u32::MAX),
+            file_end: self.position,
+        });
+    }
+
+    fn into_lines(self, file: &Arc<SourceFile>, reserved: Reservation) -> Lines {
+        Lines {
+            file: Arc::clone(file),
+            file_start: self.start,
+            data: Bytes::from(self.data),
+            spans: self.spans,
+            reserved,
+        }
+    }
+}
