@@ -154,6 +154,19 @@ fn ten_thousand_entries_are_shipped_once_filters_select_and_new_entries_arrive()
         &entry_numbers(&filtered),
         (0..10_100).filter(|n| passes_filters(*n)),
     );
+    // The progress line counts entries as it counts lines, and every entry read is delivered.
+    let both = (10_100 + filtered_count) as u64;
+    wait_for("the progress line to count every entry", DEADLINE, || {
+        let output = agent.output();
+        let last = output
+            .lines()
+            .rev()
+            .find(|line| line.contains("Progress."))?;
+        (agent.progress("records_parsed") == Some(both)
+            && agent.progress("records_sent") == Some(both)
+            && last.contains("bytes_behind=all=0,filtered=0"))
+        .then_some(())
+    });
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
 }
@@ -334,4 +347,38 @@ fn a_missing_journalctl_and_an_unreadable_journal_are_told_with_the_flow() {
     );
     agent.signal("TERM");
     assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+}
+
+#[test]
+fn a_journalctl_that_dies_is_started_again_after_the_last_entry_read() {
+    let (server, dir, runtime) = setup(STREAM);
+    let (directory, file) = journal_with(dir.path(), &entries(0, 100));
+    let config = config(
+        dir.path(),
+        &server,
+        vec![Flow::journald("system", directory.display(), "", STREAM)
+            .key("initial_position: start_of_file")],
+    );
+    let mut agent = Agent::start(&config, dir.path());
+    each_once(
+        &entry_numbers(&read_back(&runtime, &server, STREAM, 100)),
+        0..100,
+    );
+    let children = std::process::Command::new("pkill")
+        .args(["-KILL", "-x", "-P", &agent.pid().to_string(), "journalctl"])
+        .status()
+        .expect("pkill");
+    assert!(children.success(), "no journalctl child to kill");
+    agent.wait_for_log("Following the journal stopped", DEADLINE);
+    journal::write(&file, &entries(100, 150));
+    each_once(
+        &entry_numbers(&read_back(&runtime, &server, STREAM, 150)),
+        0..150,
+    );
+    agent.signal("TERM");
+    assert!(agent.wait_exit(DEADLINE).success(), "{}", agent.output());
+    assert_eq!(
+        read_back_within(&runtime, &server, STREAM, 0, Duration::ZERO).len(),
+        150
+    );
 }
