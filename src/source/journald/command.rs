@@ -1,20 +1,18 @@
 //! The `journalctl` command lines a journald flow runs: one that follows the journal from a
-//! cursor (or from its start) and prints each entry as JSON, and one that names the journal's
-//! last entry now.
+//! cursor (or from its start) and prints each entry in the export format, and one that names
+//! the journal's last entry now.
 
 use std::ffi::OsString;
 
 use crate::config::{journald_priority_name, JournaldSource};
 
 /// The arguments that follow the journal after the entry `after` (from its first entry, when
-/// `None`), with the flow's filters, printing every field of every entry in full as one JSON
-/// object a line.
+/// `None`), with the flow's filters, printing every field of every entry in full in the
+/// journal export format.
 pub fn follow(source: &JournaldSource, after: Option<&str>) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--follow".into(),
-        "--output=json".into(),
-        // Fields over 4 KiB, or with unprintable bytes, are printed too (not as null).
-        "--all".into(),
+        "--output=export".into(),
         // Every entry after the start point, not the last ten.
         "--no-tail".into(),
         "--no-pager".into(),
@@ -32,11 +30,11 @@ pub fn follow(source: &JournaldSource, after: Option<&str>) -> Vec<OsString> {
     args
 }
 
-/// The arguments that print the journal's last entry (any unit, any priority) as JSON.
+/// The arguments that print the journal's last entry (any unit, any priority).
 pub fn last_entry(source: &JournaldSource) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--lines=1".into(),
-        "--output=json".into(),
+        "--output=export".into(),
         "--no-pager".into(),
     ];
     args.extend(journal(source));
@@ -83,8 +81,7 @@ mod tests {
             args,
             [
                 "--follow",
-                "--output=json",
-                "--all",
+                "--output=export",
                 "--no-tail",
                 "--no-pager",
                 "--directory=/var/log/journal",
@@ -100,13 +97,7 @@ mod tests {
         };
         assert_eq!(
             text(follow(&system, None)),
-            [
-                "--follow",
-                "--output=json",
-                "--all",
-                "--no-tail",
-                "--no-pager"
-            ]
+            ["--follow", "--output=export", "--no-tail", "--no-pager"]
         );
     }
 
@@ -116,7 +107,7 @@ mod tests {
             text(last_entry(&source(&["nginx.service"], Some(3)))),
             [
                 "--lines=1",
-                "--output=json",
+                "--output=export",
                 "--no-pager",
                 "--directory=/var/log/journal"
             ]

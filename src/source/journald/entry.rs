@@ -1,11 +1,14 @@
-//! One journal entry, as `journalctl --output=json` prints it, turned into a record: a JSON
-//! object of the entry's fields, its time as RFC 3339, values that are bytes rather than text
-//! as base64, and its largest fields cut when the whole would not fit in a record.
+//! One journal entry, as `journalctl --output=export` prints it (see `export`), turned into a
+//! record: a JSON object of the entry's fields, its time as RFC 3339, values that are bytes
+//! rather than text as base64, and its largest fields cut when the whole would not fit in a
+//! record.
 
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
+
+use super::export::Field;
 
 /// The field journalctl names the entry's position by.
 const CURSOR: &str = "__CURSOR";
@@ -28,41 +31,42 @@ pub struct Entry {
     pub truncated: bool,
 }
 
-/// Why a line from journalctl is not an entry.
+/// Why an entry cannot be a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
-    #[error("not a JSON object: {0}")]
-    NotAnObject(String),
     #[error("it has no __CURSOR field")]
     NoCursor,
     #[error("even with its fields cut it is longer than the record limit ({max_bytes} bytes)")]
     TooLong { max_bytes: usize, cursor: String },
 }
 
-/// The entry printed as `line`, as a record of at most `max_bytes` bytes with its line ending.
-pub fn entry_of(line: &[u8], max_bytes: usize) -> Result<Entry, EntryError> {
-    let fields: Map<String, Value> = match serde_json::from_slice(line) {
-        Ok(Value::Object(fields)) => fields,
-        Ok(_) => return Err(EntryError::NotAnObject("another JSON value".into())),
-        Err(error) => return Err(EntryError::NotAnObject(error.to_string())),
-    };
-    let cursor = match fields.get(CURSOR) {
-        Some(Value::String(cursor)) => cursor.clone(),
-        _ => return Err(EntryError::NoCursor),
-    };
+/// The entry of `fields` as a record of at most `max_bytes` bytes with its line ending.
+pub fn entry_of(fields: Vec<Field>, max_bytes: usize) -> Result<Entry, EntryError> {
+    let cursor = fields
+        .iter()
+        .find(|(name, _)| &**name == CURSOR)
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        .ok_or(EntryError::NoCursor)?
+        .to_owned();
     let mut record = Map::with_capacity(fields.len() + 1);
-    let mut base64_fields = Vec::new();
+    let mut base64_fields: Vec<Value> = Vec::new();
     for (name, value) in fields {
-        let value = if name == REALTIME {
-            rfc3339(&value).unwrap_or(value)
+        let time = if &*name == REALTIME {
+            rfc3339(&value)
         } else {
-            let (value, was_bytes) = text_or_base64(value);
-            if was_bytes {
-                base64_fields.push(Value::String(name.clone()));
-            }
-            value
+            None
         };
-        record.insert(name, value);
+        let value = match time {
+            Some(time) => time,
+            None => {
+                let (value, was_bytes) = text_or_base64(value);
+                if was_bytes && !base64_fields.iter().any(|named| named == &*name) {
+                    base64_fields.push(Value::String(name.to_string()));
+                }
+                value
+            }
+        };
+        insert(&mut record, name.into_string(), value);
     }
     if !base64_fields.is_empty() {
         record.insert(BASE64_FIELDS.into(), Value::Array(base64_fields));
@@ -85,49 +89,49 @@ pub fn entry_of(line: &[u8], max_bytes: usize) -> Result<Entry, EntryError> {
     })
 }
 
+/// Adds a field; a field the entry holds more than once becomes a list of its values.
+fn insert(record: &mut Map<String, Value>, name: String, value: Value) {
+    match record.get_mut(&name) {
+        None => {
+            record.insert(name, value);
+        }
+        Some(Value::Array(values)) => values.push(value),
+        Some(first) => {
+            let first = std::mem::take(first);
+            record.insert(name, Value::Array(vec![first, value]));
+        }
+    }
+}
+
 fn serialized(record: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(record).unwrap_or_default()
 }
 
-/// `__REALTIME_TIMESTAMP` (microseconds, as a string) as RFC 3339 in UTC.
-fn rfc3339(value: &Value) -> Option<Value> {
-    let micros: u64 = value.as_str()?.parse().ok()?;
+/// `__REALTIME_TIMESTAMP` (microseconds, as text) as RFC 3339 in UTC.
+fn rfc3339(value: &[u8]) -> Option<Value> {
+    let micros: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
     let time = SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(micros))?;
     Some(Value::String(
         humantime::format_rfc3339_micros(time).to_string(),
     ))
 }
 
-/// A field's value as the record holds it: text as it is; bytes (journalctl prints a value
-/// that is not UTF-8, or holds control characters, as an array of numbers) as base64; a field
-/// the entry has more than once as an array of those. Returns whether any of it was bytes.
-fn text_or_base64(value: Value) -> (Value, bool) {
-    match value {
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-            let bytes: Vec<u8> = items
-                .iter()
-                .filter_map(Value::as_u64)
-                .map(|byte| u8::try_from(byte).unwrap_or(u8::MAX))
-                .collect();
-            (
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                true,
-            )
-        }
-        Value::Array(items) => {
-            let mut any_bytes = false;
-            let items = items
-                .into_iter()
-                .map(|item| {
-                    let (item, was_bytes) = text_or_base64(item);
-                    any_bytes |= was_bytes;
-                    item
-                })
-                .collect();
-            (Value::Array(items), any_bytes)
-        }
-        other => (other, false),
+/// A value as the record holds it: text when it is UTF-8 without control characters other
+/// than line breaks and tabs; otherwise base64. Returns whether it was bytes.
+fn text_or_base64(value: Vec<u8>) -> (Value, bool) {
+    match String::from_utf8(value) {
+        Ok(text) if !text.chars().any(is_binary_char) => (Value::String(text), false),
+        Ok(text) => (base64(text.as_bytes()), true),
+        Err(error) => (base64(error.as_bytes()), true),
     }
+}
+
+fn is_binary_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
+fn base64(bytes: &[u8]) -> Value {
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Cuts the record's largest text values, largest first, until it fits in `max_bytes` with
