@@ -2,10 +2,12 @@
 //! from entries in the journal export format, as a host's journal would hold them.
 //!
 //! `systemd-journal-remote` comes from Debian's package of that name, installed on first use
-//! like the emulators: the package (of the same version as the machine's systemd, whose
-//! shared library it uses) and the one library it needs besides are downloaded with
-//! `apt-get download` and unpacked into `target/emulators/journal-remote`, so nothing is
-//! installed system-wide and no root is needed.
+//! like the emulators: the package and the library it needs besides systemd's are downloaded
+//! with `apt-get download` and unpacked into `target/emulators/journal-remote`, so nothing is
+//! installed system-wide. The package of the machine's own systemd version is taken, which
+//! uses the machine's systemd library; if the archive no longer has that version, the current
+//! one is taken with its own systemd library (`libsystemd-shared`) beside it. Only when the
+//! package lists lack the package is `apt-get update` run, which needs root.
 
 use std::fs;
 use std::io::Write;
@@ -19,10 +21,11 @@ const NEEDS: &str = "the journald tests need Debian's apt-get and dpkg-deb, jour
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(300);
 /// The journal's boot id in every entry written here.
 const BOOT_ID: &str = "6b1d3e0a5c7f4e2b9a8d1c0e3f5a7b9c";
-/// The program, within the unpacked package.
-const PROGRAM: &str = "lib/systemd/systemd-journal-remote";
-/// Where the library it needs besides systemd's is unpacked.
-const LIBRARY_DIR: &str = "usr/lib/x86_64-linux-gnu";
+/// Where the program may be within the unpacked packages (Debian 12, and later releases).
+const PROGRAMS: [&str; 2] = [
+    "lib/systemd/systemd-journal-remote",
+    "usr/lib/systemd/systemd-journal-remote",
+];
 
 /// One journal entry: its fields, in order. A field's value may be any bytes.
 #[derive(Clone, Debug, Default)]
@@ -78,21 +81,29 @@ impl Entry {
     }
 }
 
-/// The unpacked `systemd-journal-remote` package (and its library), installed once per target
-/// directory.
+/// The unpacked `systemd-journal-remote` package (and the libraries it needs), installed
+/// once per target directory.
 pub fn install() -> PathBuf {
     static INSTALLED: Installed = Installed::new();
     let version = systemd_version();
     emulator::install_once(
         &INSTALLED,
         "journal-remote",
-        &format!("systemd-journal-remote={version}\n"),
-        |dir| dir.join(PROGRAM).is_file(),
+        &format!("systemd-journal-remote for systemd {version}\n"),
+        |dir| program_in(dir).is_some(),
         |staging| download_and_unpack(staging, &version),
     )
 }
 
-/// The machine's systemd version, which the package must match.
+/// The program within the unpacked packages.
+fn program_in(dir: &Path) -> Option<PathBuf> {
+    PROGRAMS
+        .iter()
+        .map(|program| dir.join(program))
+        .find(|program| program.is_file())
+}
+
+/// The machine's systemd version.
 fn systemd_version() -> String {
     let output = Command::new("dpkg-query")
         .args(["--show", "--showformat=${Version}", "systemd"])
@@ -115,21 +126,26 @@ fn download_and_unpack(staging: &Path, version: &str) -> Result<(), String> {
     let downloads = staging.join("debs");
     fs::create_dir_all(&downloads)
         .map_err(|e| format!("cannot create {}: {e}", downloads.display()))?;
-    let download = |packages: &[String]| {
+    let download = |packages: &[&str]| {
         let mut apt = Command::new("apt-get");
         apt.current_dir(&downloads).arg("download").args(packages);
         emulator::run_logged(apt, &log_path, DOWNLOAD_DEADLINE, NEEDS)
     };
-    let packages = [
-        format!("systemd-journal-remote={version}"),
-        "libmicrohttpd12".to_owned(),
+    let same_version = format!("systemd-journal-remote={version}");
+    let matching = [same_version.as_str(), "libmicrohttpd12"];
+    // The current version, with its own systemd library.
+    let current = [
+        "systemd-journal-remote",
+        "libsystemd-shared",
+        "libmicrohttpd12",
     ];
-    if download(&packages).is_err() {
+    let downloaded = download(&matching).or_else(|_| download(&current));
+    if downloaded.is_err() {
         // The package lists may be missing or stale on a fresh machine.
         let mut update = Command::new("apt-get");
         update.arg("update");
         emulator::run_logged(update, &log_path, DOWNLOAD_DEADLINE, NEEDS)?;
-        download(&packages)?;
+        download(&matching).or_else(|_| download(&current))?;
     }
     let debs = fs::read_dir(&downloads)
         .map_err(|e| format!("cannot list {}: {e}", downloads.display()))?
@@ -142,41 +158,68 @@ fn download_and_unpack(staging: &Path, version: &str) -> Result<(), String> {
         emulator::run_logged(unpack, &log_path, DOWNLOAD_DEADLINE, NEEDS)?;
     }
     let _ = fs::remove_dir_all(&downloads);
-    if staging.join(PROGRAM).is_file() {
+    if program_in(staging).is_some() {
         Ok(())
     } else {
         Err(format!(
-            "the package unpacked, but {PROGRAM} is not in {}; {NEEDS}",
+            "the packages unpacked, but systemd-journal-remote is not in {}; {NEEDS}",
             staging.display()
         ))
     }
+}
+
+/// The directories of the unpacked packages that hold shared libraries, for
+/// `LD_LIBRARY_PATH`: libmicrohttpd's, and, when the current version was taken, systemd's.
+fn library_path(installed: &Path) -> std::ffi::OsString {
+    let mut dirs = Vec::new();
+    let mut pending = vec![installed.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut holds_library = false;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(path);
+            } else {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                holds_library |= name.ends_with(".so") || name.contains(".so.");
+            }
+        }
+        if holds_library {
+            dirs.push(dir);
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
 }
 
 /// Appends `entries` to the journal file `journal` (a `.journal` file, created if missing),
 /// through `systemd-journal-remote`.
 pub fn write(journal: &Path, entries: &[Entry]) {
     let installed = install();
+    let program = program_in(&installed).expect("systemd-journal-remote installed");
     let mut export = Vec::new();
     for entry in entries {
         entry.export(&mut export);
     }
-    let mut child = Command::new(installed.join(PROGRAM))
+    let mut child = Command::new(&program)
         .arg(format!("--output={}", journal.display()))
         .arg("-")
-        .env("LD_LIBRARY_PATH", installed.join(LIBRARY_DIR))
+        .env("LD_LIBRARY_PATH", library_path(&installed))
         .env("SYSTEMD_LOG_LEVEL", "warning")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|error| panic!("cannot run systemd-journal-remote: {error}"));
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || stdin.write_all(&export));
     let output = child.wait_with_output().expect("systemd-journal-remote");
-    writer.join().expect("writer").expect("export written");
+    let written = writer.join().expect("writer");
     assert!(
-        output.status.success(),
-        "systemd-journal-remote failed ({}): {}",
+        output.status.success() && written.is_ok(),
+        "systemd-journal-remote failed ({}; writing its input: {written:?}): {}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

@@ -6,10 +6,14 @@ use std::ffi::OsString;
 
 use crate::config::{journald_priority_name, JournaldSource};
 
-/// The arguments that follow the journal after the entry `after` (from its first entry, when
+/// The arguments that follow the journal from the entry `from` on (from its first entry, when
 /// `None`), with the flow's filters, printing every field of every entry in full in the
 /// journal export format.
-pub fn follow(source: &JournaldSource, after: Option<&str>) -> Vec<OsString> {
+///
+/// `--cursor` (which prints the cursor's own entry too, to be left out by the reader) rather
+/// than `--after-cursor`: systemd before 255 skips the first matching entry after a cursor
+/// whose own entry does not match the filters (systemd issue 30288).
+pub fn follow(source: &JournaldSource, from: Option<&str>) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "--follow".into(),
         "--output=export".into(),
@@ -24,8 +28,8 @@ pub fn follow(source: &JournaldSource, after: Option<&str>) -> Vec<OsString> {
     if let Some(priority) = source.max_priority {
         args.push(format!("--priority={}", journald_priority_name(priority)).into());
     }
-    if let Some(cursor) = after {
-        args.push(format!("--after-cursor={cursor}").into());
+    if let Some(cursor) = from {
+        args.push(format!("--cursor={cursor}").into());
     }
     args
 }
@@ -88,7 +92,7 @@ mod tests {
                 "--unit=nginx.service",
                 "--unit=sshd.service",
                 "--priority=info",
-                "--after-cursor=s=1;i=2",
+                "--cursor=s=1;i=2",
             ]
         );
         let system = JournaldSource {

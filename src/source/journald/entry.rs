@@ -44,39 +44,48 @@ pub enum EntryError {
 pub fn entry_of(fields: Vec<Field>, max_bytes: usize) -> Result<Entry, EntryError> {
     let cursor = fields
         .iter()
-        .find(|(name, _)| &**name == CURSOR)
-        .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        .find(|field| &*field.name == CURSOR)
+        .and_then(|field| std::str::from_utf8(&field.value).ok())
         .ok_or(EntryError::NoCursor)?
         .to_owned();
     let mut record = Map::with_capacity(fields.len() + 1);
-    let mut base64_fields: Vec<Value> = Vec::new();
-    for (name, value) in fields {
-        let time = if &*name == REALTIME {
-            rfc3339(&value)
+    let mut base64_fields = Vec::new();
+    let mut cut_fields = Vec::new();
+    for (name, values, cut) in grouped(fields) {
+        if cut {
+            cut_fields.push(Value::String(name.to_string()));
+        }
+        let time = match values.as_slice() {
+            [value] if &*name == REALTIME => rfc3339(value),
+            _ => None,
+        };
+        let value = if let Some(time) = time {
+            time
+        } else if values.iter().all(|value| as_text(value).is_some()) {
+            one_or_list(values, |value| {
+                Value::String(String::from_utf8(value).unwrap_or_default())
+            })
         } else {
-            None
+            // Every value of a field that holds bytes is base64, so that a consumer can decode
+            // each of them alike.
+            base64_fields.push(Value::String(name.to_string()));
+            one_or_list(values, |value| base64(&value))
         };
-        let value = match time {
-            Some(time) => time,
-            None => {
-                let (value, was_bytes) = text_or_base64(value);
-                if was_bytes && !base64_fields.iter().any(|named| named == &*name) {
-                    base64_fields.push(Value::String(name.to_string()));
-                }
-                value
-            }
-        };
-        insert(&mut record, name.into_string(), value);
+        record.insert(name.into_string(), value);
     }
     if !base64_fields.is_empty() {
         record.insert(BASE64_FIELDS.into(), Value::Array(base64_fields));
     }
+    if !cut_fields.is_empty() {
+        record.insert(TRUNCATED_FIELDS.into(), Value::Array(cut_fields));
+    }
     let json = serialized(&record);
     if json.len() < max_bytes {
+        let truncated = record.contains_key(TRUNCATED_FIELDS);
         return Ok(Entry {
             cursor,
             json,
-            truncated: false,
+            truncated,
         });
     }
     let Some(json) = cut_to_fit(record, max_bytes) else {
@@ -89,17 +98,28 @@ pub fn entry_of(fields: Vec<Field>, max_bytes: usize) -> Result<Entry, EntryErro
     })
 }
 
-/// Adds a field; a field the entry holds more than once becomes a list of its values.
-fn insert(record: &mut Map<String, Value>, name: String, value: Value) {
-    match record.get_mut(&name) {
-        None => {
-            record.insert(name, value);
+/// The fields by name, in the order each name first comes: every value of a name the entry
+/// holds more than once, and whether any of them was cut when read.
+fn grouped(fields: Vec<Field>) -> Vec<(Box<str>, Vec<Vec<u8>>, bool)> {
+    let mut groups: Vec<(Box<str>, Vec<Vec<u8>>, bool)> = Vec::with_capacity(fields.len());
+    for field in fields {
+        match groups.iter_mut().find(|(name, _, _)| *name == field.name) {
+            Some((_, values, cut)) => {
+                values.push(field.value);
+                *cut |= field.cut;
+            }
+            None => groups.push((field.name, vec![field.value], field.cut)),
         }
-        Some(Value::Array(values)) => values.push(value),
-        Some(first) => {
-            let first = std::mem::take(first);
-            record.insert(name, Value::Array(vec![first, value]));
-        }
+    }
+    groups
+}
+
+/// One value as itself, several as a list.
+fn one_or_list(mut values: Vec<Vec<u8>>, each: impl Fn(Vec<u8>) -> Value) -> Value {
+    if values.len() == 1 {
+        each(values.remove(0))
+    } else {
+        Value::Array(values.into_iter().map(each).collect())
     }
 }
 
@@ -116,14 +136,11 @@ fn rfc3339(value: &[u8]) -> Option<Value> {
     ))
 }
 
-/// A value as the record holds it: text when it is UTF-8 without control characters other
-/// than line breaks and tabs; otherwise base64. Returns whether it was bytes.
-fn text_or_base64(value: Vec<u8>) -> (Value, bool) {
-    match String::from_utf8(value) {
-        Ok(text) if !text.chars().any(is_binary_char) => (Value::String(text), false),
-        Ok(text) => (base64(text.as_bytes()), true),
-        Err(error) => (base64(error.as_bytes()), true),
-    }
+/// The value as text: UTF-8 without control characters other than line breaks and tabs.
+fn as_text(value: &[u8]) -> Option<&str> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|text| !text.chars().any(is_binary_char))
 }
 
 fn is_binary_char(c: char) -> bool {
@@ -134,14 +151,73 @@ fn base64(bytes: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Cuts the record's largest text values, largest first, until it fits in `max_bytes` with
-/// its line ending, naming them in [`TRUNCATED_FIELDS`]; `None` if cutting cannot make it fit. A base64 value is cut to a whole
-/// number of 4-character groups, so that it still decodes. The cursor and the time are never
-/// cut.
+/// Cuts the record's longest text values until it fits in `max_bytes` with its line ending,
+/// naming them in [`TRUNCATED_FIELDS`]; `None` if cutting cannot make it fit. The values are
+/// cut to one length, the longest found that removes enough (so a long `MESSAGE` beside a long
+/// `DUMP` keeps as much of each); a base64 value is cut to a whole number of 4-character
+/// groups, so that it still decodes. The cursor and the time are never cut. Each round cuts
+/// at least the excess, so a round or two do.
 fn cut_to_fit(mut record: Map<String, Value>, max_bytes: usize) -> Option<Vec<u8>> {
-    record.insert(TRUNCATED_FIELDS.into(), Value::Array(Vec::new()));
-    let base64_fields: Vec<String> = record
-        .get(BASE64_FIELDS)
+    let base64_fields: Vec<String> = names_in(&record, BASE64_FIELDS);
+    let mut cut_fields = names_in(&record, TRUNCATED_FIELDS);
+    loop {
+        record.insert(
+            TRUNCATED_FIELDS.into(),
+            Value::Array(cut_fields.iter().cloned().map(Value::String).collect()),
+        );
+        let json = serialized(&record);
+        if json.len() < max_bytes {
+            return Some(json);
+        }
+        let excess = json.len() + 1 - max_bytes;
+        let mut lengths: Vec<(String, usize)> = record
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), CURSOR | REALTIME))
+            .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.len())))
+            .filter(|(_, len)| *len > 0)
+            .collect();
+        if lengths.is_empty() {
+            return None;
+        }
+        lengths.sort_unstable_by_key(|(_, len)| std::cmp::Reverse(*len));
+        let level = cut_level(&lengths, excess);
+        for (name, len) in lengths.iter().filter(|(_, len)| *len > level) {
+            let mut keep = level;
+            if base64_fields.contains(name) {
+                keep -= keep % 4;
+            }
+            if let Some(Value::String(text)) = record.get_mut(name) {
+                while !text.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                text.truncate(keep);
+            }
+            if *len > keep && !cut_fields.contains(name) {
+                cut_fields.push(name.clone());
+            }
+        }
+    }
+}
+
+/// The longest length such that cutting every value longer than it down to it removes at
+/// least `excess` bytes; `lengths` longest first.
+fn cut_level(lengths: &[(String, usize)], excess: usize) -> usize {
+    let mut sum = 0usize;
+    for (index, (_, len)) in lengths.iter().enumerate() {
+        sum += len;
+        let count = index + 1;
+        let next = lengths.get(count).map_or(0, |(_, len)| *len);
+        if sum - count * next >= excess {
+            return (sum - excess) / count;
+        }
+    }
+    0
+}
+
+/// The names a list member of `record` holds.
+fn names_in(record: &Map<String, Value>, list: &str) -> Vec<String> {
+    record
+        .get(list)
         .and_then(Value::as_array)
         .map(|names| {
             names
@@ -149,37 +225,7 @@ fn cut_to_fit(mut record: Map<String, Value>, max_bytes: usize) -> Option<Vec<u8
                 .filter_map(|name| name.as_str().map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_default();
-    loop {
-        let json = serialized(&record);
-        if json.len() < max_bytes {
-            return Some(json);
-        }
-        let excess = json.len() + 1 - max_bytes;
-        let largest = record
-            .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), CURSOR | REALTIME))
-            .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.len())))
-            .filter(|(_, len)| *len > 0)
-            .max_by_key(|(_, len)| *len);
-        let (name, len) = largest?;
-        let mut keep = len.saturating_sub(excess);
-        if base64_fields.contains(&name) {
-            keep -= keep % 4;
-        }
-        if let Some(Value::String(text)) = record.get_mut(&name) {
-            while !text.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            text.truncate(keep);
-        }
-        if let Some(Value::Array(cut)) = record.get_mut(TRUNCATED_FIELDS) {
-            let name = Value::String(name);
-            if !cut.contains(&name) {
-                cut.push(name);
-            }
-        }
-    }
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -2,18 +2,40 @@
 //! each field `NAME=value` on a line of its own, or, for a value that holds a line break or
 //! other control bytes, `NAME`, a line break, the value's length as 64-bit little-endian and
 //! the value's bytes, then a line break; an empty line ends the entry.
+//!
+//! Memory stays bounded whatever journalctl prints: only the start of a value longer than the
+//! record limit is kept (the rest could not be sent anyway), and an entry holding more than
+//! [`Limits::entry_bytes`] in all is read past.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
-/// One field of an entry: its name and its value's bytes.
-pub type Field = (Box<str>, Vec<u8>);
+/// Room for a field's name on its line, beyond its value.
+const NAME_ROOM: usize = 1024;
+
+/// One field of an entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: Box<str>,
+    pub value: Vec<u8>,
+    /// The value was longer than [`Limits::value_bytes`]: only its start is here.
+    pub cut: bool,
+}
+
+/// How much of an entry is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most bytes kept of one value.
+    pub value_bytes: usize,
+    /// The most bytes of names and values kept of one entry; a larger entry is read past.
+    pub entry_bytes: usize,
+}
 
 /// What [`next_entry`] read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     /// An entry's fields are in the buffer.
     Entry,
-    /// An entry longer than the limit was read past; its fields were dropped.
+    /// An entry larger than the limit was read past; its fields were dropped.
     TooLong,
     /// The output ended (an unfinished last entry is dropped).
     End,
@@ -28,26 +50,34 @@ pub enum ExportError {
     Malformed(&'static str),
 }
 
-/// Reads the next entry of `reader` into `fields` (emptied first). An entry whose fields
-/// hold more than `max_bytes` bytes in all is read past without keeping them.
+/// How a line was read.
+enum LineRead {
+    /// A whole line; `cut` if only its start was kept.
+    Whole { cut: bool },
+    /// The output ended, at a line's start or inside one.
+    End,
+}
+
+/// Reads the next entry of `reader` into `fields` (emptied first).
 pub async fn next_entry<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     fields: &mut Vec<Field>,
     line: &mut Vec<u8>,
-    max_bytes: usize,
+    limits: Limits,
 ) -> Result<Next, ExportError> {
     fields.clear();
     let mut held = 0usize;
     let mut too_long = false;
     loop {
         line.clear();
-        if reader.read_until(b'\n', line).await? == 0 {
-            return Ok(Next::End);
-        }
-        let Some(text) = line.strip_suffix(b"\n") else {
-            return Ok(Next::End); // An unfinished last line: journalctl was stopped.
+        let cut = match read_line(reader, line, limits.value_bytes + NAME_ROOM).await? {
+            LineRead::End => return Ok(Next::End),
+            LineRead::Whole { cut } => cut,
         };
-        if text.is_empty() {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if line.is_empty() && !cut {
             if too_long {
                 return Ok(Next::TooLong);
             }
@@ -56,55 +86,85 @@ pub async fn next_entry<R: AsyncBufRead + Unpin>(
             }
             return Ok(Next::Entry);
         }
-        let (name, value) = match memchr::memchr(b'=', text) {
-            Some(at) => (text[..at].to_vec(), Some(text[at + 1..].to_vec())),
+        let field = match memchr::memchr(b'=', line) {
+            Some(at) => {
+                let value = &line[at + 1..];
+                let kept = value.len().min(limits.value_bytes);
+                Field {
+                    name: name_of(&line[..at]),
+                    value: value[..kept].to_vec(),
+                    cut: cut || kept < value.len(),
+                }
+            }
+            None if cut => return Err(ExportError::Malformed("a field name is too long")),
             None => {
-                let room = max_bytes.saturating_sub(held);
-                (text.to_vec(), read_binary_value(reader, room).await?)
+                let (value, cut) = read_binary_value(reader, limits.value_bytes).await?;
+                Field {
+                    name: name_of(line),
+                    value,
+                    cut,
+                }
             }
         };
-        let value = match value {
-            Some(value) if !too_long => value,
-            _ => {
-                too_long = true;
-                fields.clear();
-                continue;
-            }
-        };
-        held += name.len() + value.len();
-        if held > max_bytes {
+        held += field.name.len() + field.value.len();
+        if held > limits.entry_bytes {
             too_long = true;
-            fields.clear();
-            continue;
+            *fields = Vec::new();
         }
-        let name = String::from_utf8(name)
-            .map_err(|_| ExportError::Malformed("a field name is not text"))?;
-        fields.push((name.into_boxed_str(), value));
+        if !too_long {
+            fields.push(field);
+        }
     }
 }
 
-/// A binary field's value: its length, its bytes and the line break after them; `None` for
-/// a value longer than `room`, which is read past.
+fn name_of(bytes: &[u8]) -> Box<str> {
+    String::from_utf8_lossy(bytes).into()
+}
+
+/// Reads a line into `line`, keeping at most `cap` bytes of it and reading past the rest.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> Result<LineRead, ExportError> {
+    let mut cut = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(LineRead::End);
+        }
+        let (taken, ended) = match memchr::memchr(b'\n', available) {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        let kept = taken.min(cap.saturating_sub(line.len()));
+        line.extend_from_slice(&available[..kept]);
+        cut |= kept < taken;
+        reader.consume(taken);
+        if ended {
+            return Ok(LineRead::Whole { cut });
+        }
+    }
+}
+
+/// A binary field's value (its length, its bytes and the line break after them): at most
+/// `cap` bytes of it, and whether it was longer.
 async fn read_binary_value<R: AsyncBufRead + Unpin>(
     reader: &mut R,
-    room: usize,
-) -> Result<Option<Vec<u8>>, ExportError> {
+    cap: usize,
+) -> Result<(Vec<u8>, bool), ExportError> {
     let len = reader.read_u64_le().await?;
-    let value = match usize::try_from(len) {
-        Ok(len) if len <= room => {
-            let mut value = vec![0; len];
-            reader.read_exact(&mut value).await?;
-            Some(value)
+    let kept = usize::try_from(len).unwrap_or(usize::MAX).min(cap);
+    let mut value = vec![0; kept];
+    reader.read_exact(&mut value).await?;
+    let rest = len - kept as u64;
+    if rest > 0 {
+        let skipped =
+            tokio::io::copy(&mut (&mut *reader).take(rest), &mut tokio::io::sink()).await?;
+        if skipped != rest {
+            return Err(ExportError::Malformed("a value ends early"));
         }
-        _ => {
-            let skipped =
-                tokio::io::copy(&mut (&mut *reader).take(len), &mut tokio::io::sink()).await?;
-            if skipped != len {
-                return Err(ExportError::Malformed("a value ends early"));
-            }
-            None
-        }
-    };
+    }
     let mut end = [0u8; 1];
     reader.read_exact(&mut end).await?;
     if end[0] != b'\n' {
@@ -112,7 +172,7 @@ async fn read_binary_value<R: AsyncBufRead + Unpin>(
             "a value is not followed by a line break",
         ));
     }
-    Ok(value)
+    Ok((value, rest > 0))
 }
 
 #[cfg(test)]

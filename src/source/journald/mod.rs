@@ -51,7 +51,7 @@ const READ_AHEAD_BLOCKS: usize = 2;
 /// The first pause before journalctl is started again; it doubles while starts keep failing.
 const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(1);
 const MAX_RESTART_PAUSE: Duration = Duration::from_secs(60);
-/// Lines journalctl writes to its standard error that are logged per run; the rest are counted.
+/// Lines journalctl writes to its standard error that are logged per run; the rest are not.
 const STDERR_LINES_LOGGED: usize = 20;
 
 /// What one journald flow needs.
@@ -111,16 +111,10 @@ impl Journald {
             position: known.map_or(0, |known| known.offset),
             after: known.and_then(|known| known.cursor.clone()),
         };
-        let starts_at_end =
-            place.after.is_none() && self.flow.initial_position == InitialPosition::EndOfFile;
-        if starts_at_end {
-            match self.last_cursor().await {
-                Ok(last) => place.after = last,
-                Err(stopped) => {
-                    error!(flow, journal = %file.path.display(), error = %stopped, "Cannot find the journal's last entry for initial_position end_of_file; entries are shipped from the journal's start instead.");
-                }
-            }
-        }
+        // With `end_of_file` and no checkpoint, the journal's last entry is where reading
+        // starts; until journalctl has named it, nothing is read.
+        let mut tail_pending =
+            known.is_none() && self.flow.initial_position == InitialPosition::EndOfFile;
         let opened = Ack::Opened {
             file: Arc::clone(&file),
             offset: place.position,
@@ -129,19 +123,17 @@ impl Journald {
         if self.acks.send(opened).await.is_err() {
             return;
         }
-        if starts_at_end {
-            if let Some(last) = &place.after {
-                // Saved at once: a restart before any new entry still starts here.
-                if !self.mark(&file, place.position, last).await {
-                    return;
-                }
-            }
-        }
-        info!(flow, journal = %file.path.display(), position = place.position, after_cursor = place.after.as_deref().unwrap_or(""), "Following the journal.");
+        let _keep_alive = KeepAlive::start(&self, &file);
         let mut pause = FIRST_RESTART_PAUSE;
         loop {
             let before = place.position;
-            let stopped = self.follow(&file, &mut place).await;
+            let stopped = match self.find_tail(&file, &mut place, &mut tail_pending).await {
+                Ok(()) => {
+                    info!(flow, journal = %file.path.display(), position = place.position, after_cursor = place.after.as_deref().unwrap_or(""), "Following the journal.");
+                    self.follow(&file, &mut place).await
+                }
+                Err(stopped) => stopped,
+            };
             if matches!(stopped, Stopped::ShuttingDown) || self.cancel.is_cancelled() {
                 return;
             }
@@ -155,6 +147,29 @@ impl Journald {
             }
             pause = (pause * 2).min(MAX_RESTART_PAUSE);
         }
+    }
+
+    /// For `initial_position: end_of_file` without a checkpoint (`tail_pending`): asks
+    /// journalctl for the journal's last entry, reading starts after it, and its cursor is
+    /// saved at once, so that a restart before any new entry still starts there. An empty
+    /// journal is read from its start.
+    async fn find_tail(
+        &self,
+        file: &Arc<SourceFile>,
+        place: &mut Place,
+        tail_pending: &mut bool,
+    ) -> Result<(), Stopped> {
+        if !*tail_pending {
+            return Ok(());
+        }
+        if let Some(last) = self.last_cursor().await? {
+            if !self.mark(file, place.position, &last).await {
+                return Err(Stopped::ShuttingDown);
+            }
+            place.after = Some(last);
+        }
+        *tail_pending = false;
+        Ok(())
     }
 
     /// The journal as a source of records: an identity made from the journal read.
@@ -225,6 +240,10 @@ impl Journald {
             _ = self.cancel.cancelled() => return Err(Stopped::ShuttingDown),
             output = child.wait_with_output() => output.map_err(|error| Stopped::Read(error.into()))?,
         };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+            report(&self.flow.name, line);
+        }
         if !output.status.success() {
             return Err(Stopped::Ended {
                 status: output.status.to_string(),
@@ -250,18 +269,12 @@ impl Journald {
             flow: Arc::clone(&file.flow),
             max_record_bytes: self.flow.max_line_bytes(),
             metrics: Arc::clone(&self.metrics),
+            resumed_at: place.after.clone(),
         };
         let reading = tokio::spawn(reader::read(stdout, place.position, settings, sender));
-        let mut keep_alive = tokio::time::interval(self.flow.scan_interval);
         loop {
             let block = tokio::select! {
                 _ = self.cancel.cancelled() => return Stopped::ShuttingDown,
-                _ = keep_alive.tick() => {
-                    if !self.seen(file).await {
-                        return Stopped::ShuttingDown;
-                    }
-                    continue;
-                }
                 block = blocks.recv() => block,
             };
             let Some(block) = block else {
@@ -305,7 +318,7 @@ impl Journald {
                     continue;
                 }
                 if logged < STDERR_LINES_LOGGED {
-                    warn!(flow, journalctl = %line, "journalctl reports a problem.");
+                    report(&flow, &line);
                 } else if logged == STDERR_LINES_LOGGED {
                     warn!(flow, "journalctl reports more; further lines are not logged until it is started again.");
                 }
@@ -347,6 +360,46 @@ impl Journald {
         }
         sent
     }
+}
+
+/// Tells the checkpoint store, every scan interval while the flow runs, that the journal is
+/// still read, so that its checkpoint is not forgotten after `checkpoint_expiry`, whatever
+/// the flow is waiting for (journalctl, the destination). Stops when dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl KeepAlive {
+    fn start(journald: &Journald, file: &Arc<SourceFile>) -> KeepAlive {
+        let acks = journald.acks.clone();
+        let cancel = journald.cancel.clone();
+        let every = journald.flow.scan_interval;
+        let (flow, id) = (Arc::clone(&file.flow), file.id);
+        KeepAlive(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let seen = Ack::Seen {
+                    flow: Arc::clone(&flow),
+                    ids: vec![id],
+                };
+                if acks.send(seen).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs a line journalctl wrote to its standard error.
+fn report(flow: &str, line: &str) {
+    warn!(flow, journalctl = %line, "journalctl reports a problem.");
 }
 
 /// The cursor of the entry `export` holds (in the export format), if any.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::entry::{entry_of, EntryError};
-use super::export::{next_entry, ExportError, Next};
+use super::export::{next_entry, ExportError, Field, Limits, Next};
 use crate::limits::Reservation;
 use crate::log_limit::LogLimiter;
 use crate::metrics::FlowMetrics;
@@ -24,9 +24,12 @@ const READ_BUFFER_BYTES: usize = 256 * 1024;
 const BLOCK_ENTRIES: usize = 512;
 /// Bytes of records handed over at a time, about.
 const BLOCK_BYTES: usize = 512 * 1024;
-/// The most bytes of fields an entry may hold to be read: a longer one (journald takes entries
-/// of up to hundreds of MiB) is read past, not held in memory, with a warning.
+/// The most bytes of fields kept of one entry: a larger one (journald takes entries of up to
+/// hundreds of MiB) is read past, not held in memory, with a warning. Of each value, at most
+/// the record limit is kept.
 const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+/// After an entry this large, the line buffer is given back.
+const KEEP_LINE_CAPACITY: usize = 1024 * 1024;
 /// Cut, dropped and unreadable entries are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -36,6 +39,9 @@ pub struct ReadSettings {
     /// The record limit, with the record's line ending.
     pub max_record_bytes: usize,
     pub metrics: Arc<FlowMetrics>,
+    /// journalctl was started at this entry (`--cursor`), which was handed on already: if it
+    /// comes first, it is left out.
+    pub resumed_at: Option<String>,
 }
 
 /// Reads `output` until it ends or nobody takes the blocks; the first entry read is at
@@ -51,9 +57,20 @@ pub async fn read<R: AsyncRead + Unpin>(
     let mut block = Block::new(position);
     let mut fields = Vec::new();
     let mut line = Vec::new();
+    let limits = Limits {
+        value_bytes: settings.max_record_bytes,
+        entry_bytes: MAX_ENTRY_BYTES,
+    };
+    let mut first = true;
     loop {
-        let next = next_entry(&mut reader, &mut fields, &mut line, MAX_ENTRY_BYTES).await;
+        let next = next_entry(&mut reader, &mut fields, &mut line, limits).await;
+        if line.capacity() > KEEP_LINE_CAPACITY {
+            line = Vec::new();
+        }
+        let resumed_entry =
+            std::mem::take(&mut first) && is_at(&fields, settings.resumed_at.as_deref());
         match next {
+            Ok(Next::Entry) if resumed_entry => {}
             Ok(Next::Entry) => block.add(std::mem::take(&mut fields), &settings, &mut logs),
             Ok(Next::TooLong) => {
                 FlowMetrics::add(&settings.metrics.records_truncated, 1);
@@ -80,6 +97,15 @@ pub async fn read<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Whether `fields` are those of the entry named `cursor`.
+fn is_at(fields: &[Field], cursor: Option<&str>) -> bool {
+    cursor.is_some_and(|cursor| {
+        fields
+            .iter()
+            .any(|field| &*field.name == "__CURSOR" && field.value == cursor.as_bytes())
+    })
 }
 
 /// Rate limits for the warnings of one run of journalctl.
@@ -146,7 +172,7 @@ impl Block {
 
     /// Adds an entry: as a record, or, too long even cut, as a position only (not sent). An
     /// entry without a cursor cannot be resumed after; it is told and left out.
-    fn add(&mut self, fields: Vec<super::export::Field>, settings: &ReadSettings, logs: &mut Logs) {
+    fn add(&mut self, fields: Vec<Field>, settings: &ReadSettings, logs: &mut Logs) {
         let flow = &*settings.flow;
         let data_start = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
         match entry_of(fields, settings.max_record_bytes) {

@@ -2,12 +2,17 @@ use super::*;
 
 const CURSOR_TEXT: &str = "s=f4d1;i=2;b=0123;m=3e9;t=60a24181e4001;x=f69b";
 
+fn field(name: &str, value: &[u8]) -> Field {
+    Field {
+        name: name.into(),
+        value: value.to_vec(),
+        cut: false,
+    }
+}
+
 fn fields(more: &[(&str, &[u8])]) -> Vec<Field> {
-    let mut fields: Vec<Field> = vec![(CURSOR.into(), CURSOR_TEXT.as_bytes().to_vec())];
-    fields.extend(
-        more.iter()
-            .map(|(name, value)| ((*name).into(), value.to_vec())),
-    );
+    let mut fields = vec![field(CURSOR, CURSOR_TEXT.as_bytes())];
+    fields.extend(more.iter().map(|(name, value)| field(name, value)));
     fields
 }
 
@@ -68,7 +73,8 @@ fn bytes_are_base64_and_named_and_a_repeated_field_is_a_list() {
     .expect("entry");
     let record = record(&entry);
     assert_eq!(record["DUMP"], "AJ+Slgo=");
-    assert_eq!(record["TAG"], serde_json::json!(["one", "AQI="]));
+    // A field holding bytes is base64 in every value, text ones too.
+    assert_eq!(record["TAG"], serde_json::json!(["b25l", "AQI="]));
     assert_eq!(record["NOTE"], "line one\n\tline two\r\n");
     assert_eq!(record["BELL"], "cmluZwc=");
     assert_eq!(
@@ -121,7 +127,7 @@ fn a_cut_never_splits_a_character() {
 #[test]
 fn an_entry_without_a_cursor_or_too_long_even_cut_is_told() {
     assert_eq!(
-        entry_of(vec![("MESSAGE".into(), b"x".to_vec())], 1024),
+        entry_of(vec![field("MESSAGE", b"x")], 1024),
         Err(EntryError::NoCursor)
     );
     // Only the cursor, longer than the limit: nothing can be cut.
@@ -132,4 +138,44 @@ fn an_entry_without_a_cursor_or_too_long_even_cut_is_told() {
             cursor: CURSOR_TEXT.into()
         })
     );
+}
+
+#[test]
+fn long_values_are_cut_to_one_length_and_a_value_cut_when_read_is_named() {
+    let long = "a".repeat(3000);
+    let longer = "b".repeat(6000);
+    let mut read_cut = field("DUMP_START", b"only the start");
+    read_cut.cut = true;
+    let mut all = fields(&[("ONE", long.as_bytes()), ("TWO", longer.as_bytes())]);
+    all.push(read_cut);
+    let entry = entry_of(all, 4096).expect("entry");
+    let record = record(&entry);
+    let one = record["ONE"].as_str().expect("text").len();
+    let two = record["TWO"].as_str().expect("text").len();
+    // Both cut, to the same length, as long as the limit allows.
+    assert_eq!(one, two);
+    assert!(
+        one > 1500 && entry.json.len() < 4096,
+        "{one} of {}",
+        entry.json.len()
+    );
+    assert_eq!(
+        record[TRUNCATED_FIELDS],
+        serde_json::json!(["DUMP_START", "TWO", "ONE"])
+    );
+}
+
+#[test]
+fn a_large_entry_is_cut_in_a_few_rounds_not_one_round_a_field() {
+    // 200 fields of 50 KB: cutting one field a round would serialize 10 MB 200 times.
+    let value = vec![b'v'; 50_000];
+    let names: Vec<String> = (0..200).map(|n| format!("F{n}")).collect();
+    let many: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|name| (name.as_str(), value.as_slice()))
+        .collect();
+    let entry = entry_of(fields(&many), 1_048_576).expect("entry");
+    assert!(entry.truncated && entry.json.len() < 1_048_576);
+    let record = record(&entry);
+    assert_eq!(record[TRUNCATED_FIELDS].as_array().map(Vec::len), Some(200));
 }

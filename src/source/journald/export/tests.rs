@@ -23,13 +23,13 @@ fn exported(entries: &[&[(&str, &[u8])]]) -> Vec<u8> {
     out
 }
 
-async fn read_all(output: &[u8], max_bytes: usize) -> Vec<Result<Vec<Field>, Next>> {
+async fn read_all(output: &[u8], limits: Limits) -> Vec<Result<Vec<Field>, Next>> {
     // A small buffer: the output arrives in pieces, as from a pipe.
     let mut reader = BufReader::with_capacity(7, output);
     let (mut fields, mut line) = (Vec::new(), Vec::new());
     let mut read = Vec::new();
     loop {
-        match next_entry(&mut reader, &mut fields, &mut line, max_bytes)
+        match next_entry(&mut reader, &mut fields, &mut line, limits)
             .await
             .expect("export format")
         {
@@ -41,8 +41,24 @@ async fn read_all(output: &[u8], max_bytes: usize) -> Vec<Result<Vec<Field>, Nex
 }
 
 fn field(name: &str, value: &[u8]) -> Field {
-    (name.into(), value.to_vec())
+    Field {
+        name: name.into(),
+        value: value.to_vec(),
+        cut: false,
+    }
 }
+
+fn cut(name: &str, value: &[u8]) -> Field {
+    Field {
+        cut: true,
+        ..field(name, value)
+    }
+}
+
+const ROOMY: Limits = Limits {
+    value_bytes: 1024,
+    entry_bytes: 4096,
+};
 
 #[tokio::test]
 async fn text_and_binary_fields_are_read_entry_by_entry() {
@@ -51,7 +67,7 @@ async fn text_and_binary_fields_are_read_entry_by_entry() {
         &[("__CURSOR", b"s=1;i=2"), ("NOTE", b"one\ntwo\0")],
     ]);
     assert_eq!(
-        read_all(&output, 1024).await,
+        read_all(&output, ROOMY).await,
         [
             Ok(vec![
                 field("__CURSOR", b"s=1;i=1"),
@@ -66,21 +82,38 @@ async fn text_and_binary_fields_are_read_entry_by_entry() {
 }
 
 #[tokio::test]
-async fn an_entry_too_long_is_read_past_and_the_next_is_read() {
+async fn only_the_start_of_a_long_value_is_kept_and_a_large_entry_is_read_past() {
     let long = vec![b'x'; 100];
     let long_binary = [vec![0u8; 100], b"\n".to_vec()].concat();
     let output = exported(&[
         &[("__CURSOR", b"s=1;i=1"), ("MESSAGE", &long)],
         &[("__CURSOR", b"s=1;i=2"), ("DUMP", &long_binary)],
-        &[("__CURSOR", b"s=1;i=3"), ("MESSAGE", b"short")],
+        &[
+            ("__CURSOR", b"s=1;i=3"),
+            ("A", &long),
+            ("B", &long),
+            ("C", &long),
+        ],
+        &[("__CURSOR", b"s=1;i=4"), ("MESSAGE", b"short")],
     ]);
+    let limits = Limits {
+        value_bytes: 40,
+        entry_bytes: 100,
+    };
     assert_eq!(
-        read_all(&output, 64).await,
+        read_all(&output, limits).await,
         [
-            Err(Next::TooLong),
+            Ok(vec![
+                field("__CURSOR", b"s=1;i=1"),
+                cut("MESSAGE", &long[..40])
+            ]),
+            Ok(vec![
+                field("__CURSOR", b"s=1;i=2"),
+                cut("DUMP", &long_binary[..40])
+            ]),
             Err(Next::TooLong),
             Ok(vec![
-                field("__CURSOR", b"s=1;i=3"),
+                field("__CURSOR", b"s=1;i=4"),
                 field("MESSAGE", b"short")
             ]),
         ]
@@ -92,7 +125,7 @@ async fn an_unfinished_last_entry_is_dropped_and_garbage_is_an_error() {
     let mut output = exported(&[&[("__CURSOR", b"s=1;i=1")]]);
     output.extend_from_slice(b"__CURSOR=s=1;i=2\nMESS");
     assert_eq!(
-        read_all(&output, 1024).await,
+        read_all(&output, ROOMY).await,
         [Ok(vec![field("__CURSOR", b"s=1;i=1")])]
     );
     // A binary field whose value ends early.
@@ -100,6 +133,6 @@ async fn an_unfinished_last_entry_is_dropped_and_garbage_is_an_error() {
     cut.extend_from_slice(&100u64.to_le_bytes());
     cut.extend_from_slice(b"only this");
     let mut reader = BufReader::new(&cut[..]);
-    let failed = next_entry(&mut reader, &mut Vec::new(), &mut Vec::new(), 1024).await;
+    let failed = next_entry(&mut reader, &mut Vec::new(), &mut Vec::new(), ROOMY).await;
     assert!(failed.is_err(), "{failed:?}");
 }

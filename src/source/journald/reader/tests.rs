@@ -19,6 +19,7 @@ fn settings(max_record_bytes: usize) -> ReadSettings {
         flow: Arc::from("system"),
         max_record_bytes,
         metrics: Arc::new(FlowMetrics::default()),
+        resumed_at: None,
     }
 }
 
@@ -88,4 +89,26 @@ async fn an_entry_that_cannot_fit_takes_a_position_but_no_record() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+#[tokio::test]
+async fn the_entry_reading_resumed_at_is_left_out_when_it_comes_first() {
+    let resumed = ReadSettings {
+        resumed_at: Some("s=1;i=0".into()),
+        ..settings(4096)
+    };
+    let blocks = blocks_of(exported(3, 0), 10, resumed).await;
+    let entries: u64 = blocks.iter().map(Block::entries).sum();
+    assert_eq!(entries, 2);
+    assert_eq!(
+        blocks.last().and_then(|b| b.last_cursor.clone()).as_deref(),
+        Some("s=1;i=2")
+    );
+    // Another entry first (the resumed one filtered out, or gone): nothing is left out.
+    let elsewhere = ReadSettings {
+        resumed_at: Some("s=1;i=9".into()),
+        ..settings(4096)
+    };
+    let blocks = blocks_of(exported(3, 0), 10, elsewhere).await;
+    assert_eq!(blocks.iter().map(Block::entries).sum::<u64>(), 3);
 }
