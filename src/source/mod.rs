@@ -5,7 +5,7 @@
 //! This module wires one flow's source together; the jobs live beside it: `discovery` (the
 //! scans), `copies` and `copy_decision` (copytruncate), `catch_up` (files rotated while the
 //! agent was stopped), `watcher` (file events) and `tailer` (one file). A flow that reads an
-//! `.evtx` file instead runs `event_log`.
+//! `.evtx` file or a live Event Log channel instead runs `event_log`.
 
 mod assembler;
 mod catch_up;
@@ -151,18 +151,34 @@ impl Source {
             budget,
             cancel,
         } = self;
-        if let Some(EventLogSource::File(path)) = &flow.event_log {
-            let events = event_log::EventLogFile {
-                path: path.clone(),
+        if let Some(event_log) = &flow.event_log {
+            let outlet = event_log::Outlet {
                 flow: Arc::clone(&flow),
-                checkpoints,
                 lines,
                 acks,
                 metrics,
                 budget,
                 cancel,
             };
-            events.run().await;
+            match event_log {
+                EventLogSource::File(path) => {
+                    let file = event_log::EventLogFile {
+                        path: path.clone(),
+                        checkpoints,
+                        outlet,
+                    };
+                    file.run().await;
+                }
+                EventLogSource::Channel { channel, query } => {
+                    let live = event_log::EventLogChannel {
+                        channel: channel.clone(),
+                        query: query.clone(),
+                        checkpoints,
+                        outlet,
+                    };
+                    live.run().await;
+                }
+            }
             return;
         }
         let shared = Arc::new(FlowShared {
