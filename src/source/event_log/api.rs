@@ -20,7 +20,7 @@ use windows_sys::Win32::System::EventLog::{
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, WaitForSingleObject};
 
-use super::live::{bookmark_xml, Start, SubscribeError, Subscribed, Subscription};
+use super::live::{bookmark_xml, Rendering, Start, SubscribeError, Subscribed, Subscription};
 
 /// An Event Log handle (subscription, bookmark or event), closed on drop.
 struct EvtHandle(EVT_HANDLE);
@@ -200,7 +200,11 @@ fn render_xml(event: &EvtHandle) -> Result<String, SubscribeError> {
 }
 
 impl Subscribed for Subscribing {
-    fn next_events(&mut self, max: usize, wait: Duration) -> Result<Vec<String>, SubscribeError> {
+    fn next_events(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Rendering>, SubscribeError> {
         let mut events = self.take(max)?;
         if events.is_empty() {
             // Reset before looking again, so that an event arriving in between sets it anew.
@@ -211,6 +215,6 @@ impl Subscribed for Subscribing {
                 events = self.take(max)?;
             }
         }
-        events.iter().map(render_xml).collect()
+        Ok(events.iter().map(render_xml).collect())
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::reader::Event;
+use super::reader::{as_record, Event};
 use super::render::{render, RenderError};
 use super::{Origin, Outlet, Sending, LOG_EVERY, READ_AHEAD_BLOCKS};
 use crate::config::InitialPosition;
@@ -128,10 +128,15 @@ fn describe(code: u32) -> String {
     }
 }
 
+/// One event taken from a subscription: its XML, or why it could not be rendered.
+pub type Rendering = Result<String, SubscribeError>;
+
 /// A subscription's source of rendered events.
 pub trait Subscribed {
-    /// Up to `max` events as XML, in order; waits up to `wait` for one when there are none.
-    fn next_events(&mut self, max: usize, wait: Duration) -> Result<Vec<String>, SubscribeError>;
+    /// Up to `max` events, in order; waits up to `wait` for one when there are none. An error
+    /// ends the subscription; an event that cannot be rendered does not.
+    fn next_events(&mut self, max: usize, wait: Duration)
+        -> Result<Vec<Rendering>, SubscribeError>;
 }
 
 /// Makes a subscription.
@@ -162,8 +167,9 @@ pub enum LiveRead {
     /// The subscription is made; events follow.
     Subscribed,
     Events(Vec<Event>),
-    /// An event whose XML cannot be made into a record (it has no record id to place it by).
-    Skipped(RenderError),
+    /// An event that cannot be rendered, or whose XML cannot be made into a record (it has no
+    /// record id to place it by): why.
+    Skipped(String),
     /// The subscription failed; the thread has ended.
     Failed(SubscribeError),
 }
@@ -191,7 +197,10 @@ pub fn read_channel(open: Open, subscription: Subscription, out: mpsc::Sender<Li
         };
         let mut block = Vec::with_capacity(xml.len());
         for one in xml {
-            match event_of(&one) {
+            let event = one
+                .map_err(|error| error.to_string())
+                .and_then(|xml| event_of(&xml).map_err(|error| error.to_string()));
+            match event {
                 Ok(event) => block.push(event),
                 Err(error) => {
                     let earlier = std::mem::take(&mut block);
@@ -210,14 +219,34 @@ pub fn read_channel(open: Open, subscription: Subscription, out: mpsc::Sender<Li
     }
 }
 
-/// One event's XML as a record.
+/// One event's XML as a record. XML that cannot be rendered is sent as it is beside the
+/// reason, as for files, when its record id can still be found; else it cannot be placed.
 fn event_of(xml: &str) -> Result<Event, RenderError> {
-    let rendered = render(xml)?;
-    let json = serde_json::to_vec(&serde_json::Value::Object(rendered.record)).unwrap_or_default();
-    Ok(Event {
-        record_id: rendered.record_id,
-        json,
-    })
+    match render(xml) {
+        Ok(rendered) => {
+            let record = serde_json::Value::Object(rendered.record);
+            Ok(Event {
+                record_id: rendered.record_id,
+                json: serde_json::to_vec(&record).unwrap_or_default(),
+            })
+        }
+        Err(error) => {
+            let record_id = record_id_in_text(xml).ok_or(error)?;
+            Ok(Event {
+                record_id,
+                json: as_record(record_id, xml),
+            })
+        }
+    }
+}
+
+/// The number in the text's `<EventRecordID>` element, read without parsing the XML.
+fn record_id_in_text(xml: &str) -> Option<u64> {
+    const OPEN: &str = "<EventRecordID>";
+    let start = xml.find(OPEN)? + OPEN.len();
+    let digits = &xml[start..];
+    let end = digits.find('<')?;
+    digits[..end].trim().parse().ok()
 }
 
 /// The index of the first event of `block` whose record id is below `position`: where the

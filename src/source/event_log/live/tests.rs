@@ -109,10 +109,14 @@ fn retries_wait_longer_each_time_up_to_a_minute() {
 }
 
 /// A subscription that hands over scripted answers, then none.
-struct Scripted(Vec<Result<Vec<String>, SubscribeError>>);
+struct Scripted(Vec<Result<Vec<Rendering>, SubscribeError>>);
 
 impl Subscribed for Scripted {
-    fn next_events(&mut self, _max: usize, wait: Duration) -> Result<Vec<String>, SubscribeError> {
+    fn next_events(
+        &mut self,
+        _max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Rendering>, SubscribeError> {
         if self.0.is_empty() {
             std::thread::sleep(wait.min(Duration::from_millis(5)));
             return Ok(Vec::new());
@@ -125,7 +129,17 @@ impl Subscribed for Scripted {
 fn the_reading_thread_hands_over_events_and_the_ones_it_cannot_read() {
     fn open(_: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
         Ok(Box::new(Scripted(vec![
-            Ok(vec![event_xml(7), "<Event>".into(), event_xml(8)]),
+            Ok(vec![
+                Ok(event_xml(7)),
+                Ok("<Event>".into()),
+                Ok(event_xml(8)),
+                Err(SubscribeError {
+                    call: "EvtRender",
+                    code: 1234,
+                }),
+                Ok(event_xml(9)),
+                Ok("<Event><System><EventRecordID>10</EventRecordID></Oops></Event>".into()),
+            ]),
             Err(SubscribeError {
                 call: "EvtNext",
                 code: 15011,
@@ -154,8 +168,24 @@ fn the_reading_thread_hands_over_events_and_the_ones_it_cannot_read() {
     assert_eq!(record["EventData"]["param1"], "Kinship");
     assert!(matches!(reads[2], LiveRead::Skipped(_)), "{reads:?}");
     assert!(matches!(&reads[3], LiveRead::Events(events) if events[0].record_id == 8));
-    assert!(matches!(&reads[4], LiveRead::Failed(failure) if failure.code == 15011));
-    assert_eq!(reads.len(), 5);
+    assert!(
+        matches!(&reads[4], LiveRead::Skipped(error) if error.contains("EvtRender failed")),
+        "{reads:?}"
+    );
+    let LiveRead::Events(last) = &reads[5] else {
+        panic!("{reads:?}")
+    };
+    assert_eq!(last[0].record_id, 9);
+    // Damaged XML that still names its record id is sent as it is, as for files.
+    assert_eq!(last[1].record_id, 10);
+    let damaged: serde_json::Value = serde_json::from_slice(&last[1].json).expect("json");
+    assert_eq!(damaged["EventRecordID"], 10);
+    assert!(damaged["RenderError"].is_string(), "{damaged}");
+    assert!(damaged["Xml"]
+        .as_str()
+        .is_some_and(|xml| xml.contains("Oops")));
+    assert!(matches!(&reads[6], LiveRead::Failed(failure) if failure.code == 15011));
+    assert_eq!(reads.len(), 7);
 }
 
 /// How long a test waits for what the flow should send.
@@ -244,8 +274,8 @@ async fn a_flow_resumes_after_its_checkpoint_and_positions_by_record_id() {
     fn open(wanted: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
         SUBSCRIBED.lock().expect("lock").push(wanted.clone());
         Ok(Box::new(Scripted(vec![Ok(vec![
-            event_xml(41),
-            event_xml(42),
+            Ok(event_xml(41)),
+            Ok(event_xml(42)),
         ])])))
     }
     let mut flow = start_flow(open, Some(41), None);
@@ -264,12 +294,10 @@ async fn a_flow_resumes_after_its_checkpoint_and_positions_by_record_id() {
 #[tokio::test]
 async fn a_cleared_channel_is_read_again_from_its_first_event() {
     fn open(_: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
-        Ok(Box::new(Scripted(vec![Ok(vec![
-            event_xml(10),
-            event_xml(11),
-            event_xml(1),
-            event_xml(2),
-        ])])))
+        Ok(Box::new(Scripted(vec![Ok([10, 11, 1, 2]
+            .into_iter()
+            .map(|id| Ok(event_xml(id)))
+            .collect())])))
     }
     let mut flow = start_flow(open, None, None);
     let Ack::Opened {
