@@ -90,6 +90,7 @@ impl Checker<'_> {
     ) -> Option<FlowConfig> {
         let before = self.problems.len();
         let name = self.flow_name(key, raw.name.take());
+        // A journald or windows_event_log block, even a wrong one, stands instead of `files`.
         let reads_files = raw.journald.is_none() && raw.windows_event_log.is_none();
         let journald = self.journald(key, &mut raw);
         let event_log = self.event_log(key, &mut raw);
@@ -123,7 +124,7 @@ impl Checker<'_> {
             allow_insecure_http,
         );
         let mut tailing = self.tailing(key, &mut raw);
-        if event_log.is_some() && raw.initial_position.is_none() {
+        if matches!(event_log, Some(EventLogSource::File(_))) && raw.initial_position.is_none() {
             // An event log file is shipped once: unless told otherwise, all of it.
             tailing.initial_position = InitialPosition::StartOfFile;
         }
@@ -232,13 +233,36 @@ impl Checker<'_> {
             raw,
             "applies to lines of files; this flow reads the Windows Event Log (an event over the record limit is not sent)",
         );
-        let Some(file) = block.file else {
-            self.problem(
-                &format!("{block_key}.file"),
-                "is missing; give the path of the .evtx file to ship",
-            );
-            return None;
-        };
+        match (block.file, block.channel) {
+            (Some(file), None) => {
+                if block.query.is_some() {
+                    self.problem(
+                        &format!("{block_key}.query"),
+                        "applies to a live channel only (with `channel`); an .evtx file is shipped whole",
+                    );
+                }
+                self.event_log_file(&block_key, file)
+            }
+            (None, Some(channel)) => self.event_log_channel(&block_key, channel, block.query),
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &format!("{block_key}.channel"),
+                    "give `file` (an .evtx file) or `channel` (a live channel), not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &format!("{block_key}.file"),
+                    "is missing; give the path of the .evtx file to ship, or `channel` for a live channel",
+                );
+                None
+            }
+        }
+    }
+
+    /// `windows_event_log.file`: an absolute path.
+    fn event_log_file(&mut self, block_key: &str, file: String) -> Option<EventLogSource> {
         let path = PathBuf::from(&file);
         if !path.is_absolute() {
             self.problem(
@@ -279,6 +303,45 @@ impl Checker<'_> {
         for (name, _) in file_only.iter().filter(|(_, written)| *written) {
             self.problem(&format!("{key}.{name}"), why);
         }
+    }
+
+    /// `windows_event_log.channel` (with its optional `query`): followed live, so only on
+    /// Windows.
+    fn event_log_channel(
+        &mut self,
+        block_key: &str,
+        channel: String,
+        query: Option<String>,
+    ) -> Option<EventLogSource> {
+        let channel_key = format!("{block_key}.channel");
+        if channel.trim().is_empty() {
+            self.problem(
+                &channel_key,
+                "is empty; give a channel such as Security, System or Application",
+            );
+            return None;
+        }
+        if query
+            .as_deref()
+            .is_some_and(|query| query.trim().is_empty())
+        {
+            self.problem(
+                &format!("{block_key}.query"),
+                "is empty; give an XPath filter such as *[System[(Level<=3)]], or leave the key out",
+            );
+            return None;
+        }
+        if !cfg!(windows) {
+            self.problem(
+                &channel_key,
+                format!(
+                    "`{}`: the live Windows Event Log needs Windows; use `file:` to ship an .evtx file here",
+                    quoted(&channel)
+                ),
+            );
+            return None;
+        }
+        Some(EventLogSource::Channel { channel, query })
     }
 
     /// `files`: one glob or a list, each an absolute path.

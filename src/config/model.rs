@@ -68,6 +68,12 @@ pub struct LogFileSettings {
 pub enum EventLogSource {
     /// An archived or exported `.evtx` file, shipped once, positioned by event record id.
     File(PathBuf),
+    /// A live channel of the Event Log (`Security`, `Microsoft-Windows-Sysmon/Operational`),
+    /// followed through the Event Log API on Windows, with an optional XPath filter.
+    Channel {
+        channel: String,
+        query: Option<String>,
+    },
 }
 
 /// A flow that reads the systemd journal (`journald`), through `journalctl`.

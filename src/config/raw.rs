@@ -71,6 +71,8 @@ pub struct RawAssumeRole {
 #[serde(deny_unknown_fields)]
 pub struct RawEventLog {
     pub file: Option<String>,
+    pub channel: Option<String>,
+    pub query: Option<String>,
 }
 
 /// `journald`: a flow that reads the systemd journal.

@@ -1420,8 +1420,73 @@ fn event_log_mistakes_name_their_key() {
             && line_keys.contains("applies to lines of files"),
         "{line_keys}"
     );
-    let unknown = flow("    windows_event_log: { file: /a.evtx, channel: Security }\n");
-    assert!(unknown.contains("channel"), "{unknown}");
+    let unknown = flow("    windows_event_log: { file: /a.evtx, chanel: Security }\n");
+    assert!(unknown.contains("chanel"), "{unknown}");
     let neither = flow("");
     assert!(neither.contains("windows_event_log"), "{neither}");
+}
+
+#[test]
+fn an_event_log_block_takes_a_file_or_a_channel_and_a_query_only_with_a_channel() {
+    let flow = |block: &str| {
+        problems(&format!(
+            "flows:\n  - name: winlog\n    kinesis_stream: s\n    windows_event_log: {block}\n"
+        ))
+        .join("\n")
+    };
+    let both = flow("{ file: /a.evtx, channel: Security }");
+    assert!(
+        both.contains("flows[0].windows_event_log.channel") && both.contains("not both"),
+        "{both}"
+    );
+    let file_query = flow("{ file: /a.evtx, query: '*' }");
+    assert!(
+        file_query.contains("flows[0].windows_event_log.query")
+            && file_query.contains("with `channel`"),
+        "{file_query}"
+    );
+    let empty = flow("{ channel: ' ' }");
+    assert!(
+        empty.contains("flows[0].windows_event_log.channel") && empty.contains("is empty"),
+        "{empty}"
+    );
+    let empty_query = flow("{ channel: Security, query: '' }");
+    assert!(
+        empty_query.contains("flows[0].windows_event_log.query")
+            && empty_query.contains("is empty"),
+        "{empty_query}"
+    );
+}
+
+#[cfg(not(windows))]
+#[test]
+fn a_live_channel_needs_windows() {
+    let found = problems(
+        "flows:\n  - name: security\n    kinesis_stream: s\n    windows_event_log: { channel: Security, query: '*[System[(Level<=3)]]' }\n",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("flows[0].windows_event_log.channel")
+            && found[0].contains("`Security`")
+            && found[0].contains("needs Windows")
+            && found[0].contains("`file:`"),
+        "{found:#?}"
+    );
+}
+
+#[cfg(windows)]
+#[test]
+fn a_flow_follows_a_live_channel_from_new_events_unless_told() {
+    let text = "flows:\n  - name: security\n    windows_event_log: { channel: Security, query: '*[System[(Level<=3)]]' }\n    kinesis_stream: s\n";
+    let config = Config::parse(Path::new("C:\\k.yaml"), text).expect("valid");
+    let flow = &config.flows[0];
+    assert_eq!(
+        flow.event_log,
+        Some(EventLogSource::Channel {
+            channel: "Security".into(),
+            query: Some("*[System[(Level<=3)]]".into()),
+        })
+    );
+    // As the Kinesis Agent for Windows' WindowsEventLogSource: new events only, by default.
+    assert_eq!(flow.initial_position, InitialPosition::EndOfFile);
 }

@@ -5,7 +5,7 @@
 //! This module wires one flow's source together; the jobs live beside it: `discovery` (the
 //! scans), `copies` and `copy_decision` (copytruncate), `catch_up` (files rotated while the
 //! agent was stopped), `watcher` (file events) and `tailer` (one file). A flow that reads an
-//! `.evtx` file instead runs `event_log`.
+//! `.evtx` file or a live Event Log channel instead runs `event_log`.
 
 mod assembler;
 mod catch_up;
@@ -16,6 +16,7 @@ mod event_log;
 mod framer;
 mod identity;
 mod journald;
+mod outlet;
 mod shipped;
 mod tailer;
 mod watcher;
@@ -40,6 +41,7 @@ use assembler::AssembleOptions;
 use copies::Copies;
 use discovery::Discovery;
 use framer::FrameOptions;
+use outlet::Outlet;
 use tailer::Finished;
 use watcher::Watch;
 
@@ -154,32 +156,38 @@ impl Source {
             budget,
             cancel,
         } = self;
-        if let Some(journal) = &flow.journald {
-            let journald = journald::Journald {
-                journal: journal.clone(),
+        if flow.journald.is_some() || flow.event_log.is_some() {
+            let outlet = Outlet {
                 flow: Arc::clone(&flow),
-                checkpoints,
                 lines,
                 acks,
                 metrics,
                 budget,
                 cancel,
             };
-            journald.run().await;
-            return;
-        }
-        if let Some(EventLogSource::File(path)) = &flow.event_log {
-            let events = event_log::EventLogFile {
-                path: path.clone(),
-                flow: Arc::clone(&flow),
-                checkpoints,
-                lines,
-                acks,
-                metrics,
-                budget,
-                cancel,
-            };
-            events.run().await;
+            if let Some(journal) = &flow.journald {
+                let journald = journald::Journald {
+                    journal: journal.clone(),
+                    checkpoints,
+                    outlet,
+                };
+                journald.run().await;
+            } else if let Some(EventLogSource::File(path)) = &flow.event_log {
+                let file = event_log::EventLogFile {
+                    path: path.clone(),
+                    checkpoints,
+                    outlet,
+                };
+                file.run().await;
+            } else if let Some(EventLogSource::Channel { channel, query }) = &flow.event_log {
+                let live = event_log::EventLogChannel {
+                    channel: channel.clone(),
+                    query: query.clone(),
+                    checkpoints,
+                    outlet,
+                };
+                live.run().await;
+            }
             return;
         }
         let shared = Arc::new(FlowShared {

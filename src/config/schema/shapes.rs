@@ -184,7 +184,7 @@ pub(super) const FLOW: Shape = Shape {
 pub(super) const EVENT_LOG: Shape = Shape {
     what: "a windows_event_log block",
     section: "Windows Event Log",
-    keys: &[("file", STRING)],
+    keys: &[("file", STRING), ("channel", STRING), ("query", STRING)],
 };
 
 pub(super) const JOURNALD: Shape = Shape {

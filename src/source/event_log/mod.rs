@@ -1,11 +1,15 @@
 //! The Windows Event Log as a source: `windows_event_log: { file: PATH }` ships the events of
-//! an archived or exported `.evtx` file once, each as a JSON object record (see `render`).
+//! an archived or exported `.evtx` file once, each as a JSON object record (see `render`);
+//! `windows_event_log: { channel, query }` follows a live channel on Windows (see `live`).
 //!
 //! An event's position is its record id: the checkpoint of the file (known by its identity and
 //! first bytes, as any file) is one past the last record id acknowledged, and a restart sends
 //! only events from there. Record ids take the place of byte offsets all the way through, so
 //! the flow's `bytes_*` counters count record ids, one per event.
 
+#[cfg(windows)]
+mod api;
+mod live;
 mod reader;
 mod render;
 
@@ -16,33 +20,29 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::identity;
+use super::outlet::Outlet;
 use super::KnownOffset;
 use crate::config::{FlowConfig, InitialPosition};
-use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
 use crate::log_limit::LogLimiter;
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, LineSpan, Lines, SourceFile};
+use crate::record::{FileId, LineSpan, Lines, SourceFile};
 use reader::Read;
+
+pub(super) use live::EventLogChannel;
 
 /// Skipped events and over-long events are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Blocks of events waiting between the reader and the pipeline.
 const READ_AHEAD_BLOCKS: usize = 2;
 
-/// What one event log flow needs.
+/// What one flow shipping an `.evtx` file needs.
 pub(super) struct EventLogFile {
-    pub flow: Arc<FlowConfig>,
     pub path: PathBuf,
     pub checkpoints: HashMap<FileId, KnownOffset>,
-    pub lines: mpsc::Sender<Lines>,
-    pub acks: mpsc::Sender<Ack>,
-    pub metrics: Arc<FlowMetrics>,
-    pub budget: Arc<MemoryBudget>,
-    pub cancel: CancellationToken,
+    pub outlet: Outlet,
 }
 
 /// Why a file cannot be shipped.
@@ -56,20 +56,16 @@ impl EventLogFile {
     /// Ships the file's events from its checkpoint (or its start), then keeps the checkpoint
     /// alive until `cancel` fires.
     pub(super) async fn run(self) {
-        let flow = self.flow.name.clone();
+        let flow = self.outlet.flow.name.clone();
         let source = match self.identify().await {
             Ok(source) => source,
             Err(failure) => {
                 error!(flow, file = %self.path.display(), %failure, "Cannot read the event log file; nothing of it is sent.");
-                self.cancel.cancelled().await;
+                self.outlet.cancel.cancelled().await;
                 return;
             }
         };
-        let seen = Ack::Seen {
-            flow: Arc::clone(&source.flow),
-            ids: vec![source.id],
-        };
-        if self.acks.send(seen).await.is_err() {
+        if !self.outlet.seen(&source).await {
             return;
         }
         let known = self
@@ -77,21 +73,21 @@ impl EventLogFile {
             .get(&source.id)
             .filter(|known| known.head.is_none() || known.head == source.head)
             .map(|known| known.offset);
-        let shipped = match (known, self.flow.initial_position) {
+        let shipped = match (known, self.outlet.flow.initial_position) {
             (Some(position), _) => self.ship(&source, Some(position)).await,
             (None, InitialPosition::StartOfFile) => self.ship(&source, None).await,
             (None, InitialPosition::EndOfFile) => self.skip_all(&source).await,
         };
         if shipped {
-            self.keep_alive(&source).await;
+            self.outlet.keep_alive(&source).await;
         }
     }
 
     /// The file as a source of records: its identity and first bytes.
     async fn identify(&self) -> Result<Arc<SourceFile>, OpenError> {
         let path = self.path.clone();
-        let fingerprint = self.flow.fingerprint_bytes as u64;
-        let flow: Arc<str> = Arc::from(self.flow.name.as_str());
+        let fingerprint = self.outlet.flow.fingerprint_bytes as u64;
+        let flow: Arc<str> = Arc::from(self.outlet.flow.name.as_str());
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             let file = std::fs::File::open(&path)?;
             let id = identity::id_of(&file)?;
@@ -114,25 +110,21 @@ impl EventLogFile {
     /// Sends every event from record id `from` on (from the first event, when `None`); false if
     /// shutdown began first.
     async fn ship(&self, source: &Arc<SourceFile>, from: Option<u64>) -> bool {
+        let outlet = &self.outlet;
         if let Some(from) = from {
-            if !self.announce(source, from).await {
+            if !outlet.announce(source, from).await {
                 return false;
             }
         }
-        let flow = self.flow.name.as_str();
+        let flow = outlet.flow.name.as_str();
         info!(flow, file = %self.path.display(), from_record_id = from.unwrap_or(0), "Shipping the event log file.");
         let mut events = start_reader(&self.path, from.unwrap_or(0));
-        let mut sending = Sending {
-            position: from,
-            max_bytes: self.flow.max_line_bytes(),
-            oversize_log: LogLimiter::new(LOG_EVERY),
-            out_of_order_log: LogLimiter::new(LOG_EVERY),
-        };
+        let mut sending = Sending::new(Origin::File(self.path.clone()), from, &outlet.flow);
         let mut skipped_log = LogLimiter::new(LOG_EVERY);
         let mut damaged_chunks = 0u64;
         loop {
             let read = tokio::select! {
-                _ = self.cancel.cancelled() => return false,
+                _ = outlet.cancel.cancelled() => return false,
                 read = events.recv() => read,
             };
             match read {
@@ -141,14 +133,14 @@ impl EventLogFile {
                         // The first event read: the file's position starts at it.
                         let first = block.first().map_or(0, |event| event.record_id);
                         sending.position = Some(first);
-                        if !self.announce(source, first).await {
+                        if !outlet.announce(source, first).await {
                             return false;
                         }
                     }
-                    let Some(lines) = sending.lines(source, block, self, flow) else {
+                    let Some(lines) = sending.lines(source, block, &outlet.metrics, flow) else {
                         continue;
                     };
-                    if !self.send(lines).await {
+                    if !outlet.send(lines).await {
                         return false;
                     }
                 }
@@ -172,7 +164,7 @@ impl EventLogFile {
                     return true;
                 }
                 Some(Read::Done { .. }) => {
-                    if sending.position.is_none() && !self.announce(source, 0).await {
+                    if sending.position.is_none() && !outlet.announce(source, 0).await {
                         return false;
                     }
                     info!(flow, file = %self.path.display(), next_record_id = sending.position.unwrap_or(0), damaged_chunks, "Every event of the event log file has been read.");
@@ -186,30 +178,20 @@ impl EventLogFile {
         }
     }
 
-    /// Tells the checkpoint store the file's events are sent from record id `from` on; false if
-    /// shutting down.
-    async fn announce(&self, source: &Arc<SourceFile>, from: u64) -> bool {
-        let opened = Ack::Opened {
-            file: Arc::clone(source),
-            offset: from,
-            original: None,
-        };
-        self.acks.send(opened).await.is_ok()
-    }
-
     /// `initial_position: end_of_file` on a file with no checkpoint: every event present now
     /// counts as sent.
     async fn skip_all(&self, source: &Arc<SourceFile>) -> bool {
+        let outlet = &self.outlet;
         let mut events = start_reader(&self.path, u64::MAX);
         let last = loop {
             let read = tokio::select! {
-                _ = self.cancel.cancelled() => return false,
+                _ = outlet.cancel.cancelled() => return false,
                 read = events.recv() => read,
             };
             match read {
                 Some(Read::Done { last_record_id }) => break last_record_id,
                 Some(Read::Unreadable(error)) => {
-                    error!(flow = %self.flow.name, file = %self.path.display(), %error, "Cannot read the file as a Windows event log.");
+                    error!(flow = %outlet.flow.name, file = %self.path.display(), %error, "Cannot read the file as a Windows event log.");
                     return true;
                 }
                 Some(_) => {}
@@ -217,54 +199,8 @@ impl EventLogFile {
             }
         };
         let position = last.map_or(0, |last| last.saturating_add(1));
-        info!(flow = %self.flow.name, file = %self.path.display(), next_record_id = position, "initial_position is end_of_file: the events in the file are not sent.");
-        self.announce(source, position).await
-    }
-
-    /// Hands `lines` on once the memory budget has room; false if shutdown began first.
-    async fn send(&self, mut lines: Lines) -> bool {
-        let records = lines
-            .spans
-            .iter()
-            .filter(|span| span.data_end > span.data_start)
-            .count();
-        let cost = lines.data.len() + records * RECORD_OVERHEAD;
-        let reserve = self.budget.reserve(cost);
-        lines.reserved = tokio::select! {
-            _ = self.cancel.cancelled() => return false,
-            reserved = reserve => reserved,
-        };
-        let positions = lines
-            .spans
-            .last()
-            .map_or(0, |span| span.file_end - lines.file_start);
-        let sent = tokio::select! {
-            _ = self.cancel.cancelled() => return false,
-            sent = self.lines.send(lines) => sent.is_ok(),
-        };
-        if sent {
-            FlowMetrics::add(&self.metrics.records_read, records as u64);
-            FlowMetrics::add(&self.metrics.bytes_read, positions);
-        }
-        sent
-    }
-
-    /// Tells the checkpoint store the file is still wanted, every scan interval, so its
-    /// checkpoint is not forgotten while the agent runs.
-    async fn keep_alive(&self, source: &Arc<SourceFile>) {
-        loop {
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.flow.scan_interval) => {}
-            }
-            let seen = Ack::Seen {
-                flow: Arc::clone(&source.flow),
-                ids: vec![source.id],
-            };
-            if self.acks.send(seen).await.is_err() {
-                return;
-            }
-        }
+        info!(flow = %outlet.flow.name, file = %self.path.display(), next_record_id = position, "initial_position is end_of_file: the events in the file are not sent.");
+        outlet.announce(source, position).await
     }
 }
 
@@ -276,8 +212,31 @@ fn start_reader(path: &Path, from: u64) -> mpsc::Receiver<Read> {
     receiver
 }
 
+/// Where events are read from, as their log lines name it.
+enum Origin {
+    File(PathBuf),
+    Channel(String),
+}
+
+impl Origin {
+    fn file(&self) -> Option<tracing::field::DisplayValue<std::path::Display<'_>>> {
+        match self {
+            Origin::File(path) => Some(tracing::field::display(path.display())),
+            Origin::Channel(_) => None,
+        }
+    }
+
+    fn channel(&self) -> Option<&str> {
+        match self {
+            Origin::File(_) => None,
+            Origin::Channel(channel) => Some(channel),
+        }
+    }
+}
+
 /// Turns blocks of events into lines, in record id order.
 struct Sending {
+    origin: Origin,
     /// The next record id to send: every event below it was handed on (or left out). `None`
     /// until the first event of a file read from its start.
     position: Option<u64>,
@@ -287,12 +246,22 @@ struct Sending {
 }
 
 impl Sending {
+    fn new(origin: Origin, position: Option<u64>, flow: &FlowConfig) -> Sending {
+        Sending {
+            origin,
+            position,
+            max_bytes: flow.max_line_bytes(),
+            oversize_log: LogLimiter::new(LOG_EVERY),
+            out_of_order_log: LogLimiter::new(LOG_EVERY),
+        }
+    }
+
     /// The events of `block` after `position`, as lines; `None` if there are none.
     fn lines(
         &mut self,
         source: &Arc<SourceFile>,
         block: Vec<reader::Event>,
-        file: &EventLogFile,
+        metrics: &FlowMetrics,
         flow: &str,
     ) -> Option<Lines> {
         let file_start = self.position.unwrap_or(0);
@@ -324,11 +293,12 @@ impl Sending {
         }
         self.position = Some(position);
         if oversize > 0 {
-            FlowMetrics::add(&file.metrics.records_truncated, oversize);
+            FlowMetrics::add(&metrics.records_truncated, oversize);
             if let Some(earlier) = self.oversize_log.allow_counting(oversize) {
                 warn!(
                     flow,
-                    file = %file.path.display(),
+                    file = self.origin.file(),
+                    channel = self.origin.channel(),
                     max_record_bytes = self.max_bytes,
                     events = oversize + earlier,
                     "Events longer than the record limit are not sent (logged at most once a minute)."
@@ -339,7 +309,8 @@ impl Sending {
             if let Some(earlier) = self.out_of_order_log.allow_counting(out_of_order) {
                 warn!(
                     flow,
-                    file = %file.path.display(),
+                    file = self.origin.file(),
+                    channel = self.origin.channel(),
                     events = out_of_order + earlier,
                     next_record_id = position,
                     "Events whose record ids are not past those already sent (a log written out of order, or damaged) are not sent (logged at most once a minute)."

@@ -117,7 +117,7 @@ fn open(path: &Path) -> Result<EvtxParser<std::fs::File>, EvtxError> {
 
 /// The event's record: its rendering, or, for XML that cannot be rendered, the XML itself
 /// beside the reason, so that nothing is lost.
-fn as_record(record_id: u64, xml: &str) -> Vec<u8> {
+pub fn as_record(record_id: u64, xml: &str) -> Vec<u8> {
     let record = match render(xml) {
         Ok(Rendered { record, .. }) => serde_json::Value::Object(record),
         Err(error) => serde_json::json!({

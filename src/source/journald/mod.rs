@@ -32,14 +32,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::outlet::Outlet;
 use super::KnownOffset;
-use crate::config::{FlowConfig, InitialPosition, JournaldSource};
-use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
-use crate::metrics::FlowMetrics;
-use crate::record::{Ack, FileId, Lines, SourceFile};
+use crate::config::{InitialPosition, JournaldSource};
+use crate::limits::Reservation;
+use crate::record::{Ack, FileId, SourceFile};
 use export::ExportError;
 use reader::{Block, ReadSettings};
 
@@ -56,14 +55,9 @@ const STDERR_LINES_LOGGED: usize = 20;
 
 /// What one journald flow needs.
 pub(super) struct Journald {
-    pub flow: Arc<FlowConfig>,
     pub journal: JournaldSource,
     pub checkpoints: HashMap<FileId, KnownOffset>,
-    pub lines: mpsc::Sender<Lines>,
-    pub acks: mpsc::Sender<Ack>,
-    pub metrics: Arc<FlowMetrics>,
-    pub budget: Arc<MemoryBudget>,
-    pub cancel: CancellationToken,
+    pub outlet: Outlet,
 }
 
 /// Why following the journal stopped.
@@ -102,39 +96,48 @@ impl Journald {
     /// Follows the journal until `cancel` fires.
     pub(super) async fn run(self) {
         let file = self.identity();
-        let flow = self.flow.name.as_str();
-        if !self.seen(&file).await {
+        if !self.outlet.seen(&file).await {
             return;
         }
         let known = self.checkpoints.get(&file.id);
-        let mut place = Place {
+        let place = Place {
             position: known.map_or(0, |known| known.offset),
             after: known.and_then(|known| known.cursor.clone()),
         };
         // With `end_of_file` and no checkpoint, the journal's last entry is where reading
         // starts; until journalctl has named it, nothing is read.
-        let mut tail_pending =
-            known.is_none() && self.flow.initial_position == InitialPosition::EndOfFile;
-        let opened = Ack::Opened {
-            file: Arc::clone(&file),
-            offset: place.position,
-            original: None,
-        };
-        if self.acks.send(opened).await.is_err() {
+        let tail_pending =
+            known.is_none() && self.outlet.flow.initial_position == InitialPosition::EndOfFile;
+        if !self.outlet.announce(&file, place.position).await {
             return;
         }
-        let _keep_alive = KeepAlive::start(&self, &file);
+        // The checkpoint is kept alive whatever the flow waits for (journalctl, the budget).
+        tokio::select! {
+            _ = self.outlet.keep_alive(&file) => {}
+            _ = self.keep_following(&file, place, tail_pending) => {}
+        }
+    }
+
+    /// Follows the journal from `place`, starting journalctl again whenever it stops, until
+    /// shutdown.
+    async fn keep_following(
+        &self,
+        file: &Arc<SourceFile>,
+        mut place: Place,
+        mut tail_pending: bool,
+    ) {
+        let flow = self.outlet.flow.name.as_str();
         let mut pause = FIRST_RESTART_PAUSE;
         loop {
             let before = place.position;
-            let stopped = match self.find_tail(&file, &mut place, &mut tail_pending).await {
+            let stopped = match self.find_tail(file, &mut place, &mut tail_pending).await {
                 Ok(()) => {
                     info!(flow, journal = %file.path.display(), position = place.position, after_cursor = place.after.as_deref().unwrap_or(""), "Following the journal.");
-                    self.follow(&file, &mut place).await
+                    self.follow(file, &mut place).await
                 }
                 Err(stopped) => stopped,
             };
-            if matches!(stopped, Stopped::ShuttingDown) || self.cancel.is_cancelled() {
+            if matches!(stopped, Stopped::ShuttingDown) || self.outlet.cancel.is_cancelled() {
                 return;
             }
             if place.position > before {
@@ -142,7 +145,7 @@ impl Journald {
             }
             error!(flow, journal = %file.path.display(), error = %stopped, retry_in = ?pause, "Following the journal stopped; journalctl is started again after the last entry read.");
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.outlet.cancel.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
             pause = (pause * 2).min(MAX_RESTART_PAUSE);
@@ -181,7 +184,7 @@ impl Journald {
         let named = path.to_string_lossy();
         Arc::new(SourceFile {
             key: super::tailer::next_file_key(),
-            flow: Arc::from(self.flow.name.as_str()),
+            flow: Arc::from(self.outlet.flow.name.as_str()),
             id: FileId {
                 device: JOURNAL_DEVICE,
                 inode: xxhash_rust::xxh3::xxh3_64(named.as_bytes()),
@@ -191,15 +194,6 @@ impl Journald {
         })
     }
 
-    /// Tells the checkpoint store the journal is still read; false if shutting down.
-    async fn seen(&self, file: &Arc<SourceFile>) -> bool {
-        let seen = Ack::Seen {
-            flow: Arc::clone(&file.flow),
-            ids: vec![file.id],
-        };
-        self.acks.send(seen).await.is_ok()
-    }
-
     /// Tells the checkpoint store the entry ending at `end` is `cursor`; false if shutting down.
     async fn mark(&self, file: &Arc<SourceFile>, end: u64, cursor: &str) -> bool {
         let marked = Ack::Marked {
@@ -207,7 +201,7 @@ impl Journald {
             end,
             cursor: cursor.into(),
         };
-        self.acks.send(marked).await.is_ok()
+        self.outlet.acks.send(marked).await.is_ok()
     }
 
     fn command(&self, args: Vec<std::ffi::OsString>) -> Command {
@@ -237,12 +231,12 @@ impl Journald {
     async fn last_cursor(&self) -> Result<Option<String>, Stopped> {
         let child = self.spawn(command::last_entry(&self.journal))?;
         let output = tokio::select! {
-            _ = self.cancel.cancelled() => return Err(Stopped::ShuttingDown),
+            _ = self.outlet.cancel.cancelled() => return Err(Stopped::ShuttingDown),
             output = child.wait_with_output() => output.map_err(|error| Stopped::Read(error.into()))?,
         };
         let stderr = String::from_utf8_lossy(&output.stderr);
         for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
-            report(&self.flow.name, line);
+            report(&self.outlet.flow.name, line);
         }
         if !output.status.success() {
             return Err(Stopped::Ended {
@@ -267,14 +261,14 @@ impl Journald {
         let (sender, mut blocks) = mpsc::channel(READ_AHEAD_BLOCKS);
         let settings = ReadSettings {
             flow: Arc::clone(&file.flow),
-            max_record_bytes: self.flow.max_line_bytes(),
-            metrics: Arc::clone(&self.metrics),
+            max_record_bytes: self.outlet.flow.max_line_bytes(),
+            metrics: Arc::clone(&self.outlet.metrics),
             resumed_at: place.after.clone(),
         };
         let reading = tokio::spawn(reader::read(stdout, place.position, settings, sender));
         loop {
             let block = tokio::select! {
-                _ = self.cancel.cancelled() => return Stopped::ShuttingDown,
+                _ = self.outlet.cancel.cancelled() => return Stopped::ShuttingDown,
                 block = blocks.recv() => block,
             };
             let Some(block) = block else {
@@ -290,7 +284,7 @@ impl Journald {
             Err(joined) => return Stopped::Read(ExportError::Io(std::io::Error::other(joined))),
         }
         let status = tokio::select! {
-            _ = self.cancel.cancelled() => return Stopped::ShuttingDown,
+            _ = self.outlet.cancel.cancelled() => return Stopped::ShuttingDown,
             status = child.wait() => status,
         };
         let stderr = match stderr {
@@ -308,7 +302,7 @@ impl Journald {
     /// Logs what journalctl writes to its standard error (as warnings naming the flow); the
     /// task returns the last line.
     fn relay(&self, stderr: ChildStderr) -> JoinHandle<Option<String>> {
-        let flow = self.flow.name.clone();
+        let flow = self.outlet.flow.name.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut last = None;
@@ -338,62 +332,14 @@ impl Journald {
         if !self.mark(file, block.position, &cursor).await {
             return false;
         }
-        let entries = block.entries();
-        let records = block.records;
         let position = block.position;
-        let cost = block.bytes() + records * RECORD_OVERHEAD;
-        let reserve = self.budget.reserve(cost);
-        let reserved = tokio::select! {
-            _ = self.cancel.cancelled() => return false,
-            reserved = reserve => reserved,
-        };
-        let lines = block.into_lines(file, reserved);
-        let sent = tokio::select! {
-            _ = self.cancel.cancelled() => return false,
-            sent = self.lines.send(lines) => sent.is_ok(),
-        };
-        if sent {
-            FlowMetrics::add(&self.metrics.records_read, records as u64);
-            FlowMetrics::add(&self.metrics.bytes_read, entries);
-            place.position = position;
-            place.after = Some(cursor);
+        let lines = block.into_lines(file, Reservation::none());
+        if !self.outlet.send(lines).await {
+            return false;
         }
-        sent
-    }
-}
-
-/// Tells the checkpoint store, every scan interval while the flow runs, that the journal is
-/// still read, so that its checkpoint is not forgotten after `checkpoint_expiry`, whatever
-/// the flow is waiting for (journalctl, the destination). Stops when dropped.
-struct KeepAlive(tokio::task::JoinHandle<()>);
-
-impl KeepAlive {
-    fn start(journald: &Journald, file: &Arc<SourceFile>) -> KeepAlive {
-        let acks = journald.acks.clone();
-        let cancel = journald.cancel.clone();
-        let every = journald.flow.scan_interval;
-        let (flow, id) = (Arc::clone(&file.flow), file.id);
-        KeepAlive(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let seen = Ack::Seen {
-                    flow: Arc::clone(&flow),
-                    ids: vec![id],
-                };
-                if acks.send(seen).await.is_err() {
-                    return;
-                }
-            }
-        }))
-    }
-}
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0.abort();
+        place.position = position;
+        place.after = Some(cursor);
+        true
     }
 }
 

@@ -161,13 +161,9 @@ impl Block {
     }
 
     /// Entries in the block.
+    #[cfg(test)]
     pub fn entries(&self) -> u64 {
         self.position - self.start
-    }
-
-    /// Bytes of records in the block.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
     }
 
     /// Adds an entry: as a record, or, too long even cut, as a position only (not sent). An
