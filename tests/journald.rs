@@ -44,6 +44,14 @@ fn journal_with(dir: &Path, entries: &[Entry]) -> (PathBuf, PathBuf) {
     (directory, file)
 }
 
+/// Creates a second one-shard stream on `server`.
+fn another_stream(runtime: &tokio::runtime::Runtime, server: &Kinesalite, name: &str) {
+    runtime.block_on(async {
+        let client = kinesalite::client(&server.endpoint).await;
+        kinesalite::create_stream(&client, name, 1).await;
+    });
+}
+
 fn config(dir: &Path, server: &Kinesalite, flows: Vec<Flow>) -> PathBuf {
     flows
         .into_iter()
@@ -102,10 +110,7 @@ fn passes_filters(n: usize) -> bool {
 #[test]
 fn ten_thousand_entries_are_shipped_once_filters_select_and_new_entries_arrive() {
     let (server, dir, runtime) = setup(STREAM);
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, "filtered", 1).await;
-    });
+    another_stream(&runtime, &server, "filtered");
     let (directory, file) = journal_with(dir.path(), &entries(0, 10_000));
     let config = config(
         dir.path(),
@@ -285,10 +290,7 @@ fn bytes_are_base64_and_a_long_entry_is_cut_to_the_record_limit() {
 #[test]
 fn end_of_file_ships_only_new_entries_even_after_a_restart_before_any() {
     let (server, dir, runtime) = setup(STREAM);
-    runtime.block_on(async {
-        let client = kinesalite::client(&server.endpoint).await;
-        kinesalite::create_stream(&client, "cron", 1).await;
-    });
+    another_stream(&runtime, &server, "cron");
     // The last entry now is sshd's: the filtered flow starts at an entry it does not take.
     let (directory, file) = journal_with(dir.path(), &entries(0, 50));
     let config = config(
