@@ -331,6 +331,19 @@ impl Checker<'_> {
             );
             return None;
         }
+        // A structured XML query (<QueryList>) names its own channels, and the Event Log then
+        // ignores `channel`: record ids of several channels would share one position.
+        if query
+            .as_deref()
+            .is_some_and(|query| query.trim_start().starts_with('<'))
+        {
+            self.problem(
+                &format!("{block_key}.query"),
+                "must be an XPath filter such as *[System[(Level<=3)]], not a structured XML query (<QueryList>): give each channel its own flow",
+            );
+            return None;
+        }
+        let channel = channel.trim().to_owned();
         if !cfg!(windows) {
             self.problem(
                 &channel_key,

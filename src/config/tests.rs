@@ -1456,6 +1456,14 @@ fn an_event_log_block_takes_a_file_or_a_channel_and_a_query_only_with_a_channel(
             && empty_query.contains("is empty"),
         "{empty_query}"
     );
+    let structured = flow(
+        "{ channel: Security, query: '<QueryList><Query Id=\"0\"><Select Path=\"System\">*</Select></Query></QueryList>' }",
+    );
+    assert!(
+        structured.contains("flows[0].windows_event_log.query")
+            && structured.contains("not a structured XML query"),
+        "{structured}"
+    );
 }
 
 #[cfg(not(windows))]

@@ -11,12 +11,13 @@ use std::ptr;
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_INSUFFICIENT_BUFFER, ERROR_NO_MORE_ITEMS, HANDLE,
+    CloseHandle, GetLastError, ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_OPERATION,
+    ERROR_NO_MORE_ITEMS, HANDLE, WAIT_FAILED,
 };
 use windows_sys::Win32::System::EventLog::{
-    EvtClose, EvtCreateBookmark, EvtNext, EvtRender, EvtRenderEventXml, EvtSubscribe,
-    EvtSubscribeStartAfterBookmark, EvtSubscribeStartAtOldestRecord, EvtSubscribeToFutureEvents,
-    EVT_HANDLE,
+    EvtClose, EvtCreateBookmark, EvtNext, EvtQuery, EvtQueryChannelPath, EvtQueryReverseDirection,
+    EvtRender, EvtRenderEventXml, EvtSubscribe, EvtSubscribeStartAfterBookmark,
+    EvtSubscribeStartAtOldestRecord, EvtSubscribeStrict, EvtSubscribeToFutureEvents, EVT_HANDLE,
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, WaitForSingleObject};
 
@@ -84,7 +85,12 @@ pub fn subscribe(wanted: &Subscription) -> Result<Subscribing, SubscribeError> {
             if handle == 0 {
                 return Err(failed("EvtCreateBookmark"));
             }
-            (EvtSubscribeStartAfterBookmark, Some(EvtHandle(handle)))
+            // Strict: if the bookmarked event is gone, the call fails (ERROR_NOT_FOUND) rather
+            // than starting after the nearest event, which would skip events unseen.
+            (
+                EvtSubscribeStartAfterBookmark | EvtSubscribeStrict,
+                Some(EvtHandle(handle)),
+            )
         }
     };
     let channel = wide(&wanted.channel);
@@ -113,39 +119,81 @@ pub fn subscribe(wanted: &Subscription) -> Result<Subscribing, SubscribeError> {
     })
 }
 
+/// Up to `max` events of `results` (a subscription or a query) ready within `timeout_ms`
+/// (none when there are none).
+fn next_handles(
+    results: &EvtHandle,
+    max: usize,
+    timeout_ms: u32,
+) -> Result<Vec<EvtHandle>, SubscribeError> {
+    let mut handles: Vec<EVT_HANDLE> = vec![0; max];
+    let mut returned = 0u32;
+    let size = u32::try_from(max).unwrap_or(u32::MAX);
+    // SAFETY: `handles` has room for `size` handles; `returned` is written by the call.
+    let ok = unsafe {
+        EvtNext(
+            results.0,
+            size,
+            handles.as_mut_ptr(),
+            timeout_ms,
+            0,
+            &mut returned,
+        )
+    };
+    if ok == 0 {
+        let error = failed("EvtNext");
+        return match error.code {
+            ERROR_NO_MORE_ITEMS => Ok(Vec::new()),
+            // Some Windows versions say so of a subscription with nothing to read yet.
+            ERROR_INVALID_OPERATION if returned == 0 => Ok(Vec::new()),
+            _ => Err(error),
+        };
+    }
+    handles.truncate(returned as usize);
+    Ok(handles
+        .into_iter()
+        .filter(|handle| *handle != 0)
+        .map(EvtHandle)
+        .collect())
+}
+
+/// The newest event of `channel` as XML; `None` for an empty channel.
+pub fn newest_event_xml(channel: &str) -> Result<Option<String>, SubscribeError> {
+    const QUERY_TIMEOUT_MS: u32 = 10_000;
+    let channel = wide(channel);
+    // SAFETY: the channel is NUL-terminated and outlives the call; no session (local), no
+    // query (every event), newest first.
+    let query = unsafe {
+        EvtQuery(
+            0,
+            channel.as_ptr(),
+            ptr::null(),
+            EvtQueryChannelPath | EvtQueryReverseDirection,
+        )
+    };
+    if query == 0 {
+        return Err(failed("EvtQuery"));
+    }
+    let query = EvtHandle(query);
+    let events = next_handles(&query, 1, QUERY_TIMEOUT_MS)?;
+    events.first().map(render_xml).transpose()
+}
+
 impl Subscribing {
     /// Up to `max` events waiting now (none when there are none).
     fn take(&mut self, max: usize) -> Result<Vec<EvtHandle>, SubscribeError> {
-        let mut handles: Vec<EVT_HANDLE> = vec![0; max];
-        let mut returned = 0u32;
-        let size = u32::try_from(max).unwrap_or(u32::MAX);
-        // SAFETY: `handles` has room for `size` handles; `returned` is written by the call.
-        let ok = unsafe {
-            EvtNext(
-                self.subscription.0,
-                size,
-                handles.as_mut_ptr(),
-                0,
-                0,
-                &mut returned,
-            )
-        };
-        if ok == 0 {
-            let error = failed("EvtNext");
-            return match error.code {
-                ERROR_NO_MORE_ITEMS => Ok(Vec::new()),
-                _ => Err(error),
-            };
-        }
-        handles.truncate(returned as usize);
-        Ok(handles.into_iter().map(EvtHandle).collect())
+        next_handles(&self.subscription, max, 0)
     }
 
     /// Waits up to `wait` for the signal.
-    fn wait(&self, wait: Duration) {
+    fn wait(&self, wait: Duration) -> Result<(), SubscribeError> {
         let millis = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         // SAFETY: the signal is a valid event handle.
-        unsafe { WaitForSingleObject(self.signal.0, millis) };
+        let waited = unsafe { WaitForSingleObject(self.signal.0, millis) };
+        if waited == WAIT_FAILED {
+            return Err(failed("WaitForSingleObject"));
+        }
+        Ok(())
     }
 
     fn reset(&self) {
@@ -211,7 +259,7 @@ impl Subscribed for Subscribing {
             self.reset();
             events = self.take(max)?;
             if events.is_empty() {
-                self.wait(wait);
+                self.wait(wait)?;
                 events = self.take(max)?;
             }
         }

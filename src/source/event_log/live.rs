@@ -4,8 +4,10 @@
 //!
 //! The channel's identity is made from its name, so its checkpoint is found again after a
 //! restart. Its checkpoint is one past the last record id acknowledged; the subscription
-//! resumes after a bookmark made from it (`<Bookmark Channel='…' RecordId='N'/>`). Everything
-//! here but the API calls (`api`, Windows only) is plain logic, the same on every platform.
+//! resumes strictly after a bookmark made from it (`<Bookmark Channel='…' RecordId='N'/>`),
+//! from the oldest event when that event is gone. With `end_of_file` and no checkpoint, the
+//! channel's newest event is asked for first and its position saved at once. Everything here
+//! but the API calls (`api`, Windows only) is plain logic, the same on every platform.
 //!
 //! A subscription that cannot be made or read (no such channel, access denied) is one ERROR
 //! naming the flow and the channel; it is tried again with a backoff doubling up to
@@ -70,14 +72,20 @@ pub enum Start {
 }
 
 /// Where to subscribe from: after the last record id handed on (`next_record_id` is one past
-/// it), or, with no position yet, where `initial_position` says.
+/// it), or, with no position yet, where `initial_position` says. Record ids start at 1, so a
+/// position of 1 or less is the channel's start (a bookmark on record 0 would name no event).
 pub fn start_at(next_record_id: Option<u64>, initial: InitialPosition) -> Start {
     match (next_record_id, initial) {
-        (Some(0), _) | (None, InitialPosition::StartOfFile) => Start::Oldest,
+        (Some(next), _) if next <= 1 => Start::Oldest,
+        (None, InitialPosition::StartOfFile) => Start::Oldest,
         (Some(next), _) => Start::After(next - 1),
         (None, InitialPosition::EndOfFile) => Start::NewOnly,
     }
 }
+
+/// The Windows error of a subscription after a bookmark whose event the channel no longer
+/// holds (with `EvtSubscribeStrict`).
+pub const ERROR_NOT_FOUND: u32 = 1168;
 
 /// The Event Log's bookmark XML for the event `record_id` of `channel`.
 #[cfg_attr(not(windows), allow(dead_code))]
@@ -119,11 +127,13 @@ fn describe(code: u32) -> String {
     match code {
         0 => "the Event Log gave no reason (its API may not be implemented here, as under Wine)"
             .into(),
-        5 => "access denied (error 5): run kinship as LocalSystem, or add its account to the local \"Event Log Readers\" group (the Security channel needs LocalSystem or SeSecurityPrivilege)".into(),
+        5 => "access denied (error 5): add the service's account to the local \"Event Log Readers\" group and restart the service, or run it as LocalSystem; a channel's own access list (`wevtutil gl CHANNEL`, or a Group Policy's log access setting) may ask for more".into(),
         50 | 120 => format!("the Event Log API is not available on this system (error {code})"),
         15001 => "the query is not a valid XPath filter for this channel (error 15001)".into(),
         15007 => "no such channel (error 15007); `wevtutil el` lists the channels".into(),
         15011 => "the channel was cleared or overwritten past the reading position (error 15011)"
+            .into(),
+        ERROR_NOT_FOUND => "the event the checkpoint names is no longer in the channel (error 1168)"
             .into(),
         other => format!("Windows error {other}"),
     }
@@ -143,11 +153,30 @@ pub trait Subscribed {
 /// Makes a subscription.
 pub type Open = fn(&Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError>;
 
+/// The record id of the channel's newest event now; `None` for an empty channel.
+pub type Newest = fn(&str) -> Result<Option<u64>, SubscribeError>;
+
 #[cfg(windows)]
 fn open_subscription(
     subscription: &Subscription,
 ) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
     Ok(Box::new(super::api::subscribe(subscription)?))
+}
+
+#[cfg(windows)]
+fn newest_record_id(channel: &str) -> Result<Option<u64>, SubscribeError> {
+    let xml = super::api::newest_event_xml(channel)?;
+    Ok(xml.as_deref().and_then(record_id_in_text))
+}
+
+/// Not Windows: there is no Event Log.
+#[cfg(not(windows))]
+fn newest_record_id(_channel: &str) -> Result<Option<u64>, SubscribeError> {
+    const ERROR_NOT_SUPPORTED: u32 = 50;
+    Err(SubscribeError {
+        call: "EvtQuery",
+        code: ERROR_NOT_SUPPORTED,
+    })
 }
 
 /// Not Windows: there is no Event Log (the config check refuses such flows first).
@@ -167,6 +196,9 @@ fn open_subscription(
 pub enum LiveRead {
     /// The subscription is made; events follow.
     Subscribed,
+    /// The event the checkpoint names is no longer in the channel (it was cleared, or wrapped
+    /// past it): the subscription starts at the oldest event instead.
+    BookmarkGone,
     Events(Vec<Event>),
     /// An event that cannot be rendered, or whose XML cannot be made into a record (it has no
     /// record id to place it by): why.
@@ -178,7 +210,21 @@ pub enum LiveRead {
 /// Subscribes and hands events over until `out` is closed or the subscription fails. Runs on a
 /// blocking thread; reads only as fast as `out` is emptied.
 pub fn read_channel(open: Open, subscription: Subscription, out: mpsc::Sender<LiveRead>) {
-    let mut events = match open(&subscription) {
+    let opened = match open(&subscription) {
+        Err(failure)
+            if failure.code == ERROR_NOT_FOUND && matches!(subscription.start, Start::After(_)) =>
+        {
+            if out.blocking_send(LiveRead::BookmarkGone).is_err() {
+                return;
+            }
+            open(&Subscription {
+                start: Start::Oldest,
+                ..subscription
+            })
+        }
+        opened => opened,
+    };
+    let mut events = match opened {
         Ok(events) => events,
         Err(failure) => {
             let _ = out.blocking_send(LiveRead::Failed(failure));
@@ -267,10 +313,10 @@ fn retry_after(tries: u32) -> Duration {
 impl EventLogChannel {
     /// Follows the channel until `cancel` fires.
     pub(in crate::source) async fn run(self) {
-        self.run_with(open_subscription).await;
+        self.run_with(open_subscription, newest_record_id).await;
     }
 
-    async fn run_with(self, open: Open) {
+    async fn run_with(self, open: Open, newest: Newest) {
         let outlet = &self.outlet;
         let flow = outlet.flow.name.as_str();
         let channel = self.channel.as_str();
@@ -285,12 +331,45 @@ impl EventLogChannel {
                 return;
             }
         }
+        // With `end_of_file` and no checkpoint, the channel's newest event is where reading
+        // starts, saved at once, so that neither a restart nor a failed subscription loses
+        // what is written meanwhile; until the Event Log has named it, nothing is read.
+        let mut newest_pending =
+            known.is_none() && outlet.flow.initial_position == InitialPosition::EndOfFile;
         let mut sending = Sending::new(Origin::Channel(self.channel.clone()), known, &outlet.flow);
         let mut skipped_log = LogLimiter::new(LOG_EVERY);
         let mut failed_tries = 0u32;
         let mut last_failure: Option<SubscribeError> = None;
         let mut keep_alive = tokio::time::interval(outlet.flow.scan_interval);
         loop {
+            if newest_pending {
+                let channel_name = self.channel.clone();
+                let asked = tokio::task::spawn_blocking(move || newest(&channel_name)).await;
+                let asked = asked.unwrap_or(Err(SubscribeError {
+                    call: "EvtQuery",
+                    code: 0,
+                }));
+                match asked {
+                    Ok(found) => {
+                        newest_pending = false;
+                        // An empty channel is read from its start: all its events are new.
+                        let from = found.map_or(1, |newest| newest.saturating_add(1));
+                        sending.position = Some(from);
+                        if !outlet.announce(&source, from).await {
+                            return;
+                        }
+                    }
+                    Err(failure) => {
+                        if !self
+                            .pause_after(&failure, &mut failed_tries, &mut last_failure)
+                            .await
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             let subscription = Subscription {
                 channel: self.channel.clone(),
                 query: self.query.clone(),
@@ -310,19 +389,37 @@ impl EventLogChannel {
                     read = events.recv() => read,
                 };
                 match read {
-                    Some(LiveRead::Subscribed) => {
-                        let again = last_failure.take().is_some();
+                    Some(LiveRead::Subscribed) if last_failure.is_none() => {
                         info!(
                             flow,
                             channel,
                             query = self.query.as_deref(),
                             next_record_id = sending.position,
-                            again,
                             "Following the Event Log channel."
                         );
                     }
+                    Some(LiveRead::Subscribed) => {
+                        debug!(
+                            flow,
+                            channel,
+                            next_record_id = sending.position,
+                            "Subscribed to the Event Log channel again."
+                        );
+                    }
+                    Some(LiveRead::BookmarkGone) => {
+                        warn!(flow, channel, next_record_id = sending.position, "The event the checkpoint names is no longer in the channel (it was cleared, or it wrapped past it): reading from the oldest event kept. Events overwritten before they were read are lost; after a clear, events whose record ids are below the checkpoint start a new reading.");
+                    }
                     Some(LiveRead::Events(block)) => {
                         failed_tries = 0;
+                        // A failure is over only once events flow again.
+                        if last_failure.take().is_some() {
+                            info!(
+                                flow,
+                                channel,
+                                next_record_id = sending.position,
+                                "Following the Event Log channel again."
+                            );
+                        }
                         if !self.ship(&mut source, &mut sending, block).await {
                             return;
                         }
@@ -341,18 +438,36 @@ impl EventLogChannel {
                     }
                 }
             };
-            let wait = retry_after(failed_tries);
-            failed_tries = failed_tries.saturating_add(1);
-            if last_failure.as_ref() != Some(&failure) {
-                error!(flow, channel, %failure, retry_in = ?wait, "Cannot read the Event Log channel; trying again with a backoff up to a minute (logged again only if the reason changes).");
-            } else {
-                debug!(flow, channel, %failure, retry_in = ?wait, "Still cannot read the Event Log channel.");
+            if !self
+                .pause_after(&failure, &mut failed_tries, &mut last_failure)
+                .await
+            {
+                return;
             }
-            last_failure = Some(failure);
-            tokio::select! {
-                _ = outlet.cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
+        }
+    }
+
+    /// After a failure: logs it (an ERROR when the reason is new, a DEBUG line when it is the
+    /// same as the last), and waits the backoff; false if shutting down meanwhile.
+    async fn pause_after(
+        &self,
+        failure: &SubscribeError,
+        failed_tries: &mut u32,
+        last_failure: &mut Option<SubscribeError>,
+    ) -> bool {
+        let flow = self.outlet.flow.name.as_str();
+        let channel = self.channel.as_str();
+        let wait = retry_after(*failed_tries);
+        *failed_tries = failed_tries.saturating_add(1);
+        if last_failure.as_ref() != Some(failure) {
+            error!(flow, channel, %failure, retry_in = ?wait, "Cannot read the Event Log channel; trying again with a backoff up to a minute (logged again only if the reason changes).");
+        } else {
+            debug!(flow, channel, %failure, retry_in = ?wait, "Still cannot read the Event Log channel.");
+        }
+        *last_failure = Some(failure.clone());
+        tokio::select! {
+            _ = self.outlet.cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
         }
     }
 

@@ -44,6 +44,9 @@ fn a_subscription_starts_after_the_position_else_where_initial_position_says() {
     assert_eq!(start_at(None, StartOfFile), Start::Oldest);
     assert_eq!(start_at(None, EndOfFile), Start::NewOnly);
     assert_eq!(start_at(Some(0), EndOfFile), Start::Oldest);
+    // Record ids start at 1: a bookmark on record 0 would name no event.
+    assert_eq!(start_at(Some(1), StartOfFile), Start::Oldest);
+    assert_eq!(start_at(Some(2), StartOfFile), Start::After(1));
 }
 
 #[test]
@@ -199,8 +202,24 @@ struct Harness {
     run: tokio::task::JoinHandle<()>,
 }
 
+/// For flows that never ask for the newest event (`start_of_file`, or a checkpoint).
+fn never_asked(_: &str) -> Result<Option<u64>, SubscribeError> {
+    panic!("the newest event is asked for only with end_of_file and no checkpoint")
+}
+
 fn start_flow(open: Open, checkpoint: Option<u64>, query: Option<&str>) -> Harness {
-    let text = "flows:\n  - name: system\n    files: /var/log/x.log\n    kinesis_stream: s\n    scan_interval: 1h\n";
+    start_flow_at(open, never_asked, "start_of_file", checkpoint, query)
+}
+
+fn start_flow_at(
+    open: Open,
+    newest: Newest,
+    initial_position: &str,
+    checkpoint: Option<u64>,
+    query: Option<&str>,
+) -> Harness {
+    let text = format!("flows:\n  - name: system\n    files: /var/log/x.log\n    kinesis_stream: s\n    scan_interval: 1h\n    initial_position: {initial_position}\n");
+    let text = text.as_str();
     let config = Config::parse(Path::new("/etc/k.yaml"), text).expect("valid");
     let flow = Arc::new(config.flows[0].clone());
     let (lines_out, lines) = mpsc::channel(16);
@@ -232,7 +251,7 @@ fn start_flow(open: Open, checkpoint: Option<u64>, query: Option<&str>) -> Harne
             cancel: cancel.clone(),
         },
     };
-    let run = tokio::spawn(live.run_with(open));
+    let run = tokio::spawn(live.run_with(open, newest));
     Harness {
         acks,
         lines,
@@ -338,4 +357,112 @@ async fn a_failing_subscription_is_tried_again_until_shutdown() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     flow.stop().await;
+}
+
+static FROM_NEWEST: Mutex<Vec<Subscription>> = Mutex::new(Vec::new());
+
+#[tokio::test]
+async fn end_of_file_starts_after_the_newest_event_and_saves_that_at_once() {
+    fn newest(channel: &str) -> Result<Option<u64>, SubscribeError> {
+        assert_eq!(channel, "System");
+        Ok(Some(500))
+    }
+    fn open(wanted: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
+        FROM_NEWEST.lock().expect("lock").push(wanted.clone());
+        Ok(Box::new(Scripted(vec![Ok(vec![Ok(event_xml(501))])])))
+    }
+    let mut flow = start_flow_at(open, newest, "end_of_file", None, None);
+    // The position is announced (and so saved) before any event arrives.
+    let Ack::Opened { offset, .. } = flow.ack().await else {
+        panic!("opened first")
+    };
+    assert_eq!(offset, 501);
+    assert_eq!(flow.ends().await, [502]);
+    flow.stop().await;
+    let subscribed = FROM_NEWEST.lock().expect("lock").clone();
+    assert_eq!(subscribed[0].start, Start::After(500));
+}
+
+#[tokio::test]
+async fn an_empty_channel_at_end_of_file_is_read_from_its_start() {
+    fn newest(_: &str) -> Result<Option<u64>, SubscribeError> {
+        Ok(None)
+    }
+    fn open(wanted: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
+        assert_eq!(wanted.start, Start::Oldest);
+        Ok(Box::new(Scripted(vec![Ok(vec![Ok(event_xml(1))])])))
+    }
+    let mut flow = start_flow_at(open, newest, "end_of_file", None, None);
+    let Ack::Opened { offset, .. } = flow.ack().await else {
+        panic!("opened first")
+    };
+    assert_eq!(offset, 1);
+    assert_eq!(flow.ends().await, [2]);
+    flow.stop().await;
+}
+
+static NEWEST_TRIES: Mutex<u32> = Mutex::new(0);
+
+#[tokio::test(start_paused = true)]
+async fn end_of_file_waits_for_the_newest_event_rather_than_taking_only_new_ones() {
+    fn newest(_: &str) -> Result<Option<u64>, SubscribeError> {
+        let mut tries = NEWEST_TRIES.lock().expect("lock");
+        *tries += 1;
+        if *tries < 3 {
+            return Err(SubscribeError {
+                call: "EvtQuery",
+                code: 5,
+            });
+        }
+        Ok(Some(7))
+    }
+    fn open(wanted: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
+        assert_eq!(wanted.start, Start::After(7));
+        Ok(Box::new(Scripted(vec![Ok(vec![Ok(event_xml(8))])])))
+    }
+    let mut flow = start_flow_at(open, newest, "end_of_file", None, None);
+    let Ack::Opened { offset, .. } = flow.ack().await else {
+        panic!("opened first")
+    };
+    assert_eq!(offset, 8);
+    assert_eq!(flow.ends().await, [9]);
+    assert_eq!(*NEWEST_TRIES.lock().expect("lock"), 3);
+    flow.stop().await;
+}
+
+static GONE: Mutex<Vec<Subscription>> = Mutex::new(Vec::new());
+
+#[tokio::test]
+async fn a_bookmark_whose_event_is_gone_starts_at_the_oldest_event() {
+    fn open(wanted: &Subscription) -> Result<Box<dyn Subscribed + Send>, SubscribeError> {
+        GONE.lock().expect("lock").push(wanted.clone());
+        if matches!(wanted.start, Start::After(_)) {
+            return Err(SubscribeError {
+                call: "EvtSubscribe",
+                code: ERROR_NOT_FOUND,
+            });
+        }
+        // The channel was cleared: its record ids start again below the checkpoint.
+        Ok(Box::new(Scripted(vec![Ok(vec![
+            Ok(event_xml(1)),
+            Ok(event_xml(2)),
+        ])])))
+    }
+    let mut flow = start_flow(open, Some(41), None);
+    let Ack::Opened { offset: 41, .. } = flow.ack().await else {
+        panic!("opened at the checkpoint")
+    };
+    let Ack::Restarted { offset, .. } = flow.ack().await else {
+        panic!("a new reading from the cleared channel's first event")
+    };
+    assert_eq!(offset, 1);
+    assert_eq!(flow.ends().await, [2, 3]);
+    flow.stop().await;
+    let starts: Vec<Start> = GONE
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|wanted| wanted.start.clone())
+        .collect();
+    assert_eq!(starts, [Start::After(40), Start::Oldest]);
 }
