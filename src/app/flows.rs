@@ -217,7 +217,7 @@ impl Flows {
             tasks.spawn(sink.run(batches_received)).abort_handle(),
         ];
         tasks.close();
-        info!(flow = %flow.name, destination = %flow.destination, dry_run = flow.dry_run, files = ?flow.files, "Flow started.");
+        info!(flow = %flow.name, destination = %flow.destination, dry_run = flow.dry_run, reads = %flow.reads(), "Flow started.");
         self.running.push(RunningFlow {
             name: flow.name.clone(),
             configured,

@@ -360,6 +360,24 @@ pub struct FlowConfig {
 }
 
 impl FlowConfig {
+    /// What the flow reads, as its log lines name it: its globs, the journal, or the Windows
+    /// Event Log file or channel.
+    pub fn reads(&self) -> String {
+        match (&self.journald, &self.event_log) {
+            (Some(journal), _) => match &journal.directory {
+                Some(directory) => format!("the journal in {}", directory.display()),
+                None => "the system journal".to_owned(),
+            },
+            (None, Some(EventLogSource::File(path))) => {
+                format!("the event log file {}", path.display())
+            }
+            (None, Some(EventLogSource::Channel { channel, .. })) => {
+                format!("the Event Log channel {channel}")
+            }
+            (None, None) => self.files.join(", "),
+        }
+    }
+
     /// The most bytes of a record (newline included) that fit in one record beside its key.
     pub fn max_line_bytes(&self) -> usize {
         self.max_record_bytes

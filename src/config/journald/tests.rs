@@ -101,3 +101,25 @@ fn journald_mistakes_name_their_key() {
     let unknown = told("    journald: { unit: nginx.service }\n");
     assert!(unknown.contains("unit"), "{unknown}");
 }
+
+#[test]
+fn a_flow_says_what_it_reads() {
+    let system = parse("    journald: {}\n").expect("valid");
+    assert_eq!(system.flows[0].reads(), "the system journal");
+    let directory = parse("    journald: { directory: /var/log/journal }\n").expect("valid");
+    assert_eq!(
+        directory.flows[0].reads(),
+        "the journal in /var/log/journal"
+    );
+    let files = Config::parse(
+        Path::new("/etc/k.yaml"),
+        "flows:\n  - name: app\n    files: [/var/log/a/*.log, /var/log/b.log]\n    kinesis_stream: s\n",
+    )
+    .expect("valid");
+    assert_eq!(files.flows[0].reads(), "/var/log/a/*.log, /var/log/b.log");
+    let evtx = parse("    windows_event_log: { file: /archive/Security.evtx }\n").expect("valid");
+    assert_eq!(
+        evtx.flows[0].reads(),
+        "the event log file /archive/Security.evtx"
+    );
+}
