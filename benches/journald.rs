@@ -19,6 +19,8 @@ mod http;
 #[path = "../tests/support/journal.rs"]
 #[allow(dead_code)]
 mod journal;
+#[path = "ship/proc_usage.rs"]
+mod proc_usage;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -250,25 +252,10 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// User plus system CPU seconds of a process (fields 14 and 15 of its stat, counted after the
-/// command name, which may hold spaces).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+    proc_usage::cpu_seconds(&format!("/proc/{pid}/stat")).ok()
 }
 
 fn peak_rss_bytes(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    proc_usage::peak_rss_bytes(pid).ok()
 }

@@ -26,6 +26,8 @@ mod access_log;
 mod agent;
 #[path = "ship/null_kinesis.rs"]
 mod null_kinesis;
+#[path = "ship/proc_usage.rs"]
+mod proc_usage;
 #[path = "ship/put_request.rs"]
 mod put_request;
 #[path = "ship/record_lines.rs"]
