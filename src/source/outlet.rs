@@ -2,6 +2,7 @@
 //! journal) hands its records on: the pipeline's channel, within the memory budget, and the
 //! checkpoint store's acknowledgement channel, with the keep-alive that keeps its checkpoint.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -10,7 +11,20 @@ use tokio_util::sync::CancellationToken;
 use crate::config::FlowConfig;
 use crate::limits::{MemoryBudget, RECORD_OVERHEAD};
 use crate::metrics::FlowMetrics;
-use crate::record::{Ack, Lines, SourceFile};
+use crate::record::{Ack, FileId, Lines, SourceFile};
+
+/// The device of every identity made from a name (a journal, a channel): no file has it
+/// (device numbers are small, and Windows volume serial numbers are 32 bits), so such a
+/// checkpoint is never taken for a file's.
+pub const NAMED_DEVICE: u64 = u64::MAX;
+
+/// The identity of a source that is not a file, made from its name: the same across restarts.
+pub fn named_id(name: &str) -> FileId {
+    FileId {
+        device: NAMED_DEVICE,
+        inode: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+    }
+}
 
 /// Where a source's records and positions go: the pipeline and the checkpoint store, within
 /// the memory budget, until `cancel` fires.
@@ -24,6 +38,17 @@ pub struct Outlet {
 }
 
 impl Outlet {
+    /// The source `id` of this flow, shown as `path`, under a new reading key.
+    pub fn source(&self, id: FileId, path: PathBuf) -> Arc<SourceFile> {
+        Arc::new(SourceFile {
+            key: super::tailer::next_file_key(),
+            flow: Arc::from(self.flow.name.as_str()),
+            id,
+            head: None,
+            path,
+        })
+    }
+
     /// Tells the checkpoint store the source is wanted, so its checkpoint is kept; false if
     /// shutting down.
     pub async fn seen(&self, source: &SourceFile) -> bool {

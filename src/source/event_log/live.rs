@@ -28,12 +28,9 @@ use super::{Origin, Sending, LOG_EVERY, READ_AHEAD_BLOCKS};
 use crate::config::InitialPosition;
 use crate::log_limit::LogLimiter;
 use crate::record::{Ack, FileId, SourceFile};
-use crate::source::outlet::Outlet;
+use crate::source::outlet::{named_id, Outlet};
 use crate::source::KnownOffset;
 
-/// The `device` of every channel's synthetic identity: no file has it (device numbers are
-/// small, and Windows volume serial numbers are 32 bits).
-const CHANNEL_DEVICE: u64 = u64::MAX;
 /// Events taken from the API at a time, at most.
 const BLOCK_EVENTS: usize = 128;
 /// How long the reading thread waits for new events before it looks whether it is still
@@ -54,10 +51,7 @@ pub(in crate::source) struct EventLogChannel {
 /// The identity a channel's checkpoint is kept under: the same for the same channel name, in
 /// any letter case (Windows ignores case in channel names), across restarts.
 pub fn channel_id(channel: &str) -> FileId {
-    FileId {
-        device: CHANNEL_DEVICE,
-        inode: xxhash_rust::xxh3::xxh3_64(channel.to_lowercase().as_bytes()),
-    }
+    named_id(&channel.to_lowercase())
 }
 
 /// Where a subscription starts.
@@ -473,13 +467,7 @@ impl EventLogChannel {
 
     /// The channel as a source of records, under a new reading key.
     fn source(&self, id: FileId) -> Arc<SourceFile> {
-        Arc::new(SourceFile {
-            key: super::super::tailer::next_file_key(),
-            flow: Arc::from(self.outlet.flow.name.as_str()),
-            id,
-            head: None,
-            path: PathBuf::from(&self.channel),
-        })
+        self.outlet.source(id, PathBuf::from(&self.channel))
     }
 
     /// Hands `block` on; false if shutting down. Record ids below the position mean the

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::outlet::Outlet;
+use super::outlet::{named_id, Outlet};
 use super::KnownOffset;
 use crate::config::{InitialPosition, JournaldSource};
 use crate::limits::Reservation;
@@ -42,9 +42,6 @@ use crate::record::{Ack, FileId, SourceFile};
 use export::ExportError;
 use reader::{Block, ReadSettings};
 
-/// The device number of every journal's identity: no file has it, so a journal's checkpoint
-/// is never taken for a file's.
-const JOURNAL_DEVICE: u64 = u64::MAX;
 /// Blocks of entries read ahead of the pipeline.
 const READ_AHEAD_BLOCKS: usize = 2;
 /// The first pause before journalctl is started again; it doubles while starts keep failing.
@@ -181,17 +178,8 @@ impl Journald {
             Some(directory) => directory.clone(),
             None => PathBuf::from("system journal"),
         };
-        let named = path.to_string_lossy();
-        Arc::new(SourceFile {
-            key: super::tailer::next_file_key(),
-            flow: Arc::from(self.outlet.flow.name.as_str()),
-            id: FileId {
-                device: JOURNAL_DEVICE,
-                inode: xxhash_rust::xxh3::xxh3_64(named.as_bytes()),
-            },
-            head: None,
-            path,
-        })
+        let id = named_id(&path.to_string_lossy());
+        self.outlet.source(id, path)
     }
 
     /// Tells the checkpoint store the entry ending at `end` is `cursor`; false if shutting down.

@@ -29,7 +29,7 @@ fn a_channel_keeps_its_identity_in_any_letter_case() {
     assert_eq!(security, channel_id("Security"));
     assert_eq!(security, channel_id("SECURITY"));
     assert_ne!(security, channel_id("System"));
-    assert_eq!(security.device, CHANNEL_DEVICE);
+    assert_eq!(security.device, crate::source::outlet::NAMED_DEVICE);
     assert_eq!(
         channel_id("Microsoft-Windows-Sysmon/Operational"),
         channel_id("microsoft-windows-sysmon/operational")
